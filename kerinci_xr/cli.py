@@ -1,0 +1,182 @@
+"""The ``kerinci-xr`` command line: ``main(argv) -> int``, testable in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import KerinciError
+
+__all__ = ["main"]
+
+log = logging.getLogger("kerinci_xr")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _scheduler_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, metavar="N", help="start a LocalCluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running Dask scheduler (tcp://host:8786)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="kerinci-xr",
+        description="Land-cover classification from multispectral imagery with xarray, Dask and PyTorch.",
+    )
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="build the analysis-ready Zarr cube from imagery, labels and radar")
+    p.add_argument("--image", required=True, help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif)")
+    p.add_argument("--labels", help="label GeoTIFF with the legend's original codes")
+    p.add_argument("--legend", help="lc.json with values, label, palette")
+    p.add_argument("--radar", help="radar GeoTIFF on any grid (e.g. PALSAR HH,HV in dB x1e3)")
+    p.add_argument("--bands", type=_csv, help="optical band names, comma-separated (default: from the file)")
+    p.add_argument("--radar-bands", type=_csv, default=["HH", "HV"], help="radar band names (default HH,HV)")
+    p.add_argument("--scale", type=float, default=1e-4, help="reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)")
+    p.add_argument("--offset", type=float, default=0.0, help="reflectance offset added after scaling")
+    p.add_argument("--nodata", type=float, help="optical nodata value (default: from the file)")
+    p.add_argument("--radar-scale", type=float, default=1e-3, help="radar scale (1e-3 for dB x1e3, 1 for dB)")
+    p.add_argument("--chunk", type=int, default=1024, help="chunk edge in pixels (default 1024)")
+    p.add_argument("--sensor", default="auto", choices=["auto", "landsat8", "landsat7", "sentinel2"])
+    p.add_argument("--align-labels", action="store_true", help="warp off-grid labels (nearest) instead of failing")
+    p.add_argument("--strict", action="store_true", help="fail on label codes missing from the legend")
+    p.add_argument("--out", required=True, help="output cube (.zarr)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cube")
+    _scheduler_args(p)
+
+    p = sub.add_parser("info", help="grid, bands, class pixel counts and hectares of a cube")
+    p.add_argument("cube")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _scheduler_args(p)
+
+    p = sub.add_parser("synth", help="write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--height", type=int, default=2751)
+    p.add_argument("--width", type=int, default=2692)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-radar", action="store_true", help="skip the PALSAR file")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("quicklook", help="false-colour and class-map PNGs of a cube")
+    p.add_argument("cube")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--max-size", type=int, default=2048, help="longest side of the PNGs in pixels")
+
+    p = sub.add_parser("demo", help="generate a small Kerinci-like scene and run every stage on it")
+    p.add_argument("--out", default="kerinci_demo", help="working folder (default ./kerinci_demo)")
+    p.add_argument("--size", type=int, default=1500, help="scene edge in pixels (default 1500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="redo stages that are up to date")
+    _scheduler_args(p)
+
+    p = sub.add_parser("run", help="run the stages of a pipeline file (pipelines/*.toml)")
+    p.add_argument("pipeline")
+    p.add_argument("--force", action="store_true", help="redo stages that are up to date")
+    _scheduler_args(p)
+    return ap
+
+
+def _print_info(summary: dict) -> None:
+    print(f"grid      {summary['shape']['y']} x {summary['shape']['x']} (y x)   CRS {summary['crs']}")
+    print(f"pixel     {summary['resolution'][0]:.6g} x {summary['resolution'][1]:.6g}")
+    print(f"bounds    {', '.join(f'{b:.6f}' for b in summary['bounds'])}")
+    print(f"bands     {', '.join(summary['bands'])}")
+    print(f"chunks    {summary['chunks']}")
+    print(f"valid     {100 * summary['valid_fraction']:.2f} % of pixels")
+    if "classes" in summary:
+        print(f"\n{'id':>3} {'code':>6}  {'class':<28} {'pixels':>12} {'hectares':>14} {'%':>7}")
+        for row in summary["classes"]:
+            print(
+                f"{row['class_id']:>3} {row['code']:>6}  {row['name'][:28]:<28} "
+                f"{row['pixels']:>12,} {row['hectares']:>14,.1f} {row['percent']:>7.2f}"
+            )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .cluster import dask_scheduler
+
+    progress = not args.quiet
+    sched = {"workers": getattr(args, "workers", None), "address": getattr(args, "scheduler", None)}
+    if args.command == "prepare":
+        from .pipeline import prepare
+
+        with dask_scheduler(**sched):
+            out = prepare(
+                args.image, out=args.out, labels=args.labels, legend=args.legend, radar=args.radar,
+                bands=args.bands, radar_bands=args.radar_bands, scale=args.scale, offset=args.offset,
+                nodata=args.nodata, radar_scale=args.radar_scale, chunk=args.chunk,
+                sensor=args.sensor, align_labels=args.align_labels, strict=args.strict,
+                overwrite=args.overwrite, progress=progress,
+            )
+        print(f"wrote {out}")
+    elif args.command == "info":
+        from .store import cube_summary, open_cube
+
+        with dask_scheduler(**sched):
+            summary = cube_summary(open_cube(args.cube))
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            _print_info(summary)
+    elif args.command == "synth":
+        from .synthetic import make_kerinci_scene
+
+        files = make_kerinci_scene(
+            args.out, height=args.height, width=args.width, seed=args.seed,
+            radar=not args.no_radar, overwrite=args.overwrite,
+        )
+        for f in (files.landsat, files.palsar, files.labels, files.legend):
+            if f.exists():
+                print(f"wrote {f}")
+    elif args.command == "quicklook":
+        from .pipeline import quicklooks
+
+        for f in quicklooks(args.cube, args.out, max_size=args.max_size):
+            print(f"wrote {f}")
+    elif args.command in ("demo", "run"):
+        from .pipeline import DEMO_CONFIG, run_pipeline
+
+        if args.command == "demo":
+            config: object = {**DEMO_CONFIG, "synth": {**DEMO_CONFIG["synth"], "height": args.size,
+                                                       "width": args.size, "seed": args.seed}}
+            out_dir = Path(args.out)
+        else:
+            config, out_dir = args.pipeline, None
+        with dask_scheduler(**sched):
+            results = run_pipeline(
+                config, force=args.force, progress=progress, out_dir=out_dir, echo=print  # type: ignore[arg-type]
+            )
+        print("\nwhat was written:")
+        for stage, paths in results.items():
+            for p in paths:
+                print(f"  {stage:<10} {p}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kerinci-xr``; returns the exit status (2 for bad input)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    warnings.simplefilter("default", UserWarning)
+    try:
+        return _run(args)
+    except KerinciError as exc:
+        print(f"kerinci-xr {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,41 @@
+"""Exceptions raised by kerinci_xr: one base class, specific subclasses that also inherit builtins."""
+
+from __future__ import annotations
+
+__all__ = [
+    "GridMismatchError",
+    "InputFileNotFoundError",
+    "InvalidInputError",
+    "KerinciError",
+    "LegendError",
+    "OutputExistsError",
+    "RasterReadError",
+]
+
+
+class KerinciError(Exception):
+    """Base class of every error kerinci_xr raises on purpose."""
+
+
+class InputFileNotFoundError(KerinciError, FileNotFoundError):
+    """An input file or store does not exist."""
+
+
+class RasterReadError(KerinciError, ValueError):
+    """A file exists but cannot be read as the raster it should be."""
+
+
+class LegendError(KerinciError, ValueError):
+    """The ``lc.json`` legend is malformed."""
+
+
+class GridMismatchError(KerinciError, ValueError):
+    """Two rasters that must share a grid (CRS, transform, shape) do not."""
+
+
+class InvalidInputError(KerinciError, ValueError):
+    """An argument or a configuration value is out of its allowed range."""
+
+
+class OutputExistsError(KerinciError, FileExistsError):
+    """An output exists already and ``overwrite`` was not requested."""

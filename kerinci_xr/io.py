@@ -1,0 +1,290 @@
+"""Lazy raster IO: open GeoTIFF/COG as chunked DataArrays, check grids, align other grids lazily."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "Resampling",
+    "align_to",
+    "grid_differences",
+    "normalize_chunks",
+    "open_raster",
+    "require_same_grid",
+]
+
+log = logging.getLogger(__name__)
+
+#: Default spatial chunk edge in pixels (all bands in one chunk).
+DEFAULT_CHUNK = 1024
+
+Resampling = Literal["nearest", "bilinear"]
+
+
+def normalize_chunks(chunks: int | Mapping[str, int] | None) -> dict[str, int]:
+    """Turn ``1024`` or ``{"y": 512, "x": 512}`` into ``{"band": -1, "y": .., "x": ..}``."""
+    if chunks is None:
+        chunks = DEFAULT_CHUNK
+    if isinstance(chunks, int):
+        out = {"band": -1, "y": chunks, "x": chunks}
+    else:
+        out = {"band": -1, "y": DEFAULT_CHUNK, "x": DEFAULT_CHUNK, **dict(chunks)}
+    for dim in ("y", "x"):
+        if not isinstance(out[dim], int) or out[dim] < 1:
+            raise InvalidInputError(
+                f"chunks: expected a positive number of pixels for {dim!r}, found {out[dim]!r}."
+            )
+    return out
+
+
+def _file_band_names(descriptions: Sequence[str | None], count: int) -> list[str]:
+    if descriptions and all(d for d in descriptions) and len(set(descriptions)) == count:
+        return [str(d) for d in descriptions]
+    return [f"band_{i}" for i in range(1, count + 1)]
+
+
+def open_raster(
+    path: str | Path,
+    *,
+    bands: Sequence[str] | None = None,
+    chunks: int | Mapping[str, int] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """Open a GeoTIFF/COG lazily as a chunked ``(band, y, x)`` DataArray.
+
+    No pixel is read: the result is backed by dask, one task per chunk.
+
+    Parameters
+    ----------
+    path
+        Raster file readable by GDAL.
+    bands
+        Names for the bands, in file order. By default the band descriptions stored in the
+        file, or ``band_1 .. band_n`` when it has none.
+    chunks
+        Spatial chunk edge in pixels, or a ``{"y": .., "x": ..}`` mapping; all bands share a chunk.
+    name
+        Name of the DataArray (defaults to the file stem).
+
+    Returns
+    -------
+    xarray.DataArray
+        dims ``("band", "y", "x")``, a ``band`` coordinate of names, the CRS and transform via
+        ``.rio``, and ``attrs["nodata"]`` (``None`` if the file declares none).
+    """
+    import rasterio
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: raster not found. Fix: check the path.")
+    try:
+        with rasterio.open(path) as src:
+            count, descriptions, nodata = src.count, src.descriptions, src.nodata
+            crs, transform = src.crs, src.transform
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(
+            f"{path}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
+            "Fix: pass a GeoTIFF."
+        ) from exc
+    if crs is None:
+        raise RasterReadError(
+            f"{path}: expected a georeferenced raster, found no CRS. Fix: assign one "
+            "(e.g. gdal_edit.py -a_srs EPSG:4326)."
+        )
+    if transform.b != 0 or transform.d != 0:
+        raise RasterReadError(
+            f"{path}: expected a north-up grid, found a rotated transform {tuple(transform)[:6]}. "
+            "Fix: warp it first (gdalwarp)."
+        )
+    names = list(bands) if bands is not None else _file_band_names(descriptions, count)
+    if len(names) != count:
+        raise InvalidInputError(
+            f"{path}: {len(names)} band names given ({', '.join(names)}) but the file has "
+            f"{count} band(s). Fix: name exactly {count} bands."
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{path}: band names must be unique, found {names}.")
+    da_ = rioxarray.open_rasterio(
+        path, chunks=normalize_chunks(chunks), lock=False, cache=False, masked=False
+    )
+    assert isinstance(da_, xr.DataArray)  # a single-subdataset GeoTIFF; not user input
+    da_ = da_.assign_coords(band=np.array(names, dtype=object))
+    attrs = {"nodata": None if nodata is None else float(nodata), "source": str(path)}
+    da_.attrs = attrs
+    da_.encoding.pop("_FillValue", None)
+    return da_.rename(name or path.stem)
+
+
+def grid_differences(a: xr.DataArray, b: xr.DataArray, *, rtol: float = 1e-6) -> list[str]:
+    """What differs between the grids of ``a`` and ``b`` (CRS, transform, shape); empty if none."""
+    out = []
+    if a.rio.crs != b.rio.crs:
+        out.append(f"CRS {a.rio.crs} vs {b.rio.crs}")
+    ha, wa = a.sizes["y"], a.sizes["x"]
+    hb, wb = b.sizes["y"], b.sizes["x"]
+    if (ha, wa) != (hb, wb):
+        out.append(f"shape (y, x) {(ha, wa)} vs {(hb, wb)}")
+    ta, tb = a.rio.transform(), b.rio.transform()
+    tol = rtol * max(abs(ta.a), abs(ta.e))
+    if any(abs(p - q) > tol for p, q in zip(tuple(ta)[:6], tuple(tb)[:6], strict=True)):
+        out.append(f"transform {tuple(ta)[:6]} vs {tuple(tb)[:6]}")
+    return out
+
+
+def require_same_grid(reference: xr.DataArray, other: xr.DataArray, *, what: str) -> None:
+    """Raise :class:`GridMismatchError` naming every difference if ``other`` is off-grid."""
+    diffs = grid_differences(reference, other)
+    if diffs:
+        src = other.attrs.get("source", what)
+        ref = reference.attrs.get("source", "the imagery")
+        raise GridMismatchError(
+            f"{src}: expected {what} on the grid of {ref}, found differences: "
+            + "; ".join(diffs)
+            + f". Fix: pass align=True (nearest-neighbour resampling) or warp {what} "
+            "onto the imagery grid first."
+        )
+
+
+def _warp_block(
+    src: np.ndarray,
+    src_transform,
+    src_crs,
+    dst_shape: tuple[int, int, int],
+    dst_transform,
+    dst_crs,
+    resampling: str,
+    nodata: float,
+    dtype,
+) -> np.ndarray:
+    from rasterio.enums import Resampling as R
+    from rasterio.warp import reproject
+
+    dst = np.full(dst_shape, nodata, dtype=dtype)
+    if src.size == 0:
+        return dst
+    reproject(
+        source=np.ascontiguousarray(src),
+        destination=dst,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        src_nodata=nodata,
+        dst_transform=dst_transform,
+        dst_crs=dst_crs,
+        dst_nodata=nodata,
+        resampling=getattr(R, resampling),
+        num_threads=1,
+        tolerance=0.0,
+    )
+    return dst
+
+
+def align_to(
+    source: xr.DataArray,
+    like: xr.DataArray,
+    *,
+    resampling: Resampling = "bilinear",
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Warp ``source`` onto the grid of ``like`` lazily, one task per output chunk.
+
+    Each output chunk reads only the source window that covers it (plus a two-pixel margin for
+    the resampling kernel), so a scene far larger than memory is aligned with flat memory.
+
+    Parameters
+    ----------
+    source
+        ``(band, y, x)`` or ``(y, x)`` raster with a CRS; numpy- or dask-backed.
+    like
+        Raster on the target grid; its ``y``/``x`` chunks become the output chunks.
+    resampling
+        ``"bilinear"`` for continuous data (radar), ``"nearest"`` for categories (labels).
+    nodata
+        Value marking missing source pixels and filling output pixels with no source. Defaults
+        to NaN for float data and ``source.attrs["nodata"]`` (or 0) otherwise.
+    """
+    import rasterio.warp
+    import rasterio.windows
+    from affine import Affine
+
+    if resampling not in ("nearest", "bilinear"):
+        raise InvalidInputError(
+            f"resampling: expected 'nearest' or 'bilinear', found {resampling!r}."
+        )
+    squeeze = source.ndim == 2
+    src = source.expand_dims("band") if squeeze else source
+    floating = np.issubdtype(src.dtype, np.floating)
+    if nodata is None:
+        nodata = np.nan if floating else (src.attrs.get("nodata") or 0)
+    dtype = src.dtype
+    src_crs, src_tr = src.rio.crs, src.rio.transform()
+    dst_crs, dst_tr = like.rio.crs, like.rio.transform()
+    src_h, src_w = src.sizes["y"], src.sizes["x"]
+    if like.chunks is not None:
+        ychunks, xchunks = like.chunksizes["y"], like.chunksizes["x"]
+    else:
+        ychunks = normalize_chunks(None)["y"]
+        ychunks = da.core.normalize_chunks(ychunks, (like.sizes["y"],))[0]
+        xchunks = da.core.normalize_chunks(DEFAULT_CHUNK, (like.sizes["x"],))[0]
+    data = src.data
+    nb = src.sizes["band"]
+    rows = []
+    r0 = 0
+    for h in ychunks:
+        row = []
+        c0 = 0
+        for w in xchunks:
+            tr = dst_tr * Affine.translation(c0, r0)
+            left, top = tr * (0, 0)
+            right, bottom = tr * (w, h)
+            bounds = rasterio.warp.transform_bounds(
+                dst_crs,
+                src_crs,
+                min(left, right),
+                min(top, bottom),
+                max(left, right),
+                max(top, bottom),
+                densify_pts=21,
+            )
+            win = rasterio.windows.from_bounds(*bounds, transform=src_tr)
+            ys = max(int(np.floor(win.row_off)) - 2, 0)
+            ye = min(int(np.ceil(win.row_off + win.height)) + 2, src_h)
+            xs = max(int(np.floor(win.col_off)) - 2, 0)
+            xe = min(int(np.ceil(win.col_off + win.width)) + 2, src_w)
+            piece = data[:, ys:max(ye, ys), xs:max(xe, xs)]
+            block = dask.delayed(_warp_block, pure=True)(
+                piece,
+                src_tr * Affine.translation(xs, ys),
+                src_crs,
+                (nb, h, w),
+                tr,
+                dst_crs,
+                resampling,
+                nodata,
+                dtype,
+            )
+            row.append(da.from_delayed(block, shape=(nb, h, w), dtype=dtype))
+            c0 += w
+        rows.append(row)
+        r0 += h
+    out = da.block([[r for r in row] for row in rows]) if rows else None
+    result = xr.DataArray(
+        out,
+        dims=("band", "y", "x"),
+        coords={"band": src["band"].values, "y": like["y"].values, "x": like["x"].values},
+        name=source.name,
+        attrs={**source.attrs, "nodata": None if floating and np.isnan(nodata) else nodata},
+    )
+    result = result.rio.write_crs(dst_crs).rio.write_transform(dst_tr)
+    return result.isel(band=0, drop=True) if squeeze else result

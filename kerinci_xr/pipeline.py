@@ -1,0 +1,383 @@
+"""Stages (synth, prepare, quicklook) and the runner of pipeline files (``pipelines/*.toml``).
+
+A pipeline file names its inputs and the options of each stage; the runner validates the
+whole file before touching anything, then runs the stages in order, skipping a stage whose
+outputs are newer than its inputs and were made with the same options (unless ``force``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputFileNotFoundError, InvalidInputError
+
+__all__ = [
+    "DEMO_CONFIG",
+    "load_pipeline",
+    "prepare",
+    "quicklooks",
+    "run_pipeline",
+    "validate_config",
+]
+
+log = logging.getLogger(__name__)
+
+_NUM = (int, float)
+#: section -> key -> (accepted types, default). ``None`` as default means optional.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "pipeline": {"name": ((str,), "pipeline"), "out_dir": ((str,), "run")},
+    "synth": {
+        "out": ((str,), "scene"),
+        "height": ((int,), 1500),
+        "width": ((int,), 1500),
+        "seed": ((int,), 0),
+        "radar": ((bool,), True),
+    },
+    "inputs": {
+        "image": ((str,), None),
+        "labels": ((str,), None),
+        "legend": ((str,), None),
+        "radar": ((str,), None),
+        "bands": ((list,), None),
+        "radar_bands": ((list,), ["HH", "HV"]),
+    },
+    "prepare": {
+        "out": ((str,), "cube.zarr"),
+        "scale": (_NUM, 1e-4),
+        "offset": (_NUM, 0.0),
+        "nodata": (_NUM, None),
+        "radar_scale": (_NUM, 1e-3),
+        "chunk": ((int,), 1024),
+        "sensor": ((str,), "auto"),
+        "align_labels": ((bool,), False),
+        "strict": ((bool,), False),
+    },
+    "quicklook": {
+        "out_dir": ((str,), "quicklooks"),
+        "max_size": ((int,), 2048),
+        "percentiles": ((list,), [2.0, 98.0]),
+    },
+}
+
+#: The embedded default: a generated 1500 x 1500 Kerinci-like scene (as ``pipelines/demo.toml``).
+DEMO_CONFIG: dict[str, dict[str, Any]] = {
+    "pipeline": {"name": "demo", "out_dir": "."},
+    "synth": {"out": "scene", "height": 1500, "width": 1500, "seed": 0, "radar": True},
+    "prepare": {"out": "cube.zarr", "scale": 1e-4, "radar_scale": 1e-3, "chunk": 512},
+    "quicklook": {"out_dir": "quicklooks"},
+}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join("number" if t is float else t.__name__ for t in types)
+
+
+def validate_config(config: Mapping[str, Any], *, source: str = "<config>") -> dict[str, dict]:
+    """Check sections, keys and types; return the config with defaults filled in."""
+    if not isinstance(config, Mapping):
+        raise InvalidInputError(f"{source}: expected a table of sections, found {type(config).__name__}.")
+    unknown = [s for s in config if s not in SCHEMA]
+    if unknown:
+        raise InvalidInputError(
+            f"{source}: unknown section(s) {unknown}; expected some of {sorted(SCHEMA)}. "
+            "Fix: check the spelling."
+        )
+    out: dict[str, dict] = {}
+    for section, keys in SCHEMA.items():
+        given = config.get(section)
+        if given is None:
+            continue
+        if not isinstance(given, Mapping):
+            raise InvalidInputError(f"{source}: [{section}] must be a table, found {given!r}.")
+        bad = [k for k in given if k not in keys]
+        if bad:
+            raise InvalidInputError(
+                f"{source}: unknown key(s) {bad} in [{section}]; expected some of {sorted(keys)}."
+            )
+        values = {}
+        for key, (types, default) in keys.items():
+            value = given.get(key, default)
+            if value is not None and (
+                not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+            ):
+                raise InvalidInputError(
+                    f"{source}: [{section}] {key} must be a {_type_name(types)}, "
+                    f"found {type(value).__name__} {value!r}."
+                )
+            values[key] = value
+        out[section] = values
+    if "inputs" not in out and "synth" not in out:
+        raise InvalidInputError(
+            f"{source}: expected an [inputs] section (image, labels, legend) or a [synth] section."
+        )
+    if "inputs" in out and "synth" not in out and not out["inputs"].get("image"):
+        raise InvalidInputError(f"{source}: [inputs] image is required.")
+    inputs = out.get("inputs", {})
+    if inputs.get("labels") and not inputs.get("legend"):
+        raise InvalidInputError(f"{source}: [inputs] labels given without legend.")
+    for key in ("bands", "radar_bands"):
+        if inputs.get(key) is not None and not all(isinstance(b, str) for b in inputs[key]):
+            raise InvalidInputError(f"{source}: [inputs] {key} must be a list of strings.")
+    pct = out.get("quicklook", {}).get("percentiles")
+    if pct is not None and (len(pct) != 2 or not all(isinstance(p, _NUM) for p in pct)):
+        raise InvalidInputError(f"{source}: [quicklook] percentiles must be two numbers, found {pct!r}.")
+    out.setdefault("pipeline", {k: d for k, (_, d) in SCHEMA["pipeline"].items()})
+    return out
+
+
+def load_pipeline(path: str | Path) -> dict[str, dict]:
+    """Read and validate a pipeline TOML file; relative paths are resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFoundError(f"{path}: pipeline file not found.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: expected a TOML pipeline file, found invalid TOML ({exc}).") from exc
+    config = validate_config(raw, source=str(path))
+    base = path.parent.resolve()
+    config["pipeline"]["out_dir"] = str(base / config["pipeline"]["out_dir"])
+    for key in ("image", "labels", "legend", "radar"):
+        value = config.get("inputs", {}).get(key)
+        if value:
+            config["inputs"][key] = str(base / value)
+    return config
+
+
+# ---- stages ----------------------------------------------------------------------------
+def prepare(
+    image: str | Path,
+    *,
+    out: str | Path,
+    labels: str | Path | None = None,
+    legend: str | Path | None = None,
+    radar: str | Path | None = None,
+    bands: Sequence[str] | None = None,
+    radar_bands: Sequence[str] | None = ("HH", "HV"),
+    scale: float = 1e-4,
+    offset: float = 0.0,
+    nodata: float | None = None,
+    radar_scale: float = 1e-3,
+    chunk: int = 1024,
+    sensor: str = "auto",
+    align_labels: bool = False,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Build the cube from files, check label codes against the legend, and write it.
+
+    Everything that can be wrong with the inputs is checked before the output is touched;
+    with ``strict=True`` label codes missing from the legend are an error, otherwise a warning.
+    """
+    from .io import open_raster
+    from .legend import read_legend
+    from .preprocess import check_label_codes, label_code_counts
+    from .store import build_cube, check_output, write_cube
+
+    check_output(out, overwrite=overwrite)  # refuse an existing output before any work
+    lg = read_legend(legend) if legend is not None else None
+    if labels is not None and lg is None:
+        raise InvalidInputError("--labels given without --legend. Fix: pass the lc.json legend.")
+    lraw = open_raster(labels, chunks=chunk) if labels is not None else None
+    ds = build_cube(
+        image,
+        labels,
+        legend=lg,
+        radar=radar,
+        bands=bands,
+        radar_bands=radar_bands,
+        scale=scale,
+        offset=offset,
+        nodata=nodata,
+        radar_scale=radar_scale,
+        align_labels=align_labels,
+        chunks=chunk,
+        sensor=sensor,
+    )
+    if lraw is not None and lg is not None:
+        counts = label_code_counts(lraw)
+        unknown = check_label_codes(
+            counts, lg, nodata=lraw.attrs.get("nodata"), strict=strict, source=str(labels)
+        )
+        prov = json.loads(ds.attrs["provenance"])
+        prov["legend_file"] = str(legend)
+        prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
+        ds.attrs["provenance"] = json.dumps(prov)
+    return write_cube(ds, out, overwrite=overwrite, progress=progress)
+
+
+def quicklooks(
+    cube: str | Path,
+    out_dir: str | Path,
+    *,
+    max_size: int = 2048,
+    percentiles: Sequence[float] = (2.0, 98.0),
+) -> list[Path]:
+    """Write ``false_colour.png`` (NIR-SWIR1-SWIR2) and, with labels, ``labels.png``."""
+    from .store import cube_legend, open_cube
+    from .viz import class_map_png, false_colour_png
+
+    ds = open_cube(cube)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lo, hi = (float(p) for p in percentiles)
+    written = [
+        false_colour_png(ds["image"], out_dir / "false_colour.png", percentiles=(lo, hi), max_size=max_size)
+    ]
+    if "labels" in ds and ds.attrs.get("legend"):
+        written.append(class_map_png(ds["labels"], cube_legend(ds), out_dir / "labels.png", max_size=max_size))
+    return written
+
+
+# ---- runner ----------------------------------------------------------------------------
+@dataclass
+class _Stage:
+    name: str
+    inputs: list[Path]
+    outputs: list[Path]
+    params: dict[str, Any]
+    run: Callable[[], Any]
+    done: bool = field(default=False)
+
+
+def _newest(paths: Sequence[Path]) -> float:
+    times = []
+    for p in paths:
+        if p.is_dir():
+            times.extend(q.stat().st_mtime for q in p.rglob("*"))
+        times.append(p.stat().st_mtime)
+    return max(times)
+
+
+def _oldest(paths: Sequence[Path]) -> float:
+    return min(p.stat().st_mtime for p in paths)
+
+
+def _up_to_date(stage: _Stage, record: Mapping[str, Any]) -> bool:
+    if not all(p.exists() for p in stage.outputs):
+        return False
+    if record.get(stage.name) != json.loads(json.dumps(stage.params, default=str)):
+        return False
+    if not stage.inputs:
+        return True
+    return _oldest(stage.outputs) >= _newest([p for p in stage.inputs if p.exists()])
+
+
+def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_Stage]:
+    from .synthetic import make_kerinci_scene
+
+    out_dir = Path(config["pipeline"]["out_dir"])
+    stages: list[_Stage] = []
+    inputs = dict(config.get("inputs", {}))
+    if "synth" in config:
+        s = config["synth"]
+        scene_dir = out_dir / s["out"]
+        files = [scene_dir / n for n in ("Landsat_Kerinci_2023_v1.tif", "LC_Image_v1.tif", "lc.json")]
+        if s["radar"]:
+            files.append(scene_dir / "Palsar_Kerinci_2023_v1.tif")
+        stages.append(
+            _Stage(
+                "synth",
+                [],
+                files,
+                s,
+                lambda: make_kerinci_scene(
+                    scene_dir, height=s["height"], width=s["width"], seed=s["seed"],
+                    radar=s["radar"], overwrite=True,
+                ),
+            )
+        )
+        inputs.setdefault("image", str(files[0]))
+        inputs["image"] = inputs["image"] or str(files[0])
+        inputs["labels"] = inputs.get("labels") or str(files[1])
+        inputs["legend"] = inputs.get("legend") or str(files[2])
+        if s["radar"]:
+            inputs["radar"] = inputs.get("radar") or str(files[3])
+        inputs.setdefault("radar_bands", ["HH", "HV"])
+    p = config.get("prepare") or {k: d for k, (_, d) in SCHEMA["prepare"].items()}
+    cube = out_dir / p["out"]
+    in_paths = [Path(inputs[k]) for k in ("image", "labels", "legend", "radar") if inputs.get(k)]
+    stages.append(
+        _Stage(
+            "prepare",
+            in_paths,
+            [cube],
+            {**p, **{k: inputs.get(k) for k in ("image", "labels", "legend", "radar", "bands", "radar_bands")}},
+            lambda: prepare(
+                inputs["image"],
+                out=cube,
+                labels=inputs.get("labels"),
+                legend=inputs.get("legend"),
+                radar=inputs.get("radar"),
+                bands=inputs.get("bands"),
+                radar_bands=inputs.get("radar_bands"),
+                scale=p["scale"],
+                offset=p["offset"],
+                nodata=p["nodata"],
+                radar_scale=p["radar_scale"],
+                chunk=p["chunk"],
+                sensor=p["sensor"],
+                align_labels=p["align_labels"],
+                strict=p["strict"],
+                overwrite=True,
+                progress=progress,
+            ),
+        )
+    )
+    if "quicklook" in config:
+        q = config["quicklook"]
+        qdir = out_dir / q["out_dir"]
+        outs = [qdir / "false_colour.png"] + ([qdir / "labels.png"] if inputs.get("labels") else [])
+        stages.append(
+            _Stage(
+                "quicklook",
+                [cube],
+                outs,
+                q,
+                lambda: quicklooks(cube, qdir, max_size=q["max_size"], percentiles=q["percentiles"]),
+            )
+        )
+    return stages
+
+
+def run_pipeline(
+    config: Mapping[str, Any] | str | Path,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    out_dir: str | Path | None = None,
+    echo: Callable[[str], Any] = log.info,
+) -> dict[str, list[Path]]:
+    """Run the stages of a pipeline (a TOML path or a config mapping); return each stage's outputs."""
+    cfg = load_pipeline(config) if isinstance(config, (str, Path)) else validate_config(config)
+    if out_dir is not None:
+        cfg["pipeline"]["out_dir"] = str(out_dir)
+    for key in ("image", "labels", "legend", "radar"):
+        value = cfg.get("inputs", {}).get(key)
+        if value and not Path(value).exists():
+            raise InputFileNotFoundError(f"[inputs] {key}: {value} not found. Fix: check the path.")
+    stages = _stages(cfg, progress=progress, force=force)
+    root = Path(cfg["pipeline"]["out_dir"])
+    root.mkdir(parents=True, exist_ok=True)
+    record_path = root / ".kerinci-stages.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    results: dict[str, list[Path]] = {}
+    for stage in stages:
+        if not force and _up_to_date(stage, record):
+            echo(f"[{stage.name}] up to date, skipped (use --force to redo)")
+        else:
+            echo(f"[{stage.name}] running")
+            stage.run()
+            record[stage.name] = json.loads(json.dumps(stage.params, default=str))
+            tmp = record_path.with_name(record_path.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2))
+            tmp.replace(record_path)
+        results[stage.name] = stage.outputs
+    return results

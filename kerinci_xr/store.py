@@ -1,0 +1,343 @@
+"""The analysis-ready cube: one Zarr v3 store per scene, written atomically, reopened lazily."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from . import io as kio
+from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError, RasterReadError
+from .legend import Legend
+from .preprocess import band_roles, remap_labels, scale_values, valid_mask
+
+__all__ = [
+    "atomic_output",
+    "build_cube",
+    "check_output",
+    "cube_legend",
+    "cube_summary",
+    "open_cube",
+    "write_cube",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("kerinci_xr", "xarray", "dask", "zarr", "rioxarray", "rasterio", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks) -> xr.DataArray:
+    if isinstance(obj, xr.DataArray):
+        da_ = obj if "band" in obj.dims else obj.expand_dims(band=["band_1"])
+        if bands is not None:
+            if len(bands) != da_.sizes["band"]:
+                raise InvalidInputError(
+                    f"{obj.name}: {len(bands)} band names given but the array has "
+                    f"{da_.sizes['band']} band(s)."
+                )
+            da_ = da_.assign_coords(band=list(bands))
+        return da_.chunk(kio.normalize_chunks(chunks))
+    return kio.open_raster(obj, bands=bands, chunks=chunks)
+
+
+def build_cube(
+    image: str | Path | xr.DataArray,
+    labels: str | Path | xr.DataArray | None = None,
+    *,
+    legend: Legend | None = None,
+    radar: str | Path | xr.DataArray | None = None,
+    bands: Sequence[str] | None = None,
+    radar_bands: Sequence[str] | None = ("HH", "HV"),
+    scale: float = 1e-4,
+    offset: float = 0.0,
+    nodata: float | None = None,
+    radar_scale: float = 1e-3,
+    radar_nodata: float | None = None,
+    align_labels: bool = False,
+    chunks: int | Mapping[str, int] | None = None,
+    sensor: str = "auto",
+) -> xr.Dataset:
+    """Build the lazy analysis-ready cube from imagery, optional labels and optional radar.
+
+    Nothing is computed: opening, alignment, scaling and remapping only build a dask graph.
+
+    Parameters
+    ----------
+    image
+        Optical raster (path or ``(band, y, x)`` DataArray with a CRS); it defines the grid.
+    labels
+        Label raster with the legend's original codes, on the image grid.
+    legend
+        Required with ``labels``: the remap from original codes to training ids.
+    radar
+        Second sensor on any grid (e.g. ALOS PALSAR HH/HV in dB x1e3); aligned bilinearly.
+    bands, radar_bands
+        Band names for the optical and radar files (default: from the file, then
+        ``("HH", "HV")`` for radar when the file has as many bands).
+    scale, offset
+        Optical scaling: ``1e-4`` for reflectance x1e4, ``1/255`` for 8-bit DN.
+    nodata, radar_nodata
+        Override the nodata values declared in the files.
+    radar_scale
+        ``1e-3`` for dB x1e3; ``1.0`` for radar already in dB.
+    align_labels
+        Warp labels that are not on the image grid (nearest neighbour) instead of refusing them.
+    chunks
+        Spatial chunk edge (pixels) of the cube; all bands share a chunk.
+    sensor
+        ``"auto"``, ``"landsat8"``, ``"landsat7"`` or ``"sentinel2"``: which bands play which role.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image`` (band, y, x) float32 with NaN where invalid, ``valid`` (y, x) bool,
+        ``labels`` (y, x) uint8 training ids (if labels were given), CRS via ``.rio``, and
+        ``legend``, ``band_roles`` and ``provenance`` (JSON strings) in attrs.
+    """
+    chunks = kio.normalize_chunks(chunks)
+    if labels is not None and legend is None:
+        raise InvalidInputError("labels given without a legend. Fix: pass legend=read_legend(...).")
+    raw = _as_raster(image, bands=bands, chunks=chunks)
+    if raw.rio.crs is None:
+        raise RasterReadError(f"{raw.attrs.get('source', 'image')}: the image has no CRS.")
+    nodata = raw.attrs.get("nodata") if nodata is None else nodata
+    optical = scale_values(raw, scale=scale, offset=offset, nodata=nodata)
+    parts = [optical]
+    inputs: dict[str, Any] = {"image": str(raw.attrs.get("source", "<memory>"))}
+    if radar is not None:
+        rraw = _as_raster(radar, bands=None, chunks=chunks)
+        if (
+            radar_bands is not None
+            and not isinstance(radar, xr.DataArray)
+            and len(radar_bands) == rraw.sizes["band"]
+            and all(b.startswith("band_") for b in rraw["band"].values)
+        ):
+            rraw = rraw.assign_coords(band=list(radar_bands))
+        rdb = scale_values(rraw, scale=radar_scale, offset=0.0, nodata=radar_nodata)
+        if kio.grid_differences(raw, rdb):
+            rdb = kio.align_to(rdb, optical, resampling="bilinear")
+        else:
+            rdb = rdb.assign_coords(y=optical["y"], x=optical["x"])
+        clash = set(rdb["band"].values) & set(optical["band"].values)
+        if clash:
+            raise InvalidInputError(
+                f"radar band names {sorted(clash)} clash with optical band names. "
+                "Fix: rename the radar bands (radar_bands=...)."
+            )
+        parts.append(rdb.chunk(chunks))
+        inputs["radar"] = str(rraw.attrs.get("source", "<memory>"))
+    img = xr.concat(parts, dim="band", combine_attrs="drop") if len(parts) > 1 else optical
+    img = img.chunk({"band": -1}).rename("image")
+    img.attrs = {"long_name": "scaled reflectance / backscatter", "units": "1 (reflectance), dB"}
+    valid = (valid_mask(raw, nodata=nodata) & img.notnull().all("band")).rename("valid")
+    data_vars: dict[str, xr.DataArray] = {"image": img, "valid": valid}
+    if labels is not None:
+        assert legend is not None
+        lraw = _as_raster(labels, bands=None, chunks=chunks)
+        if lraw.sizes["band"] != 1:
+            raise RasterReadError(
+                f"{lraw.attrs.get('source', 'labels')}: expected a single-band label raster, "
+                f"found {lraw.sizes['band']} bands."
+            )
+        lraw = lraw.isel(band=0, drop=True)
+        if kio.grid_differences(raw, lraw):
+            if not align_labels:
+                kio.require_same_grid(raw, lraw, what="labels")
+            lraw = kio.align_to(lraw, optical, resampling="nearest")
+        else:
+            lraw = lraw.assign_coords(y=optical["y"], x=optical["x"])
+        data_vars["labels"] = remap_labels(lraw, legend)
+        inputs["labels"] = str(lraw.attrs.get("source", "<memory>"))
+    ds = xr.Dataset(data_vars)
+    ds = ds.rio.write_crs(raw.rio.crs).rio.write_transform(raw.rio.transform())
+    roles = band_roles(list(img["band"].values), sensor=sensor)
+    ds.attrs = {
+        "title": "kerinci_xr analysis-ready cube",
+        "legend": legend.to_json() if legend is not None else "",
+        "band_roles": json.dumps(roles),
+        "provenance": json.dumps(
+            {
+                "inputs": inputs,
+                "scale": scale,
+                "offset": offset,
+                "nodata": nodata,
+                "radar_scale": radar_scale if radar is not None else None,
+                "align_labels": align_labels,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "versions": _versions(),
+            }
+        ),
+    }
+    return ds
+
+
+def cube_legend(ds: xr.Dataset) -> Legend:
+    """The legend stored in a cube's attrs."""
+    text = ds.attrs.get("legend", "")
+    if not text:
+        raise InvalidInputError(
+            "the cube has no legend (it was built without labels). Fix: rebuild it with "
+            "--labels and --legend."
+        )
+    return Legend.from_json(text, source="cube attrs")
+
+
+def check_output(path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse an existing output (unless ``overwrite``) or a missing parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
+        )
+    if not path.parent.is_dir():
+        raise InputFileNotFoundError(
+            f"{path.parent}: output folder does not exist. Fix: create it first."
+        )
+
+
+class atomic_output:
+    """Context manager: write into a temporary sibling, then move it into place on success.
+
+    ``with atomic_output(path, overwrite=False) as tmp: ...`` refuses an existing ``path``
+    (unless ``overwrite``) before anything is written, removes the temporary sibling on error,
+    and on success replaces the old output by two renames, so a crash at any point leaves
+    either the old output or the new one, never a half-written one.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> Path:
+        check_output(self.path, overwrite=self.overwrite)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            _remove(self.tmp)
+            return
+        backup = None
+        if self.path.exists():
+            backup = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            self.path.rename(backup)
+        self.tmp.rename(self.path)
+        if backup is not None:
+            _remove(backup)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _encoding(ds: xr.Dataset, clevel: int) -> dict[str, dict]:
+    from zarr.codecs import BloscCodec
+
+    enc = {}
+    for name, var in ds.data_vars.items():
+        shuffle = "bitshuffle" if var.dtype.itemsize == 1 else "shuffle"
+        enc[name] = {"compressors": (BloscCodec(cname="zstd", clevel=clevel, shuffle=shuffle),)}
+        if var.chunks is not None:
+            enc[name]["chunks"] = tuple(c[0] for c in var.chunks)
+    return enc
+
+
+def write_cube(
+    ds: xr.Dataset,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+    clevel: int = 3,
+) -> Path:
+    """Write a cube to Zarr v3 (Blosc-zstd), chunk by chunk, atomically.
+
+    Each dask task computes one chunk and writes it as one Zarr region, so memory stays at a
+    few chunks per worker whatever the scene size. The store is written to a temporary sibling
+    and renamed into place; an existing store is replaced only with ``overwrite=True``, and an
+    error mid-write leaves the previous store untouched.
+    """
+    from .cluster import compute
+
+    path = Path(path)
+    for src in json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {}).values():
+        if Path(src).resolve() == path.resolve():
+            raise InvalidInputError(f"{path}: the output would overwrite an input.")
+    out = ds.copy()
+    for name in out.data_vars:
+        out[name].encoding = {}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        delayed = out.to_zarr(
+            tmp,
+            mode="w-",
+            zarr_format=3,
+            consolidated=False,
+            compute=False,
+            encoding=_encoding(out, clevel),
+        )
+        compute(delayed, progress=progress)
+    return path
+
+
+def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """Reopen a cube lazily (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: cube not found. Fix: run `kerinci-xr prepare` first.")
+    try:
+        ds = xr.open_zarr(
+            path, chunks=dict(chunks) if chunks else {}, consolidated=False, decode_coords="all"
+        )
+    except Exception as exc:  # zarr raises several unrelated types for a non-store
+        raise RasterReadError(
+            f"{path}: expected a Zarr cube written by kerinci-xr prepare, found something "
+            f"else ({type(exc).__name__}: {exc})."
+        ) from exc
+    if "image" not in ds:
+        raise RasterReadError(f"{path}: expected an 'image' variable, found {list(ds.data_vars)}.")
+    if ds.rio.crs is None:
+        raise RasterReadError(f"{path}: the cube has no CRS (spatial_ref missing).")
+    return ds
+
+
+def cube_summary(ds: xr.Dataset) -> dict[str, Any]:
+    """Grid, bands, and (with labels) pixels and hectares per class: what ``info`` prints."""
+    from .metrics import class_areas
+
+    tr = ds.rio.transform()
+    summary: dict[str, Any] = {
+        "shape": {"y": ds.sizes["y"], "x": ds.sizes["x"]},
+        "crs": ds.rio.crs.to_string(),
+        "resolution": [abs(tr.a), abs(tr.e)],
+        "bounds": list(ds.rio.bounds()),
+        "bands": [str(b) for b in ds["band"].values],
+        "band_roles": json.loads(ds.attrs.get("band_roles", "{}")),
+        "chunks": {d: int(c[0]) for d, c in ds["image"].chunksizes.items()} if ds["image"].chunks else None,
+    }
+    if "labels" in ds and ds.attrs.get("legend"):
+        table = class_areas(ds["labels"], cube_legend(ds))
+        summary["classes"] = table.to_dict(orient="records")
+    summary["valid_fraction"] = float(ds["valid"].mean().compute())
+    return summary
+

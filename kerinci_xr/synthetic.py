@@ -1,0 +1,399 @@
+"""A Kerinci-like scene generator: Landsat 8/9, ALOS PALSAR and KLHK labels shaped like the original.
+
+The original study's rasters (a Google Earth Engine export over Kerinci Regency, Jambi,
+Sumatra) cannot be downloaded here, so this module writes files with the same names, bands,
+data types, grids and class structure. Every field is a pure function of the pixel's position
+and the seed (hashed value noise on a fixed lattice), so the scene is produced window by window
+with flat memory, seamlessly, and byte-identically for one seed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .legend import Legend
+
+__all__ = [
+    "KLHK_LEGEND",
+    "LANDSAT_BANDS",
+    "SceneFiles",
+    "make_kerinci_scene",
+]
+
+log = logging.getLogger(__name__)
+
+#: The 22 KLHK (Indonesian Ministry of Environment and Forestry) land-cover classes.
+KLHK_LEGEND = Legend(
+    values=(2001, 2002, 2004, 2005, 2006, 2007, 2010, 2012, 2014, 3000, 5001, 20041,
+            20051, 20071, 20091, 20092, 20093, 20094, 20121, 20122, 20141, 50011),
+    labels=("Primary dryland forest", "Secondary dryland forest", "Primary mangrove forest",
+            "Primary swamp forest", "Plantation forest", "Dry shrub", "Estate crop",
+            "Settlement", "Bare ground", "Savanna and grasses", "Open water",
+            "Secondary mangrove forest", "Secondary swamp forest", "Wet shrub",
+            "Pure dry agriculture", "Mixed dry agriculture", "Paddy field",
+            "Fish pond/aquaculture", "Port or harbour", "Transmigration areas", "Mining", "Swamp"),
+    palette=("006400", "228B22", "4B0082", "808000", "32CD32", "90EE90", "FF4500", "F08080",
+             "D2B48C", "ADFF2F", "87CEFA", "6A5ACD", "6B8E23", "66CDAA", "FFD700", "FFA500",
+             "008080", "E6E6FA", "B22222", "C71585", "A0522D", "7FFFD4"),
+    source="KLHK legend (kerinci_xr.synthetic)",
+)
+
+LANDSAT_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
+PALSAR_BANDS = ("HH", "HV")
+LANDSAT_NODATA = 0
+PALSAR_NODATA = -32768
+LABEL_NODATA = 0
+
+#: Landsat grid of the original export: EPSG:4326, about 30 m, top-left near Kerinci.
+RES = 0.000269494585236
+ORIGIN = (101.1, -1.8)  # lon, lat of the top-left corner
+#: PALSAR mosaic grid: 25 m, another origin.
+RADAR_RES = 0.000224578821
+RADAR_PAD = 0.004  # degrees of radar beyond the optical footprint on every side
+
+# Class codes used by the generator.
+PRIMARY, SECONDARY, PLANT_FOREST, SHRUB, ESTATE = 2001, 2002, 2006, 2007, 2010
+SETTLEMENT, BARE, SAVANNA, WATER, WET_SHRUB = 2012, 2014, 3000, 5001, 20071
+DRY_AGRI, MIXED_AGRI, PADDY, MINING = 20091, 20092, 20093, 20141
+
+# Surface reflectance per band (B1, B2, B3, B4, B5, B6, B7, B9) and PALSAR HH, HV in dB.
+SIGNATURES: dict[int, tuple[tuple[float, ...], tuple[float, float]]] = {
+    PRIMARY: ((0.018, 0.024, 0.046, 0.026, 0.34, 0.145, 0.060, 0.002), (-6.5, -11.5)),
+    SECONDARY: ((0.022, 0.029, 0.056, 0.036, 0.30, 0.170, 0.078, 0.002), (-7.2, -12.6)),
+    PLANT_FOREST: ((0.024, 0.030, 0.062, 0.034, 0.36, 0.180, 0.082, 0.002), (-7.6, -13.0)),
+    SHRUB: ((0.030, 0.040, 0.072, 0.052, 0.27, 0.205, 0.105, 0.002), (-8.8, -14.8)),
+    ESTATE: ((0.028, 0.034, 0.064, 0.042, 0.25, 0.185, 0.090, 0.002), (-8.0, -13.8)),
+    SETTLEMENT: ((0.080, 0.092, 0.112, 0.130, 0.20, 0.255, 0.225, 0.003), (-3.0, -10.5)),
+    BARE: ((0.100, 0.122, 0.160, 0.205, 0.27, 0.335, 0.285, 0.003), (-12.5, -20.0)),
+    SAVANNA: ((0.040, 0.052, 0.085, 0.082, 0.30, 0.265, 0.150, 0.002), (-10.5, -17.0)),
+    WATER: ((0.052, 0.050, 0.052, 0.034, 0.020, 0.010, 0.006, 0.001), (-20.0, -27.0)),
+    WET_SHRUB: ((0.030, 0.036, 0.062, 0.042, 0.21, 0.125, 0.058, 0.002), (-11.0, -16.5)),
+    DRY_AGRI: ((0.052, 0.062, 0.092, 0.105, 0.26, 0.275, 0.175, 0.002), (-10.2, -17.5)),
+    MIXED_AGRI: ((0.040, 0.046, 0.076, 0.070, 0.29, 0.225, 0.122, 0.002), (-9.2, -15.8)),
+    PADDY: ((0.050, 0.056, 0.072, 0.062, 0.16, 0.110, 0.065, 0.002), (-14.5, -21.0)),
+    MINING: ((0.125, 0.140, 0.180, 0.220, 0.25, 0.300, 0.270, 0.003), (-13.5, -21.5)),
+}
+_CODES = np.array(sorted(SIGNATURES), dtype=np.int64)
+_SPEC = np.array([SIGNATURES[c][0] for c in _CODES], dtype=np.float32)
+_SAR = np.array([SIGNATURES[c][1] for c in _CODES], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SceneFiles:
+    """Paths of a generated scene, named as the original export."""
+
+    landsat: Path
+    palsar: Path
+    labels: Path
+    legend: Path
+
+
+# ---- hashed value noise --------------------------------------------------------------------
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _hash01(iy: np.ndarray, ix: np.ndarray, key: int) -> np.ndarray:
+    """Uniform [0, 1) values for integer lattice points, a pure function of (iy, ix, key)."""
+    h = (iy.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+        ix.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    )
+    h ^= np.uint64(key & 0xFFFFFFFFFFFFFFFF)
+    h ^= h >> np.uint64(30)
+    h *= _M1
+    h ^= h >> np.uint64(27)
+    h *= _M2
+    h ^= h >> np.uint64(31)
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _interp_matrix(coords: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothstep interpolation weights from lattice points (spacing ``cell``) to ``coords``."""
+    t = coords / cell
+    i0 = np.floor(t).astype(np.int64)
+    f = t - i0
+    f = f * f * (3 - 2 * f)
+    base = i0.min()
+    lattice = np.arange(base, i0.max() + 2)
+    w = np.zeros((coords.size, lattice.size))
+    rows = np.arange(coords.size)
+    w[rows, i0 - base] = 1 - f
+    w[rows, i0 - base + 1] = f
+    return w, lattice
+
+
+def _noise(rows: np.ndarray, cols: np.ndarray, cell: float, key: int) -> np.ndarray:
+    """Value noise in [0, 1] on the separable grid ``rows x cols`` (fractional pixel coords)."""
+    wy, ly = _interp_matrix(rows, cell)
+    wx, lx = _interp_matrix(cols, cell)
+    lat = _hash01(ly[:, None], lx[None, :], key)
+    return (wy @ lat) @ wx.T
+
+
+def _fbm(rows, cols, cell, key, octaves=4) -> np.ndarray:
+    total = np.zeros((rows.size, cols.size))
+    amp, norm = 1.0, 0.0
+    for k in range(octaves):
+        total += amp * _noise(rows, cols, cell / 2**k, key * 131 + k)
+        norm += amp
+        amp *= 0.5
+    return total / norm
+
+
+def _uniformize(x: np.ndarray, sd: float) -> np.ndarray:
+    """Map a roughly normal field with mean 0.5 and std ``sd`` to roughly uniform [0, 1]."""
+    from math import erf, sqrt
+
+    v = np.vectorize(lambda z: 0.5 * (1 + erf(z / sqrt(2))), otypes=[float])
+    # a table lookup keeps this fast on large windows
+    grid = np.linspace(-6, 6, 4097)
+    table = v(grid)
+    return np.interp((x - 0.5) / sd, grid, table)
+
+
+# Standard deviations of the fBm fields, measured once over large areas (see tests).
+_SD4, _SD2, _SD1 = 0.132, 0.160, 0.215
+
+
+def _classes(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
+    """KLHK code of every pixel of the grid ``rows x cols`` (fractional optical pixel coords)."""
+    k = seed * 1000
+    elev = _uniformize(_fbm(rows, cols, 700.0, k + 1, 4), _SD4)  # terrain, 0 valley .. 1 ridge
+    river = np.abs(_fbm(rows, cols, 260.0, k + 2, 2) - 0.5)
+    road = np.abs(_fbm(rows, cols, 420.0, k + 3, 2) - 0.5)
+    patch = _uniformize(_fbm(rows, cols, 70.0, k + 4, 2), _SD2)
+    blocks = _uniformize(
+        _fbm(np.floor(rows / 48) * 48, np.floor(cols / 48) * 48, 180.0, k + 5, 1), _SD1
+    )
+    rare = _uniformize(_fbm(rows, cols, 36.0, k + 6, 2), _SD2)
+    out = np.full(elev.shape, PRIMARY, dtype=np.int64)
+    out[elev < 0.43] = SECONDARY
+    out[(elev < 0.52) & (elev >= 0.36) & (blocks > 0.74)] = PLANT_FOREST
+    out[(elev < 0.40) & (patch > 0.64)] = SHRUB
+    out[(elev < 0.34)] = MIXED_AGRI
+    out[(elev < 0.34) & (patch < 0.33)] = DRY_AGRI
+    out[(elev < 0.40) & (elev >= 0.22) & (blocks > 0.62)] = ESTATE
+    out[(elev > 0.90) & (patch > 0.8)] = SAVANNA
+    out[(elev < 0.17)] = PADDY
+    near_road = (road < 0.012) & (elev < 0.36)
+    out[near_road & (patch > 0.45)] = SETTLEMENT
+    out[(road < 0.0022) & (elev < 0.42)] = SETTLEMENT
+    out[(elev < 0.065)] = WET_SHRUB
+    out[(elev < 0.045)] = WATER
+    out[(elev < 0.55) & (river < 0.0045)] = WATER
+    out[(elev < 0.38) & (elev > 0.12) & (rare > 0.965) & (out != WATER)] = BARE
+    out[(elev > 0.40) & (elev < 0.65) & (rare < 0.018)] = MINING
+    return out
+
+
+def _pixel_rng(seed: int, what: int, window: tuple[int, int]) -> np.random.Generator:
+    return np.random.default_rng([seed, what, window[0], window[1]])
+
+
+def _landsat_window(r0: int, c0: int, h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(r0, r0 + h, dtype=np.float64) + 0.5
+    cols = np.arange(c0, c0 + w, dtype=np.float64) + 0.5
+    codes = _classes(rows, cols, seed)
+    idx = np.searchsorted(_CODES, codes)
+    spec = _SPEC[idx]  # (h, w, 8)
+    k = seed * 1000
+    texture = (_fbm(rows, cols, 12.0, k + 7, 2).astype(np.float32) - 0.5) * 0.5
+    illum = 0.85 + 0.3 * _fbm(rows, cols, 90.0, k + 8, 3).astype(np.float32)
+    # paddy fields mix flooded and green stages; water and paddy share the wet signal
+    wet = _fbm(rows, cols, 10.0, k + 9, 1).astype(np.float32)
+    paddy = codes == PADDY
+    if paddy.any():
+        mix = wet[paddy][:, None]
+        spec[paddy] = (1 - mix) * _SPEC[np.searchsorted(_CODES, WATER)] + mix * _SPEC[
+            np.searchsorted(_CODES, MIXED_AGRI)
+        ]
+    rng = _pixel_rng(seed, 1, (r0, c0))
+    noise = rng.standard_normal(spec.shape, dtype=np.float32)
+    refl = spec * (illum[..., None] * (1 + texture[..., None])) + noise * (0.004 + 0.04 * spec)
+    dn = np.clip(np.rint(refl * 1e4), 1, 65535).astype(np.uint16)
+    cloud = _fbm(rows, cols, 160.0, k + 10, 3)
+    dn[cloud > 0.80] = LANDSAT_NODATA
+    return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
+
+
+def _radar_window(r0: int, c0: int, h: int, w: int, seed: int, geo) -> np.ndarray:
+    lon0, lat0 = geo
+    lats = lat0 - (np.arange(r0, r0 + h) + 0.5) * RADAR_RES
+    lons = lon0 + (np.arange(c0, c0 + w) + 0.5) * RADAR_RES
+    rows = (ORIGIN[1] - lats) / RES  # fractional optical pixel coordinates
+    cols = (lons - ORIGIN[0]) / RES
+    codes = _classes(rows, cols, seed)
+    sar = _SAR[np.searchsorted(_CODES, codes)]  # (h, w, 2)
+    rng = _pixel_rng(seed, 2, (r0, c0))
+    speckle = rng.standard_normal(sar.shape, dtype=np.float32) * 1.2
+    db = sar + speckle
+    return np.moveaxis(np.clip(np.rint(db * 1e3), -32767, 32767).astype(np.int16), -1, 0)
+
+
+def _windows(height: int, width: int, size: int):
+    for r0 in range(0, height, size):
+        for c0 in range(0, width, size):
+            yield r0, c0, min(size, height - r0), min(size, width - c0)
+
+
+def _write_windows(dst_specs, height, width, block, make, threads):
+    """Compute windows on ``threads`` threads (bounded queue) and write them in order."""
+    import rasterio
+    from rasterio.windows import Window
+
+    opened = [rasterio.open(path, "w", **profile) for path, profile in dst_specs]
+    try:
+        with cf.ThreadPoolExecutor(max_workers=threads) as pool:
+            pending: list = []
+            for win in _windows(height, width, block):
+                pending.append((win, pool.submit(make, *win)))
+                if len(pending) >= 2 * threads:
+                    _flush(pending.pop(0), opened, Window)
+            while pending:
+                _flush(pending.pop(0), opened, Window)
+    finally:
+        for ds in opened:
+            ds.close()
+
+
+def _flush(item, opened, Window) -> None:
+    (r0, c0, h, w), fut = item
+    arrays = fut.result()
+    arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+    for ds, arr in zip(opened, arrays, strict=True):
+        ds.write(arr if arr.ndim == 3 else arr[None], window=Window(c0, r0, w, h))
+
+
+def _profile(count, dtype, height, width, transform, nodata, block=256) -> dict:
+    from rasterio.crs import CRS
+
+    return {
+        "driver": "GTiff",
+        "count": count,
+        "dtype": dtype,
+        "height": height,
+        "width": width,
+        "crs": CRS.from_epsg(4326),
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "zlevel": 1,
+        "predictor": 2,
+        "BIGTIFF": "IF_SAFER",
+        "num_threads": "all_cpus",
+    }
+
+
+def make_kerinci_scene(
+    out_dir: str | Path,
+    *,
+    height: int = 2751,
+    width: int = 2692,
+    seed: int = 0,
+    block: int = 1024,
+    threads: int = 2,
+    radar: bool = True,
+    overwrite: bool = False,
+) -> SceneFiles:
+    """Write a Kerinci-like scene with the original export's file names.
+
+    Writes ``Landsat_Kerinci_2023_v1.tif`` (8 bands B1..B7, B9, uint16 reflectance x1e4,
+    EPSG:4326 at about 0.000269 degrees, nodata 0 under clouds), ``Palsar_Kerinci_2023_v1.tif``
+    (HH, HV, int16 dB x1e3 on a 25 m grid with another origin), ``LC_Image_v1.tif`` (uint16 KLHK
+    codes, spatially coherent and imbalanced) and ``lc.json`` (the 22 KLHK classes).
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write into (created if missing).
+    height, width
+        Landsat grid size in pixels (the original is about 2751 x 2692).
+    seed
+        Same seed, same bytes; another seed, another landscape.
+    block
+        Window edge (pixels) generated at a time: memory is flat in the scene size.
+    threads
+        Threads that generate windows while the previous ones are compressed and written.
+    radar
+        Also write the PALSAR file.
+    overwrite
+        Replace existing files (refused otherwise, before anything is written).
+    """
+    from affine import Affine
+
+    if height < 16 or width < 16:
+        raise InvalidInputError(f"scene size: expected at least 16 x 16 pixels, found {height} x {width}.")
+    if seed < 0:
+        raise InvalidInputError(f"seed: expected a non-negative integer, found {seed}.")
+    out = Path(out_dir)
+    files = SceneFiles(
+        landsat=out / "Landsat_Kerinci_2023_v1.tif",
+        palsar=out / "Palsar_Kerinci_2023_v1.tif",
+        labels=out / "LC_Image_v1.tif",
+        legend=out / "lc.json",
+    )
+    targets = [files.landsat, files.labels, files.legend] + ([files.palsar] if radar else [])
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        from .errors import OutputExistsError
+
+        raise OutputExistsError(
+            f"{out}: the scene files {existing} exist. Fix: pass overwrite=True (--overwrite) "
+            "or choose another folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = {p: p.with_name(f".{p.name}.tmp") for p in targets}
+    try:
+        transform = Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
+        _write_windows(
+            [
+                (tmp[files.landsat], _profile(8, "uint16", height, width, transform, LANDSAT_NODATA)),
+                (tmp[files.labels], _profile(1, "uint16", height, width, transform, LABEL_NODATA)),
+            ],
+            height,
+            width,
+            block,
+            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed),
+            threads,
+        )
+        _describe(tmp[files.landsat], LANDSAT_BANDS)
+        _describe(tmp[files.labels], ("LC",))
+        if radar:
+            lon0, lat0 = ORIGIN[0] - RADAR_PAD, ORIGIN[1] + RADAR_PAD
+            rh = int(np.ceil((height * RES + 2 * RADAR_PAD) / RADAR_RES))
+            rw = int(np.ceil((width * RES + 2 * RADAR_PAD) / RADAR_RES))
+            rtr = Affine(RADAR_RES, 0, lon0, 0, -RADAR_RES, lat0)
+            _write_windows(
+                [(tmp[files.palsar], _profile(2, "int16", rh, rw, rtr, PALSAR_NODATA))],
+                rh,
+                rw,
+                block,
+                lambda r0, c0, h, w: _radar_window(r0, c0, h, w, seed, (lon0, lat0)),
+                threads,
+            )
+            _describe(tmp[files.palsar], PALSAR_BANDS)
+        KLHK_LEGEND.write(tmp[files.legend])
+    except BaseException:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
+        raise
+    for final, t in tmp.items():
+        t.replace(final)
+    log.info("wrote Kerinci-like scene %d x %d (seed %d) to %s", height, width, seed, out)
+    return files
+
+
+def _describe(path: Path, names) -> None:
+    import rasterio
+
+    with rasterio.open(path, "r+") as ds:
+        for i, name in enumerate(names, start=1):
+            ds.set_band_description(i, name)
