@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -168,12 +169,22 @@ def _warp_block(
     nodata: float,
     dtype,
 ) -> np.ndarray:
-    from rasterio.enums import Resampling as R
-    from rasterio.warp import reproject
+    from rasterio.errors import NotGeoreferencedWarning
 
     dst = np.full(dst_shape, nodata, dtype=dtype)
     if src.size == 0:
         return dst
+    with warnings.catch_warnings():
+        # rasterio wraps the arrays in in-memory datasets before it sets their transforms
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        _reproject(src, dst, src_transform, src_crs, dst_transform, dst_crs, resampling, nodata)
+    return dst
+
+
+def _reproject(src, dst, src_transform, src_crs, dst_transform, dst_crs, resampling, nodata):
+    from rasterio.enums import Resampling as R
+    from rasterio.warp import reproject
+
     reproject(
         source=np.ascontiguousarray(src),
         destination=dst,
@@ -187,7 +198,6 @@ def _warp_block(
         num_threads=1,
         tolerance=0.0,
     )
-    return dst
 
 
 def align_to(
@@ -245,9 +255,9 @@ def align_to(
         row = []
         c0 = 0
         for w in xchunks:
-            tr = dst_tr * Affine.translation(c0, r0)
-            left, top = tr * (0, 0)
-            right, bottom = tr * (w, h)
+            tr = dst_tr @ Affine.translation(c0, r0)
+            left, top = tr @ (0, 0)
+            right, bottom = tr @ (w, h)
             bounds = rasterio.warp.transform_bounds(
                 dst_crs,
                 src_crs,
@@ -265,7 +275,7 @@ def align_to(
             piece = data[:, ys:max(ye, ys), xs:max(xe, xs)]
             block = dask.delayed(_warp_block, pure=True)(
                 piece,
-                src_tr * Affine.translation(xs, ys),
+                src_tr @ Affine.translation(xs, ys),
                 src_crs,
                 (nb, h, w),
                 tr,

@@ -256,8 +256,8 @@ def stretch_limits(
     """Per-band percentile limits ``(band, 2)`` computed chunk by chunk, without loading the scene.
 
     Two streaming passes: per-band min/max, then a per-band histogram of ``bins`` bins between
-    them; the percentiles are read off the cumulative histogram, so they are exact to within
-    ``(max - min) / bins``.
+    them; the percentiles are read off the cumulative histogram, so they equal the nearest-rank
+    percentiles (``numpy.percentile(..., method="inverted_cdf")``) to within ``(max - min) / bins``.
     """
     lo_p, hi_p = percentiles
     if not 0 <= lo_p < hi_p <= 100:

@@ -1,0 +1,61 @@
+"""Shared fixtures: real data from ../shared/data, small generated scenes, a compute counter."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import dask
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (../shared/data not checked out beside the project)")
+    return path
+
+
+class ComputeCounter:
+    """A dask scheduler that counts calls and can refuse to compute at all."""
+
+    def __init__(self, max_computes: int = 0) -> None:
+        self.max_computes = max_computes
+        self.total = 0
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.total += 1
+        if self.total > self.max_computes:
+            raise RuntimeError(
+                f"Too many dask computations: {self.total} > allowed {self.max_computes}"
+            )
+        return dask.get(dsk, keys, **kwargs)
+
+
+@contextlib.contextmanager
+def raise_if_dask_computes(max_computes: int = 0):
+    """Fail when the block triggers more than ``max_computes`` dask computations."""
+    counter = ComputeCounter(max_computes)
+    with dask.config.set(scheduler=counter):
+        yield counter
+
+
+@pytest.fixture(scope="session")
+def nc_paths() -> dict[str, Path]:
+    return {
+        "image": shared_file("nc_landsat7", "nc_landsat7_2000_6band_dn.tif"),
+        "labels": shared_file("nc_landsat7", "nc_landclass96_labels.tif"),
+        "legend": shared_file("nc_landsat7", "nc_lc.json"),
+    }
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """A generated 320 x 300 Kerinci-like scene (Landsat, PALSAR, labels, lc.json)."""
+    from kerinci_xr.synthetic import make_kerinci_scene
+
+    return make_kerinci_scene(tmp_path_factory.mktemp("scene"), height=320, width=300, seed=3)

@@ -1,0 +1,107 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kerinci_xr.cli import main
+from kerinci_xr.io import open_raster
+from kerinci_xr.store import open_cube
+
+from .conftest import shared_file
+
+
+def test_prepare_and_info__real_nc_pair(tmp_path, nc_paths, capsys):
+    out = tmp_path / "nc.zarr"
+    rc = main(["-q", "prepare", "--image", str(nc_paths["image"]), "--labels", str(nc_paths["labels"]),
+               "--legend", str(nc_paths["legend"]), "--scale", str(1 / 255), "--chunk", "256",
+               "--out", str(out)])
+    assert rc == 0 and out.exists()
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == {"y": 443, "x": 489}
+    assert {r["name"]: r["pixels"] for r in info["classes"]}["sediment"] == 194
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "sediment" in text and "hectares" in text and "EPSG:32119" in text
+
+
+def test_prepare__with_radar_on_a_local_cluster(tmp_path, small_scene, capsys):
+    out = tmp_path / "cube.zarr"
+    rc = main(["-q", "prepare", "--image", str(small_scene.landsat), "--labels", str(small_scene.labels),
+               "--legend", str(small_scene.legend), "--radar", str(small_scene.palsar),
+               "--chunk", "128", "--workers", "2", "--out", str(out)])
+    assert rc == 0
+    assert list(open_cube(out)["band"].values)[-2:] == ["HH", "HV"]
+
+
+def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, capsys):
+    from kerinci_xr.legend import Legend, read_legend
+
+    full = read_legend(small_scene.legend)
+    keep = [i for i, v in enumerate(full.values) if v != 2002]  # drop a class that is present
+    Legend(values=[full.values[i] for i in keep], labels=[full.labels[i] for i in keep],
+           palette=[full.palette[i] for i in keep]).write(tmp_path / "lc.json")
+    args = ["-q", "prepare", "--image", str(small_scene.landsat), "--labels", str(small_scene.labels),
+            "--legend", str(tmp_path / "lc.json"), "--out", str(tmp_path / "cube.zarr")]
+    assert main([*args, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "code(s) missing from the legend" in err and "2002" in err
+    assert not (tmp_path / "cube.zarr").exists()
+    with pytest.warns(UserWarning, match="missing from the legend"):
+        assert main(args) == 0
+    prov = json.loads(open_cube(tmp_path / "cube.zarr").attrs["provenance"])
+    assert int(prov["unknown_label_codes"]["2002"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--image": "missing.tif"}, "missing.tif: raster not found"),
+        ({"--legend": "notjson"}, "not JSON"),
+        ({"--bands": "B1,B2,B3"}, "3 band names given"),
+        ({"--labels": "offgrid"}, "expected labels on the grid"),
+    ],
+)
+def test_prepare__bad_input_exit_2_nothing_written(tmp_path, small_scene, capsys, change, message):
+    (tmp_path / "notjson").write_text("{oops")
+    args = {"--image": str(small_scene.landsat), "--labels": str(small_scene.labels),
+            "--legend": str(small_scene.legend), "--out": str(tmp_path / "cube.zarr")}
+    for k, v in change.items():
+        if v == "notjson":
+            v = str(tmp_path / "notjson")
+        elif v == "offgrid":  # the labels cropped: another shape and origin
+            v = str(tmp_path / "offgrid.tif")
+            open_raster(small_scene.labels).isel(y=slice(10, None), x=slice(5, None)).rio.to_raster(v)
+        elif v.endswith(".tif"):
+            v = str(tmp_path / v)
+        args[k] = v
+    argv = ["-q", "prepare", *[x for kv in args.items() for x in kv]]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cube.zarr").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cube.zarr")]
+
+
+def test_prepare__refuses_existing_output(tmp_path, small_scene, capsys):
+    out = tmp_path / "cube.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    rc = main(["prepare", "--image", str(small_scene.landsat), "--out", str(out)])
+    assert rc == 2 and "output exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_python_dash_m__help_for_every_command():
+    for cmd in ([], ["prepare"], ["info"], ["synth"], ["demo"], ["run"], ["quicklook"]):
+        res = subprocess.run([sys.executable, "-m", "kerinci_xr", *cmd, "--help"],
+                             capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        assert "usage: kerinci-xr" in res.stdout
+
+
+def test_info__not_a_cube(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 2
+    assert "expected a Zarr cube" in capsys.readouterr().err
+    assert shared_file("kerinci", "lc.json")  # real data available alongside

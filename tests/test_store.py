@@ -1,0 +1,169 @@
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+
+from kerinci_xr.errors import GridMismatchError, OutputExistsError
+from kerinci_xr.io import open_raster
+from kerinci_xr.legend import read_legend
+from kerinci_xr.store import build_cube, cube_legend, cube_summary, open_cube, write_cube
+
+from .conftest import raise_if_dask_computes, shared_file
+from .test_io import _coarse_shifted_copy
+
+
+@pytest.fixture(scope="module")
+def nc_cube(nc_paths, tmp_path_factory):
+    legend = read_legend(nc_paths["legend"])
+    ds = build_cube(nc_paths["image"], nc_paths["labels"], legend=legend, scale=1 / 255, chunks=128)
+    return write_cube(ds, tmp_path_factory.mktemp("nc") / "cube.zarr")
+
+
+def test_build_cube__computes_nothing(small_scene):
+    legend = read_legend(small_scene.legend)
+    with raise_if_dask_computes():
+        ds = build_cube(small_scene.landsat, small_scene.labels, legend=legend,
+                        radar=small_scene.palsar, chunks=64)
+    assert list(ds["band"].values) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "HH", "HV"]
+    assert ds["image"].dtype == np.float32 and ds["labels"].dtype == np.uint8
+    assert ds["image"].chunks == ((10,), (64,) * 5, (64,) * 4 + (44,))
+    assert ds.rio.crs.to_epsg() == 4326
+    assert json.loads(ds.attrs["band_roles"])["nir"] == "B5"
+
+
+def test_build_cube__radar_aligned_and_in_db(small_scene):
+    legend = read_legend(small_scene.legend)
+    ds = build_cube(small_scene.landsat, small_scene.labels, legend=legend,
+                    radar=small_scene.palsar, chunks=64)
+    hh = ds["image"].sel(band="HH").values
+    hv = ds["image"].sel(band="HV").values
+    ok = ds["valid"].values
+    assert np.isfinite(hh[ok]).all()
+    assert -30 < np.nanmean(hh) < 0 and np.nanmean(hv) < np.nanmean(hh)
+    # forest backscatters more than open land (what the generator promises, seen after alignment)
+    lab = ds["labels"].values
+    forest = lab == legend.id_of(2001)
+    open_land = np.isin(lab, [legend.id_of(c) for c in (20091, 20092, 3000)])
+    assert open_land.sum() > 1000
+    assert np.nanmean(hv[forest & ok]) > np.nanmean(hv[open_land & ok]) + 3
+
+
+def test_write_cube__nc_class_counts_match_label_file(nc_cube, nc_paths):
+    ds = open_cube(nc_cube)
+    with rasterio.open(nc_paths["labels"]) as src:
+        raw = src.read(1)
+    legend = cube_legend(ds)
+    summary = cube_summary(ds)
+    got = {row["code"]: row["pixels"] for row in summary["classes"]}
+    want = {c: int((raw == c).sum()) for c in legend.values}
+    assert got == want
+    assert got[7] == 194  # the rare "sediment" class survives
+    assert summary["crs"] == "EPSG:32119"
+    area = {row["code"]: row["hectares"] for row in summary["classes"]}
+    assert area[7] == pytest.approx(194 * 28.5 * 28.5 / 1e4)
+    # invalid pixels: the nodata frame (any band 0)
+    with rasterio.open(nc_paths["image"]) as src:
+        img = src.read()
+    np.testing.assert_array_equal(ds["valid"].values, (img != 0).all(axis=0))
+
+
+def test_open_cube__round_trip_keeps_crs_transform_values(nc_cube, nc_paths):
+    ds = open_cube(nc_cube)
+    src = open_raster(nc_paths["image"])
+    assert ds.rio.crs == src.rio.crs
+    assert tuple(ds.rio.transform())[:6] == pytest.approx(tuple(src.rio.transform())[:6])
+    assert isinstance(ds["image"].data, da.Array)
+    assert ds["image"].chunks[1][0] == 128
+    raw = src.values.astype(np.float64)
+    ok = ds["valid"].values
+    np.testing.assert_allclose(ds["image"].values[:, ok], raw[:, ok] / 255, rtol=1e-6)
+    assert np.isnan(ds["image"].values[:, ~ok]).all()
+    meta = zarr.open_group(str(nc_cube), mode="r")["image"].metadata.to_dict()
+    assert meta["zarr_format"] == 3
+    assert any("blosc" in c["name"] for c in meta["codecs"][-1:] + meta["codecs"])
+
+
+def test_write_cube__existing_output_needs_overwrite(nc_cube, nc_paths):
+    before = sorted(p.name for p in nc_cube.iterdir())
+    ds = open_cube(nc_cube)
+    with pytest.raises(OutputExistsError, match="output exists"):
+        write_cube(ds, nc_cube)
+    assert sorted(p.name for p in nc_cube.iterdir()) == before
+
+
+def _boom(block, block_info=None):
+    if block_info[0]["chunk-location"][1:] == (1, 1):
+        raise RuntimeError("disk full (simulated)")
+    return block
+
+
+def test_write_cube__interrupted_write_keeps_previous_cube(tmp_path, small_scene):
+    legend = read_legend(small_scene.legend)
+    ds = build_cube(small_scene.landsat, small_scene.labels, legend=legend, chunks=64)
+    path = write_cube(ds, tmp_path / "cube.zarr")
+    before = open_cube(path)["image"].values
+    broken = ds.copy()
+    broken["image"] = ds["image"].copy(data=ds["image"].data.map_blocks(_boom, dtype=np.float32) * 2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_cube(broken, path, overwrite=True)
+    np.testing.assert_array_equal(open_cube(path)["image"].values, before)
+    assert [p.name for p in tmp_path.iterdir()] == ["cube.zarr"]
+    # and a good overwrite replaces it
+    doubled = ds.copy()
+    doubled["image"] = ds["image"] * 2
+    write_cube(doubled, path, overwrite=True)
+    np.testing.assert_allclose(open_cube(path)["image"].values, before * 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["cube.zarr"]
+
+
+def test_build_cube__labels_on_another_grid(tmp_path, small_scene):
+    legend = read_legend(small_scene.legend)
+    # labels resampled onto the radar grid: another resolution and origin
+    from kerinci_xr.io import align_to
+
+    lab = open_raster(small_scene.labels).isel(band=0, drop=True)
+    off = align_to(lab, open_raster(small_scene.palsar), resampling="nearest")
+    off.rio.to_raster(tmp_path / "labels_off.tif")
+    with pytest.raises(GridMismatchError, match="labels_off.tif: expected labels on the grid"):
+        build_cube(small_scene.landsat, tmp_path / "labels_off.tif", legend=legend)
+    ds = build_cube(small_scene.landsat, tmp_path / "labels_off.tif", legend=legend, align_labels=True)
+    direct = build_cube(small_scene.landsat, small_scene.labels, legend=legend)
+    agree = (ds["labels"].values == direct["labels"].values).mean()
+    assert agree > 0.9  # two nearest-neighbour resamplings between 30 m and 25 m
+
+
+def test_build_cube__real_landsat8_with_sentinel1_same_grid():
+    img = shared_file("landsat_sar", "LC08_003069_20180906_clip.tif")
+    s1 = shared_file("landsat_sar", "S1_2018_VV_VH_clip.tif")
+    ds = build_cube(img, radar=s1, bands=["B2", "B3", "B4", "B5", "B6", "B7"],
+                    radar_bands=["VV", "VH", "VVVH"], radar_scale=1.0, scale=1e-4)
+    assert list(ds["band"].values)[-3:] == ["VV", "VH", "VVVH"]
+    with rasterio.open(s1) as src:
+        vv = src.read(1)
+    np.testing.assert_allclose(ds["image"].sel(band="VV").values, vv, rtol=1e-6)
+    assert json.loads(ds.attrs["band_roles"])["swir2"] == "B7"
+
+
+def test_write_cube__local_cluster_equals_threads(tmp_path, small_scene):
+    from distributed import Client, LocalCluster
+
+    legend = read_legend(small_scene.legend)
+
+    def build():
+        return build_cube(small_scene.landsat, small_scene.labels, legend=legend,
+                          radar=small_scene.palsar, chunks=96)
+
+    a = write_cube(build(), tmp_path / "threads.zarr")
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        b = write_cube(build(), tmp_path / "cluster.zarr")
+    ta, tb = open_cube(a), open_cube(b)
+    for name in ("image", "labels", "valid"):
+        np.testing.assert_array_equal(ta[name].values, tb[name].values)
