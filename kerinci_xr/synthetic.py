@@ -160,10 +160,27 @@ def _uniformize(x: np.ndarray, sd: float) -> np.ndarray:
 _SD4, _SD2, _SD1 = 0.132, 0.160, 0.215
 
 
-def _classes(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
+def _terrain(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int]) -> np.ndarray:
+    """Terrain height in [0, 1]: a basin in the scene's middle, ridges towards its edges.
+
+    As in Kerinci, a valley of lakes, paddy and settlements lies between forested ranges. The
+    relief's scale follows the scene up to 900 pixels (27 km), so small scenes hold several
+    landscapes and large ones keep a realistic scale.
+    """
+    h, w = shape
+    cell = float(np.clip(min(h, w) / 2.5, 120.0, 900.0))
+    noise = _uniformize(_fbm(rows, cols, cell, seed * 1000 + 1, 4), _SD4)
+    d = np.hypot((rows[:, None] - h / 2) / (h / 2), (cols[None, :] - w / 2) / (w / 2))
+    ridge = np.clip(d * (1.5 / np.sqrt(2)), 0.0, 1.0)
+    return np.clip(0.7 * noise + 0.3 * ridge - 0.05, 0.0, 1.0)
+
+
+def _classes(
+    rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int]
+) -> np.ndarray:
     """KLHK code of every pixel of the grid ``rows x cols`` (fractional optical pixel coords)."""
     k = seed * 1000
-    elev = _uniformize(_fbm(rows, cols, 700.0, k + 1, 4), _SD4)  # terrain, 0 valley .. 1 ridge
+    elev = _terrain(rows, cols, seed, shape)  # 0 valley .. 1 ridge
     river = np.abs(_fbm(rows, cols, 260.0, k + 2, 2) - 0.5)
     road = np.abs(_fbm(rows, cols, 420.0, k + 3, 2) - 0.5)
     patch = _uniformize(_fbm(rows, cols, 70.0, k + 4, 2), _SD2)
@@ -195,10 +212,12 @@ def _pixel_rng(seed: int, what: int, window: tuple[int, int]) -> np.random.Gener
     return np.random.default_rng([seed, what, window[0], window[1]])
 
 
-def _landsat_window(r0: int, c0: int, h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _landsat_window(
+    r0: int, c0: int, h: int, w: int, seed: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(r0, r0 + h, dtype=np.float64) + 0.5
     cols = np.arange(c0, c0 + w, dtype=np.float64) + 0.5
-    codes = _classes(rows, cols, seed)
+    codes = _classes(rows, cols, seed, shape)
     idx = np.searchsorted(_CODES, codes)
     spec = _SPEC[idx]  # (h, w, 8)
     k = seed * 1000
@@ -216,18 +235,24 @@ def _landsat_window(r0: int, c0: int, h: int, w: int, seed: int) -> tuple[np.nda
     noise = rng.standard_normal(spec.shape, dtype=np.float32)
     refl = spec * (illum[..., None] * (1 + texture[..., None])) + noise * (0.004 + 0.04 * spec)
     dn = np.clip(np.rint(refl * 1e4), 1, 65535).astype(np.uint16)
+    # clouds: scattered cumulus plus one bank that every scene has (at 30 % down, 70 % across)
     cloud = _fbm(rows, cols, 160.0, k + 10, 3)
-    dn[cloud > 0.80] = LANDSAT_NODATA
+    cy, cx = 0.3 * shape[0], 0.7 * shape[1]
+    radius = max(6.0, 0.04 * min(shape))
+    dist = np.hypot((rows[:, None] - cy) / radius, (cols[None, :] - cx) / (1.6 * radius))
+    dn[(cloud > 0.80) | (dist + 0.6 * (cloud - 0.5) < 1.0)] = LANDSAT_NODATA
     return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
 
 
-def _radar_window(r0: int, c0: int, h: int, w: int, seed: int, geo) -> np.ndarray:
+def _radar_window(
+    r0: int, c0: int, h: int, w: int, seed: int, geo, shape: tuple[int, int]
+) -> np.ndarray:
     lon0, lat0 = geo
     lats = lat0 - (np.arange(r0, r0 + h) + 0.5) * RADAR_RES
     lons = lon0 + (np.arange(c0, c0 + w) + 0.5) * RADAR_RES
     rows = (ORIGIN[1] - lats) / RES  # fractional optical pixel coordinates
     cols = (lons - ORIGIN[0]) / RES
-    codes = _classes(rows, cols, seed)
+    codes = _classes(rows, cols, seed, shape)
     sar = _SAR[np.searchsorted(_CODES, codes)]  # (h, w, 2)
     rng = _pixel_rng(seed, 2, (r0, c0))
     speckle = rng.standard_normal(sar.shape, dtype=np.float32) * 1.2
@@ -361,7 +386,7 @@ def make_kerinci_scene(
             height,
             width,
             block,
-            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed),
+            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed, (height, width)),
             threads,
         )
         _describe(tmp[files.landsat], LANDSAT_BANDS)
@@ -376,7 +401,7 @@ def make_kerinci_scene(
                 rh,
                 rw,
                 block,
-                lambda r0, c0, h, w: _radar_window(r0, c0, h, w, seed, (lon0, lat0)),
+                lambda r0, c0, h, w: _radar_window(r0, c0, h, w, seed, (lon0, lat0), (height, width)),
                 threads,
             )
             _describe(tmp[files.palsar], PALSAR_BANDS)
