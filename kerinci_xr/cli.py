@@ -24,7 +24,11 @@ def _csv(text: str) -> list[str]:
 def _scheduler_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, metavar="N", help="start a LocalCluster of N worker processes")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running Dask scheduler (tcp://host:8786)")
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="connect to a running Dask scheduler (tcp://host:8786)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,13 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--radar", help="radar GeoTIFF on any grid (e.g. PALSAR HH,HV in dB x1e3)")
     p.add_argument("--bands", type=_csv, help="optical band names, comma-separated (default: from the file)")
     p.add_argument("--radar-bands", type=_csv, default=["HH", "HV"], help="radar band names (default HH,HV)")
-    p.add_argument("--scale", type=float, default=1e-4, help="reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1e-4,
+        help="reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)",
+    )
     p.add_argument("--offset", type=float, default=0.0, help="reflectance offset added after scaling")
     p.add_argument("--nodata", type=float, help="optical nodata value (default: from the file)")
     p.add_argument("--radar-scale", type=float, default=1e-3, help="radar scale (1e-3 for dB x1e3, 1 for dB)")
     p.add_argument("--chunk", type=int, default=1024, help="chunk edge in pixels (default 1024)")
     p.add_argument("--sensor", default="auto", choices=["auto", "landsat8", "landsat7", "sentinel2"])
-    p.add_argument("--align-labels", action="store_true", help="warp off-grid labels (nearest) instead of failing")
+    p.add_argument(
+        "--align-labels",
+        action="store_true",
+        help="warp off-grid labels (nearest) instead of failing",
+    )
     p.add_argument("--strict", action="store_true", help="fail on label codes missing from the legend")
     p.add_argument("--out", required=True, help="output cube (.zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cube")
@@ -116,11 +129,23 @@ def _run(args: argparse.Namespace) -> int:
 
         with dask_scheduler(**sched):
             out = prepare(
-                args.image, out=args.out, labels=args.labels, legend=args.legend, radar=args.radar,
-                bands=args.bands, radar_bands=args.radar_bands, scale=args.scale, offset=args.offset,
-                nodata=args.nodata, radar_scale=args.radar_scale, chunk=args.chunk,
-                sensor=args.sensor, align_labels=args.align_labels, strict=args.strict,
-                overwrite=args.overwrite, progress=progress,
+                args.image,
+                out=args.out,
+                labels=args.labels,
+                legend=args.legend,
+                radar=args.radar,
+                bands=args.bands,
+                radar_bands=args.radar_bands,
+                scale=args.scale,
+                offset=args.offset,
+                nodata=args.nodata,
+                radar_scale=args.radar_scale,
+                chunk=args.chunk,
+                sensor=args.sensor,
+                align_labels=args.align_labels,
+                strict=args.strict,
+                overwrite=args.overwrite,
+                progress=progress,
             )
         print(f"wrote {out}")
     elif args.command == "info":
@@ -136,8 +161,12 @@ def _run(args: argparse.Namespace) -> int:
         from .synthetic import make_kerinci_scene
 
         files = make_kerinci_scene(
-            args.out, height=args.height, width=args.width, seed=args.seed,
-            radar=not args.no_radar, overwrite=args.overwrite,
+            args.out,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            radar=not args.no_radar,
+            overwrite=args.overwrite,
         )
         for f in (files.landsat, files.palsar, files.labels, files.legend):
             if f.exists():
@@ -151,14 +180,25 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline import DEMO_CONFIG, run_pipeline
 
         if args.command == "demo":
-            config: object = {**DEMO_CONFIG, "synth": {**DEMO_CONFIG["synth"], "height": args.size,
-                                                       "width": args.size, "seed": args.seed}}
+            config: object = {
+                **DEMO_CONFIG,
+                "synth": {
+                    **DEMO_CONFIG["synth"],
+                    "height": args.size,
+                    "width": args.size,
+                    "seed": args.seed,
+                },
+            }
             out_dir = Path(args.out)
         else:
             config, out_dir = args.pipeline, None
         with dask_scheduler(**sched):
             results = run_pipeline(
-                config, force=args.force, progress=progress, out_dir=out_dir, echo=print  # type: ignore[arg-type]
+                config,
+                force=args.force,
+                progress=progress,
+                out_dir=out_dir,
+                echo=print,  # type: ignore[arg-type]
             )
         print("\nwhat was written:")
         for stage, paths in results.items():

@@ -11,7 +11,7 @@ from typing import Literal
 import dask
 import dask.array as da
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor)
+import rioxarray
 import xarray as xr
 
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
@@ -229,9 +229,7 @@ def align_to(
     from affine import Affine
 
     if resampling not in ("nearest", "bilinear"):
-        raise InvalidInputError(
-            f"resampling: expected 'nearest' or 'bilinear', found {resampling!r}."
-        )
+        raise InvalidInputError(f"resampling: expected 'nearest' or 'bilinear', found {resampling!r}.")
     squeeze = source.ndim == 2
     src = source.expand_dims("band") if squeeze else source
     floating = np.issubdtype(src.dtype, np.floating)
@@ -272,7 +270,7 @@ def align_to(
             ye = min(int(np.ceil(win.row_off + win.height)) + 2, src_h)
             xs = max(int(np.floor(win.col_off)) - 2, 0)
             xe = min(int(np.ceil(win.col_off + win.width)) + 2, src_w)
-            piece = data[:, ys:max(ye, ys), xs:max(xe, xs)]
+            piece = data[:, ys : max(ye, ys), xs : max(xe, xs)]
             block = dask.delayed(_warp_block, pure=True)(
                 piece,
                 src_tr @ Affine.translation(xs, ys),

@@ -59,7 +59,9 @@ class Legend:
         object.__setattr__(self, "palette", tuple(self.palette))
         _validate(self.values, self.labels, self.palette, self.source)
         object.__setattr__(
-            self, "palette", tuple(_HEX.match(c).group(1).upper() for c in self.palette)  # type: ignore[union-attr]
+            self,
+            "palette",
+            tuple(_HEX.match(c).group(1).upper() for c in self.palette),  # type: ignore[union-attr]
         )
 
     # ---- derived views -------------------------------------------------------------------
@@ -112,7 +114,11 @@ class Legend:
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, list]:
         """The ``lc.json`` structure (palette without ``#``)."""
-        return {"values": list(self.values), "label": list(self.labels), "palette": list(self.palette)}
+        return {
+            "values": list(self.values),
+            "label": list(self.labels),
+            "palette": list(self.palette),
+        }
 
     def to_json(self) -> str:
         """Compact JSON for Zarr/NetCDF attributes; :meth:`from_json` reverses it."""
@@ -167,8 +173,7 @@ def _validate(values: Sequence, labels: Sequence, palette: Sequence, source: str
         raise LegendError(f"{source}: expected at least one class, found empty 'values'.")
     if n > 255:
         raise LegendError(
-            f"{source}: expected at most 255 classes (training ids are uint8), found {n}. "
-            "Fix: merge classes."
+            f"{source}: expected at most 255 classes (training ids are uint8), found {n}. Fix: merge classes."
         )
     if not (len(labels) == n and len(palette) == n):
         raise LegendError(

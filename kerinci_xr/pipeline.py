@@ -139,7 +139,9 @@ def load_pipeline(path: str | Path) -> dict[str, dict]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: expected a TOML pipeline file, found invalid TOML ({exc}).") from exc
+        raise InvalidInputError(
+            f"{path}: expected a TOML pipeline file, found invalid TOML ({exc})."
+        ) from exc
     config = validate_config(raw, source=str(path))
     base = path.parent.resolve()
     config["pipeline"]["out_dir"] = str(base / config["pipeline"]["out_dir"])
@@ -232,7 +234,9 @@ def quicklooks(
         false_colour_png(ds["image"], out_dir / "false_colour.png", percentiles=(lo, hi), max_size=max_size)
     ]
     if "labels" in ds and ds.attrs.get("legend"):
-        written.append(class_map_png(ds["labels"], cube_legend(ds), out_dir / "labels.png", max_size=max_size))
+        written.append(
+            class_map_png(ds["labels"], cube_legend(ds), out_dir / "labels.png", max_size=max_size)
+        )
     return written
 
 
@@ -289,8 +293,12 @@ def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_St
                 files,
                 s,
                 lambda: make_kerinci_scene(
-                    scene_dir, height=s["height"], width=s["width"], seed=s["seed"],
-                    radar=s["radar"], overwrite=True,
+                    scene_dir,
+                    height=s["height"],
+                    width=s["width"],
+                    seed=s["seed"],
+                    radar=s["radar"],
+                    overwrite=True,
                 ),
             )
         )
@@ -309,7 +317,10 @@ def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_St
             "prepare",
             in_paths,
             [cube],
-            {**p, **{k: inputs.get(k) for k in ("image", "labels", "legend", "radar", "bands", "radar_bands")}},
+            {
+                **p,
+                **{k: inputs.get(k) for k in ("image", "labels", "legend", "radar", "bands", "radar_bands")},
+            },
             lambda: prepare(
                 inputs["image"],
                 out=cube,

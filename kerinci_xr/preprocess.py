@@ -39,12 +39,30 @@ __all__ = [
 #: Band names of the reflective bands per sensor, by role.
 BAND_ROLES: dict[str, dict[str, str]] = {
     "landsat8": {
-        "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4",
-        "nir": "B5", "swir1": "B6", "swir2": "B7", "cirrus": "B9",
+        "coastal": "B1",
+        "blue": "B2",
+        "green": "B3",
+        "red": "B4",
+        "nir": "B5",
+        "swir1": "B6",
+        "swir2": "B7",
+        "cirrus": "B9",
     },
-    "landsat7": {"blue": "B1", "green": "B2", "red": "B3", "nir": "B4", "swir1": "B5", "swir2": "B7"},
+    "landsat7": {
+        "blue": "B1",
+        "green": "B2",
+        "red": "B3",
+        "nir": "B4",
+        "swir1": "B5",
+        "swir2": "B7",
+    },
     "sentinel2": {
-        "blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "swir1": "B11", "swir2": "B12",
+        "blue": "B2",
+        "green": "B3",
+        "red": "B4",
+        "nir": "B8",
+        "swir1": "B11",
+        "swir2": "B12",
     },
 }
 _ROLE_NAMES = ("coastal", "blue", "green", "red", "nir", "swir1", "swir2", "cirrus")
@@ -77,9 +95,7 @@ def band_roles(names: Sequence[str], *, sensor: str = "auto") -> dict[str, str]:
         else:
             return {}
     if sensor not in BAND_ROLES:
-        raise InvalidInputError(
-            f"sensor: expected one of {sorted(BAND_ROLES)} or 'auto', found {sensor!r}."
-        )
+        raise InvalidInputError(f"sensor: expected one of {sorted(BAND_ROLES)} or 'auto', found {sensor!r}.")
     return {role: b for role, b in BAND_ROLES[sensor].items() if b in names}
 
 
@@ -109,9 +125,10 @@ def scale_values(
         raise InvalidInputError(f"scale: expected a finite non-zero number, found {scale!r}.")
     ok = valid_mask(raw, nodata=nodata)
     out = (raw.astype(np.float32) * np.float32(scale) + np.float32(offset)).where(ok)
-    out.attrs = {
-        k: v for k, v in raw.attrs.items() if k != "nodata"
-    } | {"scale_factor_applied": float(scale), "add_offset_applied": float(offset)}
+    out.attrs = {k: v for k, v in raw.attrs.items() if k != "nodata"} | {
+        "scale_factor_applied": float(scale),
+        "add_offset_applied": float(offset),
+    }
     return out.astype(np.float32)
 
 
@@ -221,9 +238,7 @@ def normalized_difference(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
 _INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}
 
 
-def spectral_index(
-    image: xr.DataArray, name: str, *, roles: Mapping[str, str] | None = None
-) -> xr.DataArray:
+def spectral_index(image: xr.DataArray, name: str, *, roles: Mapping[str, str] | None = None) -> xr.DataArray:
     """A normalised-difference index by name: ``"ndvi"``, ``"ndwi"`` (McFeeters) or ``"nbr"``."""
     key = name.lower()
     if key not in _INDICES:
@@ -261,17 +276,13 @@ def stretch_limits(
     """
     lo_p, hi_p = percentiles
     if not 0 <= lo_p < hi_p <= 100:
-        raise InvalidInputError(
-            f"percentiles: expected 0 <= low < high <= 100, found {percentiles!r}."
-        )
+        raise InvalidInputError(f"percentiles: expected 0 <= low < high <= 100, found {percentiles!r}.")
     arr = image.transpose("band", "y", "x").data
     arr = arr if isinstance(arr, da.Array) else da.from_array(np.asarray(arr))
     nb = arr.shape[0]
     mins, maxs = dask.compute(da.nanmin(arr, axis=(1, 2)), da.nanmax(arr, axis=(1, 2)))
     edges = [np.linspace(lo, hi if hi > lo else lo + 1, bins + 1) for lo, hi in zip(mins, maxs, strict=True)]
-    hists = dask.compute(
-        *[da.histogram(arr[b].ravel(), bins=edges[b])[0] for b in range(nb)]
-    )
+    hists = dask.compute(*[da.histogram(arr[b].ravel(), bins=edges[b])[0] for b in range(nb)])
     out = np.zeros((nb, 2), dtype=np.float64)
     for b, hist in enumerate(hists):
         cdf = np.cumsum(hist, dtype=np.float64)

@@ -208,9 +208,7 @@ def check_output(path: str | Path, *, overwrite: bool = False) -> None:
             f"{path}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
         )
     if not path.parent.is_dir():
-        raise InputFileNotFoundError(
-            f"{path.parent}: output folder does not exist. Fix: create it first."
-        )
+        raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")
 
 
 class atomic_output:
@@ -340,4 +338,3 @@ def cube_summary(ds: xr.Dataset) -> dict[str, Any]:
         summary["classes"] = table.to_dict(orient="records")
     summary["valid_fraction"] = float(ds["valid"].mean().compute())
     return summary
-

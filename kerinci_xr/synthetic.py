@@ -30,17 +30,78 @@ log = logging.getLogger(__name__)
 
 #: The 22 KLHK (Indonesian Ministry of Environment and Forestry) land-cover classes.
 KLHK_LEGEND = Legend(
-    values=(2001, 2002, 2004, 2005, 2006, 2007, 2010, 2012, 2014, 3000, 5001, 20041,
-            20051, 20071, 20091, 20092, 20093, 20094, 20121, 20122, 20141, 50011),
-    labels=("Primary dryland forest", "Secondary dryland forest", "Primary mangrove forest",
-            "Primary swamp forest", "Plantation forest", "Dry shrub", "Estate crop",
-            "Settlement", "Bare ground", "Savanna and grasses", "Open water",
-            "Secondary mangrove forest", "Secondary swamp forest", "Wet shrub",
-            "Pure dry agriculture", "Mixed dry agriculture", "Paddy field",
-            "Fish pond/aquaculture", "Port or harbour", "Transmigration areas", "Mining", "Swamp"),
-    palette=("006400", "228B22", "4B0082", "808000", "32CD32", "90EE90", "FF4500", "F08080",
-             "D2B48C", "ADFF2F", "87CEFA", "6A5ACD", "6B8E23", "66CDAA", "FFD700", "FFA500",
-             "008080", "E6E6FA", "B22222", "C71585", "A0522D", "7FFFD4"),
+    values=(
+        2001,
+        2002,
+        2004,
+        2005,
+        2006,
+        2007,
+        2010,
+        2012,
+        2014,
+        3000,
+        5001,
+        20041,
+        20051,
+        20071,
+        20091,
+        20092,
+        20093,
+        20094,
+        20121,
+        20122,
+        20141,
+        50011,
+    ),
+    labels=(
+        "Primary dryland forest",
+        "Secondary dryland forest",
+        "Primary mangrove forest",
+        "Primary swamp forest",
+        "Plantation forest",
+        "Dry shrub",
+        "Estate crop",
+        "Settlement",
+        "Bare ground",
+        "Savanna and grasses",
+        "Open water",
+        "Secondary mangrove forest",
+        "Secondary swamp forest",
+        "Wet shrub",
+        "Pure dry agriculture",
+        "Mixed dry agriculture",
+        "Paddy field",
+        "Fish pond/aquaculture",
+        "Port or harbour",
+        "Transmigration areas",
+        "Mining",
+        "Swamp",
+    ),
+    palette=(
+        "006400",
+        "228B22",
+        "4B0082",
+        "808000",
+        "32CD32",
+        "90EE90",
+        "FF4500",
+        "F08080",
+        "D2B48C",
+        "ADFF2F",
+        "87CEFA",
+        "6A5ACD",
+        "6B8E23",
+        "66CDAA",
+        "FFD700",
+        "FFA500",
+        "008080",
+        "E6E6FA",
+        "B22222",
+        "C71585",
+        "A0522D",
+        "7FFFD4",
+    ),
     source="KLHK legend (kerinci_xr.synthetic)",
 )
 
@@ -175,18 +236,14 @@ def _terrain(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, in
     return np.clip(0.7 * noise + 0.3 * ridge - 0.05, 0.0, 1.0)
 
 
-def _classes(
-    rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int]
-) -> np.ndarray:
+def _classes(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int]) -> np.ndarray:
     """KLHK code of every pixel of the grid ``rows x cols`` (fractional optical pixel coords)."""
     k = seed * 1000
     elev = _terrain(rows, cols, seed, shape)  # 0 valley .. 1 ridge
     river = np.abs(_fbm(rows, cols, 260.0, k + 2, 2) - 0.5)
     road = np.abs(_fbm(rows, cols, 420.0, k + 3, 2) - 0.5)
     patch = _uniformize(_fbm(rows, cols, 70.0, k + 4, 2), _SD2)
-    blocks = _uniformize(
-        _fbm(np.floor(rows / 48) * 48, np.floor(cols / 48) * 48, 180.0, k + 5, 1), _SD1
-    )
+    blocks = _uniformize(_fbm(np.floor(rows / 48) * 48, np.floor(cols / 48) * 48, 180.0, k + 5, 1), _SD1)
     rare = _uniformize(_fbm(rows, cols, 36.0, k + 6, 2), _SD2)
     out = np.full(elev.shape, PRIMARY, dtype=np.int64)
     out[elev < 0.43] = SECONDARY
@@ -244,9 +301,7 @@ def _landsat_window(
     return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
 
 
-def _radar_window(
-    r0: int, c0: int, h: int, w: int, seed: int, geo, shape: tuple[int, int]
-) -> np.ndarray:
+def _radar_window(r0: int, c0: int, h: int, w: int, seed: int, geo, shape: tuple[int, int]) -> np.ndarray:
     lon0, lat0 = geo
     lats = lat0 - (np.arange(r0, r0 + h) + 0.5) * RADAR_RES
     lons = lon0 + (np.arange(c0, c0 + w) + 0.5) * RADAR_RES
@@ -380,7 +435,10 @@ def make_kerinci_scene(
         transform = Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
         _write_windows(
             [
-                (tmp[files.landsat], _profile(8, "uint16", height, width, transform, LANDSAT_NODATA)),
+                (
+                    tmp[files.landsat],
+                    _profile(8, "uint16", height, width, transform, LANDSAT_NODATA),
+                ),
                 (tmp[files.labels], _profile(1, "uint16", height, width, transform, LABEL_NODATA)),
             ],
             height,

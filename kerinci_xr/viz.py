@@ -50,9 +50,7 @@ def false_colour_png(
     return _save_png(np.rint(small * 255).astype(np.uint8), path)
 
 
-def class_map_png(
-    labels: xr.DataArray, legend: Legend, path: str | Path, *, max_size: int = 2048
-) -> Path:
+def class_map_png(labels: xr.DataArray, legend: Legend, path: str | Path, *, max_size: int = 2048) -> Path:
     """Write a class map (training ids) in the legend's colours as PNG; nodata is black."""
     small = np.asarray(decimate(labels, max_size=max_size).values)
     lut = legend.rgb

@@ -30,9 +30,7 @@ class ComputeCounter:
     def __call__(self, dsk, keys, **kwargs):
         self.total += 1
         if self.total > self.max_computes:
-            raise RuntimeError(
-                f"Too many dask computations: {self.total} > allowed {self.max_computes}"
-            )
+            raise RuntimeError(f"Too many dask computations: {self.total} > allowed {self.max_computes}")
         return dask.get(dsk, keys, **kwargs)
 
 

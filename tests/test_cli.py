@@ -13,9 +13,24 @@ from .conftest import shared_file
 
 def test_prepare_and_info__real_nc_pair(tmp_path, nc_paths, capsys):
     out = tmp_path / "nc.zarr"
-    rc = main(["-q", "prepare", "--image", str(nc_paths["image"]), "--labels", str(nc_paths["labels"]),
-               "--legend", str(nc_paths["legend"]), "--scale", str(1 / 255), "--chunk", "256",
-               "--out", str(out)])
+    rc = main(
+        [
+            "-q",
+            "prepare",
+            "--image",
+            str(nc_paths["image"]),
+            "--labels",
+            str(nc_paths["labels"]),
+            "--legend",
+            str(nc_paths["legend"]),
+            "--scale",
+            str(1 / 255),
+            "--chunk",
+            "256",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0 and out.exists()
     assert f"wrote {out}" in capsys.readouterr().out
     assert main(["info", str(out), "--json"]) == 0
@@ -29,9 +44,26 @@ def test_prepare_and_info__real_nc_pair(tmp_path, nc_paths, capsys):
 
 def test_prepare__with_radar_on_a_local_cluster(tmp_path, small_scene, capsys):
     out = tmp_path / "cube.zarr"
-    rc = main(["-q", "prepare", "--image", str(small_scene.landsat), "--labels", str(small_scene.labels),
-               "--legend", str(small_scene.legend), "--radar", str(small_scene.palsar),
-               "--chunk", "128", "--workers", "2", "--out", str(out)])
+    rc = main(
+        [
+            "-q",
+            "prepare",
+            "--image",
+            str(small_scene.landsat),
+            "--labels",
+            str(small_scene.labels),
+            "--legend",
+            str(small_scene.legend),
+            "--radar",
+            str(small_scene.palsar),
+            "--chunk",
+            "128",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert list(open_cube(out)["band"].values)[-2:] == ["HH", "HV"]
 
@@ -41,10 +73,23 @@ def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, cap
 
     full = read_legend(small_scene.legend)
     keep = [i for i, v in enumerate(full.values) if v != 2002]  # drop a class that is present
-    Legend(values=[full.values[i] for i in keep], labels=[full.labels[i] for i in keep],
-           palette=[full.palette[i] for i in keep]).write(tmp_path / "lc.json")
-    args = ["-q", "prepare", "--image", str(small_scene.landsat), "--labels", str(small_scene.labels),
-            "--legend", str(tmp_path / "lc.json"), "--out", str(tmp_path / "cube.zarr")]
+    Legend(
+        values=[full.values[i] for i in keep],
+        labels=[full.labels[i] for i in keep],
+        palette=[full.palette[i] for i in keep],
+    ).write(tmp_path / "lc.json")
+    args = [
+        "-q",
+        "prepare",
+        "--image",
+        str(small_scene.landsat),
+        "--labels",
+        str(small_scene.labels),
+        "--legend",
+        str(tmp_path / "lc.json"),
+        "--out",
+        str(tmp_path / "cube.zarr"),
+    ]
     assert main([*args, "--strict"]) == 2
     err = capsys.readouterr().err
     assert "code(s) missing from the legend" in err and "2002" in err
@@ -66,8 +111,12 @@ def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, cap
 )
 def test_prepare__bad_input_exit_2_nothing_written(tmp_path, small_scene, capsys, change, message):
     (tmp_path / "notjson").write_text("{oops")
-    args = {"--image": str(small_scene.landsat), "--labels": str(small_scene.labels),
-            "--legend": str(small_scene.legend), "--out": str(tmp_path / "cube.zarr")}
+    args = {
+        "--image": str(small_scene.landsat),
+        "--labels": str(small_scene.labels),
+        "--legend": str(small_scene.legend),
+        "--out": str(tmp_path / "cube.zarr"),
+    }
     for k, v in change.items():
         if v == "notjson":
             v = str(tmp_path / "notjson")
@@ -95,8 +144,12 @@ def test_prepare__refuses_existing_output(tmp_path, small_scene, capsys):
 
 def test_python_dash_m__help_for_every_command():
     for cmd in ([], ["prepare"], ["info"], ["synth"], ["demo"], ["run"], ["quicklook"]):
-        res = subprocess.run([sys.executable, "-m", "kerinci_xr", *cmd, "--help"],
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [sys.executable, "-m", "kerinci_xr", *cmd, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
         assert "usage: kerinci-xr" in res.stdout
 

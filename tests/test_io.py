@@ -27,9 +27,17 @@ def _coarse_shifted_copy(src_path, dst_path, *, factor=1.5, shift=(17.0, -11.0))
         h = int(src.height / factor) + 7
         w = int(src.width / factor) + 7
         out = np.full((src.count, h, w), np.nan, dtype="float32")
-        reproject(data, out, src_transform=t, src_crs=src.crs, dst_transform=tr,
-                  dst_crs=src.crs, resampling=Resampling.bilinear, src_nodata=np.nan,
-                  dst_nodata=np.nan)
+        reproject(
+            data,
+            out,
+            src_transform=t,
+            src_crs=src.crs,
+            dst_transform=tr,
+            dst_crs=src.crs,
+            resampling=Resampling.bilinear,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+        )
         profile = src.profile | {"height": h, "width": w, "transform": tr, "nodata": np.nan}
     with rasterio.open(dst_path, "w", **profile) as dst:
         dst.write(out)
@@ -41,7 +49,14 @@ def test_open_raster__lazy_with_band_names_from_file():
     with raise_if_dask_computes():
         da_ = open_raster(path, chunks=128)
     assert da_.dims == ("band", "y", "x")
-    assert list(da_["band"].values) == ["B1_blue", "B2_green", "B3_red", "B4_nir", "B5_swir1", "B7_swir2"]
+    assert list(da_["band"].values) == [
+        "B1_blue",
+        "B2_green",
+        "B3_red",
+        "B4_nir",
+        "B5_swir1",
+        "B7_swir2",
+    ]
     assert da_.chunks[0] == (6,) and da_.chunks[1][0] == 128
     assert da_.attrs["nodata"] == 0
     assert da_.rio.crs.to_epsg() == 32119
@@ -57,7 +72,7 @@ def test_open_raster__given_band_names():
 
 def test_open_raster__fewer_bands_than_named():
     path = shared_file("landsat_sar", "LC08_003069_20180906_clip.tif")
-    with pytest.raises(InvalidInputError, match="7 band names given .* the file has 6 band"):
+    with pytest.raises(InvalidInputError, match=r"7 band names given .* the file has 6 band"):
         open_raster(path, bands=["B1", "B2", "B3", "B4", "B5", "B6", "B7"])
 
 
@@ -67,14 +82,14 @@ def test_open_raster__unnamed_bands_get_placeholders():
 
 
 def test_open_raster__missing_file(tmp_path):
-    with pytest.raises(InputFileNotFoundError, match="nope.tif: raster not found"):
+    with pytest.raises(InputFileNotFoundError, match=r"nope.tif: raster not found"):
         open_raster(tmp_path / "nope.tif")
 
 
 def test_open_raster__not_a_raster(tmp_path):
     bad = tmp_path / "notes.tif"
     bad.write_text("this is not a GeoTIFF")
-    with pytest.raises(RasterReadError, match="notes.tif: expected a raster GDAL can read"):
+    with pytest.raises(RasterReadError, match=r"notes.tif: expected a raster GDAL can read"):
         open_raster(bad)
 
 
@@ -106,10 +121,18 @@ def test_align_to__coarser_shifted_radar_back_onto_landsat_grid(tmp_path, chunk)
     # the same warp done in one piece in memory
     with rasterio.open(coarse) as src:
         whole = np.full((3, 104, 110), np.nan, dtype="float32")
-        reproject(src.read(), whole, src_transform=src.transform, src_crs=src.crs,
-                  dst_transform=landsat.rio.transform(), dst_crs=landsat.rio.crs,
-                  resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan,
-                  tolerance=0.0)
+        reproject(
+            src.read(),
+            whole,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=landsat.rio.transform(),
+            dst_crs=landsat.rio.crs,
+            resampling=Resampling.bilinear,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+            tolerance=0.0,
+        )
     np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5, equal_nan=True)
     # and close to the original S1 it came from (coarsening loses detail, not position)
     with rasterio.open(s1_path) as src:

@@ -46,7 +46,11 @@ def test_legend__round_trips_through_json_attrs(tmp_path):
 )
 def test_legend__lut_maps_every_code_to_its_id(codes, data):
     colours = data.draw(
-        st.lists(st.from_regex(r"#?[0-9A-Fa-f]{6}", fullmatch=True), min_size=len(codes), max_size=len(codes))
+        st.lists(
+            st.from_regex(r"#?[0-9A-Fa-f]{6}", fullmatch=True),
+            min_size=len(codes),
+            max_size=len(codes),
+        )
     )
     lg = Legend(values=codes, labels=[f"c{c}" for c in codes], palette=colours)
     lut = lg.lut
@@ -63,13 +67,16 @@ def test_legend__lut_maps_every_code_to_its_id(codes, data):
         ("{not json", "not JSON"),
         ('{"values": [1], "label": ["a"]}', "missing \\['palette'\\]"),
         ('{"values": [1, 2], "label": ["a"], "palette": ["000000", "111111"]}', "equal length"),
-        ('{"values": [1, 1], "label": ["a", "b"], "palette": ["000000", "111111"]}', "duplicates \\[1\\]"),
+        (
+            '{"values": [1, 1], "label": ["a", "b"], "palette": ["000000", "111111"]}',
+            "duplicates \\[1\\]",
+        ),
         ('{"values": [1], "label": ["a"], "palette": ["green"]}', "6-digit hex"),
         ('{"values": [1], "label": ["a"], "palette": ["#12345"]}', "6-digit hex"),
         ('{"values": ["x"], "label": ["a"], "palette": ["000000"]}', "integers"),
         ('{"values": [0], "label": ["a"], "palette": ["000000"]}', "reserved for nodata"),
         ('{"values": [], "label": [], "palette": []}', "at least one class"),
-        ('[1, 2]', "JSON object"),
+        ("[1, 2]", "JSON object"),
     ],
 )
 def test_read_legend__bad_files(tmp_path, text, match):

@@ -21,8 +21,11 @@ from kerinci_xr.preprocess import (
 
 from .conftest import raise_if_dask_computes
 
-LEGEND = Legend(values=(2001, 5001, 20093), labels=("forest", "water", "paddy"),
-                palette=("006400", "87CEFA", "008080"))
+LEGEND = Legend(
+    values=(2001, 5001, 20093),
+    labels=("forest", "water", "paddy"),
+    palette=("006400", "87CEFA", "008080"),
+)
 BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"]
 
 
@@ -32,8 +35,7 @@ def _image(backend, *, nodata=0, seed=0):
     raw[:, 5, 7] = nodata  # a fully missing pixel
     raw[2, 9, 9] = nodata  # one band missing: the pixel is invalid
     data = da.from_array(raw, chunks=(8, 16, 16)) if backend == "dask" else raw
-    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": BANDS},
-                        attrs={"nodata": nodata})
+    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": BANDS}, attrs={"nodata": nodata})
 
 
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
@@ -58,8 +60,12 @@ def test_scale_values__dn_and_offset():
 
 
 def test_scale_values__radar_db_x1000():
-    raw = xr.DataArray(np.array([[[-7500, -32768]], [[-12250, -15000]]], dtype=np.int16),
-                       dims=("band", "y", "x"), coords={"band": ["HH", "HV"]}, attrs={"nodata": -32768})
+    raw = xr.DataArray(
+        np.array([[[-7500, -32768]], [[-12250, -15000]]], dtype=np.int16),
+        dims=("band", "y", "x"),
+        coords={"band": ["HH", "HV"]},
+        attrs={"nodata": -32768},
+    )
     out = scale_values(raw, scale=1e-3).values
     np.testing.assert_allclose(out[:, 0, 0], [-7.5, -12.25])
     assert np.isnan(out[:, 0, 1]).all()

@@ -4,7 +4,6 @@ import dask.array as da
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 import zarr
 
 from kerinci_xr.errors import GridMismatchError, OutputExistsError
@@ -13,7 +12,6 @@ from kerinci_xr.legend import read_legend
 from kerinci_xr.store import build_cube, cube_legend, cube_summary, open_cube, write_cube
 
 from .conftest import raise_if_dask_computes, shared_file
-from .test_io import _coarse_shifted_copy
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +24,13 @@ def nc_cube(nc_paths, tmp_path_factory):
 def test_build_cube__computes_nothing(small_scene):
     legend = read_legend(small_scene.legend)
     with raise_if_dask_computes():
-        ds = build_cube(small_scene.landsat, small_scene.labels, legend=legend,
-                        radar=small_scene.palsar, chunks=64)
+        ds = build_cube(
+            small_scene.landsat,
+            small_scene.labels,
+            legend=legend,
+            radar=small_scene.palsar,
+            chunks=64,
+        )
     assert list(ds["band"].values) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "HH", "HV"]
     assert ds["image"].dtype == np.float32 and ds["labels"].dtype == np.uint8
     assert ds["image"].chunks == ((10,), (64,) * 5, (64,) * 4 + (44,))
@@ -37,8 +40,9 @@ def test_build_cube__computes_nothing(small_scene):
 
 def test_build_cube__radar_aligned_and_in_db(small_scene):
     legend = read_legend(small_scene.legend)
-    ds = build_cube(small_scene.landsat, small_scene.labels, legend=legend,
-                    radar=small_scene.palsar, chunks=64)
+    ds = build_cube(
+        small_scene.landsat, small_scene.labels, legend=legend, radar=small_scene.palsar, chunks=64
+    )
     hh = ds["image"].sel(band="HH").values
     hv = ds["image"].sel(band="HV").values
     ok = ds["valid"].values
@@ -128,7 +132,7 @@ def test_build_cube__labels_on_another_grid(tmp_path, small_scene):
     lab = open_raster(small_scene.labels).isel(band=0, drop=True)
     off = align_to(lab, open_raster(small_scene.palsar), resampling="nearest")
     off.rio.to_raster(tmp_path / "labels_off.tif")
-    with pytest.raises(GridMismatchError, match="labels_off.tif: expected labels on the grid"):
+    with pytest.raises(GridMismatchError, match=r"labels_off.tif: expected labels on the grid"):
         build_cube(small_scene.landsat, tmp_path / "labels_off.tif", legend=legend)
     ds = build_cube(small_scene.landsat, tmp_path / "labels_off.tif", legend=legend, align_labels=True)
     direct = build_cube(small_scene.landsat, small_scene.labels, legend=legend)
@@ -139,8 +143,14 @@ def test_build_cube__labels_on_another_grid(tmp_path, small_scene):
 def test_build_cube__real_landsat8_with_sentinel1_same_grid():
     img = shared_file("landsat_sar", "LC08_003069_20180906_clip.tif")
     s1 = shared_file("landsat_sar", "S1_2018_VV_VH_clip.tif")
-    ds = build_cube(img, radar=s1, bands=["B2", "B3", "B4", "B5", "B6", "B7"],
-                    radar_bands=["VV", "VH", "VVVH"], radar_scale=1.0, scale=1e-4)
+    ds = build_cube(
+        img,
+        radar=s1,
+        bands=["B2", "B3", "B4", "B5", "B6", "B7"],
+        radar_bands=["VV", "VH", "VVVH"],
+        radar_scale=1.0,
+        scale=1e-4,
+    )
     assert list(ds["band"].values)[-3:] == ["VV", "VH", "VVVH"]
     with rasterio.open(s1) as src:
         vv = src.read(1)
@@ -154,13 +164,17 @@ def test_write_cube__local_cluster_equals_threads(tmp_path, small_scene):
     legend = read_legend(small_scene.legend)
 
     def build():
-        return build_cube(small_scene.landsat, small_scene.labels, legend=legend,
-                          radar=small_scene.palsar, chunks=96)
+        return build_cube(
+            small_scene.landsat,
+            small_scene.labels,
+            legend=legend,
+            radar=small_scene.palsar,
+            chunks=96,
+        )
 
     a = write_cube(build(), tmp_path / "threads.zarr")
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=None) as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster),
     ):
         b = write_cube(build(), tmp_path / "cluster.zarr")
