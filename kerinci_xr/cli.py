@@ -76,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _scheduler_args(p)
 
+    p = sub.add_parser("sample", help="draw N patches per class in spatial splits into a Zarr patch store")
+    p.add_argument("cube")
+    p.add_argument("--per-class", type=int, default=20, help="centres per class and split (default 20)")
+    p.add_argument("--patch", type=int, default=128, help="window edge in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-nodata", type=float, default=0.0, help="largest invalid fraction of a window")
+    p.add_argument(
+        "--fractions", type=lambda t: [float(v) for v in _csv(t)], default=[0.7, 0.15, 0.15],
+        help="train,val,test shares of the scene's blocks (default 0.7,0.15,0.15)",
+    )
+    p.add_argument("--block", type=int, help="split block edge in pixels (default 4 x patch)")
+    p.add_argument("--buffer", type=int, default=0, help="extra pixels around windows kept in their split")
+    p.add_argument("--out", required=True, help="output patch store (.zarr)")
+    p.add_argument("--manifest", help="manifest CSV or .parquet (default: the store's name with .csv)")
+    p.add_argument("--overwrite", action="store_true")
+    _scheduler_args(p)
+
     p = sub.add_parser("synth", help="write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--height", type=int, default=2751)
@@ -148,6 +165,17 @@ def _run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         print(f"wrote {out}")
+    elif args.command == "sample":
+        from .pipeline import sample
+
+        with dask_scheduler(**sched):
+            store, table = sample(
+                args.cube, out=args.out, manifest=args.manifest, per_class=args.per_class,
+                patch=args.patch, seed=args.seed, max_nodata=args.max_nodata,
+                fractions=args.fractions, block=args.block, buffer=args.buffer,
+                overwrite=args.overwrite, progress=progress,
+            )
+        print(f"wrote {store}\nwrote {table}")
     elif args.command == "info":
         from .store import cube_summary, open_cube
 

@@ -1,4 +1,4 @@
-"""Stages (synth, prepare, quicklook) and the runner of pipeline files (``pipelines/*.toml``).
+"""Stages (synth, prepare, sample, quicklook) and the runner of pipeline files (``pipelines/*.toml``).
 
 A pipeline file names its inputs and the options of each stage; the runner validates the
 whole file before touching anything, then runs the stages in order, skipping a stage whose
@@ -23,6 +23,7 @@ __all__ = [
     "prepare",
     "quicklooks",
     "run_pipeline",
+    "sample",
     "validate_config",
 ]
 
@@ -58,6 +59,17 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "align_labels": ((bool,), False),
         "strict": ((bool,), False),
     },
+    "sample": {
+        "out": ((str,), "patches.zarr"),
+        "manifest": ((str,), "patches.csv"),
+        "per_class": ((int,), 20),
+        "patch": ((int,), 128),
+        "seed": ((int,), 0),
+        "max_nodata": (_NUM, 0.0),
+        "fractions": ((list,), [0.7, 0.15, 0.15]),
+        "block": ((int,), None),
+        "buffer": ((int,), 0),
+    },
     "quicklook": {
         "out_dir": ((str,), "quicklooks"),
         "max_size": ((int,), 2048),
@@ -71,6 +83,7 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "synth": {"out": "scene", "height": 1500, "width": 1500, "seed": 0, "radar": True},
     "prepare": {"out": "cube.zarr", "scale": 1e-4, "radar_scale": 1e-3, "chunk": 512},
     "quicklook": {"out_dir": "quicklooks"},
+    "sample": {"out": "patches.zarr", "manifest": "patches.csv", "per_class": 20, "patch": 128, "seed": 0},
 }
 
 
@@ -124,6 +137,9 @@ def validate_config(config: Mapping[str, Any], *, source: str = "<config>") -> d
     for key in ("bands", "radar_bands"):
         if inputs.get(key) is not None and not all(isinstance(b, str) for b in inputs[key]):
             raise InvalidInputError(f"{source}: [inputs] {key} must be a list of strings.")
+    fr = out.get("sample", {}).get("fractions")
+    if fr is not None and (len(fr) != 3 or not all(isinstance(f, _NUM) for f in fr)):
+        raise InvalidInputError(f"{source}: [sample] fractions must be three numbers, found {fr!r}.")
     pct = out.get("quicklook", {}).get("percentiles")
     if pct is not None and (len(pct) != 2 or not all(isinstance(p, _NUM) for p in pct)):
         raise InvalidInputError(f"{source}: [quicklook] percentiles must be two numbers, found {pct!r}.")
@@ -213,6 +229,46 @@ def prepare(
         prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
         ds.attrs["provenance"] = json.dumps(prov)
     return write_cube(ds, out, overwrite=overwrite, progress=progress)
+
+
+def sample(
+    cube: str | Path,
+    *,
+    out: str | Path,
+    manifest: str | Path | None = None,
+    per_class: int = 20,
+    patch: int = 128,
+    seed: int = 0,
+    max_nodata: float = 0.0,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    block: int | None = None,
+    buffer: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> tuple[Path, Path]:
+    """Draw patch centres from a cube, save the manifest and extract the patch store.
+
+    Returns the store and manifest paths. Both outputs are checked before any work, and both
+    are written atomically.
+    """
+    from .patches import write_patches
+    from .sampling import sample_centres, write_manifest
+    from .store import check_output, open_cube
+
+    out = Path(out)
+    manifest = Path(manifest) if manifest is not None else out.with_suffix(".csv")
+    check_output(out, overwrite=overwrite)
+    check_output(manifest, overwrite=overwrite)
+    ds = open_cube(cube)
+    if "labels" not in ds:
+        raise InvalidInputError(f"{cube}: the cube has no labels to sample from. Fix: prepare it with --labels.")
+    table = sample_centres(
+        ds, per_class=per_class, patch=patch, seed=seed, max_nodata=max_nodata,
+        fractions=fractions, block=block, buffer=buffer,
+    )
+    write_patches(ds, table, out, overwrite=overwrite, progress=progress, attrs={"cube": str(cube)})
+    write_manifest(table, manifest)
+    return out, manifest
 
 
 def quicklooks(
@@ -342,6 +398,22 @@ def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_St
             ),
         )
     )
+    if "sample" in config:
+        sp = config["sample"]
+        store, table = out_dir / sp["out"], out_dir / sp["manifest"]
+        stages.append(
+            _Stage(
+                "sample",
+                [cube],
+                [store, table],
+                sp,
+                lambda: sample(
+                    cube, out=store, manifest=table, per_class=sp["per_class"], patch=sp["patch"],
+                    seed=sp["seed"], max_nodata=sp["max_nodata"], fractions=sp["fractions"],
+                    block=sp["block"], buffer=sp["buffer"], overwrite=True, progress=progress,
+                ),
+            )
+        )
     if "quicklook" in config:
         q = config["quicklook"]
         qdir = out_dir / q["out_dir"]

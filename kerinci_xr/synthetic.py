@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._hashing import hash_uniform
 from .errors import InvalidInputError
 from .legend import Legend
 
@@ -156,23 +157,6 @@ class SceneFiles:
 
 
 # ---- hashed value noise --------------------------------------------------------------------
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _hash01(iy: np.ndarray, ix: np.ndarray, key: int) -> np.ndarray:
-    """Uniform [0, 1) values for integer lattice points, a pure function of (iy, ix, key)."""
-    h = (iy.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
-        ix.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-    )
-    h ^= np.uint64(key & 0xFFFFFFFFFFFFFFFF)
-    h ^= h >> np.uint64(30)
-    h *= _M1
-    h ^= h >> np.uint64(27)
-    h *= _M2
-    h ^= h >> np.uint64(31)
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
 def _interp_matrix(coords: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
     """Smoothstep interpolation weights from lattice points (spacing ``cell``) to ``coords``."""
     t = coords / cell
@@ -192,7 +176,7 @@ def _noise(rows: np.ndarray, cols: np.ndarray, cell: float, key: int) -> np.ndar
     """Value noise in [0, 1] on the separable grid ``rows x cols`` (fractional pixel coords)."""
     wy, ly = _interp_matrix(rows, cell)
     wx, lx = _interp_matrix(cols, cell)
-    lat = _hash01(ly[:, None], lx[None, :], key)
+    lat = hash_uniform(ly[:, None], lx[None, :], key)
     return (wy @ lat) @ wx.T
 
 

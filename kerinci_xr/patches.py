@@ -1,0 +1,194 @@
+"""The patch store: windows cut from a cube into Zarr, one patch per chunk, with the manifest.
+
+Patches are grouped by the cube chunk that holds their centre, and every group is one dask
+task that cuts all its windows from one read of its region, so a cube chunk is read once per
+run however many patches it feeds. Tasks write their patches straight into the store, which
+is built in a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
+from .sampling import SPLITS
+
+__all__ = ["band_stats", "manifest_of", "open_patches", "write_patches"]
+
+MANIFEST_VARS = ("split", "class_id", "code", "row", "col", "x", "y", "row_start", "col_start", "seed")
+
+
+def _cut_group(
+    image: np.ndarray,
+    labels: np.ndarray,
+    valid: np.ndarray,
+    origin: tuple[int, int],
+    items: np.ndarray,
+    store: str,
+    patch: int,
+) -> np.ndarray:
+    """Cut the windows of one group from its region and write them; return per-split stats."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    zi, zl, zv = group["image"], group["labels"], group["valid"]
+    nb = image.shape[0]
+    stats = np.zeros((3, 3, nb), dtype=np.float64)  # split, (count, sum, sumsq), band
+    oy, ox = origin
+    for pid, r0, c0, split in items:
+        ys, xs = slice(r0 - oy, r0 - oy + patch), slice(c0 - ox, c0 - ox + patch)
+        win, lab, ok = image[:, ys, xs], labels[ys, xs], valid[ys, xs]
+        zi[pid] = win
+        zl[pid] = lab
+        zv[pid] = ok
+        vals = win[:, ok].astype(np.float64)
+        stats[split, 0] += vals.shape[1]
+        stats[split, 1] += vals.sum(axis=1)
+        stats[split, 2] += (vals * vals).sum(axis=1)
+    return stats
+
+
+def band_stats(stats: np.ndarray, split: int = 0) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation from accumulated (count, sum, sumsq)."""
+    n, s, ss = stats[split]
+    if not (n > 0).all():
+        raise InvalidInputError(
+            f"no valid pixel in the {SPLITS[split]} split's patches: band statistics are undefined."
+        )
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def write_patches(
+    cube: xr.Dataset,
+    manifest: pd.DataFrame,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Extract the manifest's windows from the cube into a Zarr patch store.
+
+    The store has ``image`` (patch, band, y, x) float32, ``labels`` (patch, y, x) uint8 and
+    ``valid`` (patch, y, x) bool, one patch per chunk, the manifest columns as ``patch``
+    variables, and in attrs the legend, the patch size, the seed and the per-band mean and
+    standard deviation of the training split's valid pixels (``band_mean``, ``band_std``).
+    """
+    from zarr.codecs import BloscCodec
+
+    from .cluster import compute
+    from .store import atomic_output
+
+    if len(manifest) == 0:
+        raise InvalidInputError("the manifest is empty: there are no patches to extract.")
+    sizes = (manifest["row_stop"] - manifest["row_start"]).unique()
+    if len(sizes) != 1:
+        raise InvalidInputError(f"the manifest mixes window sizes {sorted(sizes)}; expected one.")
+    patch = int(sizes[0])
+    h, w = cube.sizes["y"], cube.sizes["x"]
+    if (
+        manifest["row_start"].min() < 0
+        or manifest["col_start"].min() < 0
+        or manifest["row_stop"].max() > h
+        or manifest["col_stop"].max() > w
+    ):
+        raise InvalidInputError(f"the manifest has windows outside the {h} x {w} cube.")
+    n, nb = len(manifest), cube.sizes["band"]
+    image, labels, valid = cube["image"].data, cube["labels"].data, cube["valid"].data
+    image = image if isinstance(image, da.Array) else da.from_array(image)
+    labels = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=image.chunks[1:])
+    valid = valid if isinstance(valid, da.Array) else da.from_array(valid, chunks=image.chunks[1:])
+    # template: metadata and the manifest variables now, the patches by the tasks below
+    ids = manifest["patch_id"].to_numpy()
+    if not np.array_equal(ids, np.arange(n)):
+        raise InvalidInputError("manifest patch_id must be 0..n-1 in order (as sample_centres writes).")
+    data_vars: dict[str, Any] = {
+        "image": (("patch", "band", "y", "x"), da.zeros((n, nb, patch, patch), chunks=(1, nb, patch, patch), dtype=np.float32)),
+        "labels": (("patch", "y", "x"), da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=np.uint8)),
+        "valid": (("patch", "y", "x"), da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=bool)),
+    }
+    for col in MANIFEST_VARS:
+        values = manifest[col].to_numpy()
+        data_vars[col] = ("patch", values.astype(object) if col == "split" else values)
+    data_vars["class_name"] = ("patch", manifest["class_name"].to_numpy().astype(object))
+    template = xr.Dataset(data_vars, coords={"patch": ids, "band": np.array([str(b) for b in cube["band"].values], dtype=object)})
+    template.attrs = {
+        "title": "kerinci_xr patch store",
+        "legend": cube.attrs.get("legend", ""),
+        "band_roles": cube.attrs.get("band_roles", "{}"),
+        "patch": patch,
+        "seed": int(manifest["seed"].iloc[0]),
+        "crs_wkt": cube.rio.crs.to_wkt() if cube.rio.crs else "",
+        "transform": list(cube.rio.transform())[:6],
+        **(attrs or {}),
+    }
+    blosc = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
+    enc = {v: {"compressors": blosc} for v in ("image", "labels", "valid")}
+    split_idx = manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
+    items = np.stack(
+        [ids, manifest["row_start"].to_numpy(), manifest["col_start"].to_numpy(), split_idx], axis=1
+    ).astype(np.int64)
+    # group by the cube chunk that holds the centre
+    ybounds = np.cumsum((0, *image.chunks[1]))
+    xbounds = np.cumsum((0, *image.chunks[2]))
+    gy = np.searchsorted(ybounds, manifest["row"].to_numpy(), side="right") - 1
+    gx = np.searchsorted(xbounds, manifest["col"].to_numpy(), side="right") - 1
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=enc)
+        tasks = []
+        for key in sorted(set(zip(gy.tolist(), gx.tolist(), strict=True))):
+            sel = (gy == key[0]) & (gx == key[1])
+            its = items[sel]
+            y0, y1 = its[:, 1].min(), its[:, 1].max() + patch
+            x0, x1 = its[:, 2].min(), its[:, 2].max() + patch
+            tasks.append(
+                dask.delayed(_cut_group, pure=True)(
+                    image[:, y0:y1, x0:x1], labels[y0:y1, x0:x1], valid[y0:y1, x0:x1],
+                    (int(y0), int(x0)), its, str(tmp), patch,
+                )
+            )
+        stats = sum(compute(*tasks, progress=progress))
+        import zarr
+
+        group = zarr.open_group(str(tmp), mode="r+")
+        attrs_update: dict[str, Any] = {"n_patches": n}
+        if stats[0, 0].sum() > 0:
+            mean, std = band_stats(stats, 0)
+            attrs_update |= {"band_mean": mean, "band_std": std, "band_stats_split": "train"}
+        attrs_update["split_counts"] = {s: int((split_idx == i).sum()) for i, s in enumerate(SPLITS)}
+        group.attrs.update(attrs_update)
+    return Path(path)
+
+
+def open_patches(path: str | Path) -> xr.Dataset:
+    """Open a patch store lazily (one dask chunk per patch)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: patch store not found. Fix: run `kerinci-xr sample` first.")
+    try:
+        ds = xr.open_zarr(path, consolidated=False)
+    except Exception as exc:  # zarr raises several unrelated types for a non-store
+        raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample ({exc}).") from exc
+    if "image" not in ds or "patch" not in ds.attrs:
+        raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample.")
+    return ds
+
+
+def manifest_of(ds: xr.Dataset) -> pd.DataFrame:
+    """The manifest stored in a patch store (one row per patch)."""
+    cols = {c: ds[c].values for c in (*MANIFEST_VARS, "class_name")}
+    df = pd.DataFrame({"patch_id": ds["patch"].values, **cols})
+    p = int(ds.attrs["patch"])
+    df["row_stop"] = df["row_start"] + p
+    df["col_stop"] = df["col_start"] + p
+    return df
+

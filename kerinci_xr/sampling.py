@@ -1,0 +1,333 @@
+"""Patch centres: N per class, away from borders and nodata, seeded; spatial train/val/test areas.
+
+The draw is exactly uniform within a class and independent of chunking and scheduler: every
+eligible pixel gets a random priority that is a pure function of (seed, split, class, row, col),
+and the ``per_class`` pixels of lowest priority are chosen (a uniform random subset). Each chunk
+returns only its own ``per_class`` best candidates and its eligible counts, so one streaming pass
+over labels and the valid mask serves scenes far larger than memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._hashing import hash_u64
+from .errors import InvalidInputError
+from .legend import Legend
+
+__all__ = [
+    "SPLITS",
+    "SplitLayout",
+    "read_manifest",
+    "sample_centres",
+    "split_layout",
+    "write_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """Scene blocks assigned to splits: ``blocks[i, j]`` is the split index of block (i, j)."""
+
+    block: int
+    blocks: np.ndarray  # (n_block_rows, n_block_cols) int8: 0 train, 1 val, 2 test
+
+    def split_map(self, rows: slice, cols: slice) -> np.ndarray:
+        """Split index of every pixel of a window (global pixel slices)."""
+        r = np.arange(rows.start, rows.stop) // self.block
+        c = np.arange(cols.start, cols.stop) // self.block
+        return self.blocks[np.ix_(r, c)]
+
+    def fractions(self) -> dict[str, float]:
+        counts = np.bincount(self.blocks.ravel(), minlength=3) / self.blocks.size
+        return dict(zip(SPLITS, counts.tolist(), strict=True))
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    f = tuple(float(x) for x in fractions)
+    if len(f) != 3 or any(x < 0 for x in f) or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
+        raise InvalidInputError(
+            f"fractions: expected three non-negative numbers (train, val, test) summing to 1 with "
+            f"train > 0, found {list(fractions)}. Fix: e.g. 0.7,0.15,0.15."
+        )
+    return f  # type: ignore[return-value]
+
+
+def split_layout(
+    shape: tuple[int, int],
+    *,
+    block: int,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> SplitLayout:
+    """Assign square blocks of ``block`` pixels to train/val/test in the given proportions.
+
+    The number of blocks per split is rounded from the fractions (at least one block for every
+    split with a non-zero fraction, when there are enough blocks), and which block goes where is
+    a seeded random permutation.
+    """
+    f = _check_fractions(fractions)
+    if block < 1:
+        raise InvalidInputError(f"block: expected a positive block size in pixels, found {block}.")
+    nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+    n = nby * nbx
+    counts = np.floor(np.array(f) * n).astype(int)
+    for i in np.argsort(-(np.array(f) * n - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    for i in (1, 2):  # a requested split gets a block if any can be spared
+        if f[i] > 0 and counts[i] == 0 and counts[0] > 1:
+            counts[i], counts[0] = 1, counts[0] - 1
+    labels = np.repeat(np.arange(3, dtype=np.int8), counts)
+    rng = np.random.default_rng([seed, 0x5B11])
+    return SplitLayout(block=block, blocks=rng.permutation(labels).reshape(nby, nbx))
+
+
+def _box_sum(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Sum over every ``size`` window of ``a`` (windows fully inside ``a``): shape shrinks."""
+    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(a, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])
+    h, w = size
+    return s[h:, w:] - s[:-h, w:] - s[h:, :-w] + s[:-h, :-w]
+
+
+def _chunk_candidates(
+    labels: np.ndarray,
+    valid: np.ndarray,
+    origin: tuple[int, int],
+    core: tuple[int, int, int, int],
+    *,
+    patch: int,
+    max_invalid: int,
+    buffer: int,
+    layout: SplitLayout,
+    n_classes: int,
+    per_class: int,
+    seed: int,
+) -> dict:
+    """Eligible counts and the ``per_class`` lowest-priority centres of one chunk.
+
+    ``labels``/``valid`` cover the chunk plus a halo of ``patch // 2 + buffer`` pixels (clipped at
+    the scene border); ``origin`` is their top-left global pixel; ``core`` = (r0, r1, c0, c1) is
+    the chunk itself in global pixels.
+    """
+    r0, r1, c0, c1 = core
+    half = patch // 2
+    oy, ox = origin
+    h, w = labels.shape
+    # candidate centres (global): the window rows [r - half, r - half + patch) must fit in the halo
+    # region, which equals fitting in the scene where the halo is clipped by the border
+    ys = np.arange(max(r0, oy + half + buffer), min(r1, oy + h - (patch - half) - buffer + 1))
+    xs = np.arange(max(c0, ox + half + buffer), min(c1, ox + w - (patch - half) - buffer + 1))
+    core_labels = labels[r0 - oy : r1 - oy, c0 - ox : c1 - ox].ravel()
+    out: dict = {
+        "counts": np.zeros((3, n_classes + 1), dtype=np.int64),
+        "present": np.bincount(core_labels[core_labels <= n_classes], minlength=n_classes + 1),
+        "cands": [],
+    }
+    if ys.size == 0 or xs.size == 0:
+        return out
+    invalid = _box_sum(~valid, (patch, patch))  # index [i, j] = window with top-left (oy+i, ox+j)
+    inv = invalid[np.ix_(ys - half - oy, xs - half - ox)]
+    lab = labels[np.ix_(ys - oy, xs - ox)].astype(np.int64)
+    ok_valid = inv <= max_invalid
+    # the window grown by the buffer must lie in blocks of a single split
+    smap = layout.split_map(slice(oy, oy + h), slice(ox, ox + w))
+    span = patch + 2 * buffer
+    for s in range(3):
+        inside = _box_sum(smap == s, (span, span)) == span * span
+        ok = inside[np.ix_(ys - half - buffer - oy, xs - half - buffer - ox)] & ok_valid & (lab > 0)
+        if not ok.any():
+            continue
+        ii, jj = np.nonzero(ok)
+        cls = lab[ii, jj]
+        out["counts"][s] += np.bincount(cls, minlength=n_classes + 1)
+        gy, gx = ys[ii], xs[jj]
+        for k in np.unique(cls):
+            sel = cls == k
+            keys = hash_u64(gy[sel], gx[sel], _key(seed, s, int(k)))
+            order = np.lexsort((gx[sel], gy[sel], keys))[:per_class]
+            out["cands"].append((s, int(k), keys[order], gy[sel][order], gx[sel][order]))
+    return out
+
+
+def _key(seed: int, split: int, class_id: int) -> int:
+    return (seed * 1_000_003 + split * 1009 + class_id) * 0x2545F4914F6CDD1D
+
+
+def sample_centres(
+    cube: xr.Dataset,
+    *,
+    per_class: int = 20,
+    patch: int = 128,
+    seed: int = 0,
+    max_nodata: float = 0.0,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    block: int | None = None,
+    buffer: int = 0,
+    legend: Legend | None = None,
+) -> pd.DataFrame:
+    """Draw ``per_class`` patch centres for every class present, in each spatial split.
+
+    Parameters
+    ----------
+    cube
+        Dataset with ``labels`` (training ids) and ``valid`` on one grid (e.g. :func:`open_cube`).
+    per_class
+        Centres per class and split. A class with fewer eligible pixels in a split gets all of
+        them, with a warning naming it and the count.
+    patch
+        Window edge in pixels; the window of centre (r, c) is rows ``r - patch // 2`` to
+        ``r - patch // 2 + patch`` (likewise for columns) and must lie inside the scene.
+    seed
+        Seeds the split layout and the draw: same seed, same centres, whatever the chunking.
+    max_nodata
+        Largest allowed fraction of invalid pixels in a window (0 = none).
+    fractions
+        Train, validation and test shares of the scene's blocks.
+    block
+        Edge of the split blocks in pixels (default ``4 * patch``).
+    buffer
+        Extra pixels around each window that must also lie in its split's area. Windows always
+        lie wholly inside their split's area, so patches of different splits never share a pixel.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest: one row per patch (see :func:`manifest_columns`).
+    """
+    from .store import cube_legend
+
+    legend = legend or cube_legend(cube)
+    if not isinstance(per_class, int) or per_class < 1:
+        raise InvalidInputError(f"per_class: expected an integer >= 1, found {per_class!r}.")
+    if not isinstance(patch, int) or patch < 2:
+        raise InvalidInputError(f"patch: expected an integer >= 2, found {patch!r}.")
+    if not 0 <= max_nodata <= 1:
+        raise InvalidInputError(f"max_nodata: expected a fraction in [0, 1], found {max_nodata!r}.")
+    if buffer < 0:
+        raise InvalidInputError(f"buffer: expected >= 0 pixels, found {buffer}.")
+    height, width = cube.sizes["y"], cube.sizes["x"]
+    if patch + 2 * buffer > min(height, width):
+        raise InvalidInputError(
+            f"patch: a {patch} x {patch} window (plus buffer {buffer}) does not fit in the "
+            f"{height} x {width} scene. Fix: use a smaller --patch."
+        )
+    layout = split_layout((height, width), block=block or 4 * patch, fractions=fractions, seed=seed)
+    labels, valid = cube["labels"].data, cube["valid"].data
+    halo = patch // 2 + patch % 2 + buffer + 1
+    ychunks = labels.chunks[0] if hasattr(labels, "chunks") and labels.chunks else (height,)
+    xchunks = labels.chunks[1] if hasattr(labels, "chunks") and labels.chunks else (width,)
+    n = legend.n_classes
+    max_invalid = int(np.floor(max_nodata * patch * patch + 1e-9))
+    tasks = []
+    r0 = 0
+    for ch in ychunks:
+        c0 = 0
+        for cw in xchunks:
+            ya, yb = max(r0 - halo, 0), min(r0 + ch + halo, height)
+            xa, xb = max(c0 - halo, 0), min(c0 + cw + halo, width)
+            tasks.append(
+                dask.delayed(_chunk_candidates, pure=True)(
+                    labels[ya:yb, xa:xb], valid[ya:yb, xa:xb], (ya, xa), (r0, r0 + ch, c0, c0 + cw),
+                    patch=patch, max_invalid=max_invalid, buffer=buffer, layout=layout,
+                    n_classes=n, per_class=per_class, seed=seed,
+                )
+            )
+            c0 += cw
+        r0 += ch
+    from .cluster import compute
+
+    results = compute(*tasks)
+    counts = sum(r["counts"] for r in results)
+    present = np.flatnonzero(sum(r["present"] for r in results)[1:]) + 1
+    fr = _check_fractions(fractions)
+    rows = []
+    for s, split in enumerate(SPLITS):
+        short = [(int(k), int(counts[s, k])) for k in present if counts[s, k] < per_class]
+        if short and fr[s] > 0:
+            warnings.warn(
+                f"{split} split: fewer eligible centres than per_class={per_class} for "
+                + ", ".join(f"class {k} '{legend.name_of(k)}' ({c})" for k, c in short)
+                + "; all of them are used.",
+                UserWarning,
+                stacklevel=2,
+            )
+        for k in range(1, n + 1):
+            cands = [c for r in results for c in r["cands"] if c[0] == s and c[1] == k]
+            if not cands:
+                continue
+            keys = np.concatenate([c[2] for c in cands])
+            ys = np.concatenate([c[3] for c in cands])
+            xs = np.concatenate([c[4] for c in cands])
+            order = np.lexsort((xs, ys, keys))[:per_class]
+            for y, x in zip(ys[order], xs[order], strict=True):
+                rows.append((split, k, int(y), int(x)))
+    if not rows:
+        raise InvalidInputError(
+            "no eligible patch centre in any class: every window of this size crosses nodata, "
+            "the scene border or a split boundary, or the labels hold no class. Fix: a smaller "
+            "--patch, a larger --max-nodata or a larger split --block."
+        )
+    log.info("sampled %d centres for %d classes present", len(rows), len(present))
+    return _manifest(rows, cube, legend, patch=patch, seed=seed)
+
+
+def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["split", "class_id", "row", "col"])
+    df["split"] = pd.Categorical(df["split"], categories=list(SPLITS))
+    df = df.sort_values(["split", "class_id", "row", "col"], kind="stable").reset_index(drop=True)
+    df["split"] = df["split"].astype(str)
+    tr = cube.rio.transform()
+    half = patch // 2
+    out = pd.DataFrame(
+        {
+            "patch_id": np.arange(len(df), dtype=np.int64),
+            "split": df["split"],
+            "class_id": df["class_id"].astype(np.int64),
+            "class_name": [legend.name_of(k) for k in df["class_id"]],
+            "code": [legend.values[k - 1] for k in df["class_id"]],
+            "row": df["row"],
+            "col": df["col"],
+            "x": tr.c + (df["col"] + 0.5) * tr.a,
+            "y": tr.f + (df["row"] + 0.5) * tr.e,
+            "row_start": df["row"] - half,
+            "row_stop": df["row"] - half + patch,
+            "col_start": df["col"] - half,
+            "col_stop": df["col"] - half + patch,
+            "seed": seed,
+        }
+    )
+    return out
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
+    """Save a manifest as CSV, or Parquet when the path ends in ``.parquet``; atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".parquet":
+        manifest.to_parquet(tmp, index=False)
+    else:
+        manifest.to_csv(tmp, index=False, float_format="%.10g")
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by :func:`write_manifest`."""
+    path = Path(path)
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
