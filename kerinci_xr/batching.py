@@ -226,7 +226,9 @@ def make_loader(
     from torch.utils.data import DataLoader
 
     train = split == "train"
-    ds = PatchDataset(store, split=split, augment=train if augment is None else augment, seed=seed, cache=cache)
+    ds = PatchDataset(
+        store, split=split, augment=train if augment is None else augment, seed=seed, cache=cache
+    )
     sampler = EpochSampler(len(ds), shuffle=train if shuffle is None else shuffle, seed=seed)
     return DataLoader(
         ds,  # type: ignore[arg-type]

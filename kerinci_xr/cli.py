@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-nodata", type=float, default=0.0, help="largest invalid fraction of a window")
     p.add_argument(
-        "--fractions", type=lambda t: [float(v) for v in _csv(t)], default=[0.7, 0.15, 0.15],
+        "--fractions",
+        type=lambda t: [float(v) for v in _csv(t)],
+        default=[0.7, 0.15, 0.15],
         help="train,val,test shares of the scene's blocks (default 0.7,0.15,0.15)",
     )
     p.add_argument("--block", type=int, help="split block edge in pixels (default 4 x patch)")
@@ -170,10 +172,18 @@ def _run(args: argparse.Namespace) -> int:
 
         with dask_scheduler(**sched):
             store, table = sample(
-                args.cube, out=args.out, manifest=args.manifest, per_class=args.per_class,
-                patch=args.patch, seed=args.seed, max_nodata=args.max_nodata,
-                fractions=args.fractions, block=args.block, buffer=args.buffer,
-                overwrite=args.overwrite, progress=progress,
+                args.cube,
+                out=args.out,
+                manifest=args.manifest,
+                per_class=args.per_class,
+                patch=args.patch,
+                seed=args.seed,
+                max_nodata=args.max_nodata,
+                fractions=args.fractions,
+                block=args.block,
+                buffer=args.buffer,
+                overwrite=args.overwrite,
+                progress=progress,
             )
         print(f"wrote {store}\nwrote {table}")
     elif args.command == "info":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Chunk reads are tile-aligned and read every tile once, so GDAL's block cache (by default 5 % of
+# the machine's memory, per process) holds memory without saving reads: on an 8000 x 8000 x 8
+# prepare it was 1 GiB of the 1.6 GiB peak. A smaller default, unless the user has set one.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 #: Default spatial chunk edge in pixels (all bands in one chunk).
 DEFAULT_CHUNK = 1024

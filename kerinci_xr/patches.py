@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._chunks import BlockGrid, assemble
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .sampling import SPLITS
 
@@ -26,9 +27,9 @@ MANIFEST_VARS = ("split", "class_id", "code", "row", "col", "x", "y", "row_start
 
 
 def _cut_group(
-    image: np.ndarray,
-    labels: np.ndarray,
-    valid: np.ndarray,
+    image_parts: list,
+    labels_parts: list,
+    valid_parts: list,
     origin: tuple[int, int],
     items: np.ndarray,
     store: str,
@@ -37,6 +38,7 @@ def _cut_group(
     """Cut the windows of one group from its region and write them; return per-split stats."""
     import zarr
 
+    image, labels, valid = assemble(image_parts), assemble(labels_parts), assemble(valid_parts)
     group = zarr.open_group(store, mode="r+")
     zi, zl, zv = group["image"], group["labels"], group["valid"]
     nb = image.shape[0]
@@ -104,7 +106,7 @@ def write_patches(
         raise InvalidInputError(f"the manifest has windows outside the {h} x {w} cube.")
     n, nb = len(manifest), cube.sizes["band"]
     image, labels, valid = cube["image"].data, cube["labels"].data, cube["valid"].data
-    image = image if isinstance(image, da.Array) else da.from_array(image)
+    image = image if isinstance(image, da.Array) else da.from_array(image, chunks=(-1, 1024, 1024))
     labels = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=image.chunks[1:])
     valid = valid if isinstance(valid, da.Array) else da.from_array(valid, chunks=image.chunks[1:])
     # template: metadata and the manifest variables now, the patches by the tasks below
@@ -112,15 +114,24 @@ def write_patches(
     if not np.array_equal(ids, np.arange(n)):
         raise InvalidInputError("manifest patch_id must be 0..n-1 in order (as sample_centres writes).")
     data_vars: dict[str, Any] = {
-        "image": (("patch", "band", "y", "x"), da.zeros((n, nb, patch, patch), chunks=(1, nb, patch, patch), dtype=np.float32)),
-        "labels": (("patch", "y", "x"), da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=np.uint8)),
+        "image": (
+            ("patch", "band", "y", "x"),
+            da.zeros((n, nb, patch, patch), chunks=(1, nb, patch, patch), dtype=np.float32),
+        ),
+        "labels": (
+            ("patch", "y", "x"),
+            da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=np.uint8),
+        ),
         "valid": (("patch", "y", "x"), da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=bool)),
     }
     for col in MANIFEST_VARS:
         values = manifest[col].to_numpy()
         data_vars[col] = ("patch", values.astype(object) if col == "split" else values)
     data_vars["class_name"] = ("patch", manifest["class_name"].to_numpy().astype(object))
-    template = xr.Dataset(data_vars, coords={"patch": ids, "band": np.array([str(b) for b in cube["band"].values], dtype=object)})
+    template = xr.Dataset(
+        data_vars,
+        coords={"patch": ids, "band": np.array([str(b) for b in cube["band"].values], dtype=object)},
+    )
     template.attrs = {
         "title": "kerinci_xr patch store",
         "legend": cube.attrs.get("legend", ""),
@@ -144,16 +155,17 @@ def write_patches(
     gx = np.searchsorted(xbounds, manifest["col"].to_numpy(), side="right") - 1
     with atomic_output(path, overwrite=overwrite) as tmp:
         template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=enc)
+        grids = [BlockGrid(a) for a in (image, labels, valid)]
         tasks = []
         for key in sorted(set(zip(gy.tolist(), gx.tolist(), strict=True))):
             sel = (gy == key[0]) & (gx == key[1])
             its = items[sel]
             y0, y1 = its[:, 1].min(), its[:, 1].max() + patch
             x0, x1 = its[:, 2].min(), its[:, 2].max() + patch
+            region = (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
             tasks.append(
                 dask.delayed(_cut_group, pure=True)(
-                    image[:, y0:y1, x0:x1], labels[y0:y1, x0:x1], valid[y0:y1, x0:x1],
-                    (int(y0), int(x0)), its, str(tmp), patch,
+                    *[g.parts(*region) for g in grids], (int(y0), int(x0)), its, str(tmp), patch
                 )
             )
         stats = sum(compute(*tasks, progress=progress))
@@ -177,7 +189,9 @@ def open_patches(path: str | Path) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, consolidated=False)
     except Exception as exc:  # zarr raises several unrelated types for a non-store
-        raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample ({exc}).") from exc
+        raise RasterReadError(
+            f"{path}: expected a patch store written by kerinci-xr sample ({exc})."
+        ) from exc
     if "image" not in ds or "patch" not in ds.attrs:
         raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample.")
     return ds
@@ -191,4 +205,3 @@ def manifest_of(ds: xr.Dataset) -> pd.DataFrame:
     df["row_stop"] = df["row_start"] + p
     df["col_stop"] = df["col_start"] + p
     return df
-

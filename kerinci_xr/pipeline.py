@@ -261,10 +261,18 @@ def sample(
     check_output(manifest, overwrite=overwrite)
     ds = open_cube(cube)
     if "labels" not in ds:
-        raise InvalidInputError(f"{cube}: the cube has no labels to sample from. Fix: prepare it with --labels.")
+        raise InvalidInputError(
+            f"{cube}: the cube has no labels to sample from. Fix: prepare it with --labels."
+        )
     table = sample_centres(
-        ds, per_class=per_class, patch=patch, seed=seed, max_nodata=max_nodata,
-        fractions=fractions, block=block, buffer=buffer,
+        ds,
+        per_class=per_class,
+        patch=patch,
+        seed=seed,
+        max_nodata=max_nodata,
+        fractions=fractions,
+        block=block,
+        buffer=buffer,
     )
     write_patches(ds, table, out, overwrite=overwrite, progress=progress, attrs={"cube": str(cube)})
     write_manifest(table, manifest)
@@ -408,9 +416,18 @@ def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_St
                 [store, table],
                 sp,
                 lambda: sample(
-                    cube, out=store, manifest=table, per_class=sp["per_class"], patch=sp["patch"],
-                    seed=sp["seed"], max_nodata=sp["max_nodata"], fractions=sp["fractions"],
-                    block=sp["block"], buffer=sp["buffer"], overwrite=True, progress=progress,
+                    cube,
+                    out=store,
+                    manifest=table,
+                    per_class=sp["per_class"],
+                    patch=sp["patch"],
+                    seed=sp["seed"],
+                    max_nodata=sp["max_nodata"],
+                    fractions=sp["fractions"],
+                    block=sp["block"],
+                    buffer=sp["buffer"],
+                    overwrite=True,
+                    progress=progress,
                 ),
             )
         )

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._chunks import BlockGrid, assemble
 from ._hashing import hash_u64
 from .errors import InvalidInputError
 from .legend import Legend
@@ -104,8 +106,8 @@ def _box_sum(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _chunk_candidates(
-    labels: np.ndarray,
-    valid: np.ndarray,
+    labels_parts: list,
+    valid_parts: list,
     origin: tuple[int, int],
     core: tuple[int, int, int, int],
     *,
@@ -123,6 +125,7 @@ def _chunk_candidates(
     the scene border); ``origin`` is their top-left global pixel; ``core`` = (r0, r1, c0, c1) is
     the chunk itself in global pixels.
     """
+    labels, valid = assemble(labels_parts), assemble(valid_parts)
     r0, r1, c0, c1 = core
     half = patch // 2
     oy, ox = origin
@@ -226,10 +229,14 @@ def sample_centres(
             f"{height} x {width} scene. Fix: use a smaller --patch."
         )
     layout = split_layout((height, width), block=block or 4 * patch, fractions=fractions, seed=seed)
-    labels, valid = cube["labels"].data, cube["valid"].data
+    labels, valid = (
+        a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=1024)
+        for a in (cube["labels"].data, cube["valid"].data)
+    )
+    valid = valid.rechunk(labels.chunks)
+    grids = BlockGrid(labels), BlockGrid(valid)
     halo = patch // 2 + patch % 2 + buffer + 1
-    ychunks = labels.chunks[0] if hasattr(labels, "chunks") and labels.chunks else (height,)
-    xchunks = labels.chunks[1] if hasattr(labels, "chunks") and labels.chunks else (width,)
+    ychunks, xchunks = labels.chunks
     n = legend.n_classes
     max_invalid = int(np.floor(max_nodata * patch * patch + 1e-9))
     tasks = []
@@ -241,9 +248,16 @@ def sample_centres(
             xa, xb = max(c0 - halo, 0), min(c0 + cw + halo, width)
             tasks.append(
                 dask.delayed(_chunk_candidates, pure=True)(
-                    labels[ya:yb, xa:xb], valid[ya:yb, xa:xb], (ya, xa), (r0, r0 + ch, c0, c0 + cw),
-                    patch=patch, max_invalid=max_invalid, buffer=buffer, layout=layout,
-                    n_classes=n, per_class=per_class, seed=seed,
+                    *[g.parts(slice(ya, yb), slice(xa, xb)) for g in grids],
+                    (ya, xa),
+                    (r0, r0 + ch, c0, c0 + cw),
+                    patch=patch,
+                    max_invalid=max_invalid,
+                    buffer=buffer,
+                    layout=layout,
+                    n_classes=n,
+                    per_class=per_class,
+                    seed=seed,
                 )
             )
             c0 += cw
@@ -329,5 +343,3 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by :func:`write_manifest`."""
     path = Path(path)
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-
-

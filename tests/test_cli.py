@@ -158,3 +158,58 @@ def test_info__not_a_cube(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     assert "expected a Zarr cube" in capsys.readouterr().err
     assert shared_file("kerinci", "lc.json")  # real data available alongside
+
+
+def test_sample__cli_writes_store_and_manifest(tmp_path, small_scene, capsys):
+    cube = tmp_path / "cube.zarr"
+    assert (
+        main(
+            [
+                "-q",
+                "prepare",
+                "--image",
+                str(small_scene.landsat),
+                "--labels",
+                str(small_scene.labels),
+                "--legend",
+                str(small_scene.legend),
+                "--chunk",
+                "100",
+                "--out",
+                str(cube),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "patches.zarr"
+    argv = [
+        "-q",
+        "sample",
+        str(cube),
+        "--per-class",
+        "3",
+        "--patch",
+        "32",
+        "--block",
+        "80",
+        "--fractions",
+        "0.6,0.2,0.2",
+        "--out",
+        str(out),
+        "--manifest",
+        str(tmp_path / "m.parquet"),
+    ]
+    with pytest.warns(UserWarning, match="fewer eligible centres"):
+        assert main(argv) == 0
+    from kerinci_xr.patches import open_patches
+    from kerinci_xr.sampling import read_manifest
+
+    m = read_manifest(tmp_path / "m.parquet")
+    assert len(m) == open_patches(out).sizes["patch"] and set(m["split"]) == {"train", "val", "test"}
+    assert main([*argv[:-4], "--out", str(out)]) == 2  # exists
+    assert "output exists" in capsys.readouterr().err
+    assert main(["-q", "sample", str(cube), "--patch", "999", "--out", str(tmp_path / "x.zarr")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
+    assert main(["-q", "sample", str(cube), "--fractions", "0.5,0.2", "--out", str(tmp_path / "y.zarr")]) == 2
+    assert "summing to 1" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import pytest
 
 from kerinci_xr.cli import main
 from kerinci_xr.errors import InvalidInputError
+from kerinci_xr.patches import open_patches
 from kerinci_xr.pipeline import DEMO_CONFIG, load_pipeline, validate_config
 from kerinci_xr.store import open_cube
 
@@ -14,11 +15,20 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out), "--size", "400"]) == 0
     text = capsys.readouterr().out
-    for name in ("Landsat_Kerinci_2023_v1.tif", "cube.zarr", "false_colour.png", "labels.png"):
+    for name in (
+        "Landsat_Kerinci_2023_v1.tif",
+        "cube.zarr",
+        "patches.zarr",
+        "patches.csv",
+        "false_colour.png",
+        "labels.png",
+    ):
         assert name in text
     cube = open_cube(out / "cube.zarr")
     assert cube.sizes["y"] == 400 and "HH" in list(cube["band"].values)
     assert (out / "quicklooks" / "labels.png").stat().st_size > 1000
+    patches = open_patches(out / "patches.zarr")
+    assert patches.sizes["y"] == 128 and patches.attrs["split_counts"]["train"] > 0
     stamp = (out / "cube.zarr").stat().st_mtime_ns
     assert main(["-q", "demo", "--out", str(out), "--size", "400"]) == 0
     assert "[prepare] up to date, skipped" in capsys.readouterr().out
@@ -39,6 +49,7 @@ def test_pipeline_files__demo_matches_embedded_default_and_kerinci_validates():
     assert cfg["inputs"]["bands"] == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"]
     assert cfg["prepare"]["scale"] == 1e-4 and cfg["prepare"]["radar_scale"] == 1e-3
     assert cfg["inputs"]["image"].endswith("Landsat_Kerinci_2023_v1.tif")
+    assert cfg["sample"]["patch"] == 128 and cfg["sample"]["per_class"] == 20
 
 
 def test_run__pipeline_file_runs(tmp_path, capsys):
@@ -71,6 +82,8 @@ def test_run__pipeline_file_runs(tmp_path, capsys):
         ('[pipeline]\nout_dir = "out"\n', "expected an [inputs] section"),
         ('[pipeline\nout_dir = "out"\n', "invalid TOML"),
         ('[pipeline]\nout_dir = "out"\n[synth]\n[quicklook]\npercentiles = [2]\n', "two numbers"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nper_class = 2.5\n', "[sample] per_class must"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nfractions = [1]\n', "three numbers"),
     ],
 )
 def test_run__bad_pipeline_file_clear_error_writes_nothing(tmp_path, capsys, text, message):

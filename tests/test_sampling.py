@@ -27,8 +27,9 @@ def _mem_cube(labels, valid=None, legend=None):
     h, w = labels.shape
     valid = np.ones((h, w), bool) if valid is None else valid
     n = int(labels.max())
-    legend = legend or Legend(values=range(1, n + 1), labels=[f"c{i}" for i in range(1, n + 1)],
-                              palette=["00FF00"] * n)
+    legend = legend or Legend(
+        values=range(1, n + 1), labels=[f"c{i}" for i in range(1, n + 1)], palette=["00FF00"] * n
+    )
     ds = xr.Dataset(
         {"labels": (("y", "x"), labels.astype(np.uint8)), "valid": (("y", "x"), valid)},
         coords={"y": 1000.0 - 30 * (np.arange(h) + 0.5), "x": 30 * (np.arange(w) + 0.5)},
@@ -44,7 +45,7 @@ def _windows_ok(cube, m, patch, max_invalid=0):
         assert r.row_stop - r.row_start == patch == r.col_stop - r.col_start
         assert r.row_start >= 0 and r.col_start >= 0 and r.row_stop <= h and r.col_stop <= w
         assert r.row - r.row_start == patch // 2
-        assert (~valid[r.row_start:r.row_stop, r.col_start:r.col_stop]).sum() <= max_invalid
+        assert (~valid[r.row_start : r.row_stop, r.col_start : r.col_stop]).sum() <= max_invalid
 
 
 def test_sample_centres__exact_count_border_nodata(cube_path):
@@ -74,7 +75,9 @@ def test_sample_centres__max_nodata_allows_some_invalid(cube_path):
 def test_sample_centres__rare_class_warning_names_it():
     labels = np.ones((60, 60), np.uint8)
     labels[30, 30] = 2  # one pixel of class 2
-    with pytest.warns(UserWarning, match=r"train split: fewer eligible centres than per_class=4 for class 2 'c2' \(1\)"):
+    with pytest.warns(
+        UserWarning, match=r"train split: fewer eligible centres than per_class=4 for class 2 'c2' \(1\)"
+    ):
         m = sample_centres(_mem_cube(labels), per_class=4, patch=8, fractions=(1, 0, 0))
     assert (m["class_id"] == 2).sum() == 1 and (m["class_id"] == 1).sum() == 4
 
@@ -113,7 +116,7 @@ def test_sample_centres__no_pixel_shared_between_splits(cube_path):
         m = sample_centres(cube, per_class=30, patch=32, seed=5, block=64)
     cover = {s: np.zeros((cube.sizes["y"], cube.sizes["x"]), bool) for s in ("train", "val", "test")}
     for r in m.itertuples():
-        cover[r.split][r.row_start:r.row_stop, r.col_start:r.col_stop] = True
+        cover[r.split][r.row_start : r.row_stop, r.col_start : r.col_stop] = True
     assert cover["train"].any() and (cover["val"].any() or cover["test"].any())
     assert not (cover["train"] & cover["val"]).any()
     assert not (cover["train"] & cover["test"]).any()
