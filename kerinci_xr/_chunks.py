@@ -12,7 +12,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["BlockGrid", "assemble"]
+__all__ = ["BlockGrid", "assemble", "cut_windows"]
 
 
 class BlockGrid:
@@ -52,3 +52,31 @@ class BlockGrid:
 def assemble(parts: list[list[tuple[np.ndarray, slice, slice]]]) -> np.ndarray:
     """Inside a task: join the kept parts of the chunks into one region array."""
     return np.block([[b[..., sy, sx] for b, sy, sx in row] for row in parts])
+
+
+def cut_windows(
+    parts: list[list[tuple[np.ndarray, slice, slice]]], starts: np.ndarray, size: int
+) -> np.ndarray:
+    """Inside a task: copy ``size`` x ``size`` windows straight from the chunk parts.
+
+    ``starts`` holds each window's top-left (row, col) relative to the region the parts cover.
+    Each window is copied once from the chunks it overlaps, without joining the region first.
+    """
+    heights = [sy.stop - sy.start for _, sy, _ in (row[0] for row in parts)]
+    widths = [sx.stop - sx.start for _, _, sx in parts[0]]
+    ys = np.cumsum([0, *heights])
+    xs = np.cumsum([0, *widths])
+    first = parts[0][0][0]
+    out = np.empty((len(starts), *first.shape[:-2], size, size), dtype=first.dtype)
+    for k, (r0, c0) in enumerate(starts):
+        for i in range(np.searchsorted(ys, r0, "right") - 1, np.searchsorted(ys, r0 + size - 1, "right")):
+            for j in range(np.searchsorted(xs, c0, "right") - 1, np.searchsorted(xs, c0 + size - 1, "right")):
+                block, sy, sx = parts[i][j]
+                a, b = max(r0, ys[i]), min(r0 + size, ys[i + 1])
+                c, d = max(c0, xs[j]), min(c0 + size, xs[j + 1])
+                out[k, ..., a - r0 : b - r0, c - c0 : d - c0] = block[
+                    ...,
+                    sy.start + a - ys[i] : sy.start + b - ys[i],
+                    sx.start + c - xs[j] : sx.start + d - xs[j],
+                ]
+    return out

@@ -68,6 +68,14 @@ def dihedral(x: np.ndarray, t: int) -> np.ndarray:
     return out[..., ::-1] if t >= 4 else out
 
 
+def _dihedral_t(x, t: int):
+    """:func:`dihedral` for torch tensors (returns a strided view where it can)."""
+    import torch
+
+    out = torch.rot90(x, t % 4, dims=(-2, -1))
+    return out.flip(-1) if t >= 4 else out
+
+
 class EpochSampler:
     """Yields patch indices for one epoch, tagged with the epoch (``epoch * n + index``).
 
@@ -162,39 +170,56 @@ class PatchDataset:
             self._arrays = (g["image"], g["labels"], g["valid"])
         return self._arrays
 
-    def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare(self, img: np.ndarray, lab: np.ndarray, ok: np.ndarray):
+        """Normalise (invalid pixels 0) and blank labels under invalid pixels, as tensors."""
+        import torch
+
+        img = np.asarray(img, dtype=np.float32)  # fresh from zarr: safe to modify in place
+        if self.normalize:
+            img -= self.mean
+            img /= self.std
+        np.copyto(img, np.float32(0), where=~ok[:, None])
+        lab = np.where(ok, lab, 0).astype(np.uint8, copy=False)
+        return torch.from_numpy(img), torch.from_numpy(lab)
+
+    def _fetch(self, sel: np.ndarray):
+        """Read patches ``sel`` (sorted store indices): one slice when they are consecutive."""
+        zi, zl, zv = self._open()
+        if sel.size and sel[-1] - sel[0] == sel.size - 1:
+            run = slice(int(sel[0]), int(sel[-1]) + 1)
+            return zi[run], zl[run], zv[run]
+        return zi.oindex[sel], zl.oindex[sel], zv.oindex[sel]
+
+    def _read(self, rows: np.ndarray):
+        """Prepared image and label tensors of the split's patches ``rows``."""
+        import torch
+
         if self.cache:
             if self._cached is None:
-                zi, zl, zv = self._open()
-                sel = self.index
-                self._cached = (zi.oindex[sel], zl.oindex[sel], zv.oindex[sel])
-            img, lab, ok = self._cached
-            return img[rows], lab[rows], ok[rows]
-        zi, zl, zv = self._open()
+                self._cached = self._prepare(*self._fetch(self.index))
+            x, y = self._cached
+            idx = torch.from_numpy(rows)
+            return x.index_select(0, idx), y.index_select(0, idx)
         order = np.argsort(rows, kind="stable")
-        sel = self.index[rows[order]]
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
-        return zi.oindex[sel][inv], zl.oindex[sel][inv], zv.oindex[sel][inv]
+        img, lab, ok = self._fetch(self.index[rows[order]])
+        return self._prepare(img[inv], lab[inv], ok[inv])
 
     def __getitems__(self, indices: list[int]) -> tuple[Any, Any]:
         import torch
 
         tags = np.asarray(indices, dtype=np.int64)
         rows, epochs = tags % len(self), tags // len(self)
-        img, lab, ok = self._read(rows)
-        if self.normalize:
-            img = (img - self.mean) / self.std
-        img = np.where(ok[:, None], img, 0).astype(np.float32, copy=False)
-        lab = np.where(ok, lab, 0).astype(np.int64)
+        x, y = self._read(rows)
         if self.augment:
             ts = (hash_u64(epochs, self.index[rows], self.seed * 7919 + 17) % np.uint64(8)).astype(int)
             for t in np.unique(ts):
                 if t:
-                    sel = ts == t
-                    img[sel] = dihedral(img[sel], int(t))
-                    lab[sel] = dihedral(lab[sel], int(t))
-        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(np.ascontiguousarray(lab))
+                    pos = torch.from_numpy(np.flatnonzero(ts == t))
+                    x.index_copy_(0, pos, _dihedral_t(x.index_select(0, pos), int(t)))
+                    y.index_copy_(0, pos, _dihedral_t(y.index_select(0, pos), int(t)))
+        return x, y.long()
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         img, lab = self.__getitems__([i])

@@ -1,6 +1,10 @@
-"""Pixel counts, pixel areas and class areas (hectares), computed lazily over whole scenes."""
+"""Accuracy (confusion matrix, kappa, per-class figures), pixel and class areas: numpy or dask."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -10,7 +14,15 @@ import xarray as xr
 
 from .legend import Legend
 
-__all__ = ["class_areas", "class_pixel_counts", "pixel_area_m2"]
+__all__ = [
+    "accuracy_report",
+    "class_areas",
+    "class_pixel_counts",
+    "confusion_matrix",
+    "format_report",
+    "pixel_area_m2",
+    "write_report",
+]
 
 
 def _zone_area(lat_deg: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -102,3 +114,137 @@ def class_areas(labels: xr.DataArray, legend: Legend) -> pd.DataFrame:
             "percent": 100.0 * counts[1:] / total if total else np.zeros(n),
         }
     )
+
+
+def _pair_codes(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    t = y_true.astype(np.int64).ravel()
+    p = y_pred.astype(np.int64).ravel()
+    keep = (t > 0) & (t <= n)
+    p = np.where((p >= 0) & (p <= n), p, 0)
+    return t[keep] * (n + 1) + p[keep]
+
+
+def _cm_block(t: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(_pair_codes(t, p, n), minlength=(n + 1) ** 2)[None, None, :]
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
+    """``(N + 1, N + 1)`` counts: rows reference ids, columns predicted ids, index 0 = nodata.
+
+    Pixels whose reference is 0 (nodata) are ignored (row 0 stays empty); a prediction of 0
+    ("no prediction") on a labelled pixel is counted in column 0, i.e. as an error. Works on
+    numpy arrays, tensors, or dask arrays (one streaming pass over a whole scene).
+    """
+    t = getattr(y_true, "data", y_true)
+    p = getattr(y_pred, "data", y_pred)
+    n = int(n_classes)
+    if isinstance(t, da.Array) or isinstance(p, da.Array):
+        t = t if isinstance(t, da.Array) else da.from_array(np.asarray(t), chunks=1024)
+        p = p if isinstance(p, da.Array) else da.from_array(np.asarray(p), chunks=t.chunks)
+        if t.shape != p.shape:
+            raise ValueError(f"confusion_matrix: shapes differ, {t.shape} vs {p.shape}.")
+        p = p.rechunk(t.chunks)
+        t2, p2 = (a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a for a in (t, p))
+        counts = (
+            da.map_blocks(
+                _cm_block,
+                t2,
+                p2,
+                n,
+                new_axis=2,
+                chunks=((1,) * t2.numblocks[0], (1,) * t2.numblocks[1], ((n + 1) ** 2,)),
+                dtype=np.int64,
+            )
+            .sum(axis=(0, 1))
+            .compute()
+        )
+    else:
+        t, p = np.asarray(t), np.asarray(p)
+        if t.shape != p.shape:
+            raise ValueError(f"confusion_matrix: shapes differ, {t.shape} vs {p.shape}.")
+        counts = np.bincount(_pair_codes(t, p, n), minlength=(n + 1) ** 2)
+    return counts.reshape(n + 1, n + 1)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def accuracy_report(cm: np.ndarray, legend: Legend) -> dict[str, Any]:
+    """Overall accuracy, Cohen's kappa, mean IoU and per-class figures from a confusion matrix.
+
+    Per class: support (reference pixels), producer's accuracy (recall), user's accuracy
+    (precision), F1 and IoU. Mean IoU averages the classes present in the reference or the
+    prediction. Undefined figures are ``None`` in the result.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    n = legend.n_classes
+    if cm.shape != (n + 1, n + 1):
+        raise ValueError(f"accuracy_report: expected a {(n + 1, n + 1)} matrix, found {cm.shape}.")
+    ref = cm[1:, :].sum(axis=1)  # reference pixels per class (prediction 0 counts as wrong)
+    pred = cm[1:, 1:].sum(axis=0)
+    tp = np.diag(cm)[1:]
+    total = ref.sum()
+    oa = tp.sum() / total if total else float("nan")
+    pe = (ref * np.concatenate([pred])).sum() / total**2 if total else float("nan")
+    kappa = (oa - pe) / (1 - pe) if total and pe < 1 else float("nan")
+    pa, ua = _ratio(tp, ref), _ratio(tp, pred)
+    f1 = _ratio(2 * tp, ref + pred)
+    iou = _ratio(tp, ref + pred - tp)
+    seen = (ref + pred) > 0
+
+    def num(x: float) -> float | None:
+        return None if not np.isfinite(x) else round(float(x), 6)
+
+    return {
+        "overall_accuracy": num(oa),
+        "kappa": num(kappa),
+        "mean_iou": num(np.nanmean(iou[seen])) if seen.any() else None,
+        "pixels": int(total),
+        "classes": [
+            {
+                "class_id": k + 1,
+                "code": legend.values[k],
+                "name": legend.names[k],
+                "support": int(ref[k]),
+                "producers_accuracy": num(pa[k]),
+                "users_accuracy": num(ua[k]),
+                "f1": num(f1[k]),
+                "iou": num(iou[k]),
+            }
+            for k in range(n)
+        ],
+        "confusion_matrix": cm.astype(np.int64).tolist(),
+    }
+
+
+def format_report(report: dict[str, Any], *, only_present: bool = True) -> str:
+    """A plain-text table of an :func:`accuracy_report` with class names."""
+
+    def f(x: float | None) -> str:
+        return "    -" if x is None else f"{x:5.3f}"
+
+    lines = [
+        f"overall accuracy {f(report['overall_accuracy'])}   kappa {f(report['kappa'])}   "
+        f"mean IoU {f(report['mean_iou'])}   ({report['pixels']:,} pixels)",
+        "",
+        f"{'id':>3}  {'class':<28} {'support':>10} {'PA':>6} {'UA':>6} {'F1':>6} {'IoU':>6}",
+    ]
+    for c in report["classes"]:
+        if only_present and c["support"] == 0 and c["users_accuracy"] is None:
+            continue
+        lines.append(
+            f"{c['class_id']:>3}  {c['name'][:28]:<28} {c['support']:>10,} {f(c['producers_accuracy']):>6} "
+            f"{f(c['users_accuracy']):>6} {f(c['f1']):>6} {f(c['iou']):>6}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Write a report as JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+    return path

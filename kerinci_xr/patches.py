@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._chunks import BlockGrid, assemble
+from ._chunks import BlockGrid, cut_windows
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .sampling import SPLITS
 
 __all__ = ["band_stats", "manifest_of", "open_patches", "write_patches"]
 
+#: Patches per chunk of ``labels`` and ``valid`` (the image has one patch per chunk).
+LABEL_CHUNK = 64
 MANIFEST_VARS = ("split", "class_id", "code", "row", "col", "x", "y", "row_start", "col_start", "seed")
 
 
@@ -35,26 +37,30 @@ def _cut_group(
     store: str,
     patch: int,
 ) -> np.ndarray:
-    """Cut the windows of one group from its region and write them; return per-split stats."""
+    """Cut the windows of one group from its chunks and write them; return per-split stats."""
     import zarr
 
-    image, labels, valid = assemble(image_parts), assemble(labels_parts), assemble(valid_parts)
-    group = zarr.open_group(store, mode="r+")
-    zi, zl, zv = group["image"], group["labels"], group["valid"]
-    nb = image.shape[0]
-    stats = np.zeros((3, 3, nb), dtype=np.float64)  # split, (count, sum, sumsq), band
     oy, ox = origin
-    for pid, r0, c0, split in items:
-        ys, xs = slice(r0 - oy, r0 - oy + patch), slice(c0 - ox, c0 - ox + patch)
-        win, lab, ok = image[:, ys, xs], labels[ys, xs], valid[ys, xs]
-        zi[pid] = win
-        zl[pid] = lab
-        zv[pid] = ok
-        vals = win[:, ok].astype(np.float64)
+    starts = items[:, 1:3] - np.array([oy, ox])
+    wins = cut_windows(image_parts, starts, patch)
+    labs = cut_windows(labels_parts, starts, patch)
+    oks = cut_windows(valid_parts, starts, patch)
+    zi = zarr.open_group(store, mode="r+")["image"]
+    n, nb = len(items), wins.shape[1]
+    stats = np.zeros((3, 3, nb), dtype=np.float64)  # split, (count, sum, sumsq), band
+    for i, split in enumerate(items[:, 3]):
+        vals = wins[i][:, oks[i]]
         stats[split, 0] += vals.shape[1]
-        stats[split, 1] += vals.sum(axis=1)
-        stats[split, 2] += (vals * vals).sum(axis=1)
-    return stats
+        stats[split, 1] += vals.sum(axis=1, dtype=np.float64)
+        stats[split, 2] += np.square(vals, dtype=np.float64).sum(axis=1)
+    # one zarr call per run of consecutive patch ids (ids follow space, see sampling.ORDER_TILE)
+    ids = items[:, 0]
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, n], strict=True):
+        zi[int(ids[a]) : int(ids[b - 1]) + 1] = wins[a:b]
+    # labels and valid are 1/32 of the image's bytes: they go back to the caller, which writes
+    # them in large chunks (per-patch chunks of 16 KiB cost as much to write as the image)
+    return stats, ids, labs, oks
 
 
 def band_stats(stats: np.ndarray, split: int = 0) -> tuple[list[float], list[float]]:
@@ -120,9 +126,12 @@ def write_patches(
         ),
         "labels": (
             ("patch", "y", "x"),
-            da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=np.uint8),
+            da.zeros((n, patch, patch), chunks=(LABEL_CHUNK, patch, patch), dtype=np.uint8),
         ),
-        "valid": (("patch", "y", "x"), da.zeros((n, patch, patch), chunks=(1, patch, patch), dtype=bool)),
+        "valid": (
+            ("patch", "y", "x"),
+            da.zeros((n, patch, patch), chunks=(LABEL_CHUNK, patch, patch), dtype=bool),
+        ),
     }
     for col in MANIFEST_VARS:
         values = manifest[col].to_numpy()
@@ -142,7 +151,9 @@ def write_patches(
         "transform": list(cube.rio.transform())[:6],
         **(attrs or {}),
     }
-    blosc = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
+    # lz4: the store is a training cache, read every epoch; it decodes 1.5x and encodes 1.7x
+    # faster than zstd for about 7 % more bytes
+    blosc = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
     enc = {v: {"compressors": blosc} for v in ("image", "labels", "valid")}
     split_idx = manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
     items = np.stack(
@@ -160,6 +171,7 @@ def write_patches(
         for key in sorted(set(zip(gy.tolist(), gx.tolist(), strict=True))):
             sel = (gy == key[0]) & (gx == key[1])
             its = items[sel]
+            its = its[np.argsort(its[:, 0], kind="stable")]
             y0, y1 = its[:, 1].min(), its[:, 1].max() + patch
             x0, x1 = its[:, 2].min(), its[:, 2].max() + patch
             region = (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
@@ -168,10 +180,18 @@ def write_patches(
                     *[g.parts(*region) for g in grids], (int(y0), int(x0)), its, str(tmp), patch
                 )
             )
-        stats = sum(compute(*tasks, progress=progress))
+        results = compute(*tasks, progress=progress)
         import zarr
 
         group = zarr.open_group(str(tmp), mode="r+")
+        order = np.concatenate([r[1] for r in results])
+        labs = np.empty((n, patch, patch), dtype=np.uint8)
+        oks = np.empty((n, patch, patch), dtype=bool)
+        labs[order] = np.concatenate([r[2] for r in results])
+        oks[order] = np.concatenate([r[3] for r in results])
+        group["labels"][:] = labs
+        group["valid"][:] = oks
+        stats = sum(r[0] for r in results)
         attrs_update: dict[str, Any] = {"n_patches": n}
         if stats[0, 0].sum() > 0:
             mean, std = band_stats(stats, 0)

@@ -38,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: Patch ids run tile by tile over tiles of this many pixels (see :func:`sample_centres`).
+ORDER_TILE = 1024
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,10 @@ def sample_centres(
 def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["split", "class_id", "row", "col"])
     df["split"] = pd.Categorical(df["split"], categories=list(SPLITS))
-    df = df.sort_values(["split", "class_id", "row", "col"], kind="stable").reset_index(drop=True)
+    # patch ids follow fixed 1024-pixel tiles, so that neighbouring patches get neighbouring ids
+    # (the patch store then writes runs of them at once), whatever the cube's chunking
+    df["tile_y"], df["tile_x"] = df["row"] // ORDER_TILE, df["col"] // ORDER_TILE
+    df = df.sort_values(["split", "tile_y", "tile_x", "row", "col"], kind="stable").reset_index(drop=True)
     df["split"] = df["split"].astype(str)
     tr = cube.rio.transform()
     half = patch // 2
