@@ -95,6 +95,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     _scheduler_args(p)
 
+    p = sub.add_parser("train", help="train the U-Net on a patch store (validation each epoch)")
+    p.add_argument("patches", help="patch store (kerinci-xr sample output)")
+    p.add_argument("--out", required=True, help="best checkpoint (.pt); .last.pt and .history.csv beside it")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate of the cosine one-cycle schedule"
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--class-weights", default="inverse_sqrt", choices=["none", "inverse", "inverse_sqrt"])
+    p.add_argument("--dice", type=float, default=0.0, help="weight of the Dice term added to cross-entropy")
+    p.add_argument("--patience", type=int, default=8, help="epochs without val mIoU gain before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--base", type=int, default=32, help="channels of the first U-Net level")
+    p.add_argument("--norm", default="batch", choices=["batch", "group", "instance", "none"])
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--no-augment", action="store_true", help="no flips/rotations")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.last.pt")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on a patch store split")
+    p.add_argument("source", help="patch store")
+    p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--overwrite", action="store_true")
+
     p = sub.add_parser("synth", help="write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--height", type=int, default=2751)
@@ -112,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="kerinci_demo", help="working folder (default ./kerinci_demo)")
     p.add_argument("--size", type=int, default=1500, help="scene edge in pixels (default 1500)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the demo recipe's 8)")
     p.add_argument("--force", action="store_true", help="redo stages that are up to date")
     _scheduler_args(p)
 
@@ -186,6 +218,45 @@ def _run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         print(f"wrote {store}\nwrote {table}")
+    elif args.command == "train":
+        from .train import TrainConfig, fit
+
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            class_weights=args.class_weights,
+            dice=args.dice,
+            patience=args.patience,
+            seed=args.seed,
+            device=args.device,
+            depth=args.depth,
+            base=args.base,
+            norm=args.norm,
+            dropout=args.dropout,
+            num_workers=args.loader_workers,
+            augment=not args.no_augment,
+        )
+        result = fit(
+            args.patches,
+            args.out,
+            config=cfg,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+        print(f"best validation mIoU {result['best_miou']:.4f}")
+        print(f"wrote {result['best']}\nwrote {result['last']}\nwrote {result['history_csv']}")
+    elif args.command == "evaluate":
+        from .metrics import format_report, write_report
+        from .store import check_output
+        from .train import evaluate_store
+
+        check_output(args.out, overwrite=args.overwrite)
+        report = evaluate_store(args.source, args.model, split=args.split, device=args.device)
+        print(format_report(report))
+        print(f"wrote {write_report(report, args.out)}")
     elif args.command == "info":
         from .store import cube_summary, open_cube
 
@@ -226,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
                     "width": args.size,
                     "seed": args.seed,
                 },
+                "train": {**DEMO_CONFIG["train"], **({"epochs": args.epochs} if args.epochs else {})},
             }
             out_dir = Path(args.out)
         else:

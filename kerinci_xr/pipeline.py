@@ -1,4 +1,4 @@
-"""Stages (synth, prepare, sample, quicklook) and the runner of pipeline files (``pipelines/*.toml``).
+"""Stages (synth, prepare, sample, train, evaluate, quicklook) and the pipeline-file runner.
 
 A pipeline file names its inputs and the options of each stage; the runner validates the
 whole file before touching anything, then runs the stages in order, skipping a stage whose
@@ -70,6 +70,22 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "block": ((int,), None),
         "buffer": ((int,), 0),
     },
+    "train": {
+        "out": ((str,), "model.pt"),
+        "epochs": ((int,), 30),
+        "batch_size": ((int,), 16),
+        "lr": (_NUM, 2e-3),
+        "class_weights": ((str,), "inverse_sqrt"),
+        "dice": (_NUM, 0.0),
+        "patience": ((int,), 8),
+        "seed": ((int,), 0),
+        "device": ((str,), "auto"),
+        "depth": ((int,), 4),
+        "base": ((int,), 32),
+        "norm": ((str,), "batch"),
+        "dropout": (_NUM, 0.1),
+    },
+    "evaluate": {"split": ((str,), "test"), "out": ((str,), "metrics.json")},
     "quicklook": {
         "out_dir": ((str,), "quicklooks"),
         "max_size": ((int,), 2048),
@@ -84,6 +100,8 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "prepare": {"out": "cube.zarr", "scale": 1e-4, "radar_scale": 1e-3, "chunk": 512},
     "quicklook": {"out_dir": "quicklooks"},
     "sample": {"out": "patches.zarr", "manifest": "patches.csv", "per_class": 20, "patch": 128, "seed": 0},
+    "train": {"out": "model.pt", "epochs": 8, "batch_size": 16, "depth": 3, "base": 16, "lr": 3e-3},
+    "evaluate": {"split": "test", "out": "metrics.json"},
 }
 
 
@@ -338,7 +356,25 @@ def _up_to_date(stage: _Stage, record: Mapping[str, Any]) -> bool:
     return _oldest(stage.outputs) >= _newest([p for p in stage.inputs if p.exists()])
 
 
-def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_Stage]:
+def _train_stage(store: Path, model: Path, tr: dict[str, Any], progress: bool) -> None:
+    from .train import TrainConfig, fit
+
+    cfg = TrainConfig.from_dict({k: v for k, v in tr.items() if k != "out"})
+    fit(store, model, config=cfg, overwrite=True, progress=progress)
+
+
+def _evaluate_stage(store: Path, model: Path, out: Path, split: str, echo: Callable[[str], Any]) -> None:
+    from .metrics import format_report, write_report
+    from .train import evaluate_store
+
+    report = evaluate_store(store, model, split=split)
+    echo(format_report(report))
+    write_report(report, out)
+
+
+def _stages(
+    config: dict[str, dict], *, progress: bool, force: bool, echo: Callable[[str], Any] = log.info
+) -> list[_Stage]:
     from .synthetic import make_kerinci_scene
 
     out_dir = Path(config["pipeline"]["out_dir"])
@@ -431,6 +467,24 @@ def _stages(config: dict[str, dict], *, progress: bool, force: bool) -> list[_St
                 ),
             )
         )
+    if "train" in config:
+        if "sample" not in config:
+            raise InvalidInputError("[train] needs a [sample] section (the patch store it trains on).")
+        tr = config["train"]
+        model = out_dir / tr["out"]
+        stages.append(_Stage("train", [store], [model], tr, lambda: _train_stage(store, model, tr, progress)))
+        if "evaluate" in config:
+            ev = config["evaluate"]
+            metrics = out_dir / ev["out"]
+            stages.append(
+                _Stage(
+                    "evaluate",
+                    [store, model],
+                    [metrics],
+                    ev,
+                    lambda: _evaluate_stage(store, model, metrics, ev["split"], echo),
+                )
+            )
     if "quicklook" in config:
         q = config["quicklook"]
         qdir = out_dir / q["out_dir"]
@@ -463,7 +517,7 @@ def run_pipeline(
         value = cfg.get("inputs", {}).get(key)
         if value and not Path(value).exists():
             raise InputFileNotFoundError(f"[inputs] {key}: {value} not found. Fix: check the path.")
-    stages = _stages(cfg, progress=progress, force=force)
+    stages = _stages(cfg, progress=progress, force=force, echo=echo)
     root = Path(cfg["pipeline"]["out_dir"])
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / ".kerinci-stages.json"

@@ -44,20 +44,28 @@ ORDER_TILE = 1024
 
 @dataclass(frozen=True)
 class SplitLayout:
-    """Scene blocks assigned to splits: ``blocks[i, j]`` is the split index of block (i, j)."""
+    """Scene blocks assigned to splits: ``blocks[i, j]`` is the split index of block (i, j).
 
-    block: int
+    Block ``i`` covers rows ``yedges[i]:yedges[i + 1]`` (likewise for columns): the scene is cut
+    into equal blocks no larger than the requested size, so no sliver of a block is left at the
+    edges.
+    """
+
     blocks: np.ndarray  # (n_block_rows, n_block_cols) int8: 0 train, 1 val, 2 test
+    yedges: np.ndarray
+    xedges: np.ndarray
 
     def split_map(self, rows: slice, cols: slice) -> np.ndarray:
         """Split index of every pixel of a window (global pixel slices)."""
-        r = np.arange(rows.start, rows.stop) // self.block
-        c = np.arange(cols.start, cols.stop) // self.block
+        r = np.searchsorted(self.yedges, np.arange(rows.start, rows.stop), side="right") - 1
+        c = np.searchsorted(self.xedges, np.arange(cols.start, cols.stop), side="right") - 1
         return self.blocks[np.ix_(r, c)]
 
     def fractions(self) -> dict[str, float]:
-        counts = np.bincount(self.blocks.ravel(), minlength=3) / self.blocks.size
-        return dict(zip(SPLITS, counts.tolist(), strict=True))
+        """Share of the scene's pixels in each split."""
+        h = np.diff(self.yedges)[:, None] * np.diff(self.xedges)[None, :]
+        share = np.bincount(self.blocks.ravel(), weights=h.ravel(), minlength=3) / h.sum()
+        return dict(zip(SPLITS, share.tolist(), strict=True))
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -77,7 +85,7 @@ def split_layout(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
 ) -> SplitLayout:
-    """Assign square blocks of ``block`` pixels to train/val/test in the given proportions.
+    """Assign blocks of at most ``block`` pixels to train/val/test in the given proportions.
 
     The number of blocks per split is rounded from the fractions (at least one block for every
     split with a non-zero fraction, when there are enough blocks), and which block goes where is
@@ -87,6 +95,8 @@ def split_layout(
     if block < 1:
         raise InvalidInputError(f"block: expected a positive block size in pixels, found {block}.")
     nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+    yedges = np.linspace(0, shape[0], nby + 1).round().astype(np.int64)
+    xedges = np.linspace(0, shape[1], nbx + 1).round().astype(np.int64)
     n = nby * nbx
     counts = np.floor(np.array(f) * n).astype(int)
     for i in np.argsort(-(np.array(f) * n - counts), kind="stable")[: n - counts.sum()]:
@@ -96,7 +106,7 @@ def split_layout(
             counts[i], counts[0] = 1, counts[0] - 1
     labels = np.repeat(np.arange(3, dtype=np.int8), counts)
     rng = np.random.default_rng([seed, 0x5B11])
-    return SplitLayout(block=block, blocks=rng.permutation(labels).reshape(nby, nbx))
+    return SplitLayout(blocks=rng.permutation(labels).reshape(nby, nbx), yedges=yedges, xedges=xedges)
 
 
 def _box_sum(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

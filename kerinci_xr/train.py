@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "TrainConfig",
     "check_compatible",
+    "evaluate_store",
     "fit",
     "load_checkpoint",
     "load_model",
@@ -107,9 +108,6 @@ def pick_device(device: str = "auto"):
 # ---- checkpoints -------------------------------------------------------------------------
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)
@@ -119,7 +117,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch raises many unrelated types on a damaged file
         raise CheckpointError(
             f"{path}: expected a kerinci_xr checkpoint, found a file torch cannot load safely "
             f"({type(exc).__name__}: {str(exc)[:200]}). Fix: retrain or restore the file."
@@ -174,7 +172,7 @@ def _class_weights(store: str | Path, n: int, mode: ClassWeights):
     if mode == "none":
         return None
     g = zarr.open_group(str(store), mode="r")
-    split = np.asarray(g["split"][:]).astype(str)
+    split = np.asarray(g["split"][:], dtype=object)
     idx = np.flatnonzero(split == "train")
     labels, valid = g["labels"].oindex[idx], g["valid"].oindex[idx]
     counts = np.bincount(labels[valid].ravel(), minlength=n + 1)[1 : n + 1].astype(np.float64)
@@ -247,12 +245,15 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    until_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train a U-Net on ``store``'s training split; validate on its validation split each epoch.
 
     Writes ``out`` (the best checkpoint by validation mean IoU), ``<out stem>.last.pt`` (the
     last epoch, with optimiser, scheduler and RNG state for ``resume``) and
     ``<out stem>.history.csv`` / ``.json`` (per-epoch loss, accuracy, mIoU, data-wait fraction).
+    ``until_epoch`` stops this run after that epoch (a job with a time limit); a later call with
+    ``resume=True`` continues it and ends with the same weights as one uninterrupted run.
     Returns the history and paths.
     """
     import torch
@@ -268,7 +269,7 @@ def fit(
     ds = open_patches(store)
     legend = Legend.from_json(ds.attrs["legend"])
     bands = [str(b) for b in ds["band"].values]
-    splits = ds["split"].values.astype(str)
+    splits = np.asarray(ds["split"].values, dtype=object)
     if not (splits == "train").any():
         raise InvalidInputError(
             f"{store}: the training split is empty. Fix: sample with a larger train fraction."
@@ -349,7 +350,7 @@ def fit(
         "train_config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "store": str(store),
     }
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, min(cfg.epochs, until_epoch or cfg.epochs)):
         if stale >= cfg.patience:
             log.info("early stop: no mIoU improvement for %d epochs", stale)
             break
@@ -452,3 +453,37 @@ def _write_history(history: list[dict[str, Any]], csv: Path, js: Path) -> None:
     tmp = js.with_name(f".{js.name}.tmp")
     tmp.write_text(json.dumps(history, indent=2))
     tmp.replace(js)
+
+
+def evaluate_store(
+    store: str | Path,
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Accuracy of a checkpoint on one split of a patch store (labelled, valid pixels only)."""
+    from .batching import make_loader
+    from .metrics import accuracy_report
+    from .patches import open_patches
+
+    ds = open_patches(store)
+    legend = Legend.from_json(ds.attrs["legend"])
+    ckpt = load_checkpoint(checkpoint)
+    check_compatible(ckpt, bands=[str(b) for b in ds["band"].values], legend=legend, source=str(checkpoint))
+    dev = pick_device(device)
+    model = load_model(ckpt, dev)
+    loader = make_loader(store, split=split, batch_size=batch_size, shuffle=False, augment=False)
+    # normalise with the statistics the model was trained with, not the store's own
+    loader.dataset.mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
+    loader.dataset.std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
+    cm = evaluate_loader(model, loader, legend.n_classes, dev)
+    report = accuracy_report(cm, legend)
+    report["source"] = {
+        "patches": str(store),
+        "split": split,
+        "model": str(checkpoint),
+        "patches_evaluated": len(loader.dataset),
+    }
+    return report

@@ -1,3 +1,4 @@
+import json
 import tomllib
 
 import pytest
@@ -13,31 +14,37 @@ from .conftest import ROOT
 
 def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--size", "400"]) == 0
+    demo = ["-q", "demo", "--out", str(out), "--size", "600", "--epochs", "1"]
+    assert main(demo) == 0
     text = capsys.readouterr().out
     for name in (
         "Landsat_Kerinci_2023_v1.tif",
         "cube.zarr",
         "patches.zarr",
         "patches.csv",
+        "model.pt",
+        "metrics.json",
         "false_colour.png",
         "labels.png",
+        "overall accuracy",
     ):
         assert name in text
     cube = open_cube(out / "cube.zarr")
-    assert cube.sizes["y"] == 400 and "HH" in list(cube["band"].values)
+    assert cube.sizes["y"] == 600 and "HH" in list(cube["band"].values)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["source"]["split"] == "test" and report["pixels"] > 0
     assert (out / "quicklooks" / "labels.png").stat().st_size > 1000
     patches = open_patches(out / "patches.zarr")
     assert patches.sizes["y"] == 128 and patches.attrs["split_counts"]["train"] > 0
     stamp = (out / "cube.zarr").stat().st_mtime_ns
-    assert main(["-q", "demo", "--out", str(out), "--size", "400"]) == 0
-    assert "[prepare] up to date, skipped" in capsys.readouterr().out
+    assert main(demo) == 0
+    assert "[train] up to date, skipped" in capsys.readouterr().out
     assert (out / "cube.zarr").stat().st_mtime_ns == stamp
     # other options: the scene is stale, and so is everything after it
-    assert main(["-q", "demo", "--out", str(out), "--size", "400", "--seed", "1"]) == 0
+    assert main([*demo, "--seed", "1"]) == 0
     text = capsys.readouterr().out
-    assert "[synth] running" in text and "[prepare] running" in text
-    assert main(["-q", "demo", "--out", str(out), "--size", "400", "--seed", "1", "--force"]) == 0
+    assert "[synth] running" in text and "[prepare] running" in text and "[train] running" in text
+    assert main([*demo, "--seed", "1", "--force"]) == 0
     assert "[quicklook] running" in capsys.readouterr().out
 
 
@@ -50,6 +57,7 @@ def test_pipeline_files__demo_matches_embedded_default_and_kerinci_validates():
     assert cfg["prepare"]["scale"] == 1e-4 and cfg["prepare"]["radar_scale"] == 1e-3
     assert cfg["inputs"]["image"].endswith("Landsat_Kerinci_2023_v1.tif")
     assert cfg["sample"]["patch"] == 128 and cfg["sample"]["per_class"] == 20
+    assert cfg["train"]["epochs"] == 40 and cfg["evaluate"]["split"] == "test"
 
 
 def test_run__pipeline_file_runs(tmp_path, capsys):
@@ -77,7 +85,7 @@ def test_run__pipeline_file_runs(tmp_path, capsys):
             '[pipeline]\nout_dir = "out"\n[prepare]\nscale = true\n[synth]\n',
             "[prepare] scale must be",
         ),
-        ('[pipeline]\nout_dir = "out"\n[train]\nepochs = 3\n', "unknown section(s) ['train']"),
+        ('[pipeline]\nout_dir = "out"\n[trian]\nepochs = 3\n', "unknown section(s) ['trian']"),
         ('[pipeline]\nout_dir = "out"\n[inputs]\nimage = "nope.tif"\n', "nope.tif not found"),
         ('[pipeline]\nout_dir = "out"\n', "expected an [inputs] section"),
         ('[pipeline\nout_dir = "out"\n', "invalid TOML"),

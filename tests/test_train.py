@@ -1,0 +1,155 @@
+import json
+
+import pytest
+import torch
+
+from kerinci_xr.cli import main
+from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError
+from kerinci_xr.legend import read_legend
+from kerinci_xr.patches import write_patches
+from kerinci_xr.sampling import sample_centres
+from kerinci_xr.store import build_cube, write_cube
+from kerinci_xr.train import CheckpointError, TrainConfig, evaluate_store, fit, load_checkpoint
+
+TINY = {"depth": 2, "base": 8, "batch_size": 8, "lr": 5e-3, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A 480 x 480 generated scene sampled into 32 x 32 patches."""
+    from kerinci_xr.store import open_cube
+    from kerinci_xr.synthetic import make_kerinci_scene
+
+    root = tmp_path_factory.mktemp("train")
+    scene = make_kerinci_scene(root / "scene", height=480, width=480, seed=11)
+    cube = write_cube(
+        build_cube(
+            scene.landsat, scene.labels, legend=read_legend(scene.legend), radar=scene.palsar, chunks=160
+        ),
+        root / "cube.zarr",
+    )
+    with pytest.warns(UserWarning):
+        m = sample_centres(open_cube(cube), per_class=12, patch=32, seed=0, block=96)
+    return write_patches(open_cube(cube), m, root / "patches.zarr")
+
+
+def _weights(path):
+    return load_checkpoint(path)["model_state"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit__reaches_80_percent_on_the_test_split(store, tmp_path):
+    res = fit(store, tmp_path / "m.pt", config=TrainConfig(epochs=10, **TINY))
+    hist = res["history"]
+    assert len(hist) >= 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert {"val_mean_iou", "val_overall_accuracy", "data_wait_frac", "images_per_s"} <= set(hist[0])
+    rep = evaluate_store(store, res["best"], split="test")
+    assert rep["overall_accuracy"] >= 0.80, rep["overall_accuracy"]
+    assert (tmp_path / "m.history.csv").read_text().startswith("epoch,")
+    ckpt = load_checkpoint(res["best"])
+    assert ckpt["bands"][-2:] == ["HH", "HV"] and len(ckpt["band_mean"]) == 10
+    assert ckpt["legend"]["values"][0] == 2001 and ckpt["model_config"]["n_classes"] == 22
+
+
+def test_fit__same_seed_same_weights_and_resume_equals_uninterrupted(store, tmp_path):
+    cfg = TrainConfig(epochs=2, **TINY)
+    a = fit(store, tmp_path / "a.pt", config=cfg)
+    b = fit(store, tmp_path / "b.pt", config=cfg)
+    assert _same(_weights(a["last"]), _weights(b["last"]))
+    fit(store, tmp_path / "c.pt", config=cfg, until_epoch=1)
+    assert load_checkpoint(tmp_path / "c.last.pt")["epoch"] == 1
+    c = fit(store, tmp_path / "c.pt", config=cfg, resume=True)
+    assert len(c["history"]) == 2
+    assert _same(_weights(a["last"]), _weights(c["last"]))
+    d = fit(store, tmp_path / "d.pt", config=TrainConfig(epochs=2, **{**TINY, "lr": 1e-3}))
+    assert not _same(_weights(a["last"]), _weights(d["last"]))
+
+
+def test_fit__bad_input(store, tmp_path):
+    import zarr
+
+    # an empty training split
+    g = zarr.open_group(str(store), mode="r")
+    empty = tmp_path / "empty.zarr"
+    import shutil
+
+    shutil.copytree(store, empty)
+    ge = zarr.open_group(str(empty), mode="r+")
+    ge["split"][:] = ["test"] * g["split"].shape[0]
+    with pytest.raises(InvalidInputError, match="training split is empty"):
+        fit(empty, tmp_path / "x.pt", config=TrainConfig(epochs=1, **TINY))
+    with pytest.raises(InputFileNotFoundError, match="nothing to resume"):
+        fit(store, tmp_path / "y.pt", config=TrainConfig(epochs=1, **TINY), resume=True)
+    # a corrupted checkpoint
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match=r"bad\.pt: expected a kerinci_xr checkpoint"):
+        load_checkpoint(bad)
+    (tmp_path / "pickle.pt").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "pickle.pt")
+    with pytest.raises(InputFileNotFoundError):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_checkpoint_from_another_legend_is_refused(store, tmp_path):
+    res = fit(store, tmp_path / "m.pt", config=TrainConfig(epochs=1, **TINY))
+    ckpt = load_checkpoint(res["best"])
+    ckpt["legend"]["values"][0] = 9999
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="trained for classes"):
+        evaluate_store(store, tmp_path / "other.pt")
+    ckpt = load_checkpoint(res["best"])
+    ckpt["bands"] = [*ckpt["bands"][:-1], "VV"]
+    torch.save(ckpt, tmp_path / "bands.pt")
+    with pytest.raises(CheckpointError, match="trained on bands"):
+        evaluate_store(store, tmp_path / "bands.pt")
+
+
+def test_cli__train_then_evaluate(store, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    rc = main(
+        [
+            "-q",
+            "train",
+            str(store),
+            "--epochs",
+            "2",
+            "--depth",
+            "2",
+            "--base",
+            "8",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0 and out.exists() and (tmp_path / "model.last.pt").exists()
+    rc = main(["-q", "evaluate", str(store), "--model", str(out), "--out", str(tmp_path / "m.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "overall accuracy" in text and "Primary dryland forest" in text
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["source"]["split"] == "test" and 0 <= report["overall_accuracy"] <= 1
+    assert main(["-q", "train", str(store), "--epochs", "1", "--out", str(out)]) == 2
+    assert "output exists" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("junk")
+    assert (
+        main(
+            [
+                "-q",
+                "evaluate",
+                str(store),
+                "--model",
+                str(tmp_path / "junk.pt"),
+                "--out",
+                str(tmp_path / "n.json"),
+            ]
+        )
+        == 2
+    )
+    assert "expected a kerinci_xr checkpoint" in capsys.readouterr().err
