@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import KerinciError
+from .errors import InvalidInputError, KerinciError
 
 __all__ = ["main"]
 
@@ -118,13 +118,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <out>.last.pt")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("evaluate", help="accuracy of a model on a patch store split")
-    p.add_argument("source", help="patch store")
+    p = sub.add_parser("predict", help="predict a whole cube: prediction.zarr, COG, class areas, metrics")
+    p.add_argument("cube")
     p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="prediction store (.zarr): class and confidence")
+    p.add_argument("--cog", help="also write the class map as a Cloud-Optimised GeoTIFF")
+    p.add_argument("--areas", help="also write hectares per class (CSV, plus JSON beside it)")
+    p.add_argument("--metrics", help="also write whole-scene accuracy against the cube's labels (JSON)")
+    p.add_argument("--patches", help="patch store whose split layout gives per-split metrics")
+    p.add_argument("--chunk", type=int, default=2048, help="output chunk edge in pixels (default 2048)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--probabilities", action="store_true", help="also store per-class probabilities")
+    p.add_argument("--overwrite", action="store_true")
+    _scheduler_args(p)
+
+    p = sub.add_parser(
+        "evaluate", help="accuracy of a model on a patch store split, or of a prediction on a cube"
+    )
+    p.add_argument("source", help="patch store (with --model) or prediction.zarr (with --cube)")
+    p.add_argument("--model", help="checkpoint (.pt), to evaluate on a patch store")
+    p.add_argument("--cube", help="cube whose labels a prediction is compared with")
+    p.add_argument("--patches", help="with --cube: patch store whose split layout gives per-split metrics")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="metrics JSON")
     p.add_argument("--overwrite", action="store_true")
+    _scheduler_args(p)
 
     p = sub.add_parser("synth", help="write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)")
     p.add_argument("--out", required=True, help="output folder")
@@ -254,9 +273,46 @@ def _run(args: argparse.Namespace) -> int:
         from .train import evaluate_store
 
         check_output(args.out, overwrite=args.overwrite)
-        report = evaluate_store(args.source, args.model, split=args.split, device=args.device)
-        print(format_report(report))
+        if args.cube:
+            from .metrics import evaluate_prediction
+            from .pipeline import layout_of, open_prediction
+            from .store import cube_legend, open_cube
+
+            cube = open_cube(args.cube)
+            if "labels" not in cube:
+                raise InvalidInputError(f"{args.cube}: the cube has no labels to compare with.")
+            pred = open_prediction(args.source)
+            layout = layout_of(args.patches, (cube.sizes["y"], cube.sizes["x"])) if args.patches else None
+            with dask_scheduler(**sched):
+                report = evaluate_prediction(pred["class"], cube["labels"], cube_legend(cube), layout=layout)
+            for area, rep in report.items():
+                print(f"\n== {area} ==\n{format_report(rep)}")
+        elif args.model:
+            report = evaluate_store(args.source, args.model, split=args.split, device=args.device)
+            print(format_report(report))
+        else:
+            raise InvalidInputError("evaluate: pass --model (patch store) or --cube (prediction).")
         print(f"wrote {write_report(report, args.out)}")
+    elif args.command == "predict":
+        from .pipeline import predict
+
+        with dask_scheduler(**sched):
+            outputs = predict(
+                args.cube,
+                model=args.model,
+                out=args.out,
+                cog=args.cog,
+                areas=args.areas,
+                metrics=args.metrics,
+                patches=args.patches,
+                chunk=args.chunk,
+                device=args.device,
+                probabilities=args.probabilities,
+                overwrite=args.overwrite,
+                progress=progress,
+            )
+        for p in outputs.values():
+            print(f"wrote {p}")
     elif args.command == "info":
         from .store import cube_summary, open_cube
 

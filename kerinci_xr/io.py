@@ -25,6 +25,7 @@ __all__ = [
     "normalize_chunks",
     "open_raster",
     "require_same_grid",
+    "write_cog",
 ]
 
 log = logging.getLogger(__name__)
@@ -302,3 +303,97 @@ def align_to(
     )
     result = result.rio.write_crs(dst_crs).rio.write_transform(dst_tr)
     return result.isel(band=0, drop=True) if squeeze else result
+
+
+def _aux_xml(names: list[str]) -> str:
+    from xml.sax.saxutils import escape
+
+    cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
+    return (
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>'
+        f"{cats}</CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+
+
+def write_cog(
+    classes: xr.DataArray,
+    path: str | Path,
+    *,
+    legend,
+    overwrite: bool = False,
+    blocksize: int = 512,
+) -> Path:
+    """Write a class map as a tiled Cloud-Optimised GeoTIFF with the legend's colours and names.
+
+    Deflate-compressed uint8, nodata 0, overviews by mode (the majority class, so categories
+    stay categories), the legend's colours as the colour table and the class names as category
+    names (in ``<path>.aux.xml``, where GDAL keeps them for GeoTIFF, and as the ``CLASS_NAMES``
+    tag). The map is computed one row of chunks at a time, so memory stays flat; the file is
+    written beside the target and renamed into place.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling as R
+    from rasterio.windows import Window
+
+    from .store import check_output
+
+    path = Path(path)
+    check_output(path, overwrite=overwrite)
+    h, w = classes.sizes["y"], classes.sizes["x"]
+    data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
+    names = ["nodata", *legend.names]
+    colormap = {0: (0, 0, 0, 0)} | {
+        i: (*[int(v) for v in legend.rgb[i]], 255) for i in range(1, legend.n_classes + 1)
+    }
+    profile = {
+        "driver": "GTiff",
+        "count": 1,
+        "dtype": "uint8",
+        "height": h,
+        "width": w,
+        "crs": classes.rio.crs,
+        "transform": classes.rio.transform(),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmpdir:
+        plain = Path(tmpdir) / "plain.tif"
+        with rasterio.open(plain, "w", **profile) as dst:
+            y0 = 0
+            for ch in data.chunks[0]:
+                block = np.asarray(data[y0 : y0 + ch].compute(), dtype=np.uint8)
+                dst.write(block[None], window=Window(0, y0, w, ch))
+                y0 += ch
+            dst.write_colormap(1, colormap)
+            dst.set_band_description(1, "class")
+            dst.update_tags(CLASS_NAMES=json.dumps(names), LEGEND=legend.to_json())
+        factors = [f for f in (2, 4, 8, 16, 32, 64, 128) if max(h, w) / f >= blocksize / 2]
+        if factors:
+            with rasterio.open(plain, "r+") as dst:  # reopened: the palette is on disk now
+                dst.build_overviews(factors, R.mode)
+        cog = Path(tmpdir) / "cog.tif"
+        rasterio.shutil.copy(
+            plain,
+            cog,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=blocksize,
+            OVERVIEWS="FORCE_USE_EXISTING",
+            BIGTIFF="IF_SAFER",
+        )
+        aux = Path(tmpdir) / "cog.tif.aux.xml"
+        aux.write_text(_aux_xml(names))
+        if path.exists():
+            path.unlink()
+        shutil.move(str(aux), str(path.with_name(path.name + ".aux.xml")))
+        cog.replace(path)
+    return path

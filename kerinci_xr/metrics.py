@@ -16,9 +16,11 @@ from .legend import Legend
 
 __all__ = [
     "accuracy_report",
+    "area_table",
     "class_areas",
     "class_pixel_counts",
     "confusion_matrix",
+    "evaluate_prediction",
     "format_report",
     "pixel_area_m2",
     "write_report",
@@ -248,3 +250,61 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def area_table(prediction: xr.DataArray, legend: Legend, labels: xr.DataArray | None = None) -> pd.DataFrame:
+    """Pixels and hectares per class of a prediction (and of the reference labels, if given)."""
+    pred = class_areas(prediction, legend).rename(
+        columns={
+            "pixels": "pixels_predicted",
+            "hectares": "hectares_predicted",
+            "percent": "percent_predicted",
+        }
+    )
+    if labels is None:
+        return pred
+    ref = class_areas(labels, legend)
+    pred["pixels_labels"] = ref["pixels"].to_numpy()
+    pred["hectares_labels"] = ref["hectares"].to_numpy()
+    pred["percent_labels"] = ref["percent"].to_numpy()
+    return pred
+
+
+def _split_block(block: np.ndarray, layout, block_info=None) -> np.ndarray:
+    (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    return layout.split_map(slice(r0, r1), slice(c0, c1)).astype(np.int8)
+
+
+def evaluate_prediction(
+    prediction: xr.DataArray,
+    labels: xr.DataArray,
+    legend: Legend,
+    *,
+    layout=None,
+) -> dict[str, Any]:
+    """Accuracy of a whole-scene prediction against the cube's labels, lazily, chunk by chunk.
+
+    Returns ``{"all": report}`` plus one report per split area (``"train"``, ``"val"``,
+    ``"test"``) when the sampling's split ``layout`` is given, so the held-out test blocks can
+    be told apart from the areas the model was trained on.
+    """
+    from .sampling import SPLITS
+
+    t = (
+        labels.data
+        if isinstance(labels.data, da.Array)
+        else da.from_array(np.asarray(labels.data), chunks=1024)
+    )
+    p = (
+        prediction.data
+        if isinstance(prediction.data, da.Array)
+        else da.from_array(np.asarray(prediction.data))
+    )
+    p = p.rechunk(t.chunks)
+    out = {"all": accuracy_report(confusion_matrix(t, p, legend.n_classes), legend)}
+    if layout is not None:
+        smap = t.map_blocks(_split_block, layout, dtype=np.int8)
+        for s, name in enumerate(SPLITS):
+            ts = da.where(smap == s, t, 0)
+            out[name] = accuracy_report(confusion_matrix(ts, p, legend.n_classes), legend)
+    return out

@@ -1,4 +1,4 @@
-"""Stages (synth, prepare, sample, train, evaluate, quicklook) and the pipeline-file runner.
+"""Pipeline stages (synth, prepare, sample, train, evaluate, predict, quicklook) and their runner.
 
 A pipeline file names its inputs and the options of each stage; the runner validates the
 whole file before touching anything, then runs the stages in order, skipping a stage whose
@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputFileNotFoundError, InvalidInputError
+from .legend import Legend
 
 __all__ = [
     "DEMO_CONFIG",
+    "layout_of",
     "load_pipeline",
+    "open_prediction",
+    "predict",
     "prepare",
     "quicklooks",
     "run_pipeline",
@@ -86,6 +90,14 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "dropout": (_NUM, 0.1),
     },
     "evaluate": {"split": ((str,), "test"), "out": ((str,), "metrics.json")},
+    "predict": {
+        "out": ((str,), "prediction.zarr"),
+        "cog": ((str,), "map.tif"),
+        "areas": ((str,), "areas.csv"),
+        "metrics": ((str,), "metrics_scene.json"),
+        "chunk": ((int,), 2048),
+        "device": ((str,), "auto"),
+    },
     "quicklook": {
         "out_dir": ((str,), "quicklooks"),
         "max_size": ((int,), 2048),
@@ -102,6 +114,12 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "sample": {"out": "patches.zarr", "manifest": "patches.csv", "per_class": 20, "patch": 128, "seed": 0},
     "train": {"out": "model.pt", "epochs": 8, "batch_size": 16, "depth": 3, "base": 16, "lr": 3e-3},
     "evaluate": {"split": "test", "out": "metrics.json"},
+    "predict": {
+        "out": "prediction.zarr",
+        "cog": "map.tif",
+        "areas": "areas.csv",
+        "metrics": "metrics_scene.json",
+    },
 }
 
 
@@ -292,9 +310,100 @@ def sample(
         block=block,
         buffer=buffer,
     )
-    write_patches(ds, table, out, overwrite=overwrite, progress=progress, attrs={"cube": str(cube)})
+    split = {"seed": seed, "fractions": [float(f) for f in fractions], "block": block or 4 * patch}
+    write_patches(
+        ds, table, out, overwrite=overwrite, progress=progress, attrs={"cube": str(cube), "split": split}
+    )
     write_manifest(table, manifest)
     return out, manifest
+
+
+def layout_of(patches: str | Path, shape: tuple[int, int]):
+    """The split layout a patch store was sampled with (to evaluate per split area)."""
+    from .patches import open_patches
+    from .sampling import split_layout
+
+    split = open_patches(patches).attrs.get("split")
+    if not split:
+        raise InvalidInputError(f"{patches}: the patch store records no split layout.")
+    return split_layout(
+        shape, block=int(split["block"]), fractions=split["fractions"], seed=int(split["seed"])
+    )
+
+
+def predict(
+    cube: str | Path,
+    *,
+    model: str | Path,
+    out: str | Path,
+    cog: str | Path | None = None,
+    areas: str | Path | None = None,
+    metrics: str | Path | None = None,
+    patches: str | Path | None = None,
+    chunk: int | None = None,
+    device: str = "auto",
+    probabilities: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Predict a cube, write ``prediction.zarr`` and optionally the COG, class areas and metrics.
+
+    Every output is checked before any work. The map is computed once (into the Zarr store);
+    the COG, the areas (prediction and, if the cube has labels, the reference, as CSV plus
+    JSON) and the whole-scene metrics (per split area when ``patches`` gives the sampling's
+    layout) are read back from it.
+    """
+    from .metrics import area_table, evaluate_prediction, write_report
+    from .predict import predict_scene
+    from .store import check_output, cube_legend, open_cube, write_cube
+
+    outputs = {"prediction": Path(out)}
+    for key, value in (("cog", cog), ("areas", areas), ("metrics", metrics)):
+        if value is not None:
+            outputs[key] = Path(value)
+    for p in outputs.values():
+        check_output(p, overwrite=overwrite)
+    ds = open_cube(cube)
+    if metrics is not None and "labels" not in ds:
+        raise InvalidInputError(f"{cube}: metrics need labels, and the cube has none.")
+    layout = layout_of(patches, (ds.sizes["y"], ds.sizes["x"])) if patches is not None else None
+    pred = predict_scene(ds, model, chunk=chunk, device=device, probabilities=probabilities)
+    pred.attrs["cube"] = str(cube)
+    write_cube(pred, outputs["prediction"], overwrite=overwrite, progress=progress)
+    stored = open_prediction(outputs["prediction"])
+    legend = Legend.from_json(stored.attrs["legend"])
+    if cog is not None:
+        from .io import write_cog
+
+        write_cog(stored["class"], outputs["cog"], legend=legend, overwrite=overwrite)
+    labels = ds["labels"] if "labels" in ds else None
+    if areas is not None:
+        table = area_table(stored["class"], legend, labels)
+        tmp = outputs["areas"].with_name(f".{outputs['areas'].name}.tmp")
+        table.to_csv(tmp, index=False, float_format="%.4f")
+        tmp.replace(outputs["areas"])
+        js = outputs["areas"].with_suffix(".json")
+        js.write_text(table.to_json(orient="records", indent=2))
+        outputs["areas_json"] = js
+    if metrics is not None and labels is not None:
+        cube_lg = cube_legend(ds)
+        report = evaluate_prediction(stored["class"], labels, cube_lg, layout=layout)
+        report["source"] = {"prediction": str(out), "cube": str(cube), "model": str(model)}
+        write_report(report, outputs["metrics"])
+    return outputs
+
+
+def open_prediction(path: str | Path):
+    """Reopen a ``prediction.zarr`` lazily (checks it is one)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
+    ds = xr.open_zarr(path, consolidated=False, decode_coords="all")
+    if "class" not in ds:
+        raise InvalidInputError(f"{path}: expected a prediction store with a 'class' variable.")
+    return ds
 
 
 def quicklooks(
@@ -485,6 +594,32 @@ def _stages(
                     lambda: _evaluate_stage(store, model, metrics, ev["split"], echo),
                 )
             )
+    if "predict" in config:
+        if "train" not in config:
+            raise InvalidInputError("[predict] needs a [train] section (the model it predicts with).")
+        pr = config["predict"]
+        pouts = [out_dir / pr[k] for k in ("out", "cog", "areas", "metrics")]
+        stages.append(
+            _Stage(
+                "predict",
+                [cube, model, store],
+                pouts,
+                pr,
+                lambda: predict(
+                    cube,
+                    model=model,
+                    out=pouts[0],
+                    cog=pouts[1],
+                    areas=pouts[2],
+                    metrics=pouts[3],
+                    patches=store,
+                    chunk=pr["chunk"],
+                    device=pr["device"],
+                    overwrite=True,
+                    progress=progress,
+                ),
+            )
+        )
     if "quicklook" in config:
         q = config["quicklook"]
         qdir = out_dir / q["out_dir"]

@@ -33,6 +33,9 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     assert cube.sizes["y"] == 600 and "HH" in list(cube["band"].values)
     report = json.loads((out / "metrics.json").read_text())
     assert report["source"]["split"] == "test" and report["pixels"] > 0
+    scene = json.loads((out / "metrics_scene.json").read_text())
+    assert {"all", "train", "val", "test"} <= set(scene) and scene["all"]["pixels"] > 300_000
+    assert (out / "map.tif").exists() and (out / "areas.csv").read_text().startswith("class_id,")
     assert (out / "quicklooks" / "labels.png").stat().st_size > 1000
     patches = open_patches(out / "patches.zarr")
     assert patches.sizes["y"] == 128 and patches.attrs["split_counts"]["train"] > 0
@@ -58,6 +61,7 @@ def test_pipeline_files__demo_matches_embedded_default_and_kerinci_validates():
     assert cfg["inputs"]["image"].endswith("Landsat_Kerinci_2023_v1.tif")
     assert cfg["sample"]["patch"] == 128 and cfg["sample"]["per_class"] == 20
     assert cfg["train"]["epochs"] == 40 and cfg["evaluate"]["split"] == "test"
+    assert cfg["predict"]["cog"] == "map.tif"
 
 
 def test_run__pipeline_file_runs(tmp_path, capsys):

@@ -1,0 +1,236 @@
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from affine import Affine
+from pyproj import Geod
+
+from kerinci_xr.cli import main
+from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
+from kerinci_xr.io import write_cog
+from kerinci_xr.legend import Legend, read_legend
+from kerinci_xr.metrics import class_areas
+from kerinci_xr.patches import write_patches
+from kerinci_xr.pipeline import predict
+from kerinci_xr.predict import predict_scene
+from kerinci_xr.sampling import sample_centres
+from kerinci_xr.store import build_cube, open_cube, write_cube
+from kerinci_xr.train import TrainConfig, fit, load_checkpoint
+
+from .conftest import raise_if_dask_computes
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 360 x 330 scene, its cube, a patch store and a small trained U-Net (depth 2)."""
+    from kerinci_xr.synthetic import make_kerinci_scene
+
+    root = tmp_path_factory.mktemp("predict")
+    scene = make_kerinci_scene(root / "scene", height=360, width=330, seed=5)
+    cube = write_cube(
+        build_cube(
+            scene.landsat, scene.labels, legend=read_legend(scene.legend), radar=scene.palsar, chunks=128
+        ),
+        root / "cube.zarr",
+    )
+    with pytest.warns(UserWarning):
+        m = sample_centres(open_cube(cube), per_class=8, patch=32, seed=0, block=96)
+    store = write_patches(
+        open_cube(cube),
+        m,
+        root / "patches.zarr",
+        attrs={"split": {"seed": 0, "fractions": [0.7, 0.15, 0.15], "block": 96}},
+    )
+    model = fit(store, root / "model.pt", config=TrainConfig(epochs=3, depth=2, base=8, batch_size=8))["best"]
+    return {"root": root, "cube": cube, "store": store, "model": model}
+
+
+def test_predict_scene__lazy_and_invariant_to_chunking(trained):
+    cube = open_cube(trained["cube"])
+    with raise_if_dask_computes():
+        a = predict_scene(cube, trained["model"], chunk=64)
+    assert a["class"].dtype == np.uint8 and a["class"].shape == (360, 330)
+    assert a.rio.crs == cube.rio.crs and a["class"].chunks[0][0] == 64
+    ca = a["class"].values
+    cb = predict_scene(open_cube(trained["cube"], chunks={"y": 100, "x": 70}), trained["model"], chunk=96)[
+        "class"
+    ].values
+    one = predict_scene(cube, trained["model"], chunk=1024)["class"].values  # one piece
+    np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(ca, one)  # 0 pixels differ from the one-piece prediction
+    valid = cube["valid"].values
+    assert (ca[~valid] == 0).all() and (ca[valid] > 0).all()
+    conf = a["confidence"].values
+    assert (conf[valid] > 0).all() and (conf <= 1).all()
+
+
+def test_predict_scene__no_seams_along_chunk_borders(trained):
+    cube = open_cube(trained["cube"])
+    one = predict_scene(cube, trained["model"], chunk=1024)["confidence"].values
+    tiled = predict_scene(cube, trained["model"], chunk=64)["confidence"].values
+    border = np.zeros(one.shape, bool)
+    border[63::64, :] = border[64::64, :] = True
+    border[:, 63::64] = border[:, 64::64] = True
+    diff = np.abs(one - tiled)
+    assert diff[border].mean() <= diff[~border].mean() + 1e-7
+    assert diff.max() < 1e-6
+
+
+def test_predict_scene__local_cluster_equals_threads(trained, tmp_path):
+    from distributed import Client, LocalCluster
+
+    threads = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["class"].values
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        Client(lc),
+    ):
+        cluster = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["class"].values
+    np.testing.assert_array_equal(threads, cluster)
+
+
+def test_predict__products_cog_areas_metrics(trained, tmp_path):
+    out = predict(
+        trained["cube"],
+        model=trained["model"],
+        out=tmp_path / "p.zarr",
+        cog=tmp_path / "map.tif",
+        areas=tmp_path / "areas.csv",
+        metrics=tmp_path / "m.json",
+        patches=trained["store"],
+        chunk=128,
+    )
+    pred = xr.open_zarr(out["prediction"], consolidated=False, decode_coords="all")
+    cube = open_cube(trained["cube"])
+    assert pred.rio.crs == cube.rio.crs
+    legend = read_legend(trained["root"] / "scene" / "lc.json")
+    with rasterio.open(out["cog"]) as src:
+        assert src.crs == cube.rio.crs
+        assert src.transform.almost_equals(cube.rio.transform())
+        assert src.nodata == 0 and src.dtypes[0] == "uint8" and src.compression.value == "DEFLATE"
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.block_shapes[0] == (512, 512) or src.block_shapes[0][0] >= 256
+        cmap = src.colormap(1)
+        assert cmap[1][:3] == tuple(legend.rgb[1]) and cmap[11][:3] == tuple(legend.rgb[11])
+        np.testing.assert_array_equal(src.read(1), pred["class"].values)
+        assert json.loads(src.tags()["CLASS_NAMES"])[1] == "Primary dryland forest"
+    cats = [c.text for c in ET.parse(str(out["cog"]) + ".aux.xml").iter("Category")]
+    assert cats[0] == "nodata" and cats[1:] == list(legend.names)
+    import pandas as pd
+
+    areas = pd.read_csv(out["areas"])
+    assert areas["pixels_predicted"].sum() == int((pred["class"].values > 0).sum())
+    assert areas["pixels_labels"].sum() == int((cube["labels"].values > 0).sum())
+    metrics = json.loads(out["metrics"].read_text())
+    assert {"all", "train", "val", "test"} <= set(metrics)
+    assert (
+        metrics["all"]["pixels"]
+        == metrics["train"]["pixels"] + metrics["val"]["pixels"] + metrics["test"]["pixels"]
+    )
+
+
+def test_write_cog__overviews_by_mode_on_a_larger_map(tmp_path):
+    legend = Legend(values=(1, 2), labels=("a", "b"), palette=("FF0000", "00FF00"))
+    cls = np.ones((2048, 2048), np.uint8)
+    cls[:, 1024:] = 2
+    da_ = xr.DataArray(cls, dims=("y", "x"), coords={"y": np.arange(2048) + 0.5, "x": np.arange(2048) + 0.5})
+    da_ = da_.rio.write_crs(32748).rio.write_transform(Affine(30, 0, 0, 0, -30, 0))
+    path = write_cog(da_.chunk(512), tmp_path / "m.tif", legend=legend)
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2, 4, 8]
+        ov = src.read(1, out_shape=(256, 256))
+        assert set(np.unique(ov)) == {1, 2}  # mode keeps categories
+    with pytest.raises(OutputExistsError):
+        write_cog(da_, path, legend=legend)
+
+
+@pytest.mark.parametrize("lat", [0.0, 60.0])
+def test_class_areas__epsg4326_matches_geodesic_area(lat):
+    res = 0.01
+    legend = Legend(values=(1, 2), labels=("a", "b"), palette=("FF0000", "00FF00"))
+    h, w = 100, 80
+    lab = np.ones((h, w), np.uint8)
+    lab[:, 40:] = 2
+    top = lat + h * res / 2
+    da_ = xr.DataArray(
+        lab,
+        dims=("y", "x"),
+        coords={"y": top - (np.arange(h) + 0.5) * res, "x": 10 + (np.arange(w) + 0.5) * res},
+    )
+    da_ = da_.rio.write_crs(4326).rio.write_transform(Affine(res, 0, 10, 0, -res, top))
+    table = class_areas(da_.chunk(32), legend)
+    geod = Geod(ellps="WGS84")
+    for cls, (x0, x1) in ((1, (10, 10.4)), (2, (10.4, 10.8))):
+        area, _ = geod.polygon_area_perimeter([x0, x1, x1, x0], [top, top, top - h * res, top - h * res])
+        got = table.loc[table["class_id"] == cls, "hectares"].item() * 1e4
+        assert abs(got / abs(area) - 1) < 0.005
+
+
+def test_predict__bad_input(trained, tmp_path):
+    cube = open_cube(trained["cube"])
+    with pytest.raises(InvalidInputError, match=r"needs bands \['HH', 'HV'\]"):
+        predict_scene(
+            cube.sel(band=[b for b in cube["band"].values if b not in ("HH", "HV")]), trained["model"]
+        )
+    with pytest.raises(InputFileNotFoundError, match="model checkpoint not found"):
+        predict_scene(cube, tmp_path / "missing.pt")
+    (tmp_path / "p.zarr").mkdir()
+    with pytest.raises(OutputExistsError):
+        predict(trained["cube"], model=trained["model"], out=tmp_path / "x.zarr", cog=tmp_path / "p.zarr")
+    assert not (tmp_path / "x.zarr").exists() and list((tmp_path / "p.zarr").iterdir()) == []
+    ckpt = load_checkpoint(trained["model"])
+    assert ckpt["bands"][-1] == "HV"
+
+
+def test_cli__predict_and_evaluate_prediction(trained, tmp_path, capsys):
+    out = tmp_path / "p.zarr"
+    rc = main(
+        [
+            "-q",
+            "predict",
+            str(trained["cube"]),
+            "--model",
+            str(trained["model"]),
+            "--out",
+            str(out),
+            "--cog",
+            str(tmp_path / "m.tif"),
+            "--chunk",
+            "128",
+        ]
+    )
+    assert rc == 0 and out.exists() and (tmp_path / "m.tif").exists()
+    rc = main(
+        [
+            "-q",
+            "evaluate",
+            str(out),
+            "--cube",
+            str(trained["cube"]),
+            "--patches",
+            str(trained["store"]),
+            "--out",
+            str(tmp_path / "e.json"),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "== test ==" in text and "overall accuracy" in text
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(trained["cube"]),
+                "--model",
+                str(tmp_path / "nope.pt"),
+                "--out",
+                str(tmp_path / "q.zarr"),
+            ]
+        )
+        == 2
+    )
+    assert "model checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "q.zarr").exists()
