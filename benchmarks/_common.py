@@ -61,3 +61,54 @@ def save(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"saved {path}")
     return path
+
+
+def cube(size: int, *, seed: int = 0, radar: bool = False, chunk: int = 1024) -> Path:
+    """A cached prepared cube of a generated scene."""
+    path = WORK / f"cube_{size}{'_radar' if radar else ''}.zarr"
+    if not path.exists():
+        from kerinci_xr.pipeline import prepare
+
+        folder = scene(size, seed=seed, radar=radar)
+        prepare(
+            folder / "Landsat_Kerinci_2023_v1.tif",
+            labels=folder / "LC_Image_v1.tif",
+            legend=folder / "lc.json",
+            radar=(folder / "Palsar_Kerinci_2023_v1.tif") if radar else None,
+            out=path,
+            chunk=chunk,
+        )
+    return path
+
+
+def random_checkpoint(cube_path: Path, out: Path, *, depth: int = 4, base: int = 32) -> Path:
+    """A checkpoint of an untrained U-Net for the cube's bands (throughput does not need training)."""
+    import torch
+
+    from kerinci_xr.model import UNetConfig, build_unet
+    from kerinci_xr.store import cube_legend, open_cube
+    from kerinci_xr.train import CHECKPOINT_FORMAT
+
+    ds = open_cube(cube_path)
+    legend = cube_legend(ds)
+    bands = [str(b) for b in ds["band"].values]
+    cfg = UNetConfig(in_channels=len(bands), n_classes=legend.n_classes, depth=depth, base=base)
+    torch.manual_seed(0)
+    net = build_unet(cfg).eval()
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": cfg.to_dict(),
+            "bands": bands,
+            "band_mean": [0.1] * len(bands),
+            "band_std": [0.1] * len(bands),
+            "legend": legend.to_dict(),
+            "model_state": net.state_dict(),
+            "history": [],
+            "patch": 128,
+            "epoch": 0,
+            "best_miou": 0.0,
+        },
+        out,
+    )
+    return out

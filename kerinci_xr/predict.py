@@ -79,23 +79,28 @@ def _predict_window(
     h, w = wy1 - wy0, wx1 - wx0
     ph, pw = -(-h // mult) * mult - h, -(-w // mult) * mult - w  # to the pooling grid, at the end
     x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
-    with _FORWARD_LOCK, torch.no_grad():
+    cy0, cy1, cx0, cx1 = core
+    sy, sx = slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0)
+    with _FORWARD_LOCK, torch.inference_mode():
         t = torch.from_numpy(x[None]).to(dev)
         if dev.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(t).float()
+                logits = model(t)[0, :, sy, sx].float()
         else:
-            logits = model(t)
-        prob = logits.softmax(1)[0].cpu().numpy()
-    cy0, cy1, cx0, cx1 = core
-    sl = (slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0))
-    p = prob[:, sl[0], sl[1]]
-    okc = ok[sl]
-    cls = np.where(okc, p.argmax(0) + 1, 0).astype(np.float32)
-    conf = np.where(okc, p.max(0), 0).astype(np.float32)
-    layers = [cls[None], conf[None]]
+            logits = model(t)[0, :, sy, sx]
+        del t
+        top, idx = logits.max(0)  # softmax only where needed: on the core, and via the max
+        if probabilities:
+            prob = logits.softmax(0)
+            p_all = prob.cpu().numpy()
+            conf = prob.max(0).values.cpu().numpy()
+        else:
+            conf = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
+        cls = (idx + 1).to(torch.uint8).cpu().numpy()
+    okc = ok[sy, sx]
+    layers = [np.where(okc, cls, 0).astype(np.float32)[None], np.where(okc, conf, 0).astype(np.float32)[None]]
     if probabilities:
-        layers.append(np.where(okc[None], p, 0).astype(np.float32))
+        layers.append(np.where(okc[None], p_all, 0).astype(np.float32))
     return np.concatenate(layers)
 
 

@@ -1,0 +1,144 @@
+"""Whole-scene prediction: Mpix/s of predict_scene vs the raw model forward pass from memory.
+
+The raw forward pass (the limit) runs the same U-Net on 1024 x 1024 tiles already in memory;
+the whole-scene path reads the cube, adds the context margins, predicts and writes
+prediction.zarr. Runs on the CPU (1 and 2 workers) and on CUDA when present; peak RSS at two
+scene sizes (4x the pixels). Targets: >= 0.75x the raw forward pass; peak RSS flat (within 20 %).
+
+    python benchmarks/bench_predict.py [--size 4000] [--depth 4] [--base 32] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import WORK, cube, peak_rss_mb, random_checkpoint, run_child, save
+
+
+def model_path(size: int, depth: int, base: int) -> Path:
+    path = WORK / f"model_d{depth}_b{base}.pt"
+    if not path.exists():
+        random_checkpoint(cube(size), path, depth=depth, base=base)
+    return path
+
+
+def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) -> dict:
+    import torch
+
+    from kerinci_xr.train import load_checkpoint, load_model, pick_device
+
+    ckpt_path = model_path(size, depth, base)
+    out: dict = {"case": case, "size": size, "device": str(pick_device(device))}
+    if case == "raw":
+        ckpt = load_checkpoint(ckpt_path)
+        dev = pick_device(device)
+        model = load_model(ckpt, dev)
+        x = torch.randn(1, len(ckpt["bands"]), 1024, 1024, device=dev)
+        n = 3 if dev.type == "cpu" else 20
+        with torch.no_grad():
+            for _ in range(1 if dev.type == "cpu" else 3):  # warm-up
+                model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                if dev.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        model(x).softmax(1).argmax(1).cpu()
+                else:
+                    model(x).softmax(1).argmax(1)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+        out |= {"mpix": n * 1024 * 1024 / 1e6, "seconds": secs}
+    else:
+        from kerinci_xr.cluster import dask_scheduler
+        from kerinci_xr.predict import predict_scene
+        from kerinci_xr.store import open_cube, write_cube
+
+        workers = int(case.split("_w")[1])
+        target = WORK / f"pred_{size}_{case}.zarr"
+        shutil.rmtree(target, ignore_errors=True)
+        kw = {"workers": workers, "threads_per_worker": 1} if workers > 1 else {}
+        with dask_scheduler(**kw) as client:
+            if client is not None:
+                client.run(torch.set_num_threads, 1)
+            t0 = time.perf_counter()
+            pred = predict_scene(open_cube(cube(size)), ckpt_path, chunk=chunk, device=device)
+            write_cube(pred, target)
+            secs = time.perf_counter() - t0
+        shutil.rmtree(target, ignore_errors=True)
+        out |= {"mpix": size * size / 1e6, "seconds": secs, "chunk": chunk}
+    out["mpix_per_s"] = out["mpix"] / out["seconds"]
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--case", default="raw")
+    ap.add_argument("--size", type=int, default=4000)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--base", type=int, default=32)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--cases", nargs="+", default=["raw", "scene_w1", "scene_w2", "big_w1"])
+    args = ap.parse_args()
+    common = [
+        "--depth",
+        str(args.depth),
+        "--base",
+        str(args.base),
+        "--device",
+        args.device,
+        "--chunk",
+        str(args.chunk),
+    ]
+    if args.child:
+        size = args.size * 2 if args.case.startswith("big") else args.size
+        case = args.case.replace("big", "scene")
+        print(json.dumps(child(case, size, args.depth, args.base, args.device, args.chunk)))
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    cube(args.size)
+    model_path(args.size, args.depth, args.base)
+    if "big_w1" in args.cases:
+        cube(args.size * 2)
+    rows = {c: run_child(Path(__file__), "--case", c, "--size", str(args.size), *common) for c in args.cases}
+    for c, r in rows.items():
+        print(
+            f"{c:<9} {r['size']:>6}^2 on {r['device']:<5} {r['mpix']:>7.1f} Mpix {r['seconds']:>8.2f} s "
+            f"{r['mpix_per_s']:>7.3f} Mpix/s  peak RSS {r['peak_rss_mb']:>7.1f} MiB"
+        )
+    checks = {}
+    raw = rows["raw"]["mpix_per_s"]
+    for c in ("scene_w1", "scene_w2"):
+        if c in rows:
+            v = rows[c]["mpix_per_s"] / raw
+            checks[f"{c}_vs_raw"] = (round(v, 3), ">= 0.75", v >= 0.75)
+    if "big_w1" in rows and "scene_w1" in rows:
+        g = rows["big_w1"]["peak_rss_mb"] / rows["scene_w1"]["peak_rss_mb"] - 1
+        checks["rss_growth_4x"] = (round(g, 3), "<= 0.20", g <= 0.20)
+    for k, (v, t, ok) in checks.items():
+        print(f"{k:<18} {v:>8}  target {t:<7} {'PASS' if ok else 'FAIL'}")
+    save(
+        f"bench_predict_{rows['raw']['device']}",
+        {
+            "size": args.size,
+            "depth": args.depth,
+            "base": args.base,
+            "rows": rows,
+            "checks": {k: {"value": v, "target": t, "pass": ok} for k, (v, t, ok) in checks.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
