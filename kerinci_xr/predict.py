@@ -73,8 +73,11 @@ def _predict_window(
     ok = assemble(valid_parts)
     mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
-    x = (img - mean) / std
+    x = img if img.flags.writeable and img.base is None else img.copy()  # assembled: ours to change
+    x -= mean
+    x /= std
     np.copyto(x, np.float32(0), where=~np.isfinite(x) | ~ok[None])
+    del img
     wy0, wy1, wx0, wx1 = window
     h, w = wy1 - wy0, wx1 - wx0
     ph, pw = -(-h // mult) * mult - h, -(-w // mult) * mult - w  # to the pooling grid, at the end

@@ -229,6 +229,62 @@ def evaluate_loader(model, loader, n_classes: int, device, *, amp: bool = True) 
 
 
 # ---- the loop ----------------------------------------------------------------------------
+def _prefetch(loader, device, depth: int = 3):
+    """Iterate a loader with the next batches prepared (and copied to the device) by a thread.
+
+    Batch assembly (indexing, augmentation, the host-to-device copy) overlaps the training
+    step, so the step waits for data only when the loader is slower than the model.
+    """
+    import queue
+    import threading
+
+    import torch
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+    cuda = device.type == "cuda"
+    stream = torch.cuda.Stream(device) if cuda else None
+
+    def work() -> None:
+        try:
+            for x, y in loader:
+                if stop.is_set():
+                    return
+                if cuda:
+                    with torch.cuda.stream(stream):
+                        x = x.pin_memory().to(device, non_blocking=True)
+                        y = y.pin_memory().to(device, non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    q.put((x, y, event))
+                else:
+                    q.put((x, y, None))
+        except BaseException as exc:  # surfaced in the training thread
+            q.put(exc)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True, name="kerinci-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            x, y, event = item
+            if event is not None:
+                torch.cuda.current_stream(device).wait_event(event)
+            yield x, y
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
@@ -357,13 +413,12 @@ def fit(
         model.train()
         train_loader.sampler.set_epoch(epoch)
         bar = _progress(len(train_loader), f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        total_loss, n_batches, wait, busy, images = 0.0, 0, 0.0, 0.0, 0
+        total_loss, n_batches, wait, busy, images = torch.zeros((), device=device), 0, 0.0, 0.0, 0
         t_epoch = time.perf_counter()
         t0 = time.perf_counter()
-        for x, y in train_loader:
+        for x, y in _prefetch(train_loader, device):
             t1 = time.perf_counter()
             wait += t1 - t0
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if amp:
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     logits = model(x)
@@ -374,19 +429,22 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += float(loss.detach())
+            total_loss += loss.detach()  # no host sync per step: the GPU keeps its queue full
             n_batches += 1
             images += x.shape[0]
             t0 = time.perf_counter()
             busy += t0 - t1
             if bar is not None:
-                bar.set_postfix(loss=f"{total_loss / n_batches:.4f}")
+                if n_batches % 10 == 0:
+                    bar.set_postfix(loss=f"{float(total_loss) / n_batches:.4f}")
                 bar.update()
         if bar is not None:
             bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         row: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": total_loss / max(n_batches, 1),
+            "train_loss": float(total_loss) / max(n_batches, 1),
             "lr": float(opt.param_groups[0]["lr"]),
             "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
             "data_wait_frac": wait / max(wait + busy, 1e-9),
