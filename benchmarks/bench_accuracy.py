@@ -114,7 +114,8 @@ def main() -> None:
     print(f"\n{'model':<15} {'OA':>6} {'kappa':>6} {'mIoU':>6} {'train s':>8}")
     for name, r in table.items():
         print(
-            f"{name:<15} {r['overall_accuracy']:>6.3f} {r['kappa']:>6.3f} {r['mean_iou']:>6.3f} {r['train_s']:>8.1f}"
+            f"{name:<15} {r['overall_accuracy']:>6.3f} {r['kappa']:>6.3f} {r['mean_iou']:>6.3f} "
+            f"{r['train_s']:>8.1f}"
         )
     ok = table["unet"]["mean_iou"] >= table["random_forest"]["mean_iou"]
     print(f"U-Net mIoU >= random forest mIoU: {'PASS' if ok else 'FAIL'}")

@@ -145,6 +145,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     _scheduler_args(p)
 
+    p = sub.add_parser("map", help="interactive linked maps of a cube (and prediction) as standalone HTML")
+    p.add_argument("cube")
+    p.add_argument("--prediction", help="prediction.zarr to show with its errors")
+    p.add_argument("--patches", help="patch store whose windows to draw")
+    p.add_argument("--max-size", type=int, default=1000, help="longest side of each map in pixels")
+    p.add_argument("--out", required=True, help="HTML file (works offline)")
+    p.add_argument("--png", help="also write static PNG quick-looks of the maps into this folder")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("report", help="one HTML page for a run folder: maps, accuracy, areas, training")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-size", type=int, default=1000)
+    p.add_argument("--overwrite", action="store_true")
+
     p = sub.add_parser("synth", help="write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--height", type=int, default=2751)
@@ -313,6 +328,25 @@ def _run(args: argparse.Namespace) -> int:
             )
         for p in outputs.values():
             print(f"wrote {p}")
+    elif args.command == "map":
+        from .pipeline import map_page
+
+        for path in map_page(
+            args.cube,
+            out=args.out,
+            prediction=args.prediction,
+            patches=args.patches,
+            max_size=args.max_size,
+            png=args.png,
+            overwrite=args.overwrite,
+        ):
+            print(f"wrote {path}")
+    elif args.command == "report":
+        from .store import check_output
+        from .viz import report_page
+
+        check_output(args.out, overwrite=args.overwrite)
+        print(f"wrote {report_page(args.run_dir, args.out, max_size=args.max_size)}")
     elif args.command == "info":
         from .store import cube_summary, open_cube
 
@@ -370,6 +404,8 @@ def _run(args: argparse.Namespace) -> int:
         for stage, paths in results.items():
             for p in paths:
                 print(f"  {stage:<10} {p}")
+        if "report" in results:
+            print(f"\nopen the report in a browser: {results['report'][0].resolve()}")
     return 0
 
 

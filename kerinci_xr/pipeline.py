@@ -22,6 +22,7 @@ __all__ = [
     "DEMO_CONFIG",
     "layout_of",
     "load_pipeline",
+    "map_page",
     "open_prediction",
     "predict",
     "prepare",
@@ -98,6 +99,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "chunk": ((int,), 2048),
         "device": ((str,), "auto"),
     },
+    "report": {"out": ((str,), "report.html"), "max_size": ((int,), 1000)},
     "quicklook": {
         "out_dir": ((str,), "quicklooks"),
         "max_size": ((int,), 2048),
@@ -120,6 +122,7 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
         "areas": "areas.csv",
         "metrics": "metrics_scene.json",
     },
+    "report": {"out": "report.html"},
 }
 
 
@@ -406,6 +409,54 @@ def open_prediction(path: str | Path):
     return ds
 
 
+def map_page(
+    cube: str | Path,
+    *,
+    out: str | Path,
+    prediction: str | Path | None = None,
+    patches: str | Path | None = None,
+    max_size: int = 1000,
+    png: str | Path | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Linked interactive maps as a standalone HTML file, and optionally PNG quick-looks."""
+    from .store import check_output, cube_legend, open_cube
+    from .viz import class_map_png, error_png, false_colour_png, save_html, scene_maps
+
+    check_output(out, overwrite=overwrite)
+    ds = open_cube(cube)
+    pred = None
+    if prediction is not None:
+        pds = open_prediction(prediction)
+        pred = pds["class"]
+        pred.attrs["legend"] = pds.attrs.get("legend", "")
+    store = None
+    if patches is not None:
+        from .patches import open_patches
+
+        store = open_patches(patches)
+    written = [
+        save_html(
+            scene_maps(ds, prediction=pred, patches=store, max_size=max_size),
+            out,
+            title=f"kerinci_xr map: {Path(cube).name}",
+        )
+    ]
+    if png is not None:
+        folder = Path(png)
+        folder.mkdir(parents=True, exist_ok=True)
+        written.append(false_colour_png(ds["image"], folder / "false_colour.png", max_size=2 * max_size))
+        legend = cube_legend(ds) if ds.attrs.get("legend") else None
+        if "labels" in ds and legend is not None:
+            written.append(class_map_png(ds["labels"], legend, folder / "labels.png", max_size=2 * max_size))
+        if pred is not None:
+            plg = legend or Legend.from_json(pred.attrs["legend"])
+            written.append(class_map_png(pred, plg, folder / "prediction.png", max_size=2 * max_size))
+            if "labels" in ds:
+                written.append(error_png(ds["labels"], pred, folder / "errors.png", max_size=2 * max_size))
+    return written
+
+
 def quicklooks(
     cube: str | Path,
     out_dir: str | Path,
@@ -633,7 +684,20 @@ def _stages(
                 lambda: quicklooks(cube, qdir, max_size=q["max_size"], percentiles=q["percentiles"]),
             )
         )
+    if "report" in config:
+        rp = config["report"]
+        page = out_dir / rp["out"]
+        inputs_r = [p for st in stages for p in st.outputs if p.suffix in (".zarr", ".json", ".csv")]
+        stages.append(
+            _Stage("report", inputs_r, [page], rp, lambda: _report_stage(out_dir, page, rp["max_size"]))
+        )
     return stages
+
+
+def _report_stage(run_dir: Path, page: Path, max_size: int) -> None:
+    from .viz import report_page
+
+    report_page(run_dir, page, max_size=max_size)
 
 
 def run_pipeline(

@@ -285,6 +285,8 @@ def _prefetch(loader, device, depth: int = 3):
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+
+
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None

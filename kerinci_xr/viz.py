@@ -18,11 +18,14 @@ __all__ = [
     "confusion_heatmap",
     "decimate",
     "error_map",
+    "error_png",
     "false_colour_map",
     "false_colour_png",
     "linked_panels",
     "patch_windows",
+    "report_page",
     "save_html",
+    "scene_maps",
 ]
 
 
@@ -61,6 +64,19 @@ def false_colour_png(
     small = decimate(rgb, max_size=max_size).transpose("y", "x", "band").values
     small = np.nan_to_num(small, nan=0.0)
     return _save_png(np.rint(small * 255).astype(np.uint8), path)
+
+
+def error_png(
+    reference: xr.DataArray, prediction: xr.DataArray, path: str | Path, *, max_size: int = 2048
+) -> Path:
+    """Agreement map as PNG: green where the prediction matches the labels, red where not."""
+    ref = np.asarray(decimate(reference, max_size=max_size).values)
+    pred = np.asarray(decimate(prediction, max_size=max_size).values)
+    rgb = np.zeros((*ref.shape, 3), np.uint8)
+    known = (ref > 0) & (pred > 0)
+    rgb[known & (ref == pred)] = (26, 150, 65)
+    rgb[known & (ref != pred)] = (215, 25, 28)
+    return _save_png(rgb, path)
 
 
 def class_map_png(labels: xr.DataArray, legend: Legend, path: str | Path, *, max_size: int = 2048) -> Path:
@@ -107,10 +123,16 @@ def class_map(
     small = decimate(classes, max_size=max_size).compute()
     small = small.where(small <= legend.n_classes, 0).astype(np.uint8).rename("class_id")
     code = xr.DataArray(np.array([0, *legend.values])[small.values], dims=small.dims, coords=small.coords)
-    ds = xr.Dataset({"class_id": small.astype(np.float32), "code": code.astype(np.float32)})
+    ds = xr.Dataset(
+        {
+            "class_id": small.astype(np.float32),
+            "id": small.astype(np.float32),
+            "code": code.astype(np.float32),
+        }
+    )
     names = ["nodata", *legend.names]
     name_js = CustomJSHover(code=f"const n = {names!r}; return n[Math.round(value)] ?? '';")
-    img = hv.Image(ds, kdims=["x", "y"], vdims=["class_id", "code"])
+    img = hv.Image(ds, kdims=["x", "y"], vdims=["class_id", "id", "code"])
     ids = _present_ids(small.values, legend)
     cmap = ["#00000000", *legend.colors]
     return img.opts(
@@ -127,12 +149,12 @@ def class_map(
         tools=["hover"],
         hover_tooltips=[
             ("class", "@class_id{custom}"),
-            ("id", "@class_id{0}"),
+            ("id", "@id{0}"),
             ("code", "@code{0}"),
             ("x", "$x{0.00000}"),
             ("y", "$y{0.00000}"),
         ],
-        hover_formatters={"@class_id": name_js},
+        hover_formatters={"@image": name_js},  # holoviews serves the first vdim as "image"
         title=title,
         width=width,
         height=height,
@@ -265,16 +287,184 @@ def area_bars(table, *, column: str = "hectares", width: int = 650, height: int 
     )
 
 
-def save_html(obj: Any, path: str | Path, *, title: str = "kerinci_xr") -> Path:
-    """Write a standalone HTML file with every resource inline (it works offline)."""
-    hv = _hv()
+def _standalone(model: Any, title: str) -> str:
+    """Bokeh HTML with every script inline, so the page works offline.
+
+    Bokeh inlines its own JavaScript; Panel (imported by holoviews) adds a script tag for a
+    file it serves from ``static/extensions/panel/`` (a Panel server path, absent from a plain
+    file): its content is inlined from Panel's package, or the tag dropped if Panel lacks it.
+    """
+    import re
+
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 
-    path = Path(path)
-    model = hv.render(obj, backend="bokeh")
     html = file_html(model, INLINE, title)
+
+    def inline(match: re.Match) -> str:
+        try:
+            import panel
+
+            local = Path(panel.__file__).parent / "dist" / match.group(1)
+            code = local.read_text(encoding="utf-8")
+        except (ImportError, OSError):
+            return ""
+        return '<script type="text/javascript">' + code.replace("</script", "<\\/script") + "</script>"
+
+    return re.sub(r'<script[^>]*src="static/extensions/panel/([^"]+)"[^>]*></script>', inline, html)
+
+
+def save_html(obj: Any, path: str | Path, *, title: str = "kerinci_xr") -> Path:
+    """Write a standalone HTML file with every resource inline (it works offline)."""
+    hv = _hv()
+    path = Path(path)
+    html = _standalone(hv.render(obj, backend="bokeh"), title)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# ---- pages: the map and the run report ------------------------------------------------------
+def scene_maps(
+    cube: xr.Dataset,
+    *,
+    prediction: xr.DataArray | None = None,
+    patches: xr.Dataset | None = None,
+    max_size: int = 1000,
+):
+    """Linked panels of a scene: composite, labels, prediction, errors, sampled windows."""
+    from .patches import manifest_of
+    from .store import cube_legend
+
+    legend = Legend.from_json(cube.attrs["legend"]) if cube.attrs.get("legend") else None
+    panels = []
+    fc = false_colour_map(cube["image"], max_size=max_size)
+    panels.append(fc)
+    if "labels" in cube and legend is not None:
+        panels.append(class_map(cube["labels"], cube_legend(cube), title="labels", max_size=max_size))
+    if prediction is not None:
+        plg = legend or Legend.from_json(prediction.attrs["legend"])
+        panels.append(class_map(prediction, plg, title="prediction", max_size=max_size))
+        if "labels" in cube:
+            panels.append(error_map(cube["labels"], prediction, max_size=max_size))
+    if patches is not None and legend is not None:
+        panels.append(
+            patch_windows(manifest_of(patches), legend, patches.attrs["transform"], background=fc).opts(
+                title="sampled windows (train solid, val dashed, test dotted)"
+            )
+        )
+    return linked_panels(panels)
+
+
+def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, colors: bool = False) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(label)}</th>" for _, label in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            v = r.get(key)
+            text = (
+                "-"
+                if v is None
+                else (f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+            )
+            if colors and key == "name" and r.get("color"):
+                swatch = f"display:inline-block;width:12px;height:12px;background:{escape(r['color'])}"
+                text = f'<span style="{swatch};margin-right:6px"></span>{escape(text)}'
+            else:
+                text = escape(text)
+            cells.append(f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<table style="border-collapse:collapse;font:13px sans-serif" border="1" cellpadding="4">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -> Path:
+    """One standalone HTML page for a run folder: maps, accuracy, confusion, areas, training.
+
+    Uses what the folder holds (``cube.zarr``, ``prediction.zarr``, ``patches.zarr``,
+    ``metrics.json``, ``metrics_scene.json``, ``areas.csv``, ``model.history.csv``); at least the
+    cube is needed.
+    """
+    import json
+
+    import pandas as pd
+    from bokeh.layouts import column
+    from bokeh.models import Div
+
+    from .errors import InputFileNotFoundError
+    from .store import open_cube
+
+    run = Path(run_dir)
+    if not (run / "cube.zarr").exists():
+        raise InputFileNotFoundError(
+            f"{run}: expected a run folder with cube.zarr (as `kerinci-xr demo` writes), found none."
+        )
+    hv = _hv()
+    cube = open_cube(run / "cube.zarr")
+    pred = None
+    if (run / "prediction.zarr").exists():
+        from .pipeline import open_prediction
+
+        pds = open_prediction(run / "prediction.zarr")
+        pred = pds["class"]
+        pred.attrs["legend"] = pds.attrs.get("legend", "")
+    patches = None
+    if (run / "patches.zarr").exists():
+        from .patches import open_patches
+
+        patches = open_patches(run / "patches.zarr")
+    parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{run.resolve()}</p>")]
+    parts.append(hv.render(scene_maps(cube, prediction=pred, patches=patches, max_size=max_size)))
+    metric_cols = [
+        ("name", "class"),
+        ("support", "support"),
+        ("producers_accuracy", "PA"),
+        ("users_accuracy", "UA"),
+        ("f1", "F1"),
+        ("iou", "IoU"),
+    ]
+    for name, title in (
+        ("metrics_scene.json", "whole scene, by split area"),
+        ("metrics.json", "test patches"),
+    ):
+        path = run / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        reports = {k: v for k, v in data.items() if isinstance(v, dict) and "classes" in v} or {"": data}
+        for area, rep in reports.items():
+            head = (
+                f"<h2>Accuracy: {title} {area}</h2><p>overall accuracy {rep['overall_accuracy']}, "
+                f"kappa {rep['kappa']}, mean IoU {rep['mean_iou']}, {rep['pixels']:,} pixels</p>"
+            )
+            rows = [c for c in rep["classes"] if c["support"] or c["users_accuracy"] is not None]
+            parts.append(Div(text=head + _html_table(rows, metric_cols)))
+        last = reports.get("test") or next(iter(reports.values()))
+        if last["pixels"]:
+            parts.append(hv.render(confusion_heatmap(last)))
+    if (run / "areas.csv").exists():
+        table = pd.read_csv(run / "areas.csv")
+        cols = [("name", "class"), ("code", "code")] + [
+            (c, c.replace("_", " ")) for c in table.columns if c.startswith(("hectares", "percent"))
+        ]
+        parts.append(
+            Div(text="<h2>Class areas</h2>" + _html_table(table.to_dict("records"), cols, colors=True))
+        )
+        column_name = "hectares_predicted" if "hectares_predicted" in table else "hectares"
+        parts.append(hv.render(area_bars(table, column=column_name)))
+    hist = run / "model.history.csv"
+    if hist.exists():
+        h = pd.read_csv(hist)
+        cols = [(c, c.replace("_", " ")) for c in h.columns]
+        parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(_standalone(column(*parts), "kerinci_xr report"), encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,253 @@
+import functools
+import http.server
+import io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from affine import Affine
+
+from kerinci_xr.cli import main
+from kerinci_xr.synthetic import KLHK_LEGEND
+from kerinci_xr.viz import area_bars, class_map, confusion_heatmap, false_colour_map, patch_windows
+
+FOREST, WATER = KLHK_LEGEND.id_of(2001), KLHK_LEGEND.id_of(5001)
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory):
+    """A cube whose left half is forest and right half water (known classes under the mouse)."""
+    from kerinci_xr.store import write_cube
+
+    h, w = 240, 300
+    rng = np.random.default_rng(0)
+    labels = np.full((h, w), FOREST, np.uint8)
+    labels[:, w // 2 :] = WATER
+    image = rng.random((8, h, w)).astype(np.float32) * 0.3 + labels[None] * 0.01
+    tr = Affine(30, 0, 500000, 0, -30, 9800000)
+    ds = (
+        xr.Dataset(
+            {
+                "image": (("band", "y", "x"), image),
+                "labels": (("y", "x"), labels),
+                "valid": (("y", "x"), np.ones((h, w), bool)),
+            },
+            coords={
+                "band": ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"],
+                "y": tr.f + (np.arange(h) + 0.5) * tr.e,
+                "x": tr.c + (np.arange(w) + 0.5) * tr.a,
+            },
+        )
+        .rio.write_crs(32748)
+        .rio.write_transform(tr)
+    )
+    ds.attrs = {"legend": KLHK_LEGEND.to_json(), "band_roles": "{}"}
+    root = tmp_path_factory.mktemp("viz")
+    return write_cube(ds.chunk({"y": 128, "x": 128}), root / "cube.zarr")
+
+
+def test_class_map__legend_colours_and_names(halves):
+    import holoviews as hv
+
+    from kerinci_xr.store import open_cube
+
+    el = class_map(open_cube(halves)["labels"], KLHK_LEGEND)
+    opts = (
+        hv.Store.lookup_options("bokeh", el, "plot").kwargs
+        | hv.Store.lookup_options("bokeh", el, "style").kwargs
+    )
+    assert opts["cmap"][1:] == list(KLHK_LEGEND.colors)
+    assert opts["clim"] == (-0.5, KLHK_LEGEND.n_classes + 0.5)
+    labels = opts["colorbar_opts"]["major_label_overrides"]
+    assert labels == {FOREST: "Primary dryland forest", WATER: "Open water"}
+    fig = hv.render(el)
+    mapper = fig.select_one({"type": __import__("bokeh").models.LinearColorMapper})
+    assert list(mapper.palette)[FOREST].upper().startswith("#006400")
+    assert list(mapper.palette)[WATER].upper().startswith("#87CEFA")
+
+
+def test_other_plots__colours_from_the_legend(halves):
+    import holoviews as hv
+    import pandas as pd
+
+    from kerinci_xr.metrics import accuracy_report, class_areas, confusion_matrix
+    from kerinci_xr.store import open_cube
+
+    cube = open_cube(halves)
+    assert isinstance(false_colour_map(cube["image"]), hv.RGB)
+    lab = cube["labels"].values
+    rep = accuracy_report(confusion_matrix(lab, lab, KLHK_LEGEND.n_classes), KLHK_LEGEND)
+    hm = confusion_heatmap(rep)
+    assert set(hm.dimension_values("reference")) == {"Primary dryland forest", "Open water"}
+    bars = area_bars(class_areas(cube["labels"], KLHK_LEGEND))
+    assert set(bars.dimension_values("color")) == {"#006400", "#87CEFA"}
+    m = pd.DataFrame(
+        {
+            "patch_id": [0, 1],
+            "split": ["train", "test"],
+            "class_id": [FOREST, WATER],
+            "class_name": ["Primary dryland forest", "Open water"],
+            "row_start": [0, 10],
+            "row_stop": [32, 42],
+            "col_start": [0, 200],
+            "col_stop": [32, 232],
+        }
+    )
+    rects = patch_windows(m, KLHK_LEGEND, list(cube.rio.transform())[:6])
+    assert list(rects.dimension_values("color")) == ["#006400", "#87CEFA"]
+    assert rects.dimension_values("x0")[1] == pytest.approx(500000 + 200 * 30)
+
+
+# ---- in a real browser -----------------------------------------------------------------
+def _chromium():
+    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chrome and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    return chrome, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chrome, driver = _chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1300",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+_FRAMES = """
+const out = []; const seen = new Set();
+function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
+  if (v.frame && v.canvas_view) { const r = v.canvas_view.el.getBoundingClientRect(); const b = v.frame.bbox;
+    out.push({title: v.model.title ? v.model.title.text : '', x: r.x + b.left, y: r.y + b.top, w: b.width, h: b.height}); }
+  for (const c of (v.child_views ?? [])) walk(c); }
+for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
+
+_TOOLTIPS = """
+function all(root, out) { for (const el of root.querySelectorAll('*')) { out.push(el); if (el.shadowRoot) all(el.shadowRoot, out); } return out; }
+return all(document, []).filter(e => String(e.className).includes('bk-tooltip-content')).map(e => e.textContent).join(' | ');"""
+
+
+def _load(browser, url):
+    browser.get(url)
+    for _ in range(100):
+        frames = browser.execute_script(
+            "return window.Bokeh && Bokeh.index ? 1 : 0"
+        ) and browser.execute_script(_FRAMES)
+        if frames:
+            return frames
+        time.sleep(0.1)
+    raise AssertionError(f"{url}: no Bokeh plot rendered")
+
+
+def _hover(browser, frame, fx, fy) -> str:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    x, y = int(frame["x"] + fx * frame["w"]), int(frame["y"] + fy * frame["h"])
+    a = ActionChains(browser)
+    a.w3c_actions.pointer_action.move_to_location(x - 3, y - 3)  # enter the canvas, then move in it
+    a.w3c_actions.pointer_action.move_to_location(x, y)
+    a.perform()
+    for _ in range(30):
+        text = browser.execute_script(_TOOLTIPS)
+        if "class:" in text:
+            return text
+        time.sleep(0.1)
+    return text
+
+
+def _not_blank(browser) -> None:
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB"), dtype=np.int16)
+    assert shot.std() > 10 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 20
+
+
+def _severe(browser) -> list[str]:
+    return [
+        m["message"]
+        for m in browser.get_log("browser")
+        if m["level"] == "SEVERE" and "favicon.ico" not in m["message"]
+    ]
+
+
+def test_map_html__renders_offline_with_hover_names(halves, browser, server):
+    root, base = server
+    assert main(["map", str(halves), "--out", str(root / "map.html")]) == 0
+    html = (root / "map.html").read_text()
+    import re
+
+    assert not re.search(r'<(script|link)[^>]+(src|href)="(?!data:)', html)  # every resource inline
+    frames = _load(browser, f"{base}/map.html")
+    assert _severe(browser) == []
+    _not_blank(browser)
+    labels = next(f for f in frames if f["title"] == "labels")
+    left = _hover(browser, labels, 0.25, 0.5)
+    assert "class: Primary dryland forest" in left and "code: 2001" in left and f"id: {FOREST} " in left
+    right = _hover(browser, labels, 0.75, 0.5)
+    assert "class: Open water" in right and "code: 5001" in right
+
+
+def test_report_html__renders_in_the_browser(tmp_path, browser, server):
+    root, base = server
+    run = tmp_path / "run"
+    assert main(["-q", "demo", "--out", str(run), "--size", "600", "--epochs", "1"]) == 0
+    report = run / "report.html"
+    assert report.exists()
+    shutil.copy(report, root / "report.html")
+    frames = _load(browser, f"{base}/report.html")
+    assert _severe(browser) == []
+    _not_blank(browser)
+    titles = {f["title"] for f in frames}
+    assert {"labels", "prediction", "errors (red) vs labels"} <= titles
+    text = browser.execute_script(
+        "function t(r) { let s = ''; for (const el of r.querySelectorAll('*')) "
+        "{ if (el.shadowRoot) s += el.shadowRoot.textContent + t(el.shadowRoot); } return s; }"
+        "return document.body.innerText + t(document);"
+    )
+    assert "Accuracy: whole scene, by split area" in text and "Class areas" in text and "Training" in text
+    pred = next(f for f in frames if f["title"] == "prediction")
+    assert "class:" in _hover(browser, pred, 0.5, 0.5)
+
+
+def test_map_cli__bad_input(tmp_path, capsys):
+    assert main(["map", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "m.html")]) == 2
+    assert "cube not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    assert "expected a run folder with cube.zarr" in capsys.readouterr().err
+    assert not Path(tmp_path / "r.html").exists()
