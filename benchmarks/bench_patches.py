@@ -20,23 +20,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, peak_rss_mb, run_child, save, scene
+from _common import WORK, cube, peak_rss_mb, run_child, save
 
 
 def cube_path(size: int) -> Path:
-    path = WORK / f"cube_{size}.zarr"
-    if not path.exists():
-        from kerinci_xr.pipeline import prepare
-
-        folder = scene(size)
-        prepare(
-            folder / "Landsat_Kerinci_2023_v1.tif",
-            labels=folder / "LC_Image_v1.tif",
-            legend=folder / "lc.json",
-            out=path,
-            chunk=1024,
-        )
-    return path
+    return cube(size)
 
 
 def manifest_path(size: int, n: int) -> Path:
