@@ -1,6 +1,6 @@
 """Write benchmarks/README.md from the latest results/*.json (run after the benchmarks).
 
-    python benchmarks/summarize.py
+python benchmarks/summarize.py
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ def section(title: str, what: str, rows: list[str], res: dict | None, head: str)
     out = [f"## {title}", "", what, ""]
     if res is None:
         return [*out, "_not run yet_", ""]
-    out += [f"Run {res['date']} on {res['machine']['cpus']} CPU cores, Python {res['machine']['python']}.", ""]
+    out += [
+        f"Run {res['date']} on {res['machine']['cpus']} CPU cores, Python {res['machine']['python']}.",
+        "",
+    ]
     out += [head, "|" + "---|" * (head.count("|") - 1), *rows, ""]
     if res.get("checks"):
         out += ["| check | value | target | verdict |", "|---|---|---|---|", *checks(res), ""]
@@ -47,65 +50,113 @@ def main() -> None:
         "",
     ]
     r = load("bench_synth")
-    rows = [f"| {x['size']}^2 | {x['seconds']:.1f} | {x['mpix_per_s']:.2f} | {x['peak_rss_mb']:.0f} | {x['disk_mb']:.0f} |"
-            for x in (r or {}).get("rows", [])]
-    lines += section("Scene generator (`bench_synth.py`)", "Writing the four files of a scene; baseline: the smallest size's peak RSS.",
-                     rows, r, "| scene | seconds | Mpix/s | peak RSS MiB | files MiB |")
+    rows = [
+        f"| {x['size']}^2 | {x['seconds']:.1f} | {x['mpix_per_s']:.2f} | {x['peak_rss_mb']:.0f} | {x['disk_mb']:.0f} |"
+        for x in (r or {}).get("rows", [])
+    ]
+    lines += section(
+        "Scene generator (`bench_synth.py`)",
+        "Writing the four files of a scene; baseline: the smallest size's peak RSS.",
+        rows,
+        r,
+        "| scene | seconds | Mpix/s | peak RSS MiB | files MiB |",
+    )
     if r:
-        lines += [f"Peak RSS growth from the smallest to the largest scene: {100 * r['rss_growth']:.1f} % "
-                  f"(target <= 20 %): {r['verdict']}.", ""]
+        lines += [
+            f"Peak RSS growth from the smallest to the largest scene: {100 * r['rss_growth']:.1f} % "
+            f"(target <= 20 %): {r['verdict']}.",
+            "",
+        ]
     r = load("bench_prepare")
-    rows = [f"| {x['case']} | {x['size']}^2 | {x['seconds']:.1f} | {x['mpix_per_s']:.2f} | {x['peak_rss_mb']:.0f} |"
-            for x in (r or {}).get("rows", [])]
-    lines += section("prepare (`bench_prepare.py`)",
-                     "Scale, mask, remap and write the Zarr cube of an 8-band uint16 scene. Baseline: the same "
-                     "steps eagerly with rasterio and numpy in memory (the original notebook).",
-                     rows, r, "| path | scene | seconds | Mpix/s | peak RSS MiB |")
+    rows = [
+        f"| {x['case']} | {x['size']}^2 | {x['seconds']:.1f} | {x['mpix_per_s']:.2f} | {x['peak_rss_mb']:.0f} |"
+        for x in (r or {}).get("rows", [])
+    ]
+    lines += section(
+        "prepare (`bench_prepare.py`)",
+        "Scale, mask, remap and write the Zarr cube of an 8-band uint16 scene. Baseline: the same "
+        "steps eagerly with rasterio and numpy in memory (the original notebook).",
+        rows,
+        r,
+        "| path | scene | seconds | Mpix/s | peak RSS MiB |",
+    )
     r = load("bench_patches")
-    rows = [f"| {k} | {x['patches']} | {x['seconds']:.2f} | {x['patches_per_s']:.1f} | {x['peak_rss_mb']:.0f} |"
-            for k, x in (r or {}).get("rows", {}).items()]
-    lines += section("Patches (`bench_patches.py`)",
-                     "8000 x 8000 x 8 scene, 2,000 patches of 128 x 128. (a) the patch store vs reading each "
-                     "window through the lazy cube; (b) an epoch into torch tensors with the project's loader "
-                     "(steady state, the split cached) vs plain xbatcher BatchGenerators over `xr.open_zarr`.",
-                     rows, r, "| case | patches | seconds | patches/s | peak RSS MiB |")
+    rows = [
+        f"| {k} | {x['patches']} | {x['seconds']:.2f} | {x['patches_per_s']:.1f} | {x['peak_rss_mb']:.0f} |"
+        for k, x in (r or {}).get("rows", {}).items()
+    ]
+    lines += section(
+        "Patches (`bench_patches.py`)",
+        "8000 x 8000 x 8 scene, 2,000 patches of 128 x 128. (a) the patch store vs reading each "
+        "window through the lazy cube; (b) an epoch into torch tensors with the project's loader "
+        "(steady state, the split cached) vs plain xbatcher BatchGenerators over `xr.open_zarr`.",
+        rows,
+        r,
+        "| case | patches | seconds | patches/s | peak RSS MiB |",
+    )
     for dev in ("cpu", "cuda"):
         r = load(f"bench_train_{dev}")
-        rows = [f"| {k} | {x['device']} | {x['batch_size']} | {x['images_per_s']:.1f} | {100 * x['data_wait_frac']:.1f} % | "
-                f"{x['peak_rss_mb']:.0f} |" for k, x in (r or {}).get("rows", {}).items()]
-        lines += section(f"Training throughput on {dev.upper()} (`bench_train.py`)",
-                         "U-Net depth 4, base 32, 10 bands, 128 x 128 patches. Baseline: the same loop fed by "
-                         "xbatcher's torch MapDataset over the lazily opened store.",
-                         rows, r, "| loader | device | batch | images/s | data wait | peak RSS MiB |")
+        rows = [
+            f"| {k} | {x['device']} | {x['batch_size']} | {x['images_per_s']:.1f} | {100 * x['data_wait_frac']:.1f} % | "
+            f"{x['peak_rss_mb']:.0f} |"
+            for k, x in (r or {}).get("rows", {}).items()
+        ]
+        lines += section(
+            f"Training throughput on {dev.upper()} (`bench_train.py`)",
+            "U-Net depth 4, base 32, 10 bands, 128 x 128 patches. Baseline: the same loop fed by "
+            "xbatcher's torch MapDataset over the lazily opened store.",
+            rows,
+            r,
+            "| loader | device | batch | images/s | data wait | peak RSS MiB |",
+        )
     for dev in ("cpu", "cuda"):
         r = load(f"bench_predict_{dev}")
-        rows = [f"| {k} | {x['size']}^2 | {x['mpix']:.1f} | {x['seconds']:.2f} | {x['mpix_per_s']:.3f} | {x['peak_rss_mb']:.0f} |"
-                for k, x in (r or {}).get("rows", {}).items()]
-        lines += section(f"Whole-scene prediction on {dev.upper()} (`bench_predict.py`)",
-                         "U-Net depth 4, base 32; output chunks of 2048 with a 112-pixel context margin. Baseline "
-                         "(the limit): the raw forward pass over 1024 x 1024 tiles already in memory. `scene_w1`: "
-                         "threaded scheduler; `scene_w2`: LocalCluster of 2 single-threaded workers (peak RSS of the "
-                         "client only); `big_w1`: the scene 4x larger.",
-                         rows, r, "| case | scene | Mpix | seconds | Mpix/s | peak RSS MiB |")
+        rows = [
+            f"| {k} | {x['size']}^2 | {x['mpix']:.1f} | {x['seconds']:.2f} | {x['mpix_per_s']:.3f} | {x['peak_rss_mb']:.0f} |"
+            for k, x in (r or {}).get("rows", {}).items()
+        ]
+        lines += section(
+            f"Whole-scene prediction on {dev.upper()} (`bench_predict.py`)",
+            "U-Net depth 4, base 32; output chunks of 2048 with a 112-pixel context margin. Baseline "
+            "(the limit): the raw forward pass over 1024 x 1024 tiles already in memory. `scene_w1`: "
+            "threaded scheduler; `scene_w2`: LocalCluster of 2 single-threaded workers (peak RSS of the "
+            "client only); `big_w1`: the scene 4x larger.",
+            rows,
+            r,
+            "| case | scene | Mpix | seconds | Mpix/s | peak RSS MiB |",
+        )
     r = load("bench_accuracy")
     if r:
-        rows = [f"| {k} | {v['overall_accuracy']:.3f} | {v['kappa']:.3f} | {v['mean_iou']:.3f} | {v['train_s']:.0f} |"
-                for k, v in r["table"].items()]
+        rows = [
+            f"| {k} | {v['overall_accuracy']:.3f} | {v['kappa']:.3f} | {v['mean_iou']:.3f} | {v['train_s']:.0f} |"
+            for k, v in r["table"].items()
+        ]
     else:
         rows = []
-    lines += section("Accuracy on the real North Carolina scene (`bench_accuracy.py`)",
-                     "Landsat 7 DN + landclass96 from `../shared/data/nc_landsat7/`; test blocks held out "
-                     "spatially; both models learn from the same training pixels and are scored on every "
-                     "labelled pixel of the test blocks.",
-                     rows, r, "| model | OA | kappa | mIoU | train s |")
+    lines += section(
+        "Accuracy on the real North Carolina scene (`bench_accuracy.py`)",
+        "Landsat 7 DN + landclass96 from `../shared/data/nc_landsat7/`; test blocks held out "
+        "spatially; both models learn from the same training pixels and are scored on every "
+        "labelled pixel of the test blocks.",
+        rows,
+        r,
+        "| model | OA | kappa | mIoU | train s |",
+    )
     if r:
         lines += [f"U-Net mIoU >= random forest mIoU: {'PASS' if r['pass'] else 'FAIL'}.", ""]
     r = load("bench_maps")
-    rows = [f"| {x['size']}^2 | {x['max_size']} | {x['seconds']:.2f} | {x['html_mb']:.1f} | {x['peak_rss_mb']:.0f} |"
-            for x in (r or {}).get("rows", [])]
-    lines += section("Interactive class maps (`bench_maps.py`)",
-                     "Class map of the label raster as standalone HTML. Baseline: the 4000^2 scene without "
-                     "decimation (last row).", rows, r, "| scene | shown at most (px) | seconds | HTML MB | peak RSS MiB |")
+    rows = [
+        f"| {x['size']}^2 | {x['max_size']} | {x['seconds']:.2f} | {x['html_mb']:.1f} | {x['peak_rss_mb']:.0f} |"
+        for x in (r or {}).get("rows", [])
+    ]
+    lines += section(
+        "Interactive class maps (`bench_maps.py`)",
+        "Class map of the label raster as standalone HTML. Baseline: the 4000^2 scene without "
+        "decimation (last row).",
+        rows,
+        r,
+        "| scene | shown at most (px) | seconds | HTML MB | peak RSS MiB |",
+    )
     (HERE / "README.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 
