@@ -57,3 +57,27 @@ def small_scene(tmp_path_factory):
     from kerinci_xr.synthetic import make_kerinci_scene
 
     return make_kerinci_scene(tmp_path_factory.mktemp("scene"), height=320, width=300, seed=3)
+
+
+def sampled_run(
+    root: Path, *, height: int, width: int, seed: int, chunk: int, per_class: int, block: int = 96
+):
+    """A generated scene prepared into a cube and sampled into 32 x 32 patches (public stages)."""
+    import warnings
+
+    from kerinci_xr.pipeline import prepare, sample
+    from kerinci_xr.synthetic import make_kerinci_scene
+
+    scene = make_kerinci_scene(root / "scene", height=height, width=width, seed=seed)
+    cube = prepare(
+        scene.landsat,
+        labels=scene.labels,
+        legend=scene.legend,
+        radar=scene.palsar,
+        chunk=chunk,
+        out=root / "cube.zarr",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small splits
+        store, _ = sample(cube, out=root / "patches.zarr", per_class=per_class, patch=32, seed=0, block=block)
+    return scene, cube, store

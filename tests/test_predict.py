@@ -13,37 +13,19 @@ from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError, OutputE
 from kerinci_xr.io import write_cog
 from kerinci_xr.legend import Legend, read_legend
 from kerinci_xr.metrics import class_areas
-from kerinci_xr.patches import write_patches
 from kerinci_xr.pipeline import predict
 from kerinci_xr.predict import predict_scene
-from kerinci_xr.sampling import sample_centres
-from kerinci_xr.store import build_cube, open_cube, write_cube
+from kerinci_xr.store import open_cube
 from kerinci_xr.train import TrainConfig, fit, load_checkpoint
 
-from .conftest import raise_if_dask_computes
+from .conftest import raise_if_dask_computes, sampled_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 360 x 330 scene, its cube, a patch store and a small trained U-Net (depth 2)."""
-    from kerinci_xr.synthetic import make_kerinci_scene
-
     root = tmp_path_factory.mktemp("predict")
-    scene = make_kerinci_scene(root / "scene", height=360, width=330, seed=5)
-    cube = write_cube(
-        build_cube(
-            scene.landsat, scene.labels, legend=read_legend(scene.legend), radar=scene.palsar, chunks=128
-        ),
-        root / "cube.zarr",
-    )
-    with pytest.warns(UserWarning):
-        m = sample_centres(open_cube(cube), per_class=8, patch=32, seed=0, block=96)
-    store = write_patches(
-        open_cube(cube),
-        m,
-        root / "patches.zarr",
-        attrs={"split": {"seed": 0, "fractions": [0.7, 0.15, 0.15], "block": 96}},
-    )
+    _, cube, store = sampled_run(root, height=360, width=330, seed=5, chunk=128, per_class=8)
     model = fit(store, root / "model.pt", config=TrainConfig(epochs=3, depth=2, base=8, batch_size=8))["best"]
     return {"root": root, "cube": cube, "store": store, "model": model}
 

@@ -5,11 +5,9 @@ import torch
 
 from kerinci_xr.cli import main
 from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError
-from kerinci_xr.legend import read_legend
-from kerinci_xr.patches import write_patches
-from kerinci_xr.sampling import sample_centres
-from kerinci_xr.store import build_cube, write_cube
 from kerinci_xr.train import CheckpointError, TrainConfig, evaluate_store, fit, load_checkpoint
+
+from .conftest import sampled_run
 
 TINY = {"depth": 2, "base": 8, "batch_size": 8, "lr": 5e-3, "dropout": 0.1}
 
@@ -17,20 +15,9 @@ TINY = {"depth": 2, "base": 8, "batch_size": 8, "lr": 5e-3, "dropout": 0.1}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A 480 x 480 generated scene sampled into 32 x 32 patches."""
-    from kerinci_xr.store import open_cube
-    from kerinci_xr.synthetic import make_kerinci_scene
-
-    root = tmp_path_factory.mktemp("train")
-    scene = make_kerinci_scene(root / "scene", height=480, width=480, seed=11)
-    cube = write_cube(
-        build_cube(
-            scene.landsat, scene.labels, legend=read_legend(scene.legend), radar=scene.palsar, chunks=160
-        ),
-        root / "cube.zarr",
-    )
-    with pytest.warns(UserWarning):
-        m = sample_centres(open_cube(cube), per_class=12, patch=32, seed=0, block=96)
-    return write_patches(open_cube(cube), m, root / "patches.zarr")
+    return sampled_run(
+        tmp_path_factory.mktemp("train"), height=480, width=480, seed=11, chunk=160, per_class=12
+    )[2]
 
 
 def _weights(path):
