@@ -249,9 +249,7 @@ def align_to(
     if like.chunks is not None:
         ychunks, xchunks = like.chunksizes["y"], like.chunksizes["x"]
     else:
-        ychunks = normalize_chunks(None)["y"]
-        ychunks = da.core.normalize_chunks(ychunks, (like.sizes["y"],))[0]
-        xchunks = da.core.normalize_chunks(DEFAULT_CHUNK, (like.sizes["x"],))[0]
+        ychunks, xchunks = da.core.normalize_chunks(DEFAULT_CHUNK, (like.sizes["y"], like.sizes["x"]))
     data = src.data
     nb = src.sizes["band"]
     rows = []
@@ -293,7 +291,7 @@ def align_to(
             c0 += w
         rows.append(row)
         r0 += h
-    out = da.block([[r for r in row] for row in rows]) if rows else None
+    out = da.block(rows)
     result = xr.DataArray(
         out,
         dims=("band", "y", "x"),

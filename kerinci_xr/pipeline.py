@@ -11,7 +11,7 @@ import json
 import logging
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -490,7 +490,6 @@ class _Stage:
     outputs: list[Path]
     params: dict[str, Any]
     run: Callable[[], Any]
-    done: bool = field(default=False)
 
 
 def _newest(paths: Sequence[Path]) -> float:
@@ -533,7 +532,7 @@ def _evaluate_stage(store: Path, model: Path, out: Path, split: str, echo: Calla
 
 
 def _stages(
-    config: dict[str, dict], *, progress: bool, force: bool, echo: Callable[[str], Any] = log.info
+    config: dict[str, dict], *, progress: bool, echo: Callable[[str], Any] = log.info
 ) -> list[_Stage]:
     from .synthetic import make_kerinci_scene
 
@@ -716,7 +715,7 @@ def run_pipeline(
         value = cfg.get("inputs", {}).get(key)
         if value and not Path(value).exists():
             raise InputFileNotFoundError(f"[inputs] {key}: {value} not found. Fix: check the path.")
-    stages = _stages(cfg, progress=progress, force=force, echo=echo)
+    stages = _stages(cfg, progress=progress, echo=echo)
     root = Path(cfg["pipeline"]["out_dir"])
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / ".kerinci-stages.json"

@@ -56,23 +56,6 @@ def _model(checkpoint: str, device: str):
         return _MODELS[key]
 
 
-def _release_memory() -> None:
-    """Give freed heap back to the OS after a forward pass (glibc keeps it otherwise).
-
-    A forward pass of a 2272 x 2272 window allocates and frees gigabytes; without a trim,
-    glibc's arenas keep the high-water mark of every thread, and peak RSS creeps up with the
-    number of windows. A no-op where glibc is absent.
-    """
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
 def _predict_window(
     image_parts: list,
     valid_parts: list,
@@ -118,7 +101,6 @@ def _predict_window(
         else:
             conf = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
         cls = (idx + 1).to(torch.uint8).cpu().numpy()
-    _release_memory()
     okc = ok[sy, sx]
     layers = [np.where(okc, cls, 0).astype(np.float32)[None], np.where(okc, conf, 0).astype(np.float32)[None]]
     if probabilities:

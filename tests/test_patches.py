@@ -45,7 +45,8 @@ def test_write_patches__windows_manifest_and_stats(cube_path, manifest, tmp_path
     vals = np.moveaxis(pix, 1, 0)[:, v].astype(np.float64)
     np.testing.assert_allclose(ds.attrs["band_mean"], vals.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(ds.attrs["band_std"], vals.std(axis=1), rtol=1e-4)
-    assert ds.attrs["patch"] == 32 and read_legend is not None and ds.attrs["legend"]
+    assert ds.attrs["patch"] == 32
+    assert ds.attrs["legend"] == cube.attrs["legend"]
 
 
 def test_write_patches__reads_each_cube_chunk_once(cube_path, manifest, tmp_path):
