@@ -73,6 +73,9 @@ def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) 
             pred = predict_scene(open_cube(cube(size)), ckpt_path, chunk=chunk, device=device)
             write_cube(pred, target)
             secs = time.perf_counter() - t0
+            if client is not None:  # the workers' own peaks: the client's says little
+                peaks = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss / 1024)
+                out["worker_peak_rss_mb"] = max(peaks.values())
         shutil.rmtree(target, ignore_errors=True)
         out |= {"mpix": size * size / 1e6, "seconds": secs, "chunk": chunk}
     out["mpix_per_s"] = out["mpix"] / out["seconds"]
@@ -116,6 +119,7 @@ def main() -> None:
         print(
             f"{c:<9} {r['size']:>6}^2 on {r['device']:<5} {r['mpix']:>7.1f} Mpix {r['seconds']:>8.2f} s "
             f"{r['mpix_per_s']:>7.3f} Mpix/s  peak RSS {r['peak_rss_mb']:>7.1f} MiB"
+            + (f" (each worker <= {r['worker_peak_rss_mb']:.1f} MiB)" if "worker_peak_rss_mb" in r else "")
         )
     checks = {}
     raw = rows["raw"]["mpix_per_s"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 
-__all__ = ["BlockGrid", "assemble", "cut_windows"]
+__all__ = ["BlockGrid", "Region", "assemble", "cut_windows"]
 
 
 class BlockGrid:
@@ -80,3 +81,31 @@ def cut_windows(
                     sx.start + c - xs[j] : sx.start + d - xs[j],
                 ]
     return out
+
+
+class Region:
+    """One region of a dask array, read inside the task that needs it, not as a graph dependency.
+
+    A task handed :class:`Region` objects holds only its own data: no chunk stays in memory
+    waiting for the neighbours that share it, so peak memory is set by the tasks running at
+    once, not by the scene's width. The price is that chunks under the overlap of two regions
+    are read (and decompressed) by both. The region's graph is culled when it is built, so a
+    task ships only the few reads it makes.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, arr: Any, ys: slice, xs: slice) -> None:
+        region = arr[..., ys, xs]
+        if isinstance(region, da.Array):
+            (region,) = dask.optimize(region)
+        self.array = region
+
+    def __dask_tokenize__(self) -> Any:
+        arr = self.array
+        return arr.name if isinstance(arr, da.Array) else dask.base.tokenize(arr)
+
+    def read(self) -> np.ndarray:
+        """Inside a task: the region's values (read with the synchronous scheduler)."""
+        arr = self.array
+        return np.asarray(arr.compute(scheduler="sync") if isinstance(arr, da.Array) else arr)

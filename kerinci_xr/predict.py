@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ._chunks import BlockGrid, assemble
+from ._chunks import Region
 from .errors import InvalidInputError
 from .legend import Legend
 from .model import UNetConfig
@@ -57,8 +57,8 @@ def _model(checkpoint: str, device: str):
 
 
 def _predict_window(
-    image_parts: list,
-    valid_parts: list,
+    image: Region,
+    valid: Region,
     window: tuple[int, int, int, int],
     core: tuple[int, int, int, int],
     checkpoint: str,
@@ -70,11 +70,11 @@ def _predict_window(
 
     model, dev, ckpt = _model(checkpoint, device)
     mult = UNetConfig.from_dict(ckpt["model_config"]).multiple
-    img = assemble(image_parts).astype(np.float32, copy=False)
-    ok = assemble(valid_parts)
+    img = image.read()
+    ok = valid.read().astype(bool, copy=False)
     mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
-    x = img if img.flags.writeable and img.base is None else img.copy()  # assembled: ours to change
+    x = img.astype(np.float32, copy=not (img.flags.writeable and img.base is None))  # ours to change
     x -= mean
     x /= std
     np.copyto(x, np.float32(0), where=~np.isfinite(x) | ~ok[None])
@@ -165,10 +165,8 @@ def predict_scene(
     image = image if isinstance(image, da.Array) else da.from_array(image)
     valid = cube["valid"].data
     valid = valid if isinstance(valid, da.Array) else da.from_array(valid)
-    # windows take the cube's own chunks (not chunks merged to the output size: a merged block
-    # would stay in memory until all nine windows around it are done)
-    image = image.rechunk({0: -1})
-    gi, gv = BlockGrid(image), BlockGrid(valid)
+    # each window reads its own region inside its task: shared chunk tasks would stay in memory
+    # until every window around them is done, a band of chunks as wide as the scene
     nlayers = 2 + (legend.n_classes if probabilities else 0)
     ybounds = [*range(0, height, chunk), height]
     xbounds = [*range(0, width, chunk), width]
@@ -180,8 +178,8 @@ def predict_scene(
             wx0, wx1 = max(int(c0) - margin, 0), min(int(c1) + margin, width)
             win = (slice(wy0, wy1), slice(wx0, wx1))
             task = dask.delayed(_predict_window, pure=True)(
-                gi.parts(*win),
-                gv.parts(*win),
+                Region(image, *win),
+                Region(valid, *win),
                 (wy0, wy1, wx0, wx1),
                 (int(r0), int(r1), int(c0), int(c1)),
                 str(checkpoint.resolve()),

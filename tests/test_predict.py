@@ -49,6 +49,21 @@ def test_predict_scene__lazy_and_invariant_to_chunking(trained):
     assert (conf[valid] > 0).all() and (conf <= 1).all()
 
 
+def test_predict_scene__windows_share_no_chunk_tasks(trained):
+    """Each window reads its own region: no cube chunk is a task that windows wait on together.
+
+    Shared chunk tasks would stay in memory until every window around them is done, which
+    makes peak memory grow with the scene's width.
+    """
+    cube = open_cube(trained["cube"])
+    pred = predict_scene(cube, trained["model"], chunk=64)
+    graph = dict(pred["class"].data.__dask_graph__())
+    cube_keys = {k for v in ("image", "valid") for k in cube[v].data.__dask_graph__()}
+    assert cube_keys and not cube_keys & graph.keys()
+    windows = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith("_predict_window")]
+    assert len(windows) == 6 * 6  # 360 x 330 in 64-pixel chunks
+
+
 def test_predict_scene__no_seams_along_chunk_borders(trained):
     cube = open_cube(trained["cube"])
     one = predict_scene(cube, trained["model"], chunk=1024)["confidence"].values
