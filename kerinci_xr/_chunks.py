@@ -1,8 +1,12 @@
-"""Regions of a chunked array as task arguments, so that every chunk is computed once per run.
+"""Regions of a chunked array for tasks that need windows larger than, or across, its chunks.
 
-Slicing a dask array per task lets dask push the slice into the read, and then a chunk that
-several regions overlap is read by each of them. Handing each task the *whole chunks* it needs
-(as ``Delayed`` objects of one ``to_delayed()`` call) shares every chunk between its tasks.
+Two ways, for two needs. :class:`BlockGrid` hands each task the *whole chunks* it needs as
+``Delayed`` dependencies (of one ``to_delayed()`` call), so every chunk is read once per run and
+shared by its tasks: right when the tasks are cheap next to the reads (cutting patches,
+sampling). :class:`Regions` hands each task a small self-contained read that it does itself, so
+no chunk waits in memory for the other tasks that share it: right when the tasks are long and
+memory must not grow with the scene (whole-scene prediction), at the price of reading the
+chunks under the overlaps more than once.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.local import get_sync
+from dask.optimization import cull
 
-__all__ = ["BlockGrid", "Region", "assemble", "cut_windows"]
+__all__ = ["BlockGrid", "Region", "Regions", "assemble", "cut_windows"]
 
 
 class BlockGrid:
     """The chunks of a dask array over its last two (y, x) axes, as ``Delayed`` objects."""
 
     def __init__(self, arr: da.Array) -> None:
-        if any(len(c) != 1 for c in arr.chunks[:-2]):
-            arr = arr.rechunk({i: -1 for i in range(arr.ndim - 2)})
+        arr = _one_chunk_before_yx(arr)
         self.blocks = arr.to_delayed()
         self.ybounds = np.cumsum((0, *arr.chunks[-2]))
         self.xbounds = np.cumsum((0, *arr.chunks[-1]))
@@ -29,25 +34,10 @@ class BlockGrid:
 
     def parts(self, ys: slice, xs: slice) -> list[list[tuple[Any, slice, slice]]]:
         """The chunks covering rows ``ys`` and columns ``xs``, with the part of each to keep."""
-        rows = []
-        iy = range(
-            np.searchsorted(self.ybounds, ys.start, "right") - 1,
-            np.searchsorted(self.ybounds, ys.stop - 1, "right"),
-        )
-        ix = range(
-            np.searchsorted(self.xbounds, xs.start, "right") - 1,
-            np.searchsorted(self.xbounds, xs.stop - 1, "right"),
-        )
-        for i in iy:
-            y0, y1 = self.ybounds[i], self.ybounds[i + 1]
-            sy = slice(int(max(ys.start, y0) - y0), int(min(ys.stop, y1) - y0))
-            row = []
-            for j in ix:
-                x0, x1 = self.xbounds[j], self.xbounds[j + 1]
-                sx = slice(int(max(xs.start, x0) - x0), int(min(xs.stop, x1) - x0))
-                row.append((self.blocks[(*self.lead, i, j)], sy, sx))
-            rows.append(row)
-        return rows
+        return [
+            [(self.blocks[(*self.lead, i, j)], sy, sx) for j, sx in _cover(self.xbounds, xs)]
+            for i, sy in _cover(self.ybounds, ys)
+        ]
 
 
 def assemble(parts: list[list[tuple[np.ndarray, slice, slice]]]) -> np.ndarray:
@@ -83,29 +73,71 @@ def cut_windows(
     return out
 
 
-class Region:
-    """One region of a dask array, read inside the task that needs it, not as a graph dependency.
+class Regions:
+    """Regions of a dask array as small self-contained reads, done inside the task that needs them.
 
-    A task handed :class:`Region` objects holds only its own data: no chunk stays in memory
-    waiting for the neighbours that share it, so peak memory is set by the tasks running at
-    once, not by the scene's width. The price is that chunks under the overlap of two regions
-    are read (and decompressed) by both. The region's graph is culled when it is built, so a
-    task ships only the few reads it makes.
+    A task handed :class:`Region` objects (rather than the chunks themselves as dependencies)
+    holds only its own data: no chunk stays in memory waiting for the neighbours that share it,
+    so peak memory is set by the tasks running at once, not by the scene's width. The price is
+    that chunks under the overlap of two regions are read (and decompressed) by both. The
+    array's graph is optimised and materialised once; each region keeps only the few tasks its
+    chunks need, so building N regions costs O(N), and a task ships only its own reads.
     """
 
-    __slots__ = ("array",)
+    def __init__(self, arr: da.Array) -> None:
+        (arr,) = dask.optimize(_one_chunk_before_yx(arr))
+        self.graph = dict(arr.__dask_graph__())
+        self.name = arr.name
+        self.ybounds = np.cumsum((0, *arr.chunks[-2]))
+        self.xbounds = np.cumsum((0, *arr.chunks[-1]))
+        self.lead = (0,) * (arr.ndim - 2)
 
-    def __init__(self, arr: Any, ys: slice, xs: slice) -> None:
-        region = arr[..., ys, xs]
-        if isinstance(region, da.Array):
-            (region,) = dask.optimize(region)
-        self.array = region
+    def region(self, ys: slice, xs: slice) -> Region:
+        """The read of rows ``ys`` and columns ``xs``, for a task to do."""
+        parts = [
+            [((self.name, *self.lead, i, j), sy, sx) for j, sx in _cover(self.xbounds, xs)]
+            for i, sy in _cover(self.ybounds, ys)
+        ]
+        graph, _ = cull(self.graph, [k for row in parts for k, _, _ in row])
+        return Region(graph, parts)
+
+
+def _one_chunk_before_yx(arr: da.Array) -> da.Array:
+    """``arr`` with a single chunk along every axis but the last two (y, x)."""
+    if any(len(c) != 1 for c in arr.chunks[:-2]):
+        arr = arr.rechunk({i: -1 for i in range(arr.ndim - 2)})
+    return arr
+
+
+def _cover(bounds: np.ndarray, want: slice) -> list[tuple[int, slice]]:
+    """The chunks (index, part of the chunk to keep) that cover ``want`` along one axis."""
+    first = int(np.searchsorted(bounds, want.start, "right")) - 1
+    last = int(np.searchsorted(bounds, want.stop - 1, "right"))
+    return [
+        (
+            i,
+            slice(
+                int(max(want.start, bounds[i]) - bounds[i]), int(min(want.stop, bounds[i + 1]) - bounds[i])
+            ),
+        )
+        for i in range(first, last)
+    ]
+
+
+class Region:
+    """One region of a dask array: a culled graph of its chunk reads and the part of each to keep."""
+
+    __slots__ = ("graph", "parts")
+
+    def __init__(self, graph: dict, parts: list[list[tuple[Any, slice, slice]]]) -> None:
+        self.graph = graph
+        self.parts = parts
 
     def __dask_tokenize__(self) -> Any:
-        arr = self.array
-        return arr.name if isinstance(arr, da.Array) else dask.base.tokenize(arr)
+        return [[(k, (sy.start, sy.stop), (sx.start, sx.stop)) for k, sy, sx in row] for row in self.parts]
 
     def read(self) -> np.ndarray:
-        """Inside a task: the region's values (read with the synchronous scheduler)."""
-        arr = self.array
-        return np.asarray(arr.compute(scheduler="sync") if isinstance(arr, da.Array) else arr)
+        """Inside a task: the region's values (its chunks read with the synchronous scheduler)."""
+        keys = [k for row in self.parts for k, _, _ in row]
+        chunks = dict(zip(keys, get_sync(self.graph, keys), strict=True))
+        return assemble([[(chunks[k], sy, sx) for k, sy, sx in row] for row in self.parts])
