@@ -167,7 +167,7 @@ def predict_scene(
     valid = valid if isinstance(valid, da.Array) else da.from_array(valid)
     # each window reads its own region inside its task: shared chunk tasks would stay in memory
     # until every window around them is done, a band of chunks as wide as the scene
-    image, valid = Regions(image), Regions(valid)
+    image_regions, valid_regions = Regions(image), Regions(valid)
     nlayers = 2 + (legend.n_classes if probabilities else 0)
     ybounds = [*range(0, height, chunk), height]
     xbounds = [*range(0, width, chunk), width]
@@ -179,8 +179,8 @@ def predict_scene(
             wx0, wx1 = max(int(c0) - margin, 0), min(int(c1) + margin, width)
             win = (slice(wy0, wy1), slice(wx0, wx1))
             task = dask.delayed(_predict_window, pure=True)(
-                image.region(*win),
-                valid.region(*win),
+                image_regions.region(*win),
+                valid_regions.region(*win),
                 (wy0, wy1, wx0, wx1),
                 (int(r0), int(r1), int(c0), int(c1)),
                 str(checkpoint.resolve()),
