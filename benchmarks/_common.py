@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # measure this checkout's kerinci_xr, whatever is installed
+    sys.path.insert(1, str(HERE.parent))
 WORK = Path(os.environ.get("KERINCI_BENCH_WORK", HERE / "_work"))
 RESULTS = HERE / "results"
 

@@ -11,6 +11,7 @@ one-piece prediction. The model is loaded once per worker process and reused by 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
 _FORWARD_LOCK = threading.Lock()  # one forward pass at a time per process: torch uses every core
+# On the CPU, one window in the forward pass and one being read is all that can make progress at
+# once; more windows would only wait for the lock, each holding its input (~350 MB for 2272^2).
+_CPU_WINDOWS = threading.BoundedSemaphore(2)
 
 
 def margin_for(config: UNetConfig) -> int:
@@ -66,9 +70,23 @@ def _predict_window(
     probabilities: bool,
 ) -> np.ndarray:
     """Classes, confidence (and probabilities) of one chunk; rows of the result are stacked."""
+    model, dev, ckpt = _model(checkpoint, device)
+    with _CPU_WINDOWS if dev.type == "cpu" else contextlib.nullcontext():
+        return _window_layers(model, dev, ckpt, image, valid, window, core, probabilities)
+
+
+def _window_layers(
+    model: Any,
+    dev: Any,
+    ckpt: dict,
+    image: Region,
+    valid: Region,
+    window: tuple[int, int, int, int],
+    core: tuple[int, int, int, int],
+    probabilities: bool,
+) -> np.ndarray:
     import torch
 
-    model, dev, ckpt = _model(checkpoint, device)
     mult = UNetConfig.from_dict(ckpt["model_config"]).multiple
     img = image.read()
     ok = valid.read().astype(bool, copy=False)
