@@ -1,9 +1,10 @@
 """Whole-scene prediction: Mpix/s of predict_scene vs the raw model forward pass from memory.
 
-The raw forward pass (the limit) runs the same U-Net on 1024 x 1024 tiles already in memory;
-the whole-scene path reads the cube, adds the context margins, predicts and writes
-prediction.zarr. Runs on the CPU (1 and 2 workers) and on CUDA when present; peak RSS at two
-scene sizes (4x the pixels). Targets: >= 0.75x the raw forward pass; peak RSS flat (within 20 %).
+The raw forward pass (the limit: the best of several timed rounds) runs the same U-Net on
+1024 x 1024 tiles already in memory; the whole-scene path reads the cube, adds the context
+margins, predicts and writes prediction.zarr. Runs on the CPU (1 and 2 workers) and on CUDA
+when present; peak RSS at two scene sizes (4x the pixels). Targets: >= 0.75x the raw forward
+pass; peak RSS flat (within 20 %).
 
     python benchmarks/bench_predict.py [--size 4000] [--depth 4] [--base 32] [--device auto]
 """
@@ -40,23 +41,27 @@ def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) 
         dev = pick_device(device)
         model = load_model(ckpt, dev)
         x = torch.randn(1, len(ckpt["bands"]), 1024, 1024, device=dev)
-        n = 3 if dev.type == "cpu" else 20
+        # the limit is the best of several timed rounds: a shared machine's slow moments would
+        # otherwise lower the baseline and flatter the ratio
+        n, rounds = (1, 5) if dev.type == "cpu" else (20, 3)
+        times = []
         with torch.no_grad():
             for _ in range(1 if dev.type == "cpu" else 3):  # warm-up
                 model(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(n):
+            for _ in range(rounds):
                 if dev.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        model(x).softmax(1).argmax(1).cpu()
-                else:
-                    model(x).softmax(1).argmax(1)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-        secs = time.perf_counter() - t0
-        out |= {"mpix": n * 1024 * 1024 / 1e6, "seconds": secs}
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    if dev.type == "cuda":
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            model(x).softmax(1).argmax(1).cpu()
+                    else:
+                        model(x).softmax(1).argmax(1)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        out |= {"mpix": n * 1024 * 1024 / 1e6, "seconds": min(times), "round_seconds": times}
     else:
         from kerinci_xr.cluster import dask_scheduler
         from kerinci_xr.predict import predict_scene

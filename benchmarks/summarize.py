@@ -129,7 +129,8 @@ def main() -> None:
         lines += section(
             f"Whole-scene prediction on {dev.upper()} (`bench_predict.py`)",
             "U-Net depth 4, base 32; output chunks of 2048 with a 112-pixel context margin. Baseline "
-            "(the limit): the raw forward pass over 1024 x 1024 tiles already in memory. `scene_w1`: "
+            "(the limit): the raw forward pass over 1024 x 1024 tiles already in memory, the best of "
+            "several timed rounds. `scene_w1`: "
             "threaded scheduler; `scene_w2`: LocalCluster of 2 single-threaded workers (peak RSS of the "
             "client, and of the largest worker); `big_w1`: the scene 4x larger. Each window reads its "
             "own region, so peak memory is set by the windows in flight: an interior window (2272^2, "
