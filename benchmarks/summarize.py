@@ -17,6 +17,10 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def checks(res: dict) -> list[str]:
     return [
         f"| {k} | {v['value']} | {v['target']} | {'PASS' if v['pass'] else 'FAIL'} |"
@@ -113,10 +117,7 @@ def main() -> None:
         r = load(f"bench_predict_{dev}")
         rows = [
             f"| {k} | {x['size']}^2 | {x['mpix']:.1f} | {x['seconds']:.2f} | {x['mpix_per_s']:.3f} | "
-            f"{x['peak_rss_mb']:.0f} | {x['worker_peak_rss_mb']:.0f} |"
-            if "worker_peak_rss_mb" in x
-            else f"| {k} | {x['size']}^2 | {x['mpix']:.1f} | {x['seconds']:.2f} | {x['mpix_per_s']:.3f} | "
-            f"{x['peak_rss_mb']:.0f} | - |"
+            f"{x['peak_rss_mb']:.0f} | {_mib(x.get('worker_peak_rss_mb'))} |"
             for k, x in (r or {}).get("rows", {}).items()
         ]
         stale = (

@@ -22,22 +22,33 @@ from dask.optimization import cull
 __all__ = ["BlockGrid", "Region", "Regions", "assemble", "cut_windows"]
 
 
-class BlockGrid:
-    """The chunks of a dask array over its last two (y, x) axes, as ``Delayed`` objects."""
+class _Grid:
+    """Chunk bounds of a dask array over its last two (y, x) axes (one chunk along the others)."""
 
     def __init__(self, arr: da.Array) -> None:
-        arr = _one_chunk_before_yx(arr)
-        self.blocks = arr.to_delayed()
         self.ybounds = np.cumsum((0, *arr.chunks[-2]))
         self.xbounds = np.cumsum((0, *arr.chunks[-1]))
         self.lead = (0,) * (arr.ndim - 2)
 
-    def parts(self, ys: slice, xs: slice) -> list[list[tuple[Any, slice, slice]]]:
-        """The chunks covering rows ``ys`` and columns ``xs``, with the part of each to keep."""
+    def cells(self, ys: slice, xs: slice) -> list[list[tuple[tuple[int, ...], slice, slice]]]:
+        """Block indices of the chunks covering rows ``ys`` and columns ``xs``, with the part to keep."""
         return [
-            [(self.blocks[(*self.lead, i, j)], sy, sx) for j, sx in _cover(self.xbounds, xs)]
+            [((*self.lead, i, j), sy, sx) for j, sx in _cover(self.xbounds, xs)]
             for i, sy in _cover(self.ybounds, ys)
         ]
+
+
+class BlockGrid(_Grid):
+    """The chunks of a dask array over its last two (y, x) axes, as ``Delayed`` objects."""
+
+    def __init__(self, arr: da.Array) -> None:
+        arr = _one_chunk_before_yx(arr)
+        super().__init__(arr)
+        self.blocks = arr.to_delayed()
+
+    def parts(self, ys: slice, xs: slice) -> list[list[tuple[Any, slice, slice]]]:
+        """The chunks covering rows ``ys`` and columns ``xs``, with the part of each to keep."""
+        return [[(self.blocks[idx], sy, sx) for idx, sy, sx in row] for row in self.cells(ys, xs)]
 
 
 def assemble(parts: list[list[tuple[np.ndarray, slice, slice]]]) -> np.ndarray:
@@ -73,7 +84,7 @@ def cut_windows(
     return out
 
 
-class Regions:
+class Regions(_Grid):
     """Regions of a dask array as small self-contained reads, done inside the task that needs them.
 
     A task handed :class:`Region` objects (rather than the chunks themselves as dependencies)
@@ -86,18 +97,13 @@ class Regions:
 
     def __init__(self, arr: da.Array) -> None:
         (arr,) = dask.optimize(_one_chunk_before_yx(arr))
+        super().__init__(arr)
         self.graph = dict(arr.__dask_graph__())
         self.name = arr.name
-        self.ybounds = np.cumsum((0, *arr.chunks[-2]))
-        self.xbounds = np.cumsum((0, *arr.chunks[-1]))
-        self.lead = (0,) * (arr.ndim - 2)
 
     def region(self, ys: slice, xs: slice) -> Region:
         """The read of rows ``ys`` and columns ``xs``, for a task to do."""
-        parts = [
-            [((self.name, *self.lead, i, j), sy, sx) for j, sx in _cover(self.xbounds, xs)]
-            for i, sy in _cover(self.ybounds, ys)
-        ]
+        parts = [[((self.name, *idx), sy, sx) for idx, sy, sx in row] for row in self.cells(ys, xs)]
         graph, _ = cull(self.graph, [k for row in parts for k, _, _ in row])
         return Region(graph, parts)
 
