@@ -29,14 +29,16 @@ def test_unet__overfits_one_small_batch():
     x = torch.randn(4, 4, 32, 32)
     y = torch.randint(1, 4, (4, 32, 32))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    first = None
+    losses = []
     for _ in range(200):
         loss = loss_fn(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        first = first if first is not None else float(loss.detach())
-    assert float(loss) < 0.1 * first
+        losses.append(loss.item())
+    # the best of the last steps: Adam at this rate may spike for a step once the loss is tiny
+    # (the suite once failed on the last step alone, with thread timing as the only difference)
+    assert min(losses[-10:]) < 0.1 * losses[0], [round(v, 4) for v in losses[::20]]
 
 
 def test_loss__nodata_pixels_change_nothing():
