@@ -36,8 +36,9 @@ def test_unet__overfits_one_small_batch():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    # the best of the last steps: Adam at this rate may spike for a step once the loss is tiny
-    # (the suite once failed on the last step alone, with thread timing as the only difference)
+    # the best of the last steps, not the last alone: multi-threaded CPU sums vary from run to
+    # run, and Adam at this rate can spike for a step once the loss is tiny (the full suite
+    # failed here once with the same seed; the trajectory is printed if it fails again)
     assert min(losses[-10:]) < 0.1 * losses[0], [round(v, 4) for v in losses[::20]]
 
 
