@@ -79,7 +79,7 @@ def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) 
             write_cube(pred, target)
             secs = time.perf_counter() - t0
             if client is not None:  # the workers' own peaks: the client's says little
-                peaks = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss / 1024)
+                peaks = client.run(peak_rss_mb)
                 out["worker_peak_rss_mb"] = max(peaks.values())
         shutil.rmtree(target, ignore_errors=True)
         out |= {"mpix": size * size / 1e6, "seconds": secs, "chunk": chunk}

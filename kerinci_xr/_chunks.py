@@ -119,15 +119,11 @@ def _cover(bounds: np.ndarray, want: slice) -> list[tuple[int, slice]]:
     """The chunks (index, part of the chunk to keep) that cover ``want`` along one axis."""
     first = int(np.searchsorted(bounds, want.start, "right")) - 1
     last = int(np.searchsorted(bounds, want.stop - 1, "right"))
-    return [
-        (
-            i,
-            slice(
-                int(max(want.start, bounds[i]) - bounds[i]), int(min(want.stop, bounds[i + 1]) - bounds[i])
-            ),
-        )
-        for i in range(first, last)
-    ]
+    out = []
+    for i in range(first, last):
+        lo, hi = bounds[i], bounds[i + 1]
+        out.append((i, slice(int(max(want.start, lo) - lo), int(min(want.stop, hi) - lo))))
+    return out
 
 
 class Region:
