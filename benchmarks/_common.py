@@ -69,7 +69,7 @@ def cube(size: int, *, seed: int = 0, radar: bool = False, chunk: int = 1024) ->
     """A cached prepared cube of a generated scene."""
     path = WORK / f"cube_{size}{'_radar' if radar else ''}.zarr"
     if not path.exists():
-        from kerinci_xr.pipeline import prepare
+        from kerinci_xr.api import prepare
 
         folder = scene(size, seed=seed, radar=radar)
         prepare(
@@ -87,9 +87,9 @@ def random_checkpoint(cube_path: Path, out: Path, *, depth: int = 4, base: int =
     """A checkpoint of an untrained U-Net for the cube's bands (throughput does not need training)."""
     import torch
 
+    from kerinci_xr.cube import cube_legend, open_cube
     from kerinci_xr.model import UNetConfig, build_unet
-    from kerinci_xr.store import cube_legend, open_cube
-    from kerinci_xr.train import CHECKPOINT_FORMAT
+    from kerinci_xr.training import CHECKPOINT_FORMAT
 
     ds = open_cube(cube_path)
     legend = cube_legend(ds)

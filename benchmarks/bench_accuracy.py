@@ -37,11 +37,11 @@ def main() -> None:
     import zarr
     from sklearn.ensemble import RandomForestClassifier
 
+    from kerinci_xr.cube import cube_legend, open_cube
     from kerinci_xr.metrics import accuracy_report, confusion_matrix, evaluate_prediction, format_report
     from kerinci_xr.pipeline import layout_of, prepare, sample
-    from kerinci_xr.predict import predict_scene
-    from kerinci_xr.store import cube_legend, open_cube
-    from kerinci_xr.train import TrainConfig, fit
+    from kerinci_xr.prediction import predict_scene
+    from kerinci_xr.training import TrainConfig, fit
 
     work = WORK / "nc"
     work.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,8 @@ def manifest_path(size: int, n: int) -> Path:
     if not path.exists():
         import warnings
 
+        from kerinci_xr.cube import open_cube
         from kerinci_xr.sampling import sample_centres, write_manifest
-        from kerinci_xr.store import open_cube
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -51,8 +51,8 @@ def store_path(size: int, n: int) -> Path:
 
 
 def child(case: str, size: int, n: int) -> dict:
+    from kerinci_xr.cube import open_cube
     from kerinci_xr.sampling import read_manifest
-    from kerinci_xr.store import open_cube
 
     m = read_manifest(manifest_path(size, n))
     out: dict = {"case": case}

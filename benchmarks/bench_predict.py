@@ -32,7 +32,7 @@ def model_path(size: int, depth: int, base: int) -> Path:
 def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) -> dict:
     import torch
 
-    from kerinci_xr.train import load_checkpoint, load_model, pick_device
+    from kerinci_xr.training import load_checkpoint, load_model, pick_device
 
     ckpt_path = model_path(size, depth, base)
     out: dict = {"case": case, "size": size, "device": str(pick_device(device))}
@@ -64,8 +64,8 @@ def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) 
         out |= {"mpix": n * 1024 * 1024 / 1e6, "seconds": min(times), "round_seconds": times}
     else:
         from kerinci_xr.cluster import dask_scheduler
-        from kerinci_xr.predict import predict_scene
-        from kerinci_xr.store import open_cube, write_cube
+        from kerinci_xr.cube import open_cube, write_cube
+        from kerinci_xr.prediction import predict_scene
 
         workers = int(case.split("_w")[1])
         target = WORK / f"pred_{size}_{case}.zarr"

@@ -28,8 +28,8 @@ def eager(folder: Path, out: Path) -> None:
     import rasterio
     import xarray as xr
 
+    from kerinci_xr.cube import _encoding
     from kerinci_xr.legend import read_legend
-    from kerinci_xr.store import _encoding
 
     legend = read_legend(folder / "lc.json")
     with rasterio.open(folder / "Landsat_Kerinci_2023_v1.tif") as src:
@@ -63,7 +63,7 @@ def eager(folder: Path, out: Path) -> None:
 
 
 def lazy(folder: Path, out: Path) -> None:
-    from kerinci_xr.pipeline import prepare
+    from kerinci_xr.api import prepare
 
     prepare(
         folder / "Landsat_Kerinci_2023_v1.tif",

@@ -35,7 +35,7 @@ def store_path() -> Path:
 def child(case: str, device: str, batch: int, epochs: int) -> dict:
     import torch
 
-    from kerinci_xr.train import TrainConfig, fit, loss_fn, pick_device
+    from kerinci_xr.training import TrainConfig, fit, loss_fn, pick_device
 
     dev = pick_device(device)
     out: dict = {"case": case, "device": str(dev), "batch_size": batch}

@@ -22,11 +22,11 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device")
-    from kerinci_xr.pipeline import prepare, sample
-    from kerinci_xr.predict import predict_scene
-    from kerinci_xr.store import open_cube
+    from kerinci_xr.api import prepare, sample
+    from kerinci_xr.cube import open_cube
+    from kerinci_xr.prediction import predict_scene
     from kerinci_xr.synthetic import make_kerinci_scene
-    from kerinci_xr.train import TrainConfig, evaluate_store, fit
+    from kerinci_xr.training import TrainConfig, evaluate_store, fit
 
     root = Path(tempfile.mkdtemp())
     scene = make_kerinci_scene(root / "scene", height=1500, width=1500, seed=0)

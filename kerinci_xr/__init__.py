@@ -1,8 +1,18 @@
-"""kerinci_xr: pixel-wise land-cover classification from multispectral imagery on xarray + Dask."""
+"""kerinci_xr: pixel-wise land-cover classification from multispectral imagery on xarray + Dask.
 
+``import kerinci_xr as kx`` gives the whole pipeline: the stage functions (``kx.prepare``,
+``kx.sample``, ``kx.train``, ``kx.predict`` ...; the same options and defaults as the CLI and
+pipeline files), the pipeline runner and the main objects. The data layer is imported at once;
+the parts that need PyTorch or the stage layer load on first use, so the import stays fast.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+from .cube import build_cube, cube_legend, open_cube, write_cube
 from .errors import (
+    CheckpointError,
     GridMismatchError,
     InputFileNotFoundError,
     InvalidInputError,
@@ -11,17 +21,51 @@ from .errors import (
     OutputExistsError,
     RasterReadError,
 )
-from .io import align_to, open_raster
+from .io import align_to, open_raster, write_cog
 from .legend import Legend, read_legend
 from .preprocess import false_colour, remap_labels, scale_values
-from .store import build_cube, open_cube, write_cube
 
 try:
     __version__ = version("kerinci_xr")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+#: Names loaded on first use (they import torch, holoviews or the stage layer).
+_LAZY = {
+    "PatchDataset": "batching",
+    "TrainConfig": "training",
+    "TrainResult": "training",
+    "UNet": "model",
+    "UNetConfig": "model",
+    "evaluate": "api",
+    "evaluate_prediction": "metrics",
+    "fit": "training",
+    "info": "api",
+    "load_checkpoint": "checkpoint",
+    "make_loader": "batching",
+    "map": "api",
+    "predict": "api",
+    "predict_scene": "prediction",
+    "prepare": "api",
+    "quicklook": "api",
+    "report": "api",
+    "run_pipeline": "pipeline",
+    "sample": "api",
+    "sample_centres": "sampling",
+    "synth": "api",
+    "train": "api",
+    "write_patches": "patches",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'kerinci_xr' has no attribute {name!r}")
+
+
 __all__ = [
+    "CheckpointError",
     "GridMismatchError",
     "InputFileNotFoundError",
     "InvalidInputError",
@@ -29,15 +73,40 @@ __all__ = [
     "Legend",
     "LegendError",
     "OutputExistsError",
+    "PatchDataset",
     "RasterReadError",
+    "TrainConfig",
+    "TrainResult",
+    "UNet",
+    "UNetConfig",
     "__version__",
     "align_to",
     "build_cube",
+    "cube_legend",
+    "evaluate",
+    "evaluate_prediction",
     "false_colour",
+    "fit",
+    "info",
+    "load_checkpoint",
+    "make_loader",
+    "map",
     "open_cube",
     "open_raster",
+    "predict",
+    "predict_scene",
+    "prepare",
+    "quicklook",
     "read_legend",
     "remap_labels",
+    "report",
+    "run_pipeline",
+    "sample",
+    "sample_centres",
     "scale_values",
+    "synth",
+    "train",
+    "write_cog",
     "write_cube",
+    "write_patches",
 ]

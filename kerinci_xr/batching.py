@@ -1,8 +1,10 @@
 """From patch stores and cubes to tensors: xbatcher generators and the fast patch loader.
 
-:class:`PatchDataset` reads a patch store with zarr directly (no dask graph per patch), a whole
-batch per call (``__getitems__``), normalises with the store's training statistics and applies
-seeded dihedral augmentation (flips and 90-degree rotations) to image and labels together.
+:class:`PatchDataset` is a ``torch.utils.data.Dataset`` of TorchGeo-style samples
+(``{"image", "mask", "bounds", "crs"}``) that works with a plain ``DataLoader``; :func:`make_loader`
+is the fast path over the same dataset: it reads a whole batch with one zarr call (no dask graph
+per patch), normalises it with :func:`kerinci_xr.checkpoint.normalize` and applies seeded
+dihedral augmentation (flips and 90-degree rotations) to image and mask together.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
+from torch.utils.data import DataLoader, Dataset
 
 from ._hashing import hash_u64
+from .checkpoint import normalize
 from .errors import InvalidInputError
+from .patches import open_patches
 from .sampling import SPLITS
 
 __all__ = [
     "EpochSampler",
     "PatchDataset",
+    "Sample",
     "dihedral",
     "grid_batches",
     "make_loader",
@@ -31,8 +38,6 @@ __all__ = [
 def patch_batches(store: str | Path | xr.Dataset, *, split: str = "train", batch_size: int = 16):
     """An ``xbatcher.BatchGenerator`` over one split of a patch store (lazy, one batch at a time)."""
     import xbatcher
-
-    from .patches import open_patches
 
     ds = open_patches(store) if not isinstance(store, xr.Dataset) else store
     ds = ds[["image", "labels", "valid"]].isel(patch=np.flatnonzero(ds["split"].values == split))
@@ -70,8 +75,6 @@ def dihedral(x: np.ndarray, t: int) -> np.ndarray:
 
 def _dihedral_t(x, t: int):
     """:func:`dihedral` for torch tensors (returns a strided view where it can)."""
-    import torch
-
     out = torch.rot90(x, t % 4, dims=(-2, -1))
     return out.flip(-1) if t >= 4 else out
 
@@ -101,13 +104,21 @@ class EpochSampler:
         return iter((self.epoch * self.n + order).tolist())
 
 
-class PatchDataset:
+Sample = dict[str, Any]
+"""A TorchGeo-style sample: ``image`` float32 ``[band, y, x]`` (a batch adds a leading dim),
+``mask`` int64 ``[y, x]``, ``bounds`` float64 ``[4]`` (minx, miny, maxx, maxy in the CRS) and
+``crs`` (WKT)."""
+
+
+class PatchDataset(Dataset):
     """A ``torch.utils.data.Dataset`` over one split of a patch store.
 
-    Items are ``(image, labels)``: float32 ``(band, y, x)`` normalised with the store's training
-    mean/std (invalid pixels 0) and int64 ``(y, x)`` training ids (0 where invalid, ignored by
-    the loss). Indices may carry an epoch tag (``epoch * len + i``, see :class:`EpochSampler`)
-    that seeds the augmentation.
+    Items are TorchGeo-style dicts (:data:`Sample`): ``image`` float32 ``(band, y, x)``
+    normalised with the training statistics (invalid pixels 0), ``mask`` int64 ``(y, x)``
+    training ids (0 where invalid, ignored by the loss), the window's ``bounds`` and ``crs``.
+    It works with a plain ``DataLoader`` (any ``num_workers``); :func:`make_loader` is the fast
+    path that reads whole batches at once. Indices may carry an epoch tag
+    (``epoch * len + i``, see :class:`EpochSampler`) that seeds the augmentation.
 
     Parameters
     ----------
@@ -120,6 +131,11 @@ class PatchDataset:
     cache
         Keep the split's patches in memory after the first read: ``"auto"`` does when they take
         at most 2 GiB. Otherwise every batch is read with one zarr call.
+    stats
+        ``(mean, std)`` per band to normalise with (a checkpoint's, see
+        :func:`kerinci_xr.checkpoint.band_stats_of`); default: the store's training statistics.
+    normalize
+        ``False`` returns the stored values unchanged (invalid pixels still 0).
     """
 
     def __init__(
@@ -130,10 +146,9 @@ class PatchDataset:
         augment: bool = False,
         seed: int = 0,
         cache: bool | str = "auto",
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
         normalize: bool = True,
     ) -> None:
-        from .patches import open_patches
-
         if split not in SPLITS:
             raise InvalidInputError(f"split: expected one of {SPLITS}, found {split!r}.")
         ds = open_patches(store)
@@ -145,10 +160,18 @@ class PatchDataset:
         self.bands = [str(b) for b in ds["band"].values]
         self.patch = int(ds.attrs["patch"])
         nb = len(self.bands)
-        if normalize and "band_mean" not in ds.attrs:
-            raise InvalidInputError(f"{store}: no band statistics (the store has no training patches).")
-        self.mean = np.asarray(ds.attrs.get("band_mean", [0.0] * nb), dtype=np.float32)[:, None, None]
-        self.std = np.asarray(ds.attrs.get("band_std", [1.0] * nb), dtype=np.float32)[:, None, None]
+        if stats is None:
+            if normalize and "band_mean" not in ds.attrs:
+                raise InvalidInputError(f"{store}: no band statistics (the store has no training patches).")
+            stats = (ds.attrs.get("band_mean", [0.0] * nb), ds.attrs.get("band_std", [1.0] * nb))
+        self.mean = np.asarray(stats[0], dtype=np.float32).reshape(nb, 1, 1)
+        self.std = np.asarray(stats[1], dtype=np.float32).reshape(nb, 1, 1)
+        a, _, c, _, e, f = (float(v) for v in ds.attrs["transform"][:6])
+        p = self.patch
+        r0, c0 = ds["row_start"].values[self.index], ds["col_start"].values[self.index]
+        ys = np.stack([f + (r0 + p) * e, f + r0 * e])
+        self.bounds = np.stack([c + c0 * a, ys.min(0), c + (c0 + p) * a, ys.max(0)], axis=1)
+        self.crs = str(ds.attrs.get("crs_wkt", ""))
         nbytes = self.index.size * nb * self.patch * self.patch * 4
         self.cache = nbytes <= 2 * 2**30 if cache == "auto" else bool(cache)
         self._arrays: Any = None
@@ -156,6 +179,12 @@ class PatchDataset:
 
     def __len__(self) -> int:
         return int(self.index.size)
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchDataset({self.path!r}, split={self.split!r}, patches={len(self)}, "
+            f"bands={self.bands}, patch={self.patch}, augment={self.augment})"
+        )
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -172,13 +201,11 @@ class PatchDataset:
 
     def _prepare(self, img: np.ndarray, lab: np.ndarray, ok: np.ndarray):
         """Normalise (invalid pixels 0) and blank labels under invalid pixels, as tensors."""
-        import torch
-
         img = np.asarray(img, dtype=np.float32)  # fresh from zarr: safe to modify in place
         if self.normalize:
-            img -= self.mean
-            img /= self.std
-        np.copyto(img, np.float32(0), where=~ok[:, None])
+            normalize(img, ok, self.mean, self.std)
+        else:
+            np.copyto(img, np.float32(0), where=~ok[:, None])
         lab = np.where(ok, lab, 0).astype(np.uint8, copy=False)
         return torch.from_numpy(img), torch.from_numpy(lab)
 
@@ -192,8 +219,6 @@ class PatchDataset:
 
     def _read(self, rows: np.ndarray):
         """Prepared image and label tensors of the split's patches ``rows``."""
-        import torch
-
         if self.cache:
             if self._cached is None:
                 self._cached = self._prepare(*self._fetch(self.index))
@@ -206,9 +231,8 @@ class PatchDataset:
         img, lab, ok = self._fetch(self.index[rows[order]])
         return self._prepare(img[inv], lab[inv], ok[inv])
 
-    def __getitems__(self, indices: list[int]) -> tuple[Any, Any]:
-        import torch
-
+    def read_batch(self, indices: list[int]) -> Sample:
+        """One batch as a single dict of stacked tensors (what :func:`make_loader` yields)."""
         tags = np.asarray(indices, dtype=np.int64)
         rows, epochs = tags % len(self), tags // len(self)
         x, y = self._read(rows)
@@ -219,11 +243,32 @@ class PatchDataset:
                     pos = torch.from_numpy(np.flatnonzero(ts == t))
                     x.index_copy_(0, pos, _dihedral_t(x.index_select(0, pos), int(t)))
                     y.index_copy_(0, pos, _dihedral_t(y.index_select(0, pos), int(t)))
-        return x, y.long()
+        bounds = torch.from_numpy(self.bounds[rows])
+        return {"image": x, "mask": y.long(), "bounds": bounds, "crs": [self.crs] * len(rows)}
 
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
-        img, lab = self.__getitems__([i])
-        return img[0], lab[0]
+    def __getitems__(self, indices: list[int]) -> list[Sample]:
+        """Samples of several indices read at once (``DataLoader`` then collates them)."""
+        b = self.read_batch(indices)
+        return [
+            {"image": b["image"][i], "mask": b["mask"][i], "bounds": b["bounds"][i], "crs": self.crs}
+            for i in range(len(indices))
+        ]
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.__getitems__([i])[0]
+
+
+class _Batches(Dataset):
+    """The fast path: ``__getitems__`` returns the whole batch as one dict (collated already)."""
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]) -> Sample:
+        return self.dataset.read_batch(indices)
 
 
 def _batch_identity(batch):
@@ -241,22 +286,27 @@ def make_loader(
     seed: int = 0,
     cache: bool | str = "auto",
     pin_memory: bool = False,
-):
-    """A ``torch.utils.data.DataLoader`` of ``(image, labels)`` batches over one split.
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> DataLoader:
+    """A ``DataLoader`` of batches (:data:`Sample` dicts of stacked tensors) over one split.
 
     Shuffling and augmentation default to on for ``"train"`` and off otherwise. Call
     ``loader.sampler.set_epoch(epoch)`` before each epoch for a new order and new augmentations.
-    Works with ``num_workers > 0`` (each worker opens the store itself).
+    Works with ``num_workers > 0`` (each worker opens the store itself). ``stats`` normalises
+    with other statistics than the store's (a checkpoint's, for evaluation).
     """
-    from torch.utils.data import DataLoader
-
     train = split == "train"
     ds = PatchDataset(
-        store, split=split, augment=train if augment is None else augment, seed=seed, cache=cache
+        store,
+        split=split,
+        augment=train if augment is None else augment,
+        seed=seed,
+        cache=cache,
+        stats=stats,
     )
     sampler = EpochSampler(len(ds), shuffle=train if shuffle is None else shuffle, seed=seed)
     return DataLoader(
-        ds,  # type: ignore[arg-type]
+        _Batches(ds),  # type: ignore[arg-type]
         batch_size=batch_size,
         sampler=sampler,  # type: ignore[arg-type]
         collate_fn=_batch_identity,

@@ -10,6 +10,8 @@ from typing import Any
 
 import dask
 
+from .errors import InvalidInputError
+
 __all__ = ["active_client", "compute", "dask_scheduler"]
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ def dask_scheduler(
     With neither ``workers`` nor ``address`` Dask's threaded scheduler is used.
     """
     if workers is not None and address is not None:
-        from .errors import InvalidInputError
-
         raise InvalidInputError("pass either workers (a LocalCluster) or address, not both.")
     if workers is None and address is None:
         with dask.config.set(scheduler="threads"):
@@ -53,8 +53,6 @@ def dask_scheduler(
             yield client
         return
     if workers is not None and workers < 1:
-        from .errors import InvalidInputError
-
         raise InvalidInputError(f"workers: expected at least 1, found {workers}.")
     with (
         LocalCluster(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "GridMismatchError",
     "InputFileNotFoundError",
     "InvalidInputError",
@@ -39,3 +40,7 @@ class InvalidInputError(KerinciError, ValueError):
 
 class OutputExistsError(KerinciError, FileExistsError):
     """An output exists already and ``overwrite`` was not requested."""
+
+
+class CheckpointError(KerinciError, ValueError):
+    """A checkpoint is unreadable, or does not match the data it is used with."""

@@ -15,6 +15,7 @@ import numpy as np
 import rioxarray
 import xarray as xr
 
+from ._outputs import check_output
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
 
 __all__ = [
@@ -337,8 +338,6 @@ def write_cog(
     import rasterio.shutil
     from rasterio.enums import Resampling as R
     from rasterio.windows import Window
-
-    from .store import check_output
 
     path = Path(path)
     check_output(path, overwrite=overwrite)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._outputs import write_text
 from .errors import InputFileNotFoundError, LegendError
 
 __all__ = ["NODATA_ID", "Legend", "read_legend"]
@@ -160,11 +161,7 @@ class Legend:
 
     def write(self, path: str | Path) -> Path:
         """Write the legend as ``lc.json`` (pretty-printed, original key names)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _validate(values: Sequence, labels: Sequence, palette: Sequence, source: str) -> None:

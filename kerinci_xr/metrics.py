@@ -12,7 +12,10 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from ._outputs import write_text
 from .legend import Legend
+from .preprocess import blockwise_bincount
+from .sampling import SPLITS
 
 __all__ = [
     "accuracy_report",
@@ -71,8 +74,6 @@ def _wbincount_block(block: np.ndarray, weights: np.ndarray, nbins: int) -> np.n
 
 def class_pixel_counts(labels: xr.DataArray, n_classes: int) -> np.ndarray:
     """Pixel count per training id ``0..n_classes`` (index 0 = nodata), one streaming pass."""
-    from .preprocess import blockwise_bincount
-
     data = labels.data
     if not isinstance(data, da.Array):
         b = np.asarray(data).ravel()
@@ -245,11 +246,7 @@ def format_report(report: dict[str, Any], *, only_present: bool = True) -> str:
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write a report as JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def area_table(prediction: xr.DataArray, legend: Legend, labels: xr.DataArray | None = None) -> pd.DataFrame:
@@ -288,8 +285,6 @@ def evaluate_prediction(
     ``"test"``) when the sampling's split ``layout`` is given, so the held-out test blocks can
     be told apart from the areas the model was trained on.
     """
-    from .sampling import SPLITS
-
     t = (
         labels.data
         if isinstance(labels.data, da.Array)

@@ -18,10 +18,12 @@ import pandas as pd
 import xarray as xr
 
 from ._chunks import BlockGrid, cut_windows
+from ._outputs import atomic_output
+from .cluster import compute
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
-from .sampling import SPLITS
+from .sampling import SPLITS, SplitLayout, split_layout
 
-__all__ = ["band_stats", "manifest_of", "open_patches", "write_patches"]
+__all__ = ["band_stats", "manifest_of", "open_patches", "stored_layout", "write_patches"]
 
 #: Patches per chunk of ``labels`` and ``valid`` (the image has one patch per chunk).
 LABEL_CHUNK = 64
@@ -91,10 +93,8 @@ def write_patches(
     variables, and in attrs the legend, the patch size, the seed and the per-band mean and
     standard deviation of the training split's valid pixels (``band_mean``, ``band_std``).
     """
+    import zarr
     from zarr.codecs import BloscCodec
-
-    from .cluster import compute
-    from .store import atomic_output
 
     if len(manifest) == 0:
         raise InvalidInputError("the manifest is empty: there are no patches to extract.")
@@ -181,8 +181,6 @@ def write_patches(
                 )
             )
         results = compute(*tasks, progress=progress)
-        import zarr
-
         group = zarr.open_group(str(tmp), mode="r+")
         order = np.concatenate([r[1] for r in results])
         labs = np.empty((n, patch, patch), dtype=np.uint8)
@@ -225,3 +223,14 @@ def manifest_of(ds: xr.Dataset) -> pd.DataFrame:
     df["row_stop"] = df["row_start"] + p
     df["col_stop"] = df["col_start"] + p
     return df
+
+
+def stored_layout(patches: str | Path | xr.Dataset, shape: tuple[int, int]) -> SplitLayout:
+    """The split layout a patch store was sampled with (to evaluate a scene per split area)."""
+    ds = patches if isinstance(patches, xr.Dataset) else open_patches(patches)
+    split = ds.attrs.get("split")
+    if not split:
+        raise InvalidInputError(f"{patches}: the patch store records no split layout.")
+    return split_layout(
+        shape, block=int(split["block"]), fractions=split["fractions"], seed=int(split["seed"])
+    )

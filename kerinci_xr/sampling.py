@@ -23,6 +23,9 @@ import xarray as xr
 
 from ._chunks import BlockGrid, assemble
 from ._hashing import hash_u64
+from ._outputs import write_atomic
+from .cluster import compute
+from .cube import cube_legend
 from .errors import InvalidInputError
 from .legend import Legend
 
@@ -223,8 +226,6 @@ def sample_centres(
     pandas.DataFrame
         The manifest: one row per patch (see :func:`manifest_columns`).
     """
-    from .store import cube_legend
-
     legend = legend or cube_legend(cube)
     if not isinstance(per_class, int) or per_class < 1:
         raise InvalidInputError(f"per_class: expected an integer >= 1, found {per_class!r}.")
@@ -274,8 +275,6 @@ def sample_centres(
             )
             c0 += cw
         r0 += ch
-    from .cluster import compute
-
     results = compute(*tasks)
     counts = sum(r["counts"] for r in results)
     present = np.flatnonzero(sum(r["present"] for r in results)[1:]) + 1
@@ -345,13 +344,9 @@ def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
     """Save a manifest as CSV, or Parquet when the path ends in ``.parquet``; atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".parquet":
-        manifest.to_parquet(tmp, index=False)
-    else:
-        manifest.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(path)
-    return path
+        return write_atomic(path, lambda tmp: manifest.to_parquet(tmp, index=False))
+    return write_atomic(path, lambda tmp: manifest.to_csv(tmp, index=False, float_format="%.10g"))
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

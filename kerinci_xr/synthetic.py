@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._hashing import hash_uniform
-from .errors import InvalidInputError
+from .errors import InvalidInputError, OutputExistsError
 from .legend import Legend
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "LANDSAT_BANDS",
     "SceneFiles",
     "make_kerinci_scene",
+    "scene_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,17 @@ class SceneFiles:
     palsar: Path
     labels: Path
     legend: Path
+
+
+def scene_files(out_dir: str | Path) -> SceneFiles:
+    """The paths :func:`make_kerinci_scene` writes in ``out_dir`` (the original export's names)."""
+    out = Path(out_dir)
+    return SceneFiles(
+        landsat=out / "Landsat_Kerinci_2023_v1.tif",
+        palsar=out / "Palsar_Kerinci_2023_v1.tif",
+        labels=out / "LC_Image_v1.tif",
+        legend=out / "lc.json",
+    )
 
 
 # ---- hashed value noise --------------------------------------------------------------------
@@ -398,17 +410,10 @@ def make_kerinci_scene(
     if seed < 0:
         raise InvalidInputError(f"seed: expected a non-negative integer, found {seed}.")
     out = Path(out_dir)
-    files = SceneFiles(
-        landsat=out / "Landsat_Kerinci_2023_v1.tif",
-        palsar=out / "Palsar_Kerinci_2023_v1.tif",
-        labels=out / "LC_Image_v1.tif",
-        legend=out / "lc.json",
-    )
+    files = scene_files(out)
     targets = [files.landsat, files.labels, files.legend] + ([files.palsar] if radar else [])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
-        from .errors import OutputExistsError
-
         raise OutputExistsError(
             f"{out}: the scene files {existing} exist. Fix: pass overwrite=True (--overwrite) "
             "or choose another folder."

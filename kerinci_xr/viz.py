@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._outputs import write_atomic, write_text
+from .cube import cube_legend, open_cube
 from .legend import Legend
+from .patches import manifest_of, open_patches
+from .prediction import open_prediction
+from .preprocess import false_colour
 
 __all__ = [
     "area_bars",
@@ -38,11 +43,7 @@ def decimate(obj: xr.DataArray, *, max_size: int = 2048) -> xr.DataArray:
 def _save_png(rgb: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG", optimize=True)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG", optimize=True))
 
 
 def false_colour_png(
@@ -58,8 +59,6 @@ def false_colour_png(
     The percentile limits come from the whole scene (streamed); the picture is a strided
     subsample of at most ``max_size`` pixels on its longer side. Invalid pixels are black.
     """
-    from .preprocess import false_colour
-
     rgb = false_colour(image, bands=bands, percentiles=percentiles)
     small = decimate(rgb, max_size=max_size).transpose("y", "x", "band").values
     small = np.nan_to_num(small, nan=0.0)
@@ -176,8 +175,6 @@ def false_colour_map(
 ):
     """The stretched false-colour composite (default NIR-SWIR1-SWIR2) as an RGB element."""
     hv = _hv()
-    from .preprocess import false_colour
-
     rgb = decimate(false_colour(image, bands=bands, percentiles=percentiles), max_size=max_size).compute()
     vals = np.nan_to_num(rgb.transpose("y", "x", "band").values, nan=0.0)
     x, y = rgb["x"].values, rgb["y"].values
@@ -317,12 +314,7 @@ def _standalone(model: Any, title: str) -> str:
 def save_html(obj: Any, path: str | Path, *, title: str = "kerinci_xr") -> Path:
     """Write a standalone HTML file with every resource inline (it works offline)."""
     hv = _hv()
-    path = Path(path)
-    html = _standalone(hv.render(obj, backend="bokeh"), title)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, _standalone(hv.render(obj, backend="bokeh"), title))
 
 
 # ---- pages: the map and the run report ------------------------------------------------------
@@ -334,9 +326,6 @@ def scene_maps(
     max_size: int = 1000,
 ):
     """Linked panels of a scene: composite, labels, prediction, errors, sampled windows."""
-    from .patches import manifest_of
-    from .store import cube_legend
-
     legend = Legend.from_json(cube.attrs["legend"]) if cube.attrs.get("legend") else None
     panels = []
     fc = false_colour_map(cube["image"], max_size=max_size)
@@ -384,12 +373,31 @@ def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, c
     )
 
 
-def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -> Path:
-    """One standalone HTML page for a run folder: maps, accuracy, confusion, areas, training.
+def report_page(
+    out: str | Path,
+    *,
+    cube: str | Path,
+    prediction: str | Path | None = None,
+    patches: str | Path | None = None,
+    metrics: dict[str, str | Path] | None = None,
+    areas: str | Path | None = None,
+    history: str | Path | None = None,
+    max_size: int = 1000,
+) -> Path:
+    """One standalone HTML page: maps, accuracy, confusion, areas and training history.
 
-    Uses what the folder holds (``cube.zarr``, ``prediction.zarr``, ``patches.zarr``,
-    ``metrics.json``, ``metrics_scene.json``, ``areas.csv``, ``model.history.csv``); at least the
-    cube is needed.
+    Parameters
+    ----------
+    out
+        The HTML file (works offline).
+    cube, prediction, patches
+        The cube, prediction store and patch store to map.
+    metrics
+        Accuracy reports (JSON from ``evaluate`` or ``predict --metrics``) by section title.
+    areas
+        Class areas (CSV from ``predict --areas``).
+    history
+        Training history (CSV beside the checkpoint, ``<model stem>.history.csv``).
     """
     import json
 
@@ -397,30 +405,12 @@ def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -
     from bokeh.layouts import column
     from bokeh.models import Div
 
-    from .errors import InputFileNotFoundError
-    from .store import open_cube
-
-    run = Path(run_dir)
-    if not (run / "cube.zarr").exists():
-        raise InputFileNotFoundError(
-            f"{run}: expected a run folder with cube.zarr (as `kerinci-xr demo` writes), found none."
-        )
     hv = _hv()
-    cube = open_cube(run / "cube.zarr")
-    pred = None
-    if (run / "prediction.zarr").exists():
-        from .pipeline import open_prediction
-
-        pds = open_prediction(run / "prediction.zarr")
-        pred = pds["class"]
-        pred.attrs["legend"] = pds.attrs.get("legend", "")
-    patches = None
-    if (run / "patches.zarr").exists():
-        from .patches import open_patches
-
-        patches = open_patches(run / "patches.zarr")
-    parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{run.resolve()}</p>")]
-    parts.append(hv.render(scene_maps(cube, prediction=pred, patches=patches, max_size=max_size)))
+    ds = open_cube(cube)
+    pred = open_prediction(prediction)["class"] if prediction is not None else None
+    store = open_patches(patches) if patches is not None else None
+    parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{Path(cube).resolve()}</p>")]
+    parts.append(hv.render(scene_maps(ds, prediction=pred, patches=store, max_size=max_size)))
     metric_cols = [
         ("name", "class"),
         ("support", "support"),
@@ -429,14 +419,8 @@ def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -
         ("f1", "F1"),
         ("iou", "IoU"),
     ]
-    for name, title in (
-        ("metrics_scene.json", "whole scene, by split area"),
-        ("metrics.json", "test patches"),
-    ):
-        path = run / name
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
+    for title, path in (metrics or {}).items():
+        data = json.loads(Path(path).read_text())
         reports = {k: v for k, v in data.items() if isinstance(v, dict) and "classes" in v} or {"": data}
         for area, rep in reports.items():
             head = (
@@ -448,8 +432,8 @@ def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -
         last = reports.get("test") or next(iter(reports.values()))
         if last["pixels"]:
             parts.append(hv.render(confusion_heatmap(last)))
-    if (run / "areas.csv").exists():
-        table = pd.read_csv(run / "areas.csv")
+    if areas is not None:
+        table = pd.read_csv(areas)
         cols = [("name", "class"), ("code", "code")] + [
             (c, c.replace("_", " ")) for c in table.columns if c.startswith(("hectares", "percent"))
         ]
@@ -458,13 +442,8 @@ def report_page(run_dir: str | Path, out: str | Path, *, max_size: int = 1000) -
         )
         column_name = "hectares_predicted" if "hectares_predicted" in table else "hectares"
         parts.append(hv.render(area_bars(table, column=column_name)))
-    hist = run / "model.history.csv"
-    if hist.exists():
-        h = pd.read_csv(hist)
+    if history is not None:
+        h = pd.read_csv(history)
         cols = [(c, c.replace("_", " ")) for c in h.columns]
         parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(_standalone(column(*parts), "kerinci_xr report"), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text(out, _standalone(column(*parts), "kerinci_xr report"))

@@ -65,7 +65,7 @@ def sampled_run(
     """A generated scene prepared into a cube and sampled into 32 x 32 patches (public stages)."""
     import warnings
 
-    from kerinci_xr.pipeline import prepare, sample
+    from kerinci_xr.api import prepare, sample
     from kerinci_xr.synthetic import make_kerinci_scene
 
     scene = make_kerinci_scene(root / "scene", height=height, width=width, seed=seed)
@@ -76,8 +76,10 @@ def sampled_run(
         radar=scene.palsar,
         chunk=chunk,
         out=root / "cube.zarr",
-    )
+    )["cube"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes in small splits
-        store, _ = sample(cube, out=root / "patches.zarr", per_class=per_class, patch=32, seed=0, block=block)
+        store = sample(cube, out=root / "patches.zarr", per_class=per_class, patch=32, seed=0, block=block)[
+            "patches"
+        ]
     return scene, cube, store

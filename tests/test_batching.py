@@ -10,10 +10,10 @@ from kerinci_xr.batching import (
     make_loader,
     patch_batches,
 )
+from kerinci_xr.cube import open_cube
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.patches import open_patches, write_patches
 from kerinci_xr.sampling import sample_centres
-from kerinci_xr.store import open_cube
 
 from .test_patches import cube_path  # noqa: F401  (module fixture reused)
 
@@ -27,8 +27,8 @@ def store(cube_path, tmp_path_factory):  # noqa: F811
 
 def _epoch(loader, epoch=0):
     loader.sampler.set_epoch(epoch)
-    xs, ys = zip(*loader, strict=True)
-    return torch.cat(xs), torch.cat(ys)
+    batches = list(loader)
+    return torch.cat([b["image"] for b in batches]), torch.cat([b["mask"] for b in batches])
 
 
 def test_loader__normalised_batches_with_workers(store):
@@ -88,3 +88,25 @@ def test_xbatcher_generators(store, cube_path):  # noqa: F811
     tiles = grid_batches(open_cube(cube_path), patch=64, overlap=16)
     assert len(tiles) == ((320 - 64) // 48 + 1) * ((300 - 64) // 48 + 1)
     assert tiles[0]["image"].shape == (10, 64, 64)
+
+
+def test_patch_dataset__plain_dataloader_with_workers_yields_torchgeo_dicts(store):
+    from torch.utils.data import DataLoader
+
+    ds = PatchDataset(store, split="train")
+    assert isinstance(ds, torch.utils.data.Dataset)
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    assert sum(len(b["image"]) for b in batches) == len(ds)
+    b = batches[0]
+    assert b["image"].shape == (4, 10, 32, 32) and b["image"].dtype == torch.float32
+    assert b["mask"].shape == (4, 32, 32) and b["mask"].dtype == torch.int64
+    assert b["bounds"].shape == (4, 4) and len(b["crs"]) == 4 and "WGS 84" in b["crs"][0]
+    # the same patches as the fast loader, and bounds that frame each window on the cube's grid
+    fast = next(iter(make_loader(store, split="train", batch_size=4, shuffle=False, augment=False)))
+    assert torch.equal(fast["image"], b["image"]) and torch.equal(fast["mask"], b["mask"])
+    m = open_patches(store)
+    first = int(np.flatnonzero(m["split"].values == "train")[0])
+    a, _, c, _, e, f = m.attrs["transform"]
+    r0, c0 = int(m["row_start"].values[first]), int(m["col_start"].values[first])
+    expect = [c + c0 * a, f + (r0 + 32) * e, c + (c0 + 32) * a, f + r0 * e]
+    np.testing.assert_allclose(b["bounds"][0].numpy(), expect)

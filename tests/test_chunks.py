@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kerinci_xr._chunks import BlockGrid, Regions, assemble
-from kerinci_xr.pipeline import prepare
-from kerinci_xr.store import open_cube
+from kerinci_xr.api import prepare
+from kerinci_xr.cube import open_cube
 from kerinci_xr.synthetic import make_kerinci_scene
 
 
@@ -28,7 +28,7 @@ def test_regions__read_equals_slice_and_block_grid(ys, xs):
 def test_regions__a_region_ships_only_its_own_reads(tmp_path):
     """A region's graph holds the reads of the chunks under it, not the whole scene's."""
     scene = make_kerinci_scene(tmp_path / "scene", height=256, width=256, seed=1)
-    cube = open_cube(prepare(scene.landsat, out=tmp_path / "cube.zarr", chunk=64))  # 16 chunks
+    cube = open_cube(prepare(scene.landsat, out=tmp_path / "cube.zarr", chunk=64)["cube"])  # 16 chunks
     region = Regions(cube["image"].data).region(slice(40, 90), slice(0, 20))  # 2 x 1 chunks
     tasks = [k for k in region.graph if isinstance(k, tuple)]
     assert len(tasks) == 2 * 1 and len(region.graph) <= 2 * 1 + 1  # + the store's array handle

@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from kerinci_xr.cli import main
+from kerinci_xr.cube import open_cube
 from kerinci_xr.io import open_raster
-from kerinci_xr.store import open_cube
 
 
 def _prepare(scene, out, *extra: str) -> list[str]:
@@ -191,4 +191,4 @@ def test_sample__cli_writes_store_and_manifest(tmp_path, small_scene, capsys):
     assert "does not fit" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
     assert main(["-q", "sample", str(cube), "--fractions", "0.5,0.2", "--out", str(tmp_path / "y.zarr")]) == 2
-    assert "summing to 1" in capsys.readouterr().err
+    assert "fractions must be a list of 3 numbers" in capsys.readouterr().err

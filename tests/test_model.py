@@ -3,7 +3,7 @@ import torch
 
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.model import UNetConfig, build_unet
-from kerinci_xr.train import loss_fn
+from kerinci_xr.training import loss_fn
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "instance", "none"])
@@ -62,3 +62,16 @@ def test_loss__nodata_pixels_change_nothing():
     # a batch without any labelled pixel: zero loss, finite gradient
     empty = loss_fn(logits, torch.zeros_like(y))
     assert float(empty) == 0.0
+
+
+def test_unet__pickles_and_exports():
+    import pickle
+
+    from kerinci_xr.model import UNet
+
+    net = UNet(UNetConfig(in_channels=4, n_classes=3, depth=2, base=8)).eval()
+    x = torch.randn(1, 4, 32, 32)
+    again = pickle.loads(pickle.dumps(net))
+    assert isinstance(again, UNet) and torch.equal(again(x), net(x))
+    exported = torch.export.export(net, (x,))
+    assert torch.allclose(exported.module()(x), net(x))

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
+from kerinci_xr.cube import build_cube, open_cube, write_cube
 from kerinci_xr.errors import InvalidInputError, OutputExistsError
 from kerinci_xr.legend import read_legend
 from kerinci_xr.patches import manifest_of, open_patches, write_patches
 from kerinci_xr.sampling import sample_centres
-from kerinci_xr.store import build_cube, open_cube, write_cube
 
 
 @pytest.fixture(scope="module")

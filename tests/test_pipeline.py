@@ -1,13 +1,14 @@
 import json
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from kerinci_xr.cli import main
+from kerinci_xr.cube import open_cube
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.patches import open_patches
-from kerinci_xr.pipeline import DEMO_CONFIG, load_pipeline, validate_config
-from kerinci_xr.store import open_cube
+from kerinci_xr.pipeline import demo_config, load_pipeline, plan
 
 from .conftest import ROOT
 
@@ -24,8 +25,8 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
         "patches.csv",
         "model.pt",
         "metrics.json",
-        "false_colour.png",
-        "labels.png",
+        "quicklooks",
+        "report.html",
         "overall accuracy",
     ):
         assert name in text
@@ -51,51 +52,64 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     assert "[quicklook] running" in capsys.readouterr().out
 
 
-def test_pipeline_files__demo_matches_embedded_default_and_kerinci_validates():
-    raw = tomllib.loads((ROOT / "pipelines" / "demo.toml").read_text())
-    raw["pipeline"]["out_dir"] = DEMO_CONFIG["pipeline"]["out_dir"]
-    assert validate_config(raw) == validate_config(DEMO_CONFIG)
-    cfg = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
-    assert cfg["inputs"]["bands"] == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"]
-    assert cfg["prepare"]["scale"] == 1e-4 and cfg["prepare"]["radar_scale"] == 1e-3
-    assert cfg["inputs"]["image"].endswith("Landsat_Kerinci_2023_v1.tif")
-    assert cfg["sample"]["patch"] == 128 and cfg["sample"]["per_class"] == 20
-    assert cfg["train"]["epochs"] == 40 and cfg["evaluate"]["split"] == "test"
-    assert cfg["predict"]["cog"] == "map.tif"
+def test_pipeline_files__packaged_demo_and_kerinci_plan():
+    steps, _ = plan(demo_config(), base=Path("/somewhere"), source="demo.toml")
+    order = [s.name for s in steps]
+    assert order == ["synth", "prepare", "quicklook", "sample", "train", "evaluate", "predict", "report"]
+    by = {s.name: s.options for s in steps}
+    assert by["train"].epochs == 8 and by["prepare"].chunk == 512
+    assert by["sample"].cube == by["prepare"].out and by["predict"].patches == by["sample"].out
+    raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
+    steps, root = plan(raw, base=base, source="kerinci.toml")
+    by = {s.name: s.options for s in steps}
+    assert by["prepare"].bands == ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
+    assert by["prepare"].scale == 1e-4 and by["prepare"].radar_scale == 1e-3
+    assert by["prepare"].image.endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
+    assert by["sample"].patch == 128 and by["sample"].per_class == 20 and by["train"].epochs == 40
+    assert by["evaluate"].split == "test" and Path(by["predict"].cog) == root / "map.tif"
+    assert by["evaluate"].source == by["sample"].out and by["evaluate"].model == by["train"].out
 
 
-def test_run__pipeline_file_runs(tmp_path, capsys):
+def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
+    """Stages are wired and ordered by their products, whatever the names and section order."""
     (tmp_path / "p.toml").write_text(
-        '[pipeline]\nout_dir = "out"\n[synth]\nheight = 200\nwidth = 180\nseed = 4\nradar = false\n'
-        "[prepare]\nchunk = 64\n"
+        '[pipeline]\nout_dir = "out"\n'
+        '[report]\nout = "page.html"\n'  # first in the file, runs last
+        '[train]\nout = "unet.pt"\nepochs = 1\ndepth = 2\nbase = 8\nbatch_size = 8\n'
+        '[synth]\nout = "s"\nheight = 200\nwidth = 180\nseed = 4\nradar = false\n'
+        '[prepare]\nout = "c.zarr"\nchunk = 64\n'
+        '[sample]\nout = "pt.zarr"\nper_class = 3\npatch = 32\nblock = 64\n'
     )
-    assert main(["-q", "run", str(tmp_path / "p.toml")]) == 0
-    cube = open_cube(tmp_path / "out" / "cube.zarr")
+    with pytest.warns(UserWarning):
+        assert main(["-q", "run", str(tmp_path / "p.toml")]) == 0
+    out = tmp_path / "out"
+    cube = open_cube(out / "c.zarr")
     assert cube["image"].chunks[1][0] == 64 and "HH" not in list(cube["band"].values)
+    page = (out / "page.html").read_text()
+    assert "&lt;h2&gt;Training&lt;/h2&gt;" in page and "train loss" in page
+    record = json.loads((out / ".kerinci-stages.json").read_text())
+    assert record["train"]["products"]["history"] == str(out / "unet.history.csv")
+    capsys.readouterr()
+    assert main(["-q", "report", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert "&lt;h2&gt;Training&lt;/h2&gt;" in (tmp_path / "again.html").read_text()
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (
-            '[pipeline]\nout_dir = "out"\n[synth]\nheigth = 100\n',
-            "unknown key(s) ['heigth'] in [synth]",
-        ),
-        (
-            '[pipeline]\nout_dir = "out"\n[synth]\nheight = "big"\n',
-            "[synth] height must be a int, found str",
-        ),
-        (
-            '[pipeline]\nout_dir = "out"\n[prepare]\nscale = true\n[synth]\n',
-            "[prepare] scale must be",
-        ),
+        ('[pipeline]\nout_dir = "out"\n[synth]\nheigth = 100\n', "[synth]: unknown key(s) ['heigth']"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\nheight = "big"\n', "[synth]: height must be a integer, found str"),
+        ('[pipeline]\nout_dir = "out"\n[prepare]\nscale = true\n[synth]\n', "[prepare]: scale must be a number"),
         ('[pipeline]\nout_dir = "out"\n[trian]\nepochs = 3\n', "unknown section(s) ['trian']"),
-        ('[pipeline]\nout_dir = "out"\n[inputs]\nimage = "nope.tif"\n', "nope.tif not found"),
-        ('[pipeline]\nout_dir = "out"\n', "expected an [inputs] section"),
+        ('[pipeline]\nout_dir = "out"\n[prepare]\nimage = "nope.tif"\n', "nope.tif not found"),
+        ('[pipeline]\nout_dir = "out"\n[sample]\n', "[sample]: sample needs cube"),
+        ('[pipeline]\nout_dir = "out"\n', "expected at least one stage section"),
         ('[pipeline\nout_dir = "out"\n', "invalid TOML"),
-        ('[pipeline]\nout_dir = "out"\n[synth]\n[quicklook]\npercentiles = [2]\n', "two numbers"),
-        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nper_class = 2.5\n', "[sample] per_class must"),
-        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nfractions = [1]\n', "three numbers"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[quicklook]\npercentiles = [2]\n', "a list of 2 numbers"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nper_class = 2.5\n', "[sample]: per_class must"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[sample]\nfractions = [1]\n', "a list of 3 numbers"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\n[train]\nnorm = "layer"\n', "norm must be one of 'batch'"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\noverwrite = true\n', "unknown key(s) ['overwrite']"),
     ],
 )
 def test_run__bad_pipeline_file_clear_error_writes_nothing(tmp_path, capsys, text, message):
@@ -105,6 +119,13 @@ def test_run__bad_pipeline_file_clear_error_writes_nothing(tmp_path, capsys, tex
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
-def test_validate_config__needs_a_mapping():
+def test_plan__needs_a_mapping():
     with pytest.raises(InvalidInputError, match="table of sections"):
-        validate_config([1, 2])  # type: ignore[arg-type]
+        plan([1, 2], base=Path("."))  # type: ignore[arg-type]
+
+
+def test_demo_recipe__is_the_packaged_file():
+    from importlib.resources import files
+
+    packaged = files("kerinci_xr").joinpath("pipelines", "demo.toml").read_text()
+    assert demo_config() == tomllib.loads(packaged)

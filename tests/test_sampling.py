@@ -4,6 +4,7 @@ import pytest
 import xarray as xr
 from scipy.stats import chisquare
 
+from kerinci_xr.cube import build_cube, open_cube, write_cube
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.legend import Legend, read_legend
 from kerinci_xr.sampling import (
@@ -12,7 +13,6 @@ from kerinci_xr.sampling import (
     split_layout,
     write_manifest,
 )
-from kerinci_xr.store import build_cube, open_cube, write_cube
 
 
 @pytest.fixture(scope="module")

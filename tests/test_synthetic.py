@@ -96,7 +96,7 @@ def test_make_kerinci_scene__refuses_to_overwrite(tmp_path):
 
 
 def _pixels(scene, n=40000, seed=0):
-    from kerinci_xr.store import build_cube
+    from kerinci_xr.cube import build_cube
 
     ds = build_cube(scene.landsat, scene.labels, legend=KLHK_LEGEND, radar=scene.palsar)
     x = ds["image"].values.reshape(ds.sizes["band"], -1).T

@@ -21,7 +21,7 @@ FOREST, WATER = KLHK_LEGEND.id_of(2001), KLHK_LEGEND.id_of(5001)
 @pytest.fixture(scope="module")
 def halves(tmp_path_factory):
     """A cube whose left half is forest and right half water (known classes under the mouse)."""
-    from kerinci_xr.store import write_cube
+    from kerinci_xr.cube import write_cube
 
     h, w = 240, 300
     rng = np.random.default_rng(0)
@@ -53,7 +53,7 @@ def halves(tmp_path_factory):
 def test_class_map__legend_colours_and_names(halves):
     import holoviews as hv
 
-    from kerinci_xr.store import open_cube
+    from kerinci_xr.cube import open_cube
 
     el = class_map(open_cube(halves)["labels"], KLHK_LEGEND)
     opts = (
@@ -74,8 +74,8 @@ def test_other_plots__colours_from_the_legend(halves):
     import holoviews as hv
     import pandas as pd
 
+    from kerinci_xr.cube import open_cube
     from kerinci_xr.metrics import accuracy_report, class_areas, confusion_matrix
-    from kerinci_xr.store import open_cube
 
     cube = open_cube(halves)
     assert isinstance(false_colour_map(cube["image"]), hv.RGB)
@@ -249,5 +249,5 @@ def test_map_cli__bad_input(tmp_path, capsys):
     assert main(["map", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "m.html")]) == 2
     assert "cube not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
-    assert "expected a run folder with cube.zarr" in capsys.readouterr().err
+    assert "expected a run folder with .kerinci-stages.json" in capsys.readouterr().err
     assert not Path(tmp_path / "r.html").exists()

@@ -1,12 +1,10 @@
-"""The analysis-ready cube: one Zarr v3 store per scene, written atomically, reopened lazily."""
+"""The analysis-ready cube: built lazily from rasters, one Zarr v3 store per scene, written atomically."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import logging
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,19 +13,13 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
-from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError, RasterReadError
+from ._outputs import atomic_output
+from .cluster import compute
+from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 from .preprocess import band_roles, remap_labels, scale_values, valid_mask
 
-__all__ = [
-    "atomic_output",
-    "build_cube",
-    "check_output",
-    "cube_legend",
-    "cube_summary",
-    "open_cube",
-    "write_cube",
-]
+__all__ = ["build_cube", "cube_legend", "open_cube", "write_cube"]
 
 log = logging.getLogger(__name__)
 
@@ -200,55 +192,6 @@ def cube_legend(ds: xr.Dataset) -> Legend:
     return Legend.from_json(text, source="cube attrs")
 
 
-def check_output(path: str | Path, *, overwrite: bool = False) -> None:
-    """Refuse an existing output (unless ``overwrite``) or a missing parent folder."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
-        )
-    if not path.parent.is_dir():
-        raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")
-
-
-class atomic_output:
-    """Context manager: write into a temporary sibling, then move it into place on success.
-
-    ``with atomic_output(path, overwrite=False) as tmp: ...`` refuses an existing ``path``
-    (unless ``overwrite``) before anything is written, removes the temporary sibling on error,
-    and on success replaces the old output by two renames, so a crash at any point leaves
-    either the old output or the new one, never a half-written one.
-    """
-
-    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.overwrite = overwrite
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-    def __enter__(self) -> Path:
-        check_output(self.path, overwrite=self.overwrite)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            _remove(self.tmp)
-            return
-        backup = None
-        if self.path.exists():
-            backup = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            self.path.rename(backup)
-        self.tmp.rename(self.path)
-        if backup is not None:
-            _remove(backup)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _encoding(ds: xr.Dataset, clevel: int) -> dict[str, dict]:
     from zarr.codecs import BloscCodec
 
@@ -276,8 +219,6 @@ def write_cube(
     and renamed into place; an existing store is replaced only with ``overwrite=True``, and an
     error mid-write leaves the previous store untouched.
     """
-    from .cluster import compute
-
     path = Path(path)
     for src in json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {}).values():
         if Path(src).resolve() == path.resolve():
@@ -317,24 +258,3 @@ def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> x
     if ds.rio.crs is None:
         raise RasterReadError(f"{path}: the cube has no CRS (spatial_ref missing).")
     return ds
-
-
-def cube_summary(ds: xr.Dataset) -> dict[str, Any]:
-    """Grid, bands, and (with labels) pixels and hectares per class: what ``info`` prints."""
-    from .metrics import class_areas
-
-    tr = ds.rio.transform()
-    summary: dict[str, Any] = {
-        "shape": {"y": ds.sizes["y"], "x": ds.sizes["x"]},
-        "crs": ds.rio.crs.to_string(),
-        "resolution": [abs(tr.a), abs(tr.e)],
-        "bounds": list(ds.rio.bounds()),
-        "bands": [str(b) for b in ds["band"].values],
-        "band_roles": json.loads(ds.attrs.get("band_roles", "{}")),
-        "chunks": {d: int(c[0]) for d, c in ds["image"].chunksizes.items()} if ds["image"].chunks else None,
-    }
-    if "labels" in ds and ds.attrs.get("legend"):
-        table = class_areas(ds["labels"], cube_legend(ds))
-        summary["classes"] = table.to_dict(orient="records")
-    summary["valid_fraction"] = float(ds["valid"].mean().compute())
-    return summary

@@ -8,15 +8,16 @@ import xarray as xr
 from affine import Affine
 from pyproj import Geod
 
+from kerinci_xr.api import predict
+from kerinci_xr.checkpoint import load_checkpoint
 from kerinci_xr.cli import main
+from kerinci_xr.cube import open_cube
 from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 from kerinci_xr.io import write_cog
 from kerinci_xr.legend import Legend, read_legend
 from kerinci_xr.metrics import class_areas
-from kerinci_xr.pipeline import predict
-from kerinci_xr.predict import predict_scene
-from kerinci_xr.store import open_cube
-from kerinci_xr.train import TrainConfig, fit, load_checkpoint
+from kerinci_xr.prediction import predict_scene
+from kerinci_xr.training import TrainConfig, fit
 
 from .conftest import raise_if_dask_computes, sampled_run
 
@@ -120,7 +121,7 @@ def test_predict__products_cog_areas_metrics(trained, tmp_path):
     areas = pd.read_csv(out["areas"])
     assert areas["pixels_predicted"].sum() == int((pred["class"].values > 0).sum())
     assert areas["pixels_labels"].sum() == int((cube["labels"].values > 0).sum())
-    metrics = json.loads(out["metrics"].read_text())
+    metrics = json.loads(out["scene_metrics"].read_text())
     assert {"all", "train", "val", "test"} <= set(metrics)
     assert (
         metrics["all"]["pixels"]

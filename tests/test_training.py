@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from kerinci_xr.checkpoint import load_checkpoint
 from kerinci_xr.cli import main
-from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError
-from kerinci_xr.train import CheckpointError, TrainConfig, evaluate_store, fit, load_checkpoint
+from kerinci_xr.errors import CheckpointError, InputFileNotFoundError, InvalidInputError
+from kerinci_xr.training import TrainConfig, evaluate_store, fit
 
 from .conftest import sampled_run
 

@@ -21,14 +21,16 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import torch
 import xarray as xr
 
 from ._chunks import Region, Regions
-from .errors import InvalidInputError
+from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
+from .errors import InputFileNotFoundError, InvalidInputError
 from .legend import Legend
-from .model import UNetConfig
+from .model import UNetConfig, pick_device
 
-__all__ = ["margin_for", "predict_scene"]
+__all__ = ["margin_for", "open_prediction", "predict_scene"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def margin_for(config: UNetConfig) -> int:
 
 def _model(checkpoint: str, device: str):
     """The checkpoint's model on ``device``, loaded once per process (keyed by path and mtime)."""
-    from .train import load_checkpoint, load_model, pick_device
-
     key = (checkpoint, Path(checkpoint).stat().st_mtime_ns, device)
     with _MODELS_LOCK:
         if key not in _MODELS:
@@ -85,17 +85,11 @@ def _window_layers(
     core: tuple[int, int, int, int],
     probabilities: bool,
 ) -> np.ndarray:
-    import torch
-
     mult = UNetConfig.from_dict(ckpt["model_config"]).multiple
     img = image.read()
     ok = valid.read().astype(bool, copy=False)
-    mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
-    std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
     x = img.astype(np.float32, copy=not (img.flags.writeable and img.base is None))  # ours to change
-    x -= mean
-    x /= std
-    np.copyto(x, np.float32(0), where=~np.isfinite(x) | ~ok[None])
+    normalize(x, ok, *band_stats_of(ckpt))
     del img
     wy0, wy1, wx0, wx1 = window
     h, w = wy1 - wy0, wx1 - wx0
@@ -158,8 +152,6 @@ def predict_scene(
         (y, x) float32, the winning class's probability; optionally ``probabilities``; CRS,
         legend and provenance in attrs.
     """
-    from .train import check_compatible, load_checkpoint
-
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     bands = [str(b) for b in ckpt["bands"]]
@@ -230,3 +222,15 @@ def predict_scene(
         "chunk": chunk,
     }
     return out
+
+
+def open_prediction(path: str | Path) -> xr.Dataset:
+    """Reopen a prediction store (``kerinci-xr predict`` output) lazily; checks it is one."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
+    ds = xr.open_zarr(path, consolidated=False, decode_coords="all")
+    if "class" not in ds:
+        raise InvalidInputError(f"{path}: expected a prediction store with a 'class' variable.")
+    ds["class"].attrs["legend"] = ds.attrs.get("legend", "")
+    return ds

@@ -6,10 +6,11 @@ import pytest
 import rasterio
 import zarr
 
+from kerinci_xr.cube import build_cube, cube_legend, open_cube, write_cube
 from kerinci_xr.errors import GridMismatchError, OutputExistsError
 from kerinci_xr.io import open_raster
 from kerinci_xr.legend import read_legend
-from kerinci_xr.store import build_cube, cube_legend, cube_summary, open_cube, write_cube
+from kerinci_xr.stages.info import cube_summary
 
 from .conftest import raise_if_dask_computes, shared_file
 

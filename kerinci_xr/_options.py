@@ -1,0 +1,167 @@
+"""Options declared once: dataclass fields that carry their default, type and help text.
+
+A field made with :func:`option` is read by the CLI (one ``--flag`` per field, help and default
+shown), by the pipeline runner (one TOML key per field, type-checked before anything runs) and
+by the Python API (keyword arguments with the same defaults). :func:`coerce` is the one type
+check all three use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from .errors import InvalidInputError
+
+__all__ = ["OptionSpec", "coerce", "option", "specs"]
+
+Direction = Literal["in", "out"]
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    positional: bool = False,
+    io: Direction | None = None,
+    kind: str | None = None,
+    run_name: str | None = None,
+    length: int | None = None,
+    pipeline: bool = True,
+    metavar: str | None = None,
+) -> Any:
+    """A dataclass field declaring one option.
+
+    Parameters
+    ----------
+    default
+        The one default (omit for a required option).
+    help
+        One line of help, shown by ``--help``.
+    positional
+        A positional argument on the command line instead of ``--name``.
+    io, kind
+        ``"in"``/``"out"`` for paths a stage reads/writes, with the kind of product
+        (``"cube"``, ``"model"`` ...) the pipeline runner wires between stages.
+    run_name
+        The file name an output gets inside a pipeline's run folder when the file does not say.
+    length
+        Exact number of items of a tuple option.
+    pipeline
+        ``False`` for an option the pipeline runner sets itself (``overwrite``).
+    """
+    meta = {
+        "help": help,
+        "positional": positional,
+        "io": io,
+        "kind": kind,
+        "run_name": run_name,
+        "length": length,
+        "pipeline": pipeline,
+        "metavar": metavar,
+    }
+    return dataclasses.field(default=default, metadata=meta, kw_only=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One option of an options dataclass, with its resolved type."""
+
+    name: str
+    type: Any
+    default: Any
+    meta: typing.Mapping[str, Any]
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    @property
+    def optional(self) -> bool:
+        """``None`` is an accepted value (``X | None``)."""
+        return type(None) in typing.get_args(self.type)
+
+    @property
+    def base(self) -> Any:
+        """The type without ``None``."""
+        args = [a for a in typing.get_args(self.type) if a is not type(None)]
+        if typing.get_origin(self.type) in (typing.Union, types.UnionType) and len(args) == 1:
+            return args[0]
+        return self.type
+
+    @property
+    def choices(self) -> tuple | None:
+        return typing.get_args(self.base) if typing.get_origin(self.base) is Literal else None
+
+    @property
+    def item(self) -> Any:
+        """Item type of a ``tuple[X, ...]`` option, else ``None``."""
+        return typing.get_args(self.base)[0] if typing.get_origin(self.base) is tuple else None
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.item is not None:
+            n = self.meta.get("length")
+            return f"a list of {f'{n} ' if n else ''}{_NAMES.get(self.item, 'value')}s"
+        return "a " + _NAMES.get(self.base, str(self.base))
+
+
+_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean (true/false)"}
+
+
+def specs(cls: type) -> Iterator[OptionSpec]:
+    """The options of an options dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield OptionSpec(f.name, hints[f.name], f.default, f.metadata)
+
+
+def _scalar(value: Any, tp: Any) -> tuple[bool, Any]:
+    if tp is bool:
+        return isinstance(value, bool), value
+    if isinstance(value, bool):
+        return False, value
+    if tp is int:
+        return isinstance(value, int), value
+    if tp is float:
+        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
+    if tp is str:
+        ok = isinstance(value, (str, os.PathLike))
+        return ok, str(value) if ok else value
+    return True, value
+
+
+def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
+    """Check ``value`` against an option's type; return it normalised (tuples, floats, str paths)."""
+    if value is None and (spec.optional or spec.default is None):
+        return None
+    bad = InvalidInputError(
+        f"{where + ': ' if where else ''}{spec.name} must be {spec.describe()}, "
+        f"found {type(value).__name__} {value!r}."
+    )
+    if spec.choices:
+        if value not in spec.choices:
+            raise bad
+        return value
+    if spec.item is not None:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        out = []
+        for v in value:
+            ok, v = _scalar(v, spec.item)
+            if not ok:
+                raise bad
+            out.append(v)
+        n = spec.meta.get("length")
+        if n is not None and len(out) != n:
+            raise bad
+        return tuple(out)
+    ok, value = _scalar(value, spec.base)
+    if not ok:
+        raise bad
+    return value

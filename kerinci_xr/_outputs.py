@@ -1,0 +1,74 @@
+"""Outputs written atomically: the one helper every writer of a file or store goes through."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import InputFileNotFoundError, OutputExistsError
+
+__all__ = ["atomic_output", "check_output", "write_atomic", "write_text"]
+
+
+def check_output(path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse an existing output (unless ``overwrite``) or a missing parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
+        )
+    if not path.parent.is_dir():
+        raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")
+
+
+class atomic_output:
+    """Context manager: write into a temporary sibling, then move it into place on success.
+
+    ``with atomic_output(path, overwrite=False) as tmp: ...`` refuses an existing ``path``
+    (unless ``overwrite``) before anything is written, removes the temporary sibling on error,
+    and on success replaces the old output by two renames, so a crash at any point leaves
+    either the old output or the new one, never a half-written one. Works for files and folders.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> Path:
+        check_output(self.path, overwrite=self.overwrite)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            _remove(self.tmp)
+            return
+        backup = None
+        if self.path.exists() or self.path.is_symlink():
+            backup = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            self.path.rename(backup)
+        self.tmp.rename(self.path)
+        if backup is not None:
+            _remove(backup)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it into place."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
+    """Write a text file (UTF-8) atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

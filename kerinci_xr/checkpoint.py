@@ -1,0 +1,103 @@
+"""Checkpoints: safe save/load, compatibility checks, the model they hold, and input normalisation.
+
+Training, evaluation and prediction all go through this module: a checkpoint is loaded with
+``torch.load(..., weights_only=True)`` (tensors and plain containers only, never code), checked
+against the data's bands and legend, turned back into its :class:`~kerinci_xr.model.UNet`, and
+its band statistics normalise inputs with :func:`normalize`, the one normalisation both the
+patch loader and whole-scene prediction call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._outputs import write_atomic
+from .errors import CheckpointError, InputFileNotFoundError
+from .legend import Legend
+from .model import UNet, UNetConfig
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "band_stats_of",
+    "check_compatible",
+    "load_checkpoint",
+    "load_model",
+    "normalize",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "kerinci_xr.checkpoint/1"
+
+
+def normalize(image: np.ndarray, valid: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Normalise ``(..., band, y, x)`` float32 in place: ``(x - mean) / std``; 0 where invalid.
+
+    ``mean`` and ``std`` are ``(band, 1, 1)`` float32; ``valid`` is ``(..., y, x)`` bool.
+    Non-finite values also become 0 (the mean, in normalised units).
+    """
+    image -= mean
+    image /= std
+    np.copyto(image, np.float32(0), where=~np.isfinite(image) | ~valid[..., None, :, :])
+    return image
+
+
+def band_stats_of(ckpt: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The training mean and standard deviation of a checkpoint, shaped ``(band, 1, 1)`` float32."""
+    mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
+    return mean, std
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Save a checkpoint atomically (``payload`` must hold only tensors and plain containers)."""
+    return write_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFoundError(
+            f"{path}: model checkpoint not found. Fix: train one with `kerinci-xr train`."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many unrelated types on a damaged file
+        raise CheckpointError(
+            f"{path}: expected a kerinci_xr checkpoint, found a file torch cannot load safely "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Fix: retrain or restore the file."
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: expected a checkpoint of format {CHECKPOINT_FORMAT!r}, found "
+            f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}."
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend | None, source: str) -> None:
+    """Refuse a checkpoint whose bands or classes differ from the data's."""
+    if list(ckpt["bands"]) != list(bands):
+        raise CheckpointError(
+            f"{source}: the model was trained on bands {list(ckpt['bands'])}, the data has "
+            f"{list(bands)}. Fix: prepare the data with the same bands, or train a new model."
+        )
+    if legend is not None:
+        mine = Legend.from_dict(ckpt["legend"])
+        if mine.values != legend.values:
+            raise CheckpointError(
+                f"{source}: the model was trained for classes {list(mine.values)}, the data's legend "
+                f"has {list(legend.values)}. Fix: use the legend the model was trained with."
+            )
+
+
+def load_model(ckpt: dict[str, Any], device: torch.device | None = None) -> UNet:
+    """Rebuild the U-Net of a checkpoint with its weights, in eval mode."""
+    model = UNet(UNetConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model.to(device or torch.device("cpu"))

@@ -1,0 +1,18 @@
+"""The stage layer: one module per stage, each declaring its options once.
+
+:data:`STAGES` maps each stage's name to its :class:`~kerinci_xr.stages._base.Stage`; the CLI,
+the pipeline runner and the Python API (:mod:`kerinci_xr.api`) are built from it.
+"""
+
+from __future__ import annotations
+
+from . import evaluate, info, map, predict, prepare, quicklook, report, sample, synth, train
+from ._base import Context, DaskOptions, Stage
+
+#: Every stage by name, in the order of the data flow.
+STAGES: dict[str, Stage] = {
+    m.STAGE.name: m.STAGE
+    for m in (synth, prepare, info, quicklook, sample, train, evaluate, predict, map, report)
+}
+
+__all__ = ["STAGES", "Context", "DaskOptions", "Stage"]

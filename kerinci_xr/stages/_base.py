@@ -1,0 +1,128 @@
+"""What every stage is: an options dataclass, the products it writes by kind, and ``run``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._options import OptionSpec, coerce, option, specs
+from .._outputs import write_text
+from ..cluster import dask_scheduler
+from ..errors import InvalidInputError
+
+__all__ = ["RECORD", "Context", "DaskOptions", "Stage", "read_record", "write_record"]
+
+log = logging.getLogger("kerinci_xr")
+
+#: The run record a pipeline keeps in its run folder: each stage's options and products by kind.
+RECORD = ".kerinci-stages.json"
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a stage reports: progress bars, and where its tables and messages go."""
+
+    progress: bool = False
+    echo: Callable[[str], Any] = log.info
+
+
+@dataclass(kw_only=True)
+class DaskOptions:
+    """Options of the stages that compute with Dask: where they run."""
+
+    workers: int | None = option(None, "start a LocalCluster of N worker processes", metavar="N")
+    scheduler: str | None = option(
+        None, "connect to a running Dask scheduler instead (tcp://host:8786)", metavar="ADDRESS"
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: its options (declared once), what it reads and writes, and how it runs.
+
+    ``run(options, context)`` returns what it wrote by kind (paths), plus any result worth
+    returning to a Python caller (a report, a summary). ``products`` gives the paths a run
+    writes by kind without running it (default: the options declared ``io="out"``), so the
+    pipeline runner can wire and order stages and check what is up to date.
+    """
+
+    name: str
+    help: str
+    options: type
+    run: Callable[[Any, Context], dict[str, Any]]
+    example: str
+    args: tuple[str, ...] = ()
+    extra_products: Callable[[Any], dict[str, Path]] | None = None
+
+    @property
+    def specs(self) -> list[OptionSpec]:
+        return list(specs(self.options))
+
+    def make(self, values: Mapping[str, Any], *, where: str) -> Any:
+        """Options from a mapping: unknown keys, missing values and wrong types are refused."""
+        known = {s.name: s for s in self.specs}
+        prefix = f"{where}: " if where else ""
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"{prefix}unknown option(s) {unknown} of {self.name}; expected some of {sorted(known)}."
+            )
+        missing = [k for k, s in known.items() if s.required and values.get(k) is None]
+        if missing:
+            raise InvalidInputError(f"{prefix}{self.name} needs {', '.join(missing)}.")
+        return self.options(**{k: coerce(known[k], v, where=where) for k, v in values.items()})
+
+    def inputs(self, opts: Any) -> dict[str, Path]:
+        """Paths the run reads, by option name."""
+        return {
+            s.name: Path(getattr(opts, s.name))
+            for s in self.specs
+            if s.meta.get("io") == "in" and getattr(opts, s.name) is not None
+        }
+
+    def products(self, opts: Any) -> dict[str, Path]:
+        """Paths the run writes, by kind."""
+        out = {
+            s.meta["kind"]: Path(getattr(opts, s.name))
+            for s in self.specs
+            if s.meta.get("io") == "out" and getattr(opts, s.name) is not None
+        }
+        return out | (self.extra_products(opts) if self.extra_products else {})
+
+    def execute(self, opts: Any, ctx: Context | None = None) -> dict[str, Any]:
+        """Run with these options, on the Dask scheduler they name."""
+        ctx = ctx or Context()
+        if isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None):
+            with dask_scheduler(workers=opts.workers, address=opts.scheduler):
+                return self.run(opts, ctx)
+        return self.run(opts, ctx)  # on the scheduler in use (threads, or the caller's client)
+
+    def __call__(self, *args: Any, progress: bool = False, echo: Callable | None = None, **kw: Any):
+        """The Python API: positional ``args`` as declared, every other option by keyword."""
+        if len(args) > len(self.args):
+            raise TypeError(f"{self.name}() takes {len(self.args)} positional argument(s), got {len(args)}")
+        values = dict(zip(self.args, args, strict=False)) | kw
+        opts = self.make(values, where=f"{self.name}()")
+        return self.execute(opts, Context(progress=progress, echo=echo or log.info))
+
+
+def options_record(opts: Any) -> dict[str, Any]:
+    """The options that decide a stage's products (not where it runs, nor ``overwrite``)."""
+    skip = {"overwrite", "workers", "scheduler"}
+    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in skip}
+    return json.loads(json.dumps(values, default=str))
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's record (empty when it has none)."""
+    path = Path(run_dir) / RECORD
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
+    write_text(Path(run_dir) / RECORD, json.dumps(record, indent=2))

@@ -1,0 +1,68 @@
+"""``map``: linked interactive maps of a cube (and prediction) as standalone HTML, optional PNGs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._options import option
+from .._outputs import check_output
+from ..cube import cube_legend, open_cube
+from ..legend import Legend
+from ..patches import open_patches
+from ..prediction import open_prediction
+from ..viz import class_map_png, error_png, false_colour_png, save_html, scene_maps
+from ._base import Context, Stage
+
+__all__ = ["STAGE", "MapOptions"]
+
+
+@dataclass(kw_only=True)
+class MapOptions:
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
+    prediction: str | None = option(
+        None, "prediction.zarr to show with its errors", io="in", kind="prediction"
+    )
+    patches: str | None = option(None, "patch store whose windows to draw", io="in", kind="patches")
+    max_size: int = option(1000, "longest side of each map in pixels")
+    out: str = option(help="HTML file (works offline)", io="out", kind="map_page", run_name="map.html")
+    png: str | None = option(
+        None, "also write static PNG quick-looks of the maps into this folder", io="out", kind="map_pngs"
+    )
+    overwrite: bool = option(False, "replace an existing page", pipeline=False)
+
+
+def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
+    check_output(o.out, overwrite=o.overwrite)
+    ds = open_cube(o.cube)
+    pred = open_prediction(o.prediction)["class"] if o.prediction is not None else None
+    store = open_patches(o.patches) if o.patches is not None else None
+    maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)
+    written: dict[str, Any] = {
+        "map_page": save_html(maps, o.out, title=f"kerinci_xr map: {Path(o.cube).name}")
+    }
+    if o.png is not None:
+        folder = Path(o.png)
+        folder.mkdir(parents=True, exist_ok=True)
+        size = 2 * o.max_size
+        written["false_colour"] = false_colour_png(ds["image"], folder / "false_colour.png", max_size=size)
+        legend = cube_legend(ds) if ds.attrs.get("legend") else None
+        if "labels" in ds and legend is not None:
+            written["labels_png"] = class_map_png(ds["labels"], legend, folder / "labels.png", max_size=size)
+        if pred is not None:
+            plg = legend or Legend.from_json(pred.attrs["legend"])
+            written["prediction_png"] = class_map_png(pred, plg, folder / "prediction.png", max_size=size)
+            if "labels" in ds:
+                written["errors_png"] = error_png(ds["labels"], pred, folder / "errors.png", max_size=size)
+    return written
+
+
+STAGE = Stage(
+    "map",
+    "interactive linked maps of a cube (and prediction) as standalone HTML",
+    MapOptions,
+    run,
+    "kerinci-xr map cube.zarr --prediction prediction.zarr --patches patches.zarr --out map.html",
+    args=("cube",),
+)

@@ -1,0 +1,106 @@
+"""``predict``: the whole scene, seamlessly: prediction.zarr, COG, class areas, metrics per split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._options import option
+from .._outputs import check_output, write_atomic, write_text
+from ..cube import cube_legend, open_cube, write_cube
+from ..errors import InvalidInputError
+from ..io import write_cog
+from ..legend import Legend
+from ..metrics import area_table, evaluate_prediction, write_report
+from ..patches import stored_layout
+from ..prediction import open_prediction, predict_scene
+from ._base import Context, DaskOptions, Stage
+
+__all__ = ["STAGE", "PredictOptions"]
+
+
+@dataclass(kw_only=True)
+class PredictOptions(DaskOptions):
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
+    model: str = option(help="checkpoint (.pt)", io="in", kind="model")
+    patches: str | None = option(
+        None, "patch store whose split layout gives per-split metrics", io="in", kind="patches"
+    )
+    out: str = option(
+        help="prediction store (.zarr): class and confidence",
+        io="out",
+        kind="prediction",
+        run_name="prediction.zarr",
+    )
+    cog: str | None = option(
+        None,
+        "also write the class map as a Cloud-Optimised GeoTIFF",
+        io="out",
+        kind="cog",
+        run_name="map.tif",
+    )
+    areas: str | None = option(
+        None,
+        "also write hectares per class (CSV, plus JSON beside it)",
+        io="out",
+        kind="areas",
+        run_name="areas.csv",
+    )
+    metrics: str | None = option(
+        None,
+        "also write whole-scene accuracy against the cube's labels (JSON)",
+        io="out",
+        kind="scene_metrics",
+        run_name="metrics_scene.json",
+    )
+    chunk: int = option(2048, "output chunk edge in pixels")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    probabilities: bool = option(False, "also store per-class probabilities")
+    overwrite: bool = option(False, "replace existing outputs", pipeline=False)
+
+
+def _areas_json(o: PredictOptions) -> dict[str, Path]:
+    return {"areas_json": Path(o.areas).with_suffix(".json")} if o.areas else {}
+
+
+def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
+    """Predict, write the store, then read it back for the COG, areas and metrics.
+
+    Every output is checked before any work; the map is computed once (into the Zarr store).
+    """
+    outputs = STAGE.products(o)
+    for p in outputs.values():
+        check_output(p, overwrite=o.overwrite)
+    ds = open_cube(o.cube)
+    if o.metrics is not None and "labels" not in ds:
+        raise InvalidInputError(f"{o.cube}: metrics need labels, and the cube has none.")
+    layout = stored_layout(o.patches, (ds.sizes["y"], ds.sizes["x"])) if o.patches is not None else None
+    pred = predict_scene(ds, o.model, chunk=o.chunk, device=o.device, probabilities=o.probabilities)
+    pred.attrs["cube"] = str(o.cube)
+    write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress)
+    stored = open_prediction(o.out)["class"]
+    legend = Legend.from_json(stored.attrs["legend"])
+    if o.cog is not None:
+        write_cog(stored, o.cog, legend=legend, overwrite=o.overwrite)
+    labels = ds["labels"] if "labels" in ds else None
+    if o.areas is not None:
+        table = area_table(stored, legend, labels)
+        write_atomic(o.areas, lambda tmp: table.to_csv(tmp, index=False, float_format="%.4f"))
+        write_text(outputs["areas_json"], table.to_json(orient="records", indent=2))
+    if o.metrics is not None and labels is not None:
+        report = evaluate_prediction(stored, labels, cube_legend(ds), layout=layout)
+        report["source"] = {"prediction": str(o.out), "cube": str(o.cube), "model": str(o.model)}
+        write_report(report, o.metrics)
+    return outputs
+
+
+STAGE = Stage(
+    "predict",
+    "predict a whole cube: prediction.zarr, COG, class areas, metrics",
+    PredictOptions,
+    run,
+    "kerinci-xr predict cube.zarr --model model.pt --out prediction.zarr --cog map.tif --areas areas.csv",
+    args=("cube",),
+    extra_products=_areas_json,
+)

@@ -1,0 +1,91 @@
+"""``prepare``: imagery, labels and radar into the analysis-ready Zarr cube."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._options import option
+from .._outputs import check_output
+from ..cube import build_cube, write_cube
+from ..errors import InvalidInputError
+from ..io import open_raster
+from ..legend import read_legend
+from ..preprocess import check_label_codes, label_code_counts
+from ._base import Context, DaskOptions, Stage
+
+__all__ = ["STAGE", "PrepareOptions"]
+
+
+@dataclass(kw_only=True)
+class PrepareOptions(DaskOptions):
+    image: str = option(help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif)", io="in", kind="image")
+    labels: str | None = option(
+        None, "label GeoTIFF with the legend's original codes", io="in", kind="labels"
+    )
+    legend: str | None = option(None, "lc.json with values, label, palette", io="in", kind="legend")
+    radar: str | None = option(None, "radar GeoTIFF on any grid (e.g. PALSAR HH,HV)", io="in", kind="radar")
+    bands: tuple[str, ...] | None = option(
+        None, "optical band names, comma-separated (default: from the file)"
+    )
+    radar_bands: tuple[str, ...] = option(("HH", "HV"), "radar band names")
+    scale: float = option(1e-4, "reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)")
+    offset: float = option(0.0, "reflectance offset added after scaling")
+    nodata: float | None = option(None, "optical nodata value (default: from the file)")
+    radar_scale: float = option(1e-3, "radar scale (1e-3 for dB x1e3, 1 for dB)")
+    chunk: int = option(1024, "chunk edge in pixels")
+    sensor: Literal["auto", "landsat8", "landsat7", "sentinel2"] = option(
+        "auto", "which bands play which role"
+    )
+    align_labels: bool = option(False, "warp off-grid labels (nearest) instead of failing")
+    strict: bool = option(False, "fail on label codes missing from the legend")
+    out: str = option(help="output cube (.zarr)", io="out", kind="cube", run_name="cube.zarr")
+    overwrite: bool = option(False, "replace an existing cube", pipeline=False)
+
+
+def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
+    """Build the cube, check label codes against the legend, and write it.
+
+    Everything that can be wrong with the inputs is checked before the output is touched;
+    with ``strict`` label codes missing from the legend are an error, otherwise a warning.
+    """
+    check_output(o.out, overwrite=o.overwrite)  # refuse an existing output before any work
+    legend = read_legend(o.legend) if o.legend is not None else None
+    if o.labels is not None and legend is None:
+        raise InvalidInputError("--labels given without --legend. Fix: pass the lc.json legend.")
+    ds = build_cube(
+        o.image,
+        o.labels,
+        legend=legend,
+        radar=o.radar,
+        bands=o.bands,
+        radar_bands=o.radar_bands,
+        scale=o.scale,
+        offset=o.offset,
+        nodata=o.nodata,
+        radar_scale=o.radar_scale,
+        align_labels=o.align_labels,
+        chunks=o.chunk,
+        sensor=o.sensor,
+    )
+    if o.labels is not None and legend is not None:
+        raw = open_raster(o.labels, chunks=o.chunk)
+        unknown = check_label_codes(
+            label_code_counts(raw), legend, nodata=raw.attrs.get("nodata"), strict=o.strict, source=o.labels
+        )
+        prov = json.loads(ds.attrs["provenance"])
+        prov["legend_file"] = str(o.legend)
+        prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
+        ds.attrs["provenance"] = json.dumps(prov)
+    return {"cube": write_cube(ds, o.out, overwrite=o.overwrite, progress=ctx.progress)}
+
+
+STAGE = Stage(
+    "prepare",
+    "build the analysis-ready Zarr cube from imagery, labels and radar",
+    PrepareOptions,
+    run,
+    "kerinci-xr prepare --image L.tif --labels LC.tif --legend lc.json --radar P.tif --out cube.zarr",
+    args=("image",),
+)

@@ -1,0 +1,79 @@
+"""``report``: one standalone HTML page of a run: maps, accuracy, confusion, areas, training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .._options import option
+from .._outputs import check_output
+from ..errors import InputFileNotFoundError
+from ..viz import report_page
+from ._base import RECORD, Context, Stage, read_record
+
+__all__ = ["STAGE", "ReportOptions"]
+
+
+@dataclass(kw_only=True)
+class ReportOptions:
+    run_dir: str | None = option(
+        None, "a pipeline's run folder: its record names every product", positional=True
+    )
+    cube: str | None = option(None, "cube (.zarr)", io="in", kind="cube")
+    prediction: str | None = option(None, "prediction store (.zarr)", io="in", kind="prediction")
+    patches: str | None = option(None, "patch store (.zarr)", io="in", kind="patches")
+    metrics: str | None = option(None, "accuracy on the test patches (JSON)", io="in", kind="metrics")
+    scene_metrics: str | None = option(
+        None, "whole-scene accuracy by split (JSON)", io="in", kind="scene_metrics"
+    )
+    areas: str | None = option(None, "class areas (CSV)", io="in", kind="areas")
+    history: str | None = option(None, "training history (CSV)", io="in", kind="history")
+    max_size: int = option(1000, "longest side of each map in pixels")
+    out: str = option(help="HTML file (works offline)", io="out", kind="report", run_name="report.html")
+    overwrite: bool = option(False, "replace an existing page", pipeline=False)
+
+
+_INPUTS = ("cube", "prediction", "patches", "metrics", "scene_metrics", "areas", "history")
+
+
+def _from_run(o: ReportOptions) -> ReportOptions:
+    """Fill the inputs not given from the run folder's record (by kind, whatever the names)."""
+    if o.run_dir is None:
+        return o
+    record = read_record(o.run_dir)
+    if not record:
+        raise InputFileNotFoundError(
+            f"{o.run_dir}: expected a run folder with {RECORD} (as `kerinci-xr run` and `demo` write), "
+            "found none. Fix: pass --cube (and the other products) instead."
+        )
+    found = {k: v for st in record.values() for k, v in st.get("products", {}).items()}
+    return replace(o, **{k: found.get(k) for k in _INPUTS if getattr(o, k) is None})
+
+
+def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
+    check_output(o.out, overwrite=o.overwrite)
+    o = _from_run(o)
+    if o.cube is None:
+        raise InputFileNotFoundError("report: no cube. Fix: pass --cube or a run folder that has one.")
+    sections = {"whole scene, by split area": o.scene_metrics, "test patches": o.metrics}
+    page = report_page(
+        o.out,
+        cube=o.cube,
+        prediction=o.prediction,
+        patches=o.patches,
+        metrics={title: path for title, path in sections.items() if path is not None},
+        areas=o.areas,
+        history=o.history,
+        max_size=o.max_size,
+    )
+    return {"report": page}
+
+
+STAGE = Stage(
+    "report",
+    "one HTML page for a run: maps, accuracy, areas, training",
+    ReportOptions,
+    run,
+    "kerinci-xr report runs/demo --out report.html",
+    args=("run_dir",),
+)

@@ -1,0 +1,79 @@
+"""``sample``: N patch centres per class in spatial splits, extracted into a Zarr patch store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._options import option
+from .._outputs import check_output
+from ..cube import open_cube
+from ..errors import InvalidInputError
+from ..patches import write_patches
+from ..sampling import sample_centres, write_manifest
+from ._base import Context, DaskOptions, Stage
+
+__all__ = ["STAGE", "SampleOptions"]
+
+
+@dataclass(kw_only=True)
+class SampleOptions(DaskOptions):
+    cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind="cube")
+    per_class: int = option(20, "centres per class and split")
+    patch: int = option(128, "window edge in pixels")
+    seed: int = option(0, "same seed, same centres and split layout")
+    max_nodata: float = option(0.0, "largest invalid fraction of a window")
+    fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
+    block: int | None = option(None, "split block edge in pixels (default 4 x patch)")
+    buffer: int = option(0, "extra pixels around windows kept in their split")
+    out: str = option(help="output patch store (.zarr)", io="out", kind="patches", run_name="patches.zarr")
+    manifest: str | None = option(
+        None,
+        "manifest CSV or .parquet (default: the store's name with .csv)",
+        io="out",
+        kind="manifest",
+        run_name="patches.csv",
+    )
+    overwrite: bool = option(False, "replace existing outputs", pipeline=False)
+
+
+def _manifest_path(o: SampleOptions) -> Path:
+    return Path(o.manifest) if o.manifest is not None else Path(o.out).with_suffix(".csv")
+
+
+def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
+    """Draw the centres, extract the store and save the manifest; both outputs checked first."""
+    manifest = _manifest_path(o)
+    check_output(o.out, overwrite=o.overwrite)
+    check_output(manifest, overwrite=o.overwrite)
+    ds = open_cube(o.cube)
+    if "labels" not in ds:
+        raise InvalidInputError(
+            f"{o.cube}: the cube has no labels to sample from. Fix: prepare it with --labels."
+        )
+    table = sample_centres(
+        ds,
+        per_class=o.per_class,
+        patch=o.patch,
+        seed=o.seed,
+        max_nodata=o.max_nodata,
+        fractions=o.fractions,
+        block=o.block,
+        buffer=o.buffer,
+    )
+    split = {"seed": o.seed, "fractions": [float(f) for f in o.fractions], "block": o.block or 4 * o.patch}
+    attrs = {"cube": str(o.cube), "split": split}
+    store = write_patches(ds, table, o.out, overwrite=o.overwrite, progress=ctx.progress, attrs=attrs)
+    return {"patches": store, "manifest": write_manifest(table, manifest)}
+
+
+STAGE = Stage(
+    "sample",
+    "draw N patches per class in spatial splits into a Zarr patch store",
+    SampleOptions,
+    run,
+    "kerinci-xr sample cube.zarr --per-class 20 --patch 128 --out patches.zarr",
+    args=("cube",),
+    extra_products=lambda o: {"manifest": _manifest_path(o)},
+)

@@ -1,0 +1,537 @@
+"""Training: the U-Net on a patch store's training split, validated each epoch; checkpoints.
+
+Cross-entropy ignores nodata (label 0), with optional class weights and Dice term; AdamW with
+a cosine schedule; seeded augmentation; early stopping on validation mean IoU; bf16 autocast
+on CUDA. Same seed, same weights on CPU; ``resume`` continues exactly where the last epoch ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._options import option
+from ._outputs import check_output, write_atomic, write_text
+from .batching import make_loader
+from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
+from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError
+from .legend import Legend
+from .metrics import accuracy_report, confusion_matrix
+from .model import Norm, UNet, UNetConfig, pick_device
+from .patches import open_patches
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_loader",
+    "evaluate_store",
+    "fit",
+    "loss_fn",
+    "predict_logits",
+]
+
+log = logging.getLogger(__name__)
+
+ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`fit` (all stored in the checkpoint); the ``train`` stage's options too."""
+
+    epochs: int = option(30, "training epochs (at most: early stopping may end sooner)")
+    batch_size: int = option(16, "patches per training step")
+    lr: float = option(2e-3, "peak learning rate of the cosine one-cycle schedule")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    class_weights: ClassWeights = option("inverse_sqrt", "loss weight per class from training pixel counts")
+    dice: float = option(0.0, "weight of the Dice term added to cross-entropy")
+    patience: int = option(8, "epochs without validation mIoU gain before stopping")
+    seed: int = option(0, "seeds weights, batch order and augmentation")
+    device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    amp: bool = option(True, "bf16 autocast on CUDA")
+    loader_workers: int = option(0, "DataLoader worker processes")
+    augment: bool = option(True, "random flips and 90-degree rotations of training patches")
+    depth: int = option(4, "U-Net depth: 2 ** depth must divide the patch size")
+    base: int = option(32, "channels of the first U-Net level")
+    norm: Norm = option("batch", "normalisation after each convolution")
+    dropout: float = option(0.1, "dropout in the bottleneck and decoder")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InvalidInputError(
+                f"epochs and batch size must be >= 1, found {self.epochs} and {self.batch_size}."
+            )
+        if self.class_weights not in ("none", "inverse", "inverse_sqrt"):
+            raise InvalidInputError(
+                f"class_weights: expected 'none', 'inverse' or 'inverse_sqrt', found {self.class_weights!r}."
+            )
+        if self.lr <= 0 or self.dice < 0 or self.patience < 1:
+            raise InvalidInputError("lr must be > 0, dice >= 0 and patience >= 1.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(TrainConfig)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The training options alone (what a checkpoint records)."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the per-epoch history and the files it wrote."""
+
+    history: list[dict[str, Any]]
+    best: Path
+    last: Path
+    history_csv: Path
+    history_json: Path
+    best_miou: float
+
+    def __getitem__(self, key: str) -> Any:  # result["best"] reads as well as result.best
+        return getattr(self, key)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainResult(epochs={len(self.history)}, best_miou={self.best_miou:.4f}, "
+            f"best={str(self.best)!r})"
+        )
+
+
+def history_paths(out: str | Path) -> tuple[Path, Path, Path]:
+    """``<stem>.last.pt``, ``<stem>.history.csv`` and ``<stem>.history.json`` beside a checkpoint."""
+    out = Path(out)
+    return tuple(out.with_name(out.stem + suffix) for suffix in (".last.pt", ".history.csv", ".history.json"))
+
+
+# ---- loss and evaluation -----------------------------------------------------------------
+def _class_weights(store: str | Path, n: int, mode: ClassWeights):
+    import zarr
+
+    if mode == "none":
+        return None
+    g = zarr.open_group(str(store), mode="r")
+    split = np.asarray(g["split"][:], dtype=object)
+    idx = np.flatnonzero(split == "train")
+    labels, valid = g["labels"].oindex[idx], g["valid"].oindex[idx]
+    counts = np.bincount(labels[valid].ravel(), minlength=n + 1)[1 : n + 1].astype(np.float64)
+    freq = counts / max(counts.sum(), 1)
+    w = np.zeros(n)
+    seen = counts > 0
+    w[seen] = 1 / freq[seen] if mode == "inverse" else 1 / np.sqrt(freq[seen])
+    w[seen] /= (w[seen] * freq[seen]).sum()  # expected weight 1 per pixel
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def loss_fn(logits, labels, *, weight=None, dice: float = 0.0):
+    """Cross-entropy over labelled pixels (label 0 ignored), plus ``dice`` x soft Dice loss."""
+    target = labels - 1  # ids 1..N -> logits 0..N-1; nodata 0 -> -1, ignored
+    ce = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=-1)
+    if not torch.isfinite(ce):  # a batch without any labelled pixel
+        ce = logits.sum() * 0.0
+    if dice <= 0:
+        return ce
+    mask = (target >= 0).unsqueeze(1).float()
+    prob = logits.float().softmax(1) * mask
+    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2).float() * mask
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    d = 1 - (2 * inter[present] + 1) / (denom[present] + 1)
+    return ce + dice * (d.mean() if present.any() else 0.0)
+
+
+def predict_logits(model, x, *, amp: bool = True):
+    """Logits of a batch under ``no_grad``, with bf16 autocast on CUDA."""
+    with torch.no_grad():
+        if x.device.type == "cuda" and amp:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return model(x).float()
+        return model(x)
+
+
+def evaluate_loader(model, loader, n_classes: int, device, *, amp: bool = True) -> np.ndarray:
+    """Confusion matrix of a model over every batch of a loader."""
+    model.eval()
+    cm = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
+    for batch in loader:
+        x = batch["image"].to(device, non_blocking=True)
+        pred = predict_logits(model, x, amp=amp).argmax(1) + 1
+        cm += confusion_matrix(batch["mask"].numpy(), pred.cpu().numpy(), n_classes)
+    return cm
+
+
+# ---- the loop ----------------------------------------------------------------------------
+def _prefetch(loader, device, depth: int = 3):
+    """Iterate a loader with the next batches prepared (and copied to the device) by a thread.
+
+    Batch assembly (indexing, augmentation, the host-to-device copy) overlaps the training
+    step, so the step waits for data only when the loader is slower than the model.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+    cuda = device.type == "cuda"
+    stream = torch.cuda.Stream(device) if cuda else None
+
+    def work() -> None:
+        try:
+            for batch in loader:
+                x, y = batch["image"], batch["mask"]
+                if stop.is_set():
+                    return
+                if cuda:
+                    with torch.cuda.stream(stream):
+                        x = x.pin_memory().to(device, non_blocking=True)
+                        y = y.pin_memory().to(device, non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    q.put((x, y, event))
+                else:
+                    q.put((x, y, None))
+        except BaseException as exc:  # surfaced in the training thread
+            q.put(exc)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True, name="kerinci-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            x, y, event = item
+            if event is not None:
+                torch.cuda.current_stream(device).wait_event(event)
+            yield x, y
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between its steps."""
+
+    cfg: TrainConfig
+    store: Path
+    out: Path
+    legend: Legend
+    device: torch.device
+    amp: bool
+    model: UNet
+    train_loader: Any
+    val_loader: Any
+    opt: Any
+    sched: Any
+    weight: Any
+    payload: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    best: float = -math.inf
+    stale: int = 0
+
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        return history_paths(self.out)
+
+
+def fit(
+    store: str | Path,
+    out: str | Path,
+    *,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    until_epoch: int | None = None,
+) -> TrainResult:
+    """Train a U-Net on ``store``'s training split; validate on its validation split each epoch.
+
+    Writes ``out`` (the best checkpoint by validation mean IoU), ``<out stem>.last.pt`` (the
+    last epoch, with optimiser, scheduler and RNG state for ``resume``) and
+    ``<out stem>.history.csv`` / ``.json`` (per-epoch loss, accuracy, mIoU, data-wait fraction).
+    ``until_epoch`` stops this run after that epoch (a job with a time limit); a later call with
+    ``resume=True`` continues it and ends with the same weights as one uninterrupted run.
+    """
+    cfg = config or TrainConfig()
+    run = _setup(Path(store), Path(out), cfg, resume=resume, overwrite=overwrite)
+    if resume:
+        _restore(run)
+    for epoch in range(run.start, min(cfg.epochs, until_epoch or cfg.epochs)):
+        if run.stale >= cfg.patience:
+            log.info("early stop: no mIoU improvement for %d epochs", run.stale)
+            break
+        t_epoch = time.perf_counter()
+        row = _train_epoch(run, epoch, progress)
+        row |= _validate(run)
+        row["seconds"] = time.perf_counter() - t_epoch
+        improved = _record(run, row)
+        if progress:
+            _print_epoch(run, row, improved)
+        _save_epoch(run, epoch, improved)
+    last, hist_csv, hist_json = run.paths
+    if not run.out.exists():  # resumed after the last improvement was saved elsewhere
+        save_checkpoint(run.out, load_checkpoint(last))
+    return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best)
+
+
+def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> _Run:
+    """Check the store, build the model, loaders, optimiser and schedule (seeded)."""
+    ds = open_patches(store)
+    legend = Legend.from_json(ds.attrs["legend"])
+    bands = [str(b) for b in ds["band"].values]
+    splits = np.asarray(ds["split"].values, dtype=object)
+    if not (splits == "train").any():
+        raise InvalidInputError(
+            f"{store}: the training split is empty. Fix: sample with a larger train fraction."
+        )
+    patch = int(ds.attrs["patch"])
+    mcfg = UNetConfig(
+        in_channels=len(bands),
+        n_classes=legend.n_classes,
+        depth=cfg.depth,
+        base=cfg.base,
+        norm=cfg.norm,
+        dropout=cfg.dropout,
+    )
+    if patch % mcfg.multiple:
+        raise InvalidInputError(
+            f"{store}: patches of {patch} pixels are not divisible by 2 ** depth = {mcfg.multiple}. "
+            "Fix: lower depth or sample other patch sizes."
+        )
+    if not resume:
+        check_output(out, overwrite=overwrite)
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+    model = UNet(mcfg).to(device)
+    loader = dict(batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.loader_workers)
+    train_loader = make_loader(
+        store, split="train", augment=cfg.augment, pin_memory=device.type == "cuda", **loader
+    )
+    val_loader = make_loader(store, split="val", **loader) if (splits == "val").any() else None
+    steps = len(train_loader) * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = (
+        torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=steps, pct_start=min(0.3, 2 / cfg.epochs), anneal_strategy="cos"
+        )
+        if steps > 1
+        else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    )
+    weight = _class_weights(store, legend.n_classes, cfg.class_weights)
+    payload = {
+        "model_config": mcfg.to_dict(),
+        "bands": bands,
+        "band_mean": [float(v) for v in ds.attrs["band_mean"]],
+        "band_std": [float(v) for v in ds.attrs["band_std"]],
+        "legend": legend.to_dict(),
+        "patch": patch,
+        "train_config": cfg.to_dict(),
+        "store": str(store),
+    }
+    amp = cfg.amp and device.type == "cuda"
+    return _Run(
+        cfg,
+        store,
+        out,
+        legend,
+        device,
+        amp,
+        model,
+        train_loader,
+        val_loader,
+        opt,
+        sched,
+        weight.to(device) if weight is not None else None,
+        payload,
+    )
+
+
+def _restore(run: _Run) -> None:
+    """Continue from ``<out stem>.last.pt``: weights, optimiser, schedule, RNG and history."""
+    last = run.paths[0]
+    if not last.exists():
+        raise InputFileNotFoundError(f"{last}: nothing to resume from. Fix: train without --resume.")
+    state = load_checkpoint(last)
+    check_compatible(state, bands=run.payload["bands"], legend=run.legend, source=str(last))
+    if state["model_config"] != run.payload["model_config"]:
+        raise CheckpointError(f"{last}: the model configuration differs from this run's.")
+    run.model.load_state_dict(state["model_state"])
+    run.opt.load_state_dict(state["optimizer_state"])
+    run.sched.load_state_dict(state["scheduler_state"])
+    torch.set_rng_state(state["rng_state"])
+    run.history, run.start = list(state["history"]), int(state["epoch"])
+    run.best, run.stale = float(state["best_miou"]), int(state["stale_epochs"])
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
+    """One pass over the training split; loss, learning rate, speed and the data-wait share."""
+    model, cfg, device = run.model, run.cfg, run.device
+    model.train()
+    run.train_loader.sampler.set_epoch(epoch)
+    bar = _progress(len(run.train_loader), f"epoch {epoch + 1}/{cfg.epochs}", progress)
+    total_loss, n_batches, wait, busy, images = torch.zeros((), device=device), 0, 0.0, 0.0, 0
+    t_epoch = t0 = time.perf_counter()
+    for x, y in _prefetch(run.train_loader, device):
+        t1 = time.perf_counter()
+        wait += t1 - t0
+        if run.amp:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(x)
+        else:
+            logits = model(x)
+        loss = loss_fn(logits, y, weight=run.weight, dice=cfg.dice)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        total_loss += loss.detach()  # no host sync per step: the GPU keeps its queue full
+        n_batches += 1
+        images += x.shape[0]
+        t0 = time.perf_counter()
+        busy += t0 - t1
+        if bar is not None:
+            if n_batches % 10 == 0:
+                bar.set_postfix(loss=f"{float(total_loss) / n_batches:.4f}")
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(total_loss) / max(n_batches, 1),
+        "lr": float(run.opt.param_groups[0]["lr"]),
+        "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
+        "data_wait_frac": wait / max(wait + busy, 1e-9),
+    }
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    """Accuracy on the validation split (nothing when the store has none)."""
+    if run.val_loader is None:
+        return {}
+    rep = accuracy_report(
+        evaluate_loader(run.model, run.val_loader, run.legend.n_classes, run.device, amp=run.amp), run.legend
+    )
+    return {
+        "val_overall_accuracy": rep["overall_accuracy"],
+        "val_kappa": rep["kappa"],
+        "val_mean_iou": rep["mean_iou"],
+    }
+
+
+def _record(run: _Run, row: dict[str, Any]) -> bool:
+    """Append the epoch to the history; whether it is the best so far (early-stopping count)."""
+    if run.val_loader is not None:
+        score = row["val_mean_iou"] if row["val_mean_iou"] is not None else -1.0
+    else:
+        score = -row["train_loss"]
+    run.history.append(row)
+    if score > run.best:
+        run.best, run.stale = score, 0
+        return True
+    run.stale += 1
+    return False
+
+
+def _print_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:
+    epochs, epoch = run.cfg.epochs, row["epoch"]
+    vm = row.get("val_mean_iou")
+    print(
+        f"epoch {epoch:>3}/{epochs}  loss {row['train_loss']:.4f}  "
+        f"val mIoU {'-' if vm is None else f'{vm:.3f}'}  "
+        f"val OA {row.get('val_overall_accuracy') or 0:.3f}  {row['images_per_s']:.1f} img/s  "
+        f"data wait {100 * row['data_wait_frac']:.1f} %  "
+        f"ETA {row['seconds'] * (epochs - epoch):.0f} s" + ("  *best*" if improved else ""),
+        file=sys.stderr,
+    )
+
+
+def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
+    """The best checkpoint (if improved), the last one with the state to resume, the history."""
+    last, hist_csv, hist_json = run.paths
+    weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    payload = run.payload | {
+        "model_state": weights,
+        "history": run.history,
+        "epoch": epoch + 1,
+        "best_miou": float(run.best),
+    }
+    if improved:
+        save_checkpoint(run.out, payload)
+    resume_state = {
+        "optimizer_state": run.opt.state_dict(),
+        "scheduler_state": run.sched.state_dict(),
+        "rng_state": torch.get_rng_state(),
+        "stale_epochs": run.stale,
+    }
+    save_checkpoint(last, payload | resume_state)
+    import pandas as pd
+
+    write_atomic(
+        hist_csv, lambda tmp: pd.DataFrame(run.history).to_csv(tmp, index=False, float_format="%.6g")
+    )
+    write_text(hist_json, json.dumps(run.history, indent=2))
+
+
+def evaluate_store(
+    store: str | Path,
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Accuracy of a checkpoint on one split of a patch store (labelled, valid pixels only).
+
+    Inputs are normalised with the statistics the model was trained with, not the store's own.
+    """
+    ds = open_patches(store)
+    legend = Legend.from_json(ds.attrs["legend"])
+    ckpt = load_checkpoint(checkpoint)
+    check_compatible(ckpt, bands=[str(b) for b in ds["band"].values], legend=legend, source=str(checkpoint))
+    dev = pick_device(device)
+    model = load_model(ckpt, dev)
+    loader = make_loader(
+        store, split=split, batch_size=batch_size, shuffle=False, augment=False, stats=band_stats_of(ckpt)
+    )
+    report = accuracy_report(evaluate_loader(model, loader, legend.n_classes, dev), legend)
+    report["source"] = {
+        "patches": str(store),
+        "split": split,
+        "model": str(checkpoint),
+        "patches_evaluated": len(loader.dataset),
+    }
+    return report

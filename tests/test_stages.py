@@ -1,0 +1,134 @@
+"""Every stage's options, generated from the one declaration: CLI, pipeline file and Python agree."""
+
+import dataclasses
+import inspect
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kerinci_xr as kx
+from kerinci_xr.cli import build_parser
+from kerinci_xr.pipeline import plan
+from kerinci_xr.stages import STAGES
+
+from .conftest import ROOT
+
+CASES = [(stage, spec) for stage in STAGES.values() for spec in stage.specs]
+
+
+def _other(spec):
+    """A value of the option's type that differs from its default."""
+    if spec.choices:
+        return next(c for c in spec.choices if c != spec.default)
+    if spec.item is not None:
+        n = spec.meta.get("length") or 2
+        return tuple(spec.item(v) for v in (0.25, 0.5, 0.25)[:n]) if spec.item is float else ("A", "B")
+    if spec.base is bool:
+        return not spec.default
+    if spec.base is int:
+        return (spec.default or 0) + 3
+    if spec.base is float:
+        return (spec.default or 0.0) + 0.125
+    return "some_value"
+
+
+def _argv(stage, values):
+    argv = [stage.name]
+    for spec in stage.specs:
+        if spec.name not in values:
+            continue
+        v = values[spec.name]
+        if spec.meta.get("positional"):
+            argv.append(str(v))
+        elif spec.base is bool:
+            argv.append(("--" if v else "--no-") + spec.name.replace("_", "-"))
+        else:
+            text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            argv += ["--" + spec.name.replace("_", "-"), text]
+    return argv
+
+
+def _required(stage):
+    return {s.name: "req_value" for s in stage.specs if s.required}
+
+
+@pytest.mark.parametrize(("stage", "spec"), CASES, ids=[f"{st.name}.{sp.name}" for st, sp in CASES])
+def test_option__settable_from_cli_toml_and_python_with_one_default(stage, spec, tmp_path):
+    value = _other(spec)
+    parser = build_parser()
+    # defaults: the CLI's and the Python API's equal the declaration's
+    ns = parser.parse_args(_argv(stage, _required(stage)))
+    if not spec.required:
+        assert getattr(ns, spec.name) == spec.default
+        assert inspect.signature(getattr(kx, stage.name)).parameters[spec.name].default == spec.default
+    # set from the command line
+    ns = parser.parse_args(_argv(stage, _required(stage) | {spec.name: value}))
+    opts = stage.make({s.name: getattr(ns, s.name) for s in stage.specs}, where="")
+    got = getattr(opts, spec.name)
+    assert got == value
+    # set from Python (the options the API call builds)
+    assert getattr(stage.make(_required(stage) | {spec.name: value}, where=""), spec.name) == value
+    # set from a pipeline file (paths resolved against its folder or the run folder)
+    if not spec.meta.get("pipeline", True):
+        assert spec.name == "overwrite"  # the runner sets it: a rerun replaces what it wrote
+        return
+    steps, _ = plan({stage.name: _required(stage) | {spec.name: value}}, base=tmp_path, source="p.toml")
+    got = getattr(steps[0].options, spec.name)
+    assert (Path(got).name if spec.meta.get("io") else got) == value
+    if not spec.required:  # and the default when the file leaves it out
+        steps, _ = plan({stage.name: _required(stage)}, base=tmp_path, source="p.toml")
+        default = getattr(steps[0].options, spec.name)
+        assert default == spec.default or (
+            spec.meta.get("io") == "out" and Path(default).name == spec.meta["run_name"]
+        )
+
+
+def test_help__every_stage_shows_every_option_and_an_example():
+    parser = build_parser()
+    for stage in STAGES.values():
+        text = parser._subparsers._group_actions[0].choices[stage.name].format_help()
+        assert "example:" in text and "exit status" in text
+        for spec in stage.specs:
+            flag = spec.name if spec.meta.get("positional") else spec.name.replace("_", "-")
+            assert flag in text, (stage.name, spec.name)
+            if spec.default not in (None, (), False, True, dataclasses.MISSING):
+                shown = (
+                    ",".join(map(str, spec.default)) if isinstance(spec.default, tuple) else str(spec.default)
+                )
+                assert f"(default: {shown})" in " ".join(text.split()), (stage.name, spec.name)
+
+
+def test_python_api__exposes_every_stage_and_the_main_objects():
+    for name in STAGES:
+        assert callable(getattr(kx, name)) and name in kx.__all__
+    for name in ("fit", "TrainConfig", "UNet", "PatchDataset", "predict_scene", "run_pipeline", "open_cube"):
+        assert getattr(kx, name) is not None
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys, kerinci_xr; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert res.stdout.strip() == "False"  # stages and torch load on first use
+
+
+def test_layers__linter_fails_when_a_lower_module_imports_a_higher_one(tmp_path):
+    lint = shutil.which("lint-imports")
+    if lint is None:
+        pytest.skip("import-linter is not installed")
+    shutil.copytree(
+        ROOT / "kerinci_xr", tmp_path / "kerinci_xr", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run([lint], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout
+    legend = tmp_path / "kerinci_xr" / "legend.py"
+    legend.write_text(legend.read_text() + "\nfrom . import viz  # a lower module importing a higher one\n")
+    bad = subprocess.run([lint], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert (
+        bad.returncode != 0 and "BROKEN" in bad.stdout and "kerinci_xr.legend -> kerinci_xr.viz" in bad.stdout
+    )
