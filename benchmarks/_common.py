@@ -87,9 +87,9 @@ def random_checkpoint(cube_path: Path, out: Path, *, depth: int = 4, base: int =
     """A checkpoint of an untrained U-Net for the cube's bands (throughput does not need training)."""
     import torch
 
+    from kerinci_xr.checkpoint import CHECKPOINT_FORMAT
     from kerinci_xr.cube import cube_legend, open_cube
     from kerinci_xr.model import UNetConfig, build_unet
-    from kerinci_xr.training import CHECKPOINT_FORMAT
 
     ds = open_cube(cube_path)
     legend = cube_legend(ds)

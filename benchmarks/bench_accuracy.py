@@ -37,9 +37,10 @@ def main() -> None:
     import zarr
     from sklearn.ensemble import RandomForestClassifier
 
+    from kerinci_xr.api import prepare, sample
     from kerinci_xr.cube import cube_legend, open_cube
     from kerinci_xr.metrics import accuracy_report, confusion_matrix, evaluate_prediction, format_report
-    from kerinci_xr.pipeline import layout_of, prepare, sample
+    from kerinci_xr.patches import stored_layout
     from kerinci_xr.prediction import predict_scene
     from kerinci_xr.training import TrainConfig, fit
 
@@ -53,10 +54,10 @@ def main() -> None:
         chunk=256,
         out=work / "cube.zarr",
         overwrite=True,
-    )
+    )["cube"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        store, _ = sample(
+        store = sample(
             cube_path,
             out=work / "patches.zarr",
             per_class=args.per_class,
@@ -65,10 +66,10 @@ def main() -> None:
             block=2 * args.patch,
             fractions=(0.6, 0.2, 0.2),
             overwrite=True,
-        )
+        )["patches"]
     cube = open_cube(cube_path)
     legend = cube_legend(cube)
-    layout = layout_of(store, (cube.sizes["y"], cube.sizes["x"]))
+    layout = stored_layout(store, (cube.sizes["y"], cube.sizes["x"]))
     t0 = time.perf_counter()
     cfg = TrainConfig(
         epochs=args.epochs,

@@ -81,7 +81,7 @@ def child(case: str, size: int, n: int) -> dict:
         for e in range(3):
             loader.sampler.set_epoch(e)
             t0 = time.perf_counter()
-            seen = sum(len(x) for x, _ in loader)
+            seen = sum(len(b["image"]) for b in loader)
             epochs.append(time.perf_counter() - t0)
         out |= {"patches": seen, "seconds": min(epochs[1:]), "first_epoch_s": epochs[0]}
     elif case.startswith("xbatcher"):

@@ -32,7 +32,8 @@ def model_path(size: int, depth: int, base: int) -> Path:
 def child(case: str, size: int, depth: int, base: int, device: str, chunk: int) -> dict:
     import torch
 
-    from kerinci_xr.training import load_checkpoint, load_model, pick_device
+    from kerinci_xr.checkpoint import load_checkpoint, load_model
+    from kerinci_xr.model import pick_device
 
     ckpt_path = model_path(size, depth, base)
     out: dict = {"case": case, "size": size, "device": str(pick_device(device))}

@@ -24,7 +24,7 @@ from _common import WORK, cube, peak_rss_mb, run_child, save
 def store_path() -> Path:
     path = WORK / "patches_train.zarr"
     if not path.exists():
-        from kerinci_xr.pipeline import sample
+        from kerinci_xr.api import sample
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -35,7 +35,8 @@ def store_path() -> Path:
 def child(case: str, device: str, batch: int, epochs: int) -> dict:
     import torch
 
-    from kerinci_xr.training import TrainConfig, fit, loss_fn, pick_device
+    from kerinci_xr.model import pick_device
+    from kerinci_xr.training import TrainConfig, fit, loss_fn
 
     dev = pick_device(device)
     out: dict = {"case": case, "device": str(dev), "batch_size": batch}

@@ -37,10 +37,10 @@ def main() -> None:
         radar=scene.palsar,
         out=root / "cube.zarr",
         chunk=512,
-    )
+    )["cube"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        store, _ = sample(cube, out=root / "p.zarr", per_class=20, patch=128)
+        store = sample(cube, out=root / "p.zarr", per_class=20, patch=128)["patches"]
     t0 = time.perf_counter()
     res = fit(store, root / "m.pt", config=TrainConfig(epochs=8, depth=4, base=32, device="cuda"))
     train_s = time.perf_counter() - t0

@@ -1,10 +1,5 @@
-"""Options declared once: dataclass fields that carry their default, type and help text.
-
-A field made with :func:`option` is read by the CLI (one ``--flag`` per field, help and default
-shown), by the pipeline runner (one TOML key per field, type-checked before anything runs) and
-by the Python API (keyword arguments with the same defaults). :func:`coerce` is the one type
-check all three use.
-"""
+"""Options declared once: dataclass fields with default, type and help, read by the CLI, the
+pipeline runner and the Python API alike; :func:`check` is the one type check all three use."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ from typing import Any, Literal
 
 from .errors import InvalidInputError
 
-__all__ = ["OptionSpec", "coerce", "option", "specs"]
+__all__ = ["OptionSpec", "check", "coerce", "option", "specs"]
 
 Direction = Literal["in", "out"]
 
@@ -54,16 +49,8 @@ def option(
     pipeline
         ``False`` for an option the pipeline runner sets itself (``overwrite``).
     """
-    meta = {
-        "help": help,
-        "positional": positional,
-        "io": io,
-        "kind": kind,
-        "run_name": run_name,
-        "length": length,
-        "pipeline": pipeline,
-        "metavar": metavar,
-    }
+    meta = dict(help=help, positional=positional, io=io, kind=kind, run_name=run_name)
+    meta |= dict(length=length, pipeline=pipeline, metavar=metavar)
     return dataclasses.field(default=default, metadata=meta, kw_only=True)
 
 
@@ -108,7 +95,7 @@ class OptionSpec:
         if self.item is not None:
             n = self.meta.get("length")
             return f"a list of {f'{n} ' if n else ''}{_NAMES.get(self.item, 'value')}s"
-        return "a " + _NAMES.get(self.base, str(self.base))
+        return ("an " if self.base is int else "a ") + _NAMES.get(self.base, str(self.base))
 
 
 _NAMES = {str: "string", int: "integer", float: "number", bool: "boolean (true/false)"}
@@ -121,19 +108,13 @@ def specs(cls: type) -> Iterator[OptionSpec]:
         yield OptionSpec(f.name, hints[f.name], f.default, f.metadata)
 
 
+_ACCEPTS = {bool: (bool,), int: (int,), float: (int, float), str: (str, os.PathLike)}
+
+
 def _scalar(value: Any, tp: Any) -> tuple[bool, Any]:
-    if tp is bool:
-        return isinstance(value, bool), value
-    if isinstance(value, bool):
-        return False, value
-    if tp is int:
-        return isinstance(value, int), value
-    if tp is float:
-        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
-    if tp is str:
-        ok = isinstance(value, (str, os.PathLike))
-        return ok, str(value) if ok else value
-    return True, value
+    """Whether ``value`` is of type ``tp`` (a bool is no number), and the value as ``tp``."""
+    ok = isinstance(value, _ACCEPTS.get(tp, object)) and (tp is bool or not isinstance(value, bool))
+    return ok, (tp(value) if ok and tp in (float, str) else value)
 
 
 def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
@@ -165,3 +146,13 @@ def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
     if not ok:
         raise bad
     return value
+
+
+def check(options: typing.Iterable[OptionSpec], values: typing.Mapping[str, Any], *, where: str) -> dict:
+    """``values`` type-checked against ``options``; an unknown key is an error naming it."""
+    known = {s.name: s for s in options}
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise InvalidInputError(f"{prefix}unknown key(s) {unknown}; expected some of {sorted(known)}.")
+    return {k: coerce(known[k], v, where=where) for k, v in values.items()}

@@ -16,25 +16,21 @@ __all__ = sorted(STAGES)
 
 
 def _function(stage: Stage) -> Callable[..., dict[str, Any]]:
-    def call(
-        *args: Any, progress: bool = False, echo: Callable | None = None, **options: Any
-    ) -> dict[str, Any]:
-        return stage(*args, progress=progress, echo=echo, **options)
+    def call(*args: Any, **options: Any) -> dict[str, Any]:
+        return stage(*args, **options)
 
-    params = []
-    for spec in stage.specs:
-        kind = (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD
-            if spec.name in stage.args
-            else inspect.Parameter.KEYWORD_ONLY
+    P = inspect.Parameter
+    params = [
+        P(
+            s.name,
+            P.POSITIONAL_OR_KEYWORD if s.name in stage.args else P.KEYWORD_ONLY,
+            annotation=s.type,
+            default=P.empty if s.required else s.default,
         )
-        default = inspect.Parameter.empty if spec.required else spec.default
-        params.append(inspect.Parameter(spec.name, kind, default=default, annotation=spec.type))
-    params.sort(key=lambda p: p.kind)
-    params += [
-        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=False),
-        inspect.Parameter("echo", inspect.Parameter.KEYWORD_ONLY, default=None),
+        for s in stage.specs
     ]
+    params.sort(key=lambda p: p.kind)
+    params += [P("progress", P.KEYWORD_ONLY, default=False), P("echo", P.KEYWORD_ONLY, default=None)]
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     call.__name__ = call.__qualname__ = stage.name
     call.__module__ = __name__

@@ -22,15 +22,10 @@ EXIT_CODES = "exit status: 0 success, 1 an error in the toolkit or environment, 
 
 
 def _list_of(item: type):
-    def parse(text: str) -> list:
-        try:
-            return [item(t.strip()) for t in text.split(",") if t.strip()]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {item.__name__}s, found {text!r}"
-            ) from exc
+    def comma_separated(text: str) -> list:  # argparse reports a ValueError with this name
+        return [item(t.strip()) for t in text.split(",") if t.strip()]
 
-    return parse
+    return comma_separated
 
 
 def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
@@ -38,13 +33,10 @@ def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
     flag = "--" + spec.name.replace("_", "-")
     text = spec.meta.get("help", "")
     kw: dict[str, Any] = {"help": text, "metavar": spec.meta.get("metavar")}
-    if spec.base is bool:
-        if spec.default is True:
-            p.add_argument(
-                "--no-" + spec.name.replace("_", "-"), dest=spec.name, action="store_false", help=text
-            )
-        else:
-            p.add_argument(flag, dest=spec.name, action="store_true", help=text)
+    if spec.base is bool:  # a switch: --name turns on an option that is off, --no-name the reverse
+        on = spec.default is not True
+        flag = flag if on else "--no-" + flag[2:]
+        p.add_argument(flag, dest=spec.name, action="store_true" if on else "store_false", help=text)
         return
     if spec.choices:
         kw |= {"choices": spec.choices, "metavar": None}
@@ -113,14 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _echo(text: str) -> None:
-    print(text)
-
-
 def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
     values = {s.name: getattr(args, s.name) for s in stage.specs}
     opts = stage.make(values, where="")
-    result = stage.execute(opts, Context(progress=not args.quiet, echo=_echo))
+    result = stage.execute(opts, Context(progress=not args.quiet, echo=print))
     for value in result.values():
         if isinstance(value, Path):
             print(f"wrote {value}")
@@ -130,14 +118,12 @@ def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
 def _run_pipeline(args: argparse.Namespace) -> int:
     if args.command == "demo":
         config, out_dir = demo_config(), Path(args.out)
-        for key, section, value in (
-            ("height", "synth", args.size),
-            ("width", "synth", args.size),
-            ("seed", "synth", args.seed),
-            ("epochs", "train", args.epochs),
-        ):
-            if value is not None:
-                config[section][key] = value
+        changes = {
+            "synth": {"height": args.size, "width": args.size, "seed": args.seed},
+            "train": {"epochs": args.epochs},
+        }
+        for section, values in changes.items():
+            config[section] |= {k: v for k, v in values.items() if v is not None}
     else:
         config, out_dir = args.pipeline, None
     results = run_pipeline(
@@ -145,7 +131,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
         out_dir=out_dir,
-        echo=_echo,
+        echo=print,
         workers=args.workers,
         scheduler=args.scheduler,
     )

@@ -12,6 +12,7 @@ made with the same options is skipped (unless ``force``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tomllib
 from collections.abc import Callable, Mapping
@@ -20,11 +21,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ._options import coerce, option, specs
+from ._options import OptionSpec, check, option, specs
+from ._outputs import write_text
 from .cluster import dask_scheduler
 from .errors import InputFileNotFoundError, InvalidInputError
 from .stages import STAGES, Stage
-from .stages._base import Context, options_record, read_record, write_record
+from .stages._base import RECORD, Context, options_record, read_record
 
 __all__ = ["Step", "demo_config", "load_pipeline", "plan", "run_pipeline"]
 
@@ -43,10 +45,6 @@ class Step:
 
     stage: Stage
     options: Any
-
-    @property
-    def name(self) -> str:
-        return self.stage.name
 
 
 def demo_config() -> dict[str, Any]:
@@ -67,11 +65,11 @@ def load_pipeline(path: str | Path) -> tuple[dict[str, Any], Path]:
         ) from exc
 
 
-def _section(config: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+def _section(config: Mapping[str, Any], name: str, options: Any, source: str) -> dict[str, Any]:
     values = config.get(name) or {}
     if not isinstance(values, Mapping):
         raise InvalidInputError(f"{source}: [{name}] must be a table, found {values!r}.")
-    return dict(values)
+    return check(options, values, where=f"{source}: [{name}]")
 
 
 def plan(
@@ -85,48 +83,45 @@ def plan(
         raise InvalidInputError(
             f"{source}: unknown section(s) {unknown}; expected [pipeline] and some of {list(STAGES)}."
         )
-    head = _section(config, "pipeline", source)
-    bad = [k for k in head if k not in {s.name for s in specs(PipelineOptions)}]
-    if bad:
-        raise InvalidInputError(f"{source}: unknown key(s) {bad} in [pipeline]; expected name, out_dir.")
-    root = Path(out_dir) if out_dir is not None else base / str(head.get("out_dir", PipelineOptions.out_dir))
-    sections = {name: _section(config, name, source) for name in config if name != "pipeline"}
-    if not sections:
+    head = PipelineOptions(**_section(config, "pipeline", specs(PipelineOptions), source))
+    root = Path(out_dir) if out_dir is not None else base / head.out_dir
+    stages = [STAGES[name] for name in config if name != "pipeline"]
+    if not stages:
         raise InvalidInputError(f"{source}: expected at least one stage section, e.g. [synth] or [prepare].")
-    values = {name: _resolve(STAGES[name], given, base, root, source) for name, given in sections.items()}
-    made = {name: STAGES[name].products(_partial(STAGES[name], v)) for name, v in values.items()}
+    values = {
+        st.name: _paths(st, _section(config, st.name, _in_files(st), source), base, root) for st in stages
+    }
+    made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
     steps = []
-    for name, vals in values.items():
-        stage = STAGES[name]
-        for s in stage.specs:
+    for st in stages:
+        vals = values[st.name]
+        for s in st.specs:  # inputs left out: from the stage that writes that kind of product
             kind = s.meta.get("kind")
-            if s.meta.get("io") == "in" and kind and vals.get(s.name) is None:
-                makers = [m for m in made if m != name and kind in made[m]]
+            makers = [m for m in made if m != st.name and kind in made[m]]
+            if s.meta.get("io") == "in" and kind and vals.get(s.name) is None and makers:
                 if len(makers) > 1:
                     raise InvalidInputError(
-                        f"{source}: [{name}] {s.name}: stages {makers} all write a {kind}; set it."
+                        f"{source}: [{st.name}] {s.name}: {makers} all write a {kind}; set it."
                     )
-                if makers:
-                    vals[s.name] = str(made[makers[0]][kind])
-        if any(s.name == "overwrite" for s in stage.specs):
+                vals[s.name] = str(made[makers[0]][kind])
+        if any(s.name == "overwrite" for s in st.specs):
             vals["overwrite"] = True  # a rerun replaces what the pipeline wrote before
-        steps.append(Step(stage, stage.make(vals, where=f"{source}: [{name}]")))
+        steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]")))
     return _order(steps, source), root
 
 
-def _resolve(stage: Stage, given: dict[str, Any], base: Path, root: Path, source: str) -> dict[str, Any]:
-    """Type-check a section and make its paths absolute (inputs: base; outputs: the run folder)."""
-    where = f"{source}: [{stage.name}]"
-    known = {s.name: s for s in stage.specs if s.meta.get("pipeline", True)}
-    bad = [k for k in given if k not in known]
-    if bad:
-        raise InvalidInputError(f"{where}: unknown key(s) {bad}; expected some of {sorted(known)}.")
-    vals = {k: coerce(known[k], v, where=where) for k, v in given.items()}
-    for s in known.values():
+def _in_files(stage: Stage) -> list[OptionSpec]:
+    """The options a pipeline file may set (the runner sets ``overwrite`` itself)."""
+    return [s for s in stage.specs if s.meta.get("pipeline", True)]
+
+
+def _paths(stage: Stage, vals: dict[str, Any], base: Path, root: Path) -> dict[str, Any]:
+    """Paths made absolute: inputs against the file's folder, outputs against the run folder."""
+    for s in stage.specs:
         io = s.meta.get("io")
         if io == "out" and vals.get(s.name) is None and s.meta.get("run_name"):
             vals[s.name] = s.meta["run_name"]
-        if io in ("in", "out") and vals.get(s.name) is not None:
+        if io and vals.get(s.name) is not None:
             vals[s.name] = str((base if io == "in" else root) / vals[s.name])
     return vals
 
@@ -139,40 +134,36 @@ def _partial(stage: Stage, vals: dict[str, Any]) -> Any:
 
 def _order(steps: list[Step], source: str) -> list[Step]:
     """Stages in an order where each runs after those that write its inputs (file order otherwise)."""
-    writes = {step.name: set(step.stage.products(step.options).values()) for step in steps}
+    writes = {step.stage.name: set(step.stage.products(step.options).values()) for step in steps}
     todo, done, out = list(steps), set(), []
     while todo:
         for step in todo:
             needs = set(step.stage.inputs(step.options).values())
-            if all(not (needs & writes[o.name]) or o.name in done for o in todo if o is not step):
+            if all(not (needs & writes[o.stage.name]) or o.stage.name in done for o in todo if o is not step):
                 out.append(step)
-                done.add(step.name)
+                done.add(step.stage.name)
                 todo.remove(step)
                 break
         else:
             raise InvalidInputError(
-                f"{source}: the stages {[s.name for s in todo]} need each other's outputs."
+                f"{source}: the stages {[s.stage.name for s in todo]} need each other's outputs."
             )
     return out
 
 
-def _newest(paths: list[Path]) -> float:
-    times = []
-    for p in paths:
-        if p.is_dir():
-            times.extend(q.stat().st_mtime for q in p.rglob("*"))
-        times.append(p.stat().st_mtime)
-    return max(times)
+def _newest(path: Path) -> float:
+    return max([path.stat().st_mtime, *(q.stat().st_mtime for q in path.rglob("*"))])
 
 
 def _up_to_date(step: Step, record: Mapping[str, Any]) -> bool:
+    """Products newer than the inputs, made with the same options."""
     outputs = list(step.stage.products(step.options).values())
-    if not all(p.exists() for p in outputs) or record.get(step.name, {}).get("params") != options_record(
-        step.options
-    ):
+    if not all(p.exists() for p in outputs):
         return False
-    inputs = [p for p in step.stage.inputs(step.options).values() if p.exists()]
-    return not inputs or min(p.stat().st_mtime for p in outputs) >= _newest(inputs)
+    if record.get(step.stage.name, {}).get("params") != options_record(step.options):
+        return False
+    inputs = [_newest(p) for p in step.stage.inputs(step.options).values() if p.exists()]
+    return not inputs or min(p.stat().st_mtime for p in outputs) >= max(inputs)
 
 
 def run_pipeline(
@@ -191,8 +182,7 @@ def run_pipeline(
     stages compute, unless a section names its own.
     """
     if isinstance(config, (str, Path)):
-        raw, base = load_pipeline(config)
-        source = str(config)
+        (raw, base), source = load_pipeline(config), str(config)
     else:
         raw, base, source = config, Path.cwd(), "<config>"
     steps, root = plan(raw, base=base, out_dir=out_dir, source=source)
@@ -200,7 +190,9 @@ def run_pipeline(
     for step in steps:
         for key, path in step.stage.inputs(step.options).items():
             if path not in written and not path.exists():
-                raise InputFileNotFoundError(f"[{step.name}] {key}: {path} not found. Fix: check the path.")
+                raise InputFileNotFoundError(
+                    f"[{step.stage.name}] {key}: {path} not found. Fix: check the path."
+                )
     root.mkdir(parents=True, exist_ok=True)
     cluster = workers is not None or scheduler is not None
     with dask_scheduler(workers=workers, address=scheduler) if cluster else contextlib.nullcontext():
@@ -211,16 +203,16 @@ def _run_steps(steps: list[Step], root: Path, *, force: bool, ctx: Context) -> d
     record = read_record(root)
     results: dict[str, dict[str, Path]] = {}
     for step in steps:
+        name, products = step.stage.name, step.stage.products(step.options)
         if not force and _up_to_date(step, record):
-            ctx.echo(f"[{step.name}] up to date, skipped (use --force to redo)")
+            ctx.echo(f"[{name}] up to date, skipped (use --force to redo)")
         else:
-            ctx.echo(f"[{step.name}] running")
+            ctx.echo(f"[{name}] running")
             step.stage.execute(step.options, ctx)
-        products = step.stage.products(step.options)
-        record[step.name] = {
+        record[name] = {
             "params": options_record(step.options),
             "products": {k: str(p) for k, p in products.items()},
         }
-        write_record(root, record)
-        results[step.name] = products
+        write_text(root / RECORD, json.dumps(record, indent=2))
+        results[name] = products
     return results

@@ -54,14 +54,14 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
 
 def test_pipeline_files__packaged_demo_and_kerinci_plan():
     steps, _ = plan(demo_config(), base=Path("/somewhere"), source="demo.toml")
-    order = [s.name for s in steps]
+    order = [s.stage.name for s in steps]
     assert order == ["synth", "prepare", "quicklook", "sample", "train", "evaluate", "predict", "report"]
-    by = {s.name: s.options for s in steps}
+    by = {s.stage.name: s.options for s in steps}
     assert by["train"].epochs == 8 and by["prepare"].chunk == 512
     assert by["sample"].cube == by["prepare"].out and by["predict"].patches == by["sample"].out
     raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
     steps, root = plan(raw, base=base, source="kerinci.toml")
-    by = {s.name: s.options for s in steps}
+    by = {s.stage.name: s.options for s in steps}
     assert by["prepare"].bands == ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
     assert by["prepare"].scale == 1e-4 and by["prepare"].radar_scale == 1e-3
     assert by["prepare"].image.endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
@@ -98,8 +98,8 @@ def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
     ("text", "message"),
     [
         ('[pipeline]\nout_dir = "out"\n[synth]\nheigth = 100\n', "[synth]: unknown key(s) ['heigth']"),
-        ('[pipeline]\nout_dir = "out"\n[synth]\nheight = "big"\n', "[synth]: height must be a integer, found str"),
-        ('[pipeline]\nout_dir = "out"\n[prepare]\nscale = true\n[synth]\n', "[prepare]: scale must be a number"),
+        ('[pipeline]\nout_dir = "out"\n[synth]\nheight = "big"\n', "height must be an integer, found str"),
+        ('[pipeline]\nout_dir = "out"\n[prepare]\nscale = true\n[synth]\n', "[prepare]: scale must be a"),
         ('[pipeline]\nout_dir = "out"\n[trian]\nepochs = 3\n', "unknown section(s) ['trian']"),
         ('[pipeline]\nout_dir = "out"\n[prepare]\nimage = "nope.tif"\n', "nope.tif not found"),
         ('[pipeline]\nout_dir = "out"\n[sample]\n', "[sample]: sample needs cube"),

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._options import OptionSpec, coerce, option, specs
-from .._outputs import write_text
+from .._options import OptionSpec, check, option, specs
 from ..cluster import dask_scheduler
 from ..errors import InvalidInputError
 
-__all__ = ["RECORD", "Context", "DaskOptions", "Stage", "read_record", "write_record"]
+__all__ = ["RECORD", "Context", "DaskOptions", "Stage", "read_record"]
 
 log = logging.getLogger("kerinci_xr")
 
@@ -65,33 +64,23 @@ class Stage:
 
     def make(self, values: Mapping[str, Any], *, where: str) -> Any:
         """Options from a mapping: unknown keys, missing values and wrong types are refused."""
-        known = {s.name: s for s in self.specs}
-        prefix = f"{where}: " if where else ""
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            raise InvalidInputError(
-                f"{prefix}unknown option(s) {unknown} of {self.name}; expected some of {sorted(known)}."
-            )
-        missing = [k for k, s in known.items() if s.required and values.get(k) is None]
+        checked = check(self.specs, values, where=where)
+        missing = [s.name for s in self.specs if s.required and checked.get(s.name) is None]
         if missing:
-            raise InvalidInputError(f"{prefix}{self.name} needs {', '.join(missing)}.")
-        return self.options(**{k: coerce(known[k], v, where=where) for k, v in values.items()})
+            raise InvalidInputError(f"{where + ': ' if where else ''}{self.name} needs {', '.join(missing)}.")
+        return self.options(**checked)
+
+    def _paths(self, opts: Any, io: str) -> list[tuple[OptionSpec, Path]]:
+        values = [(s, getattr(opts, s.name)) for s in self.specs if s.meta.get("io") == io]
+        return [(s, Path(v)) for s, v in values if v is not None]
 
     def inputs(self, opts: Any) -> dict[str, Path]:
         """Paths the run reads, by option name."""
-        return {
-            s.name: Path(getattr(opts, s.name))
-            for s in self.specs
-            if s.meta.get("io") == "in" and getattr(opts, s.name) is not None
-        }
+        return {s.name: p for s, p in self._paths(opts, "in")}
 
     def products(self, opts: Any) -> dict[str, Path]:
         """Paths the run writes, by kind."""
-        out = {
-            s.meta["kind"]: Path(getattr(opts, s.name))
-            for s in self.specs
-            if s.meta.get("io") == "out" and getattr(opts, s.name) is not None
-        }
+        out = {s.meta["kind"]: p for s, p in self._paths(opts, "out")}
         return out | (self.extra_products(opts) if self.extra_products else {})
 
     def execute(self, opts: Any, ctx: Context | None = None) -> dict[str, Any]:
@@ -122,7 +111,3 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's record (empty when it has none)."""
     path = Path(run_dir) / RECORD
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
-    write_text(Path(run_dir) / RECORD, json.dumps(record, indent=2))
