@@ -133,9 +133,9 @@ def predict_scene(
     Parameters
     ----------
     cube
-        An analysis-ready cube (:func:`kerinci_xr.store.open_cube`) holding the checkpoint's bands.
+        An analysis-ready cube (:func:`kerinci_xr.cube.open_cube`) holding the checkpoint's bands.
     checkpoint
-        Path of a checkpoint written by :func:`kerinci_xr.train.fit`.
+        Path of a checkpoint written by :func:`kerinci_xr.training.fit`.
     chunk
         Edge of the output chunks in pixels (rounded up to the pooling grid). The default,
         2048, keeps the margin's extra work at 23 % for a depth-4 U-Net; smaller chunks use
