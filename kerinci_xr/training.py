@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -498,8 +499,6 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         "stale_epochs": run.stale,
     }
     save_checkpoint(last, payload | resume_state)
-    import pandas as pd
-
     write_atomic(
         hist_csv, lambda tmp: pd.DataFrame(run.history).to_csv(tmp, index=False, float_format="%.6g")
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -58,8 +59,8 @@ class Stage:
     args: tuple[str, ...] = ()
     extra_products: Callable[[Any], dict[str, Path]] | None = None
 
-    @property
-    def specs(self) -> list[OptionSpec]:
+    @functools.cached_property
+    def specs(self) -> list[OptionSpec]:  # resolved once: type hints are not free to read
         return list(specs(self.options))
 
     def make(self, values: Mapping[str, Any], *, where: str) -> Any:
@@ -101,8 +102,9 @@ class Stage:
 
 
 def options_record(opts: Any) -> dict[str, Any]:
-    """The options that decide a stage's products (not where it runs, nor ``overwrite``)."""
-    skip = {"overwrite", "workers", "scheduler"}
+    """The options that decide a stage's products: not where it runs, nor what the runner sets."""
+    skip = {f.name for f in dataclasses.fields(DaskOptions)}
+    skip |= {s.name for s in specs(type(opts)) if not s.meta.get("pipeline", True)}
     values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in skip}
     return json.loads(json.dumps(values, default=str))
 
