@@ -36,7 +36,8 @@ class atomic_output:
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        # the suffix is kept, so that writers that pick a format by extension (GDAL) still can
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}{self.path.suffix}")
 
     def __enter__(self) -> Path:
         check_output(self.path, overwrite=self.overwrite)

@@ -1,22 +1,40 @@
-"""Good-practice accuracy and area estimation from a stratified sample (Olofsson et al. 2014).
+"""Good-practice sample design, accuracy and area estimation (Olofsson et al. 2014).
 
 A map's pixel counts are biased by its errors; a probability sample labelled with reference data
 gives unbiased estimates of accuracy and of each class's area, with standard errors. Here the
 strata are the map's classes (stratified random sampling, Olofsson et al. 2014, Remote Sensing of
 Environment 148: 42-57, eqs. 2-10), and every estimate is reported as
-``{"estimate": x, "se": s, "ci95": [x - 1.96 s, x + 1.96 s]}``.
+``{"estimate": x, "se": s, "ci95": [x - 1.96 s, x + 1.96 s]}``. The sample itself is drawn by
+:func:`allocate` (how many units per stratum) and :func:`draw_stratified` (which pixels: exactly
+that many per stratum, uniformly at random, in one streaming pass, the same for any chunking).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+import dask
+import dask.array as da
 import numpy as np
+import pandas as pd
+import xarray as xr
 
+from ._hashing import hash_u64
+from .cluster import compute
 from .errors import InvalidInputError
 
-__all__ = ["Z95", "estimate", "sample_size_for_overall_accuracy", "stratified_estimates"]
+__all__ = [
+    "Z95",
+    "Allocation",
+    "allocate",
+    "draw_stratified",
+    "estimate",
+    "sample_size_for_overall_accuracy",
+    "stratified_estimates",
+]
+
+Allocation = Literal["proportional", "equal", "neyman"]
 
 #: The standard normal quantile of a two-sided 95 % interval.
 Z95 = 1.96
@@ -94,7 +112,7 @@ def stratified_estimates(
             term1 = area[j] ** 2 * (1 - pa[j]) ** 2 * ua[j] * (1 - ua[j]) / dof[j]
             term2 = pa[j] ** 2 * sum(area[i] ** 2 * cell_var[i, j] for i in others)
             var_pa[j] = (term1 + term2) / n_j[j] ** 2
-    few = [names[i] for i in range(k) if n_i[i] < 2]
+    few = [names[i] for i in range(k) if n_i[i] < 2 and area[i] > 0]
     classes = [
         {
             "name": names[i],
@@ -139,3 +157,111 @@ def sample_size_for_overall_accuracy(
         )
     w = area / area.sum()
     return int(np.ceil((np.sum(w * np.sqrt(u * (1 - u))) / target_se) ** 2))
+
+
+def _largest_remainder(share: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``share`` that add up to ``total`` exactly."""
+    if share.sum() <= 0 or total <= 0:
+        return np.zeros(share.size, dtype=np.int64)
+    exact = share / share.sum() * total
+    out = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - out), kind="stable")[: total - out.sum()]:
+        out[i] += 1
+    return out
+
+
+def allocate(
+    stratum_sizes: Sequence[int],
+    n: int,
+    *,
+    min_per_class: int = 0,
+    method: Allocation = "proportional",
+    expected_users_accuracy: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Sample units per stratum: exact integers, at least ``min_per_class`` where a stratum has
+    that many pixels, never more than a stratum has.
+
+    ``"proportional"`` follows the mapped area, ``"equal"`` gives every stratum the same,
+    ``"neyman"`` follows ``W_h S_h`` with ``S_h = sqrt(U_h (1 - U_h))`` from the expected user's
+    accuracies (Olofsson et al. 2014, section 4.3: the minimum then protects rare classes). Empty
+    strata get none. Strata raised to the minimum are taken out and the rest of ``n`` shared among
+    the others, so the total is ``n`` unless the minimums alone exceed it.
+    """
+    size = np.asarray(stratum_sizes, dtype=np.int64)
+    if n < 1 or min_per_class < 0:
+        raise InvalidInputError(
+            f"sample size: expected n >= 1 and min_per_class >= 0, found {n}, {min_per_class}."
+        )
+    if method == "proportional":
+        weight = size.astype(np.float64)
+    elif method == "equal":
+        weight = (size > 0).astype(np.float64)
+    elif method == "neyman":
+        if expected_users_accuracy is None or len(expected_users_accuracy) != size.size:
+            raise InvalidInputError("neyman allocation: expected one expected user's accuracy per class.")
+        u = np.clip(np.asarray(expected_users_accuracy, dtype=np.float64), 0, 1)
+        weight = size * np.sqrt(u * (1 - u))
+        weight = np.where((size > 0) & (weight == 0), 1e-12 * size, weight)  # U = 1: a token share
+    else:
+        raise InvalidInputError(f"allocation: expected proportional, equal or neyman, found {method!r}.")
+    floor = np.minimum(min_per_class, size)
+    fixed = np.zeros(size.size, dtype=bool)
+    while True:  # strata whose share falls under the minimum get the minimum, the rest shares the remainder
+        rest = max(n - int(floor[fixed].sum()), 0)
+        share = _largest_remainder(np.where(fixed, 0.0, weight), rest)
+        low = ~fixed & (share < floor)
+        if not low.any():
+            break
+        fixed |= low
+    out = np.where(fixed, floor, share)
+    return np.minimum(out, size)
+
+
+def _stratum_key(seed: int, stratum: int) -> int:
+    return (seed * 1_000_003 + stratum * 7919 + 0x51A7) * 0x2545F4914F6CDD1D
+
+
+def _block_candidates(block: np.ndarray, r0: int, c0: int, caps: np.ndarray, seed: int) -> list:
+    """The ``caps[k]`` lowest-priority pixels of each stratum ``k`` in one chunk."""
+    out = []
+    for k in np.unique(block):
+        if k >= caps.size or caps[k] == 0:
+            continue
+        rr, cc = np.nonzero(block == k)
+        gy, gx = rr + r0, cc + c0
+        keys = hash_u64(gy, gx, _stratum_key(seed, int(k)))
+        keep = np.lexsort((gx, gy, keys))[: caps[k]]
+        out.append((int(k), keys[keep], gy[keep], gx[keep]))
+    return out
+
+
+def draw_stratified(classes: xr.DataArray, per_stratum: Sequence[int], *, seed: int = 0) -> pd.DataFrame:
+    """``per_stratum[k]`` pixels of class ``k``, uniformly at random without replacement.
+
+    Every pixel gets a random priority that is a pure function of (seed, stratum, row, col) and
+    each stratum keeps its lowest: one streaming pass (each chunk returns only its own best
+    candidates), the same pixels whatever the chunking or the scheduler. Returns ``row``, ``col``
+    and ``stratum``, ordered by stratum then draw order.
+    """
+    caps = np.asarray(per_stratum, dtype=np.int64)
+    data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
+    ybounds, xbounds = np.cumsum((0, *data.chunks[0])), np.cumsum((0, *data.chunks[1]))
+    blocks = data.to_delayed()
+    tasks = [
+        dask.delayed(_block_candidates, pure=True)(blocks[i, j], int(ybounds[i]), int(xbounds[j]), caps, seed)
+        for i in range(blocks.shape[0])
+        for j in range(blocks.shape[1])
+    ]
+    found: dict[int, list] = {}
+    for part in compute(*tasks):
+        for k, keys, gy, gx in part:
+            found.setdefault(k, []).append((keys, gy, gx))
+    rows = []
+    for k in sorted(found):
+        keys, gy, gx = (np.concatenate([p[i] for p in found[k]]) for i in range(3))
+        order = np.lexsort((gx, gy, keys))[: caps[k]]
+        rows.append(pd.DataFrame({"row": gy[order], "col": gx[order], "stratum": k}))
+    short = [k for k in range(caps.size) if caps[k] and sum(len(p[0]) for p in found.get(k, [])) < caps[k]]
+    if short:
+        raise InvalidInputError(f"strata {short} have fewer pixels than the units allocated to them.")
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["row", "col", "stratum"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from .stages import STAGES, Stage
 
-__all__ = sorted(STAGES)
+__all__ = sorted(name.replace("-", "_") for name in STAGES)  # design-sample -> design_sample
 
 
 def _function(stage: Stage) -> Callable[..., dict[str, Any]]:
@@ -32,11 +32,11 @@ def _function(stage: Stage) -> Callable[..., dict[str, Any]]:
     params.sort(key=lambda p: p.kind)
     params += [P("progress", P.KEYWORD_ONLY, default=False), P("echo", P.KEYWORD_ONLY, default=None)]
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    call.__name__ = call.__qualname__ = stage.name
+    call.__name__ = call.__qualname__ = stage.name.replace("-", "_")
     call.__module__ = __name__
     lines = [f"{s.name}: {s.meta.get('help', '')}" for s in stage.specs]
     call.__doc__ = f"{stage.help[0].upper()}{stage.help[1:]}.\n\nOptions\n-------\n" + "\n".join(lines)
     return call
 
 
-globals().update({name: _function(stage) for name, stage in STAGES.items()})
+globals().update({name.replace("-", "_"): _function(stage) for name, stage in STAGES.items()})

@@ -4,7 +4,8 @@ Each section is a stage (``[prepare]``, ``[sample]`` ...) whose keys are that st
 type-checked against its declaration before anything runs. Input paths a section leaves unset
 are taken from the stage that writes that kind of product (the cube for ``sample``, the model
 for ``predict``); stages run in the order their inputs and outputs require. Input paths are
-relative to the pipeline file, outputs to the run folder (``[pipeline] out_dir``), where unset
+relative to the pipeline file (or name a product of the run by its name in the run folder),
+outputs to the run folder (``[pipeline] out_dir``), where unset
 outputs get their declared names. A stage whose products are newer than its inputs and were
 made with the same options is skipped (unless ``force``).
 """
@@ -88,17 +89,19 @@ def plan(
     stages = [STAGES[name] for name in config if name != "pipeline"]
     if not stages:
         raise InvalidInputError(f"{source}: expected at least one stage section, e.g. [synth] or [prepare].")
-    values = {
-        st.name: _paths(st, _section(config, st.name, _in_files(st), source), base, root) for st in stages
-    }
+    values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
     made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
+    products = {p for paths in made.values() for p in paths.values()}
     steps = []
     for st in stages:
         vals = values[st.name]
         for s in st.specs:  # inputs left out: from the stage that writes that kind of product
             kind = s.meta.get("kind")
             makers = [m for m in made if m != st.name and kind in made[m]]
-            if s.meta.get("io") == "in" and kind and vals.get(s.name) is None and makers:
+            if s.meta.get("io") == "in" and vals.get(s.name) is not None:  # the run's own, or the file's
+                own = root / vals[s.name]
+                vals[s.name] = str(own if own in products else base / vals[s.name])
+            elif s.meta.get("io") == "in" and kind and vals.get(s.name) is None and makers:
                 if len(makers) > 1:
                     raise InvalidInputError(
                         f"{source}: [{st.name}] {s.name}: {makers} all write a {kind}; set it."
@@ -115,14 +118,13 @@ def _in_files(stage: Stage) -> list[OptionSpec]:
     return [s for s in stage.specs if s.meta.get("pipeline", True)]
 
 
-def _paths(stage: Stage, vals: dict[str, Any], base: Path, root: Path) -> dict[str, Any]:
-    """Paths made absolute: inputs against the file's folder, outputs against the run folder."""
+def _paths(stage: Stage, vals: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Outputs made absolute in the run folder (unset ones get their usual names)."""
     for s in stage.specs:
-        io = s.meta.get("io")
-        if io == "out" and vals.get(s.name) is None and s.meta.get("run_name"):
+        if s.meta.get("io") == "out" and vals.get(s.name) is None and s.meta.get("run_name"):
             vals[s.name] = s.meta["run_name"]
-        if io and vals.get(s.name) is not None:
-            vals[s.name] = str((base if io == "in" else root) / vals[s.name])
+        if s.meta.get("io") == "out" and vals.get(s.name) is not None:
+            vals[s.name] = str(root / vals[s.name])
     return vals
 
 

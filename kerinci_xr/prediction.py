@@ -27,10 +27,11 @@ import xarray as xr
 from ._chunks import Region, Regions
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
 from .errors import InputFileNotFoundError, InvalidInputError
+from .io import open_raster
 from .legend import Legend
 from .model import UNetConfig, pick_device
 
-__all__ = ["margin_for", "open_prediction", "predict_scene"]
+__all__ = ["margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +235,22 @@ def open_prediction(path: str | Path) -> xr.Dataset:
         raise InvalidInputError(f"{path}: expected a prediction store with a 'class' variable.")
     ds["class"].attrs["legend"] = ds.attrs.get("legend", "")
     return ds
+
+
+def open_class_map(path: str | Path) -> tuple[xr.DataArray, Legend]:
+    """A class map of training ids and its legend: a prediction store, or the COG ``predict`` writes."""
+    path = Path(path)
+    if path.is_dir():
+        pred = open_prediction(path)["class"]
+        return pred, Legend.from_json(pred.attrs["legend"], source=str(path))
+    import rasterio
+
+    classes = open_raster(path).isel(band=0, drop=True)
+    with rasterio.open(path) as src:
+        text = src.tags().get("LEGEND")
+    if not text:
+        raise InvalidInputError(
+            f"{path}: expected a class map written by kerinci-xr predict (a LEGEND tag), found none. "
+            "Fix: pass the prediction store (.zarr) or the COG predict wrote."
+        )
+    return classes, Legend.from_json(text, source=str(path))

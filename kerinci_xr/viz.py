@@ -18,6 +18,7 @@ from .preprocess import false_colour
 
 __all__ = [
     "area_bars",
+    "area_estimate_bars",
     "class_map",
     "class_map_png",
     "confusion_heatmap",
@@ -284,6 +285,31 @@ def area_bars(table, *, column: str = "hectares", width: int = 650, height: int 
     )
 
 
+def area_estimate_bars(result: dict[str, Any], *, width: int = 700, height: int = 420):
+    """Error-adjusted area per class (bars, with the 95 % interval) and the mapped area (diamonds)."""
+    hv = _hv()
+    rows = [
+        (c["name"], c["area_ha"]["estimate"], 1.96 * (c["area_ha"]["se"] or 0.0), c["map_area_ha"])
+        for c in result["classes"]
+        if c["area_ha"]["estimate"] is not None
+    ]
+    adjusted = hv.Bars([r[:2] for r in rows], kdims=["class"], vdims=["hectares"], label="error-adjusted")
+    errors = hv.ErrorBars([r[:3] for r in rows], kdims=["class"], vdims=["hectares", "ci95"])
+    mapped = hv.Scatter([(r[0], r[3]) for r in rows], kdims=["class"], vdims=["hectares"], label="mapped")
+    return (
+        adjusted.opts(color="#1f77b4", tools=["hover"])
+        * errors.opts(line_width=2)
+        * mapped.opts(marker="diamond", size=10, color="#333333", tools=["hover"])
+    ).opts(
+        xrotation=60,
+        width=width,
+        height=height,
+        xlabel="",
+        legend_position="top_right",
+        title="error-adjusted area with 95 % CI, and mapped area (hectares)",
+    )
+
+
 def _standalone(model: Any, title: str) -> str:
     """Bokeh HTML with every script inline, so the page works offline.
 
@@ -382,6 +408,7 @@ def report_page(
     metrics: dict[str, str | Path] | None = None,
     areas: str | Path | None = None,
     history: str | Path | None = None,
+    assessment: str | Path | None = None,
     max_size: int = 1000,
 ) -> Path:
     """One standalone HTML page: maps, accuracy, confusion, areas and training history.
@@ -398,6 +425,8 @@ def report_page(
         Class areas (CSV from ``predict --areas``).
     history
         Training history (CSV beside the checkpoint, ``<model stem>.history.csv``).
+    assessment
+        Accuracy and error-adjusted areas from a sample (JSON from ``assess``).
     """
     import json
 
@@ -442,8 +471,51 @@ def report_page(
         )
         column_name = "hectares_predicted" if "hectares_predicted" in table else "hectares"
         parts.append(hv.render(area_bars(table, column=column_name)))
+    if assessment is not None:
+        parts += _assessment_parts(json.loads(Path(assessment).read_text()))
     if history is not None:
         h = pd.read_csv(history)
         cols = [(c, c.replace("_", " ")) for c in h.columns]
         parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
     return write_text(out, _standalone(column(*parts), "kerinci_xr report"))
+
+
+def _assessment_parts(result: dict[str, Any]) -> list[Any]:
+    """The report's section on a sample-based assessment: a table and the area bars."""
+    from bokeh.models import Div
+
+    hv = _hv()
+
+    def pm(e: dict[str, Any], fmt: str) -> str:
+        if e["estimate"] is None:
+            return "-"
+        return format(e["estimate"], fmt) + ("" if e["se"] is None else f" ± {format(1.96 * e['se'], fmt)}")
+
+    rows = [
+        {
+            "name": c["name"],
+            "n": c["sample_size"],
+            "mapped": f"{c['map_area_ha']:,.1f}",
+            "adjusted": pm(c["area_ha"], ",.1f"),
+            "ua": pm(c["users_accuracy"], ".3f"),
+            "pa": pm(c["producers_accuracy"], ".3f"),
+        }
+        for c in result["classes"]
+    ]
+    cols = [
+        ("name", "class"),
+        ("n", "sample units"),
+        ("mapped", "mapped ha"),
+        ("adjusted", "error-adjusted ha"),
+        ("ua", "user's accuracy"),
+        ("pa", "producer's accuracy"),
+    ]
+    simulated = result["reference"].get("simulated_from")
+    head = (
+        "<h2>Accuracy and area from the sample</h2>"
+        f"<p>{result['estimator']}; {result['sample_size']:,} sample units; overall accuracy "
+        f"{pm(result['overall_accuracy'], '.3f')} (95 % CI)"
+        + (f"; the reference was simulated from {simulated}" if simulated else "")
+        + "</p>"
+    )
+    return [Div(text=head + _html_table(rows, cols)), hv.render(area_estimate_bars(result))]

@@ -63,7 +63,10 @@ def test_option__settable_from_cli_toml_and_python_with_one_default(stage, spec,
     ns = parser.parse_args(_argv(stage, _required(stage)))
     if not spec.required:
         assert getattr(ns, spec.name) == spec.default
-        assert inspect.signature(getattr(kx, stage.name)).parameters[spec.name].default == spec.default
+        assert (
+            inspect.signature(getattr(kx, stage.name.replace("-", "_"))).parameters[spec.name].default
+            == spec.default
+        )
     # set from the command line
     ns = parser.parse_args(_argv(stage, _required(stage) | {spec.name: value}))
     opts = stage.make({s.name: getattr(ns, s.name) for s in stage.specs}, where="")
@@ -102,7 +105,7 @@ def test_help__every_stage_shows_every_option_and_an_example():
 
 
 def test_python_api__exposes_every_stage_and_the_main_objects():
-    for name in STAGES:
+    for name in (n.replace("-", "_") for n in STAGES):
         assert callable(getattr(kx, name)) and name in kx.__all__
     for name in ("fit", "TrainConfig", "UNet", "PatchDataset", "predict_scene", "run_pipeline", "open_cube"):
         assert getattr(kx, name) is not None

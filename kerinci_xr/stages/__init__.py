@@ -6,13 +6,39 @@ the pipeline runner and the Python API (:mod:`kerinci_xr.api`) are built from it
 
 from __future__ import annotations
 
-from . import evaluate, info, map, predict, prepare, quicklook, report, sample, synth, train
+from . import (
+    assess,
+    design_sample,
+    evaluate,
+    info,
+    map,
+    predict,
+    prepare,
+    quicklook,
+    report,
+    sample,
+    synth,
+    train,
+)
 from ._base import Context, DaskOptions, Stage
 
 #: Every stage by name, in the order of the data flow.
 STAGES: dict[str, Stage] = {
     m.STAGE.name: m.STAGE
-    for m in (synth, prepare, info, quicklook, sample, train, evaluate, predict, map, report)
+    for m in (
+        synth,
+        prepare,
+        info,
+        quicklook,
+        sample,
+        train,
+        evaluate,
+        predict,
+        design_sample,
+        assess,
+        map,
+        report,
+    )
 }
 
 __all__ = ["STAGES", "Context", "DaskOptions", "Stage"]

@@ -28,12 +28,15 @@ class ReportOptions:
     )
     areas: str | None = option(None, "class areas (CSV)", io="in", kind="areas")
     history: str | None = option(None, "training history (CSV)", io="in", kind="history")
+    assessment: str | None = option(
+        None, "accuracy and areas from a sample (assess JSON)", io="in", kind="assessment"
+    )
     max_size: int = option(1000, "longest side of each map in pixels")
     out: str = option(help="HTML file (works offline)", io="out", kind="report", run_name="report.html")
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
 
 
-_INPUTS = ("cube", "prediction", "patches", "metrics", "scene_metrics", "areas", "history")
+_INPUTS = ("cube", "prediction", "patches", "metrics", "scene_metrics", "areas", "history", "assessment")
 
 
 def _from_run(o: ReportOptions) -> ReportOptions:
@@ -64,6 +67,7 @@ def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
         metrics={title: path for title, path in sections.items() if path is not None},
         areas=o.areas,
         history=o.history,
+        assessment=o.assessment,
         max_size=o.max_size,
     )
     return {"report": page}

@@ -1,0 +1,255 @@
+"""``assess``: accuracy and error-adjusted areas with 95 % CIs from a labelled sample of a map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._options import option
+from .._outputs import check_output, write_atomic
+from ..accuracy import stratified_estimates
+from ..cube import open_cube
+from ..errors import GridMismatchError, InputFileNotFoundError, InvalidInputError
+from ..io import grid_differences
+from ..legend import Legend
+from ..metrics import class_areas, write_report
+from ..prediction import open_class_map
+from ._base import Context, DaskOptions, Stage
+
+__all__ = ["STAGE", "AssessOptions", "format_assessment", "read_points"]
+
+
+@dataclass(kw_only=True)
+class AssessOptions(DaskOptions):
+    map: str = option(
+        help="class map: prediction.zarr or the COG predict wrote",
+        positional=True,
+        io="in",
+        kind="prediction",
+    )
+    reference: str = option(
+        help="the labelled sample (.gpkg, .geojson or .csv)", io="in", kind="sample_design"
+    )
+    field: str = option("reference", "the sample's field of reference classes (legend codes or names)")
+    truth: str | None = option(
+        None, "simulate the interpreter: fill the field from this cube's labels", io="in"
+    )
+    out: str = option(help="estimates (JSON)", io="out", kind="assessment", run_name="accuracy.json")
+    csv: str | None = option(
+        None, "also the table per class (CSV)", io="out", kind="assessment_csv", run_name="accuracy.csv"
+    )
+    overwrite: bool = option(False, "replace existing outputs", pipeline=False)
+
+
+def read_points(path: str | Path) -> tuple[pd.DataFrame, Any]:
+    """A sample's table and CRS (``None`` for CSV: its x/y are in the map's CRS)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFoundError(
+            f"{path}: sample not found. Fix: draw one with `kerinci-xr design-sample`."
+        )
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path, keep_default_na=True), None
+    import geopandas as gpd
+
+    try:
+        layer = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises its own types for unreadable files
+        raise InvalidInputError(
+            f"{path}: expected a point layer GDAL can read, found something else ({exc})."
+        ) from exc
+    return layer, layer.crs
+
+
+def _pixels(table: pd.DataFrame, crs: Any, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each point on the map's grid (from row/col, else from the points)."""
+    if {"row", "col"} <= set(table.columns):
+        return table["row"].to_numpy(np.int64), table["col"].to_numpy(np.int64)
+    if crs is not None:
+        pts = table.to_crs(classes.rio.crs).geometry
+        x, y = pts.x.to_numpy(), pts.y.to_numpy()
+    elif {"x", "y"} <= set(table.columns):
+        x, y = table["x"].to_numpy(float), table["y"].to_numpy(float)
+    else:
+        raise InvalidInputError("the sample has neither row/col, nor point geometry, nor x/y columns.")
+    col, row = ~classes.rio.transform() * (x, y)
+    return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
+
+
+def _reference_ids(values: pd.Series, legend: Legend, source: str) -> np.ndarray:
+    """Training ids of reference values (codes or names); 0 where the interpreter left it empty."""
+    names = {n.lower(): i + 1 for i, n in enumerate(legend.names)}
+    out, bad = np.zeros(len(values), dtype=np.int64), set()
+    for i, v in enumerate(values):
+        if pd.isna(v) or str(v).strip() == "":
+            continue
+        text = str(v).strip()
+        try:
+            k = legend.id_of(int(float(text)))
+        except ValueError:
+            k = names.get(text.lower(), 0)
+        if k == 0:
+            bad.add(text)
+        out[i] = k
+    if bad:
+        raise InvalidInputError(
+            f"{source}: reference values {sorted(bad)[:10]} are neither codes nor names of the legend "
+            f"{legend.source}. Fix: use the codes of lc.json (e.g. {legend.values[0]}) or its class names."
+        )
+    return out
+
+
+def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
+    for path in (o.out, o.csv):
+        if path is not None:
+            check_output(path, overwrite=o.overwrite)
+    classes, legend = open_class_map(o.map)
+    table, crs = read_points(o.reference)
+    rows, cols = _pixels(table, crs, classes)
+    h, w = classes.shape
+    outside = int(((rows < 0) | (rows >= h) | (cols < 0) | (cols >= w)).sum())
+    if outside:
+        raise InvalidInputError(f"{o.reference}: {outside} sample point(s) lie outside the map {o.map}.")
+    mapped = np.asarray(
+        classes.data.vindex[rows, cols].compute()
+        if hasattr(classes.data, "vindex")
+        else classes.values[rows, cols]
+    ).astype(np.int64)
+    stratified = "stratum" in table.columns
+    if stratified:
+        differ = np.flatnonzero(table["stratum"].to_numpy(np.int64) != mapped)
+        if differ.size:
+            raise InvalidInputError(
+                f"{o.reference}: the strata of {differ.size} point(s) differ from the map's classes there "
+                f"(e.g. sample_id {table.iloc[differ[0]].get('sample_id', differ[0])}: stratum "
+                f"{table['stratum'].iloc[differ[0]]}, map {mapped[differ[0]]}). Fix: assess the map the "
+                "sample was drawn from."
+            )
+    if o.truth is not None:
+        cube = open_cube(o.truth)
+        diffs = grid_differences(cube["labels"], classes)
+        if diffs:
+            raise GridMismatchError(
+                f"{o.truth}: expected the map's grid, found differences: {'; '.join(diffs)}."
+            )
+        ref = cube["labels"].data.vindex[rows, cols].compute().astype(np.int64)
+    elif o.field not in table.columns:
+        raise InvalidInputError(
+            f"{o.reference}: expected a field {o.field!r} of reference classes, found {list(table.columns)}. "
+            "Fix: name the field with --field."
+        )
+    else:
+        ref = _reference_ids(table[o.field], legend, str(o.reference))
+    used = (ref > 0) & (mapped > 0)
+    k = legend.n_classes
+    counts = np.zeros((k, k))
+    np.add.at(counts, (mapped[used] - 1, ref[used] - 1), 1)
+    areas = class_areas(classes, legend)
+    est = stratified_estimates(counts, areas["hectares"].to_numpy(), names=list(legend.names))
+    keep = [i for i in range(k) if areas["pixels"].iloc[i] > 0 or counts[:, i].sum() > 0]
+    result = {
+        "estimator": (
+            "stratified, strata = map classes"
+            if stratified
+            else "post-stratified by map class (simple random or systematic sample)"
+        )
+        + " (Olofsson et al. 2014, eqs. 1-10)",
+        "reference": {"file": str(o.reference), "field": o.field, "simulated_from": o.truth},
+        "sample_size": int(used.sum()),
+        "empty_reference": int((ref == 0).sum()),
+        "on_map_nodata": int((mapped == 0).sum()),
+        "overall_accuracy": est["overall_accuracy"],
+        "classes": [
+            {
+                "id": i + 1,
+                "code": legend.values[i],
+                "name": legend.names[i],
+                "map_area_ha": float(areas["hectares"].iloc[i]),
+                "sample_size": est["classes"][i]["sample_size"],
+                "users_accuracy": est["classes"][i]["users_accuracy"],
+                "producers_accuracy": est["classes"][i]["producers_accuracy"],
+                "area_ha": est["classes"][i]["area"],
+            }
+            for i in keep
+        ],
+        "error_matrix_proportions": {
+            "rows": "map",
+            "columns": "reference",
+            "classes": [legend.values[i] for i in keep],
+            "values": [[est["error_matrix_proportions"]["values"][i][j] for j in keep] for i in keep],
+        },
+        "warnings": est.get("warnings", []),
+    }
+    if result["empty_reference"]:
+        result["warnings"].append(
+            f"{result['empty_reference']} sample point(s) have no reference value: left out."
+        )
+    if o.truth is not None:
+        result["warnings"].append(f"the reference was simulated from the labels of {o.truth}.")
+    for text in result["warnings"]:
+        ctx.echo(f"warning: {text}")
+    ctx.echo(format_assessment(result))
+    written: dict[str, Any] = {"assessment": write_report(result, o.out), "result": result}
+    if o.csv is not None:
+        frame = assessment_table(result)
+        written["assessment_csv"] = write_atomic(
+            o.csv, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"), overwrite=o.overwrite
+        )
+    return written
+
+
+def assessment_table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per class: mapped area, sample size, and each estimate with its SE and 95 % CI."""
+    rows = []
+    for c in result["classes"]:
+        row = {k: c[k] for k in ("id", "code", "name", "map_area_ha", "sample_size")}
+        for key in ("users_accuracy", "producers_accuracy", "area_ha"):
+            e = c[key]
+            ci = e["ci95"] or [None, None]
+            row |= {
+                key: e["estimate"],
+                f"{key}_se": e["se"],
+                f"{key}_ci95_low": ci[0],
+                f"{key}_ci95_high": ci[1],
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_assessment(result: dict[str, Any]) -> str:
+    """The estimates as a printed table (estimate +- half the 95 % interval)."""
+
+    def pm(e: dict[str, Any], fmt: str) -> str:
+        if e["estimate"] is None:
+            return "-"
+        half = "" if e["se"] is None else f" +- {format(1.96 * e['se'], fmt)}"
+        return format(e["estimate"], fmt) + half
+
+    oa = result["overall_accuracy"]
+    lines = [
+        f"{result['estimator']}; {result['sample_size']} sample units",
+        f"overall accuracy {pm(oa, '.3f')}",
+        "",
+        f"{'class':<28} {'n':>5} {'mapped ha':>12} {'adjusted ha (95 % CI)':>26} {'UA':>14} {'PA':>14}",
+    ]
+    for c in result["classes"]:
+        lines.append(
+            f"{c['name'][:28]:<28} {c['sample_size']:>5} {c['map_area_ha']:>12,.1f} "
+            f"{pm(c['area_ha'], ',.1f'):>26} {pm(c['users_accuracy'], '.3f'):>14} "
+            f"{pm(c['producers_accuracy'], '.3f'):>14}"
+        )
+    return "\n".join(lines)
+
+
+STAGE = Stage(
+    "assess",
+    "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014)",
+    AssessOptions,
+    run,
+    "kerinci-xr assess prediction.zarr --reference sample.gpkg --field reference --out accuracy.json",
+    args=("map",),
+)

@@ -1,0 +1,133 @@
+"""``design-sample``: a stratified random sample of a map's pixels for accuracy and area estimation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._options import option
+from .._outputs import check_output, write_atomic
+from ..accuracy import Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
+from ..errors import InvalidInputError
+from ..legend import Legend
+from ..metrics import class_pixel_counts
+from ..prediction import open_class_map
+from ._base import Context, DaskOptions, Stage
+
+__all__ = ["STAGE", "DesignOptions", "write_points"]
+
+#: Formats by extension: GeoPackage and GeoJSON point layers (QGIS opens both), or CSV.
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".csv": None}
+
+
+@dataclass(kw_only=True)
+class DesignOptions(DaskOptions):
+    map: str = option(
+        help="class map: prediction.zarr or the COG predict wrote",
+        positional=True,
+        io="in",
+        kind="prediction",
+    )
+    n: int = option(600, "total sample units (see --target-se)")
+    min_per_class: int = option(50, "at least this many units in every mapped class")
+    allocation: Allocation = option("proportional", "units per class: by mapped area, equal, or Neyman")
+    expected_ua: tuple[str, ...] | None = option(
+        None, "expected user's accuracy per class as CODE=UA pairs (others 0.9), for neyman and --target-se"
+    )
+    target_se: float | None = option(None, "choose n for this standard error of overall accuracy (Cochran)")
+    seed: int = option(0, "same seed, same points, whatever the chunking")
+    out: str = option(
+        help="sample points: .gpkg, .geojson or .csv", io="out", kind="sample_design", run_name="sample.gpkg"
+    )
+    overwrite: bool = option(False, "replace an existing sample", pipeline=False)
+
+
+def expected_ua(pairs: tuple[str, ...] | None, legend: Legend) -> np.ndarray:
+    """Expected user's accuracy per class (training id order) from ``CODE=UA`` pairs; 0.9 otherwise."""
+    out = np.full(legend.n_classes, 0.9)
+    for pair in pairs or ():
+        code, _, value = pair.partition("=")
+        try:
+            k, u = legend.id_of(int(code)), float(value)
+        except ValueError:
+            k, u = 0, -1.0
+        if k == 0 or not 0 <= u <= 1:
+            raise InvalidInputError(
+                f"expected_ua: expected CODE=UA with a legend code and 0 <= UA <= 1, found {pair!r}. "
+                "Fix: e.g. --expected-ua 2001=0.9,2007=0.6"
+            )
+        out[k - 1] = u
+    return out
+
+
+def write_points(table: pd.DataFrame, path: str | Path, crs: Any, *, overwrite: bool = False) -> Path:
+    """Points with map x/y as a GeoPackage or GeoJSON layer in ``crs``, or as CSV."""
+    path = Path(path)
+    driver = DRIVERS[path.suffix.lower()]
+    if driver is None:
+        return write_atomic(
+            path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.10g"), overwrite=overwrite
+        )
+    import geopandas as gpd
+
+    layer = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table["x"], table["y"]), crs=crs)
+    return write_atomic(
+        path, lambda tmp: layer.to_file(tmp, driver=driver, layer=path.stem), overwrite=overwrite
+    )
+
+
+def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
+    if Path(o.out).suffix.lower() not in DRIVERS:
+        raise InvalidInputError(
+            f"{o.out}: expected a .gpkg, .geojson or .csv output, found {Path(o.out).suffix!r}."
+        )
+    check_output(o.out, overwrite=o.overwrite)
+    classes, legend = open_class_map(o.map)
+    size = class_pixel_counts(classes, legend.n_classes)  # index 0: nodata, never a stratum
+    ua = expected_ua(o.expected_ua, legend)
+    n = o.n
+    if o.target_se is not None:
+        n = sample_size_for_overall_accuracy(size[1:], ua, target_se=o.target_se)
+        ctx.echo(f"n = {n} for a standard error of overall accuracy of {o.target_se}")
+    units = np.r_[
+        0,
+        allocate(size[1:], n, min_per_class=o.min_per_class, method=o.allocation, expected_users_accuracy=ua),
+    ]
+    points = draw_stratified(classes, units, seed=o.seed)
+    tr = classes.rio.transform()
+    k = points["stratum"].to_numpy()
+    table = pd.DataFrame(
+        {
+            "sample_id": np.arange(len(points)),
+            "stratum": k,
+            "map_id": k,
+            "map_code": np.asarray([0, *legend.values])[k],
+            "map_name": [legend.name_of(int(i)) for i in k],
+            "inclusion_probability": units[k] / size[k],
+            "row": points["row"].to_numpy(),
+            "col": points["col"].to_numpy(),
+            "x": tr.c + (points["col"].to_numpy() + 0.5) * tr.a,
+            "y": tr.f + (points["row"].to_numpy() + 0.5) * tr.e,
+            "reference": pd.Series([None] * len(points), dtype="string"),
+        }
+    )
+    for i in np.flatnonzero(units):
+        ctx.echo(f"{legend.name_of(int(i))[:28]:<28} {size[i]:>12,} pixels  {units[i]:>5} units")
+    return {
+        "sample_design": write_points(table, o.out, classes.rio.crs, overwrite=o.overwrite),
+        "points": table,
+    }
+
+
+STAGE = Stage(
+    "design-sample",
+    "a stratified random sample of a map's pixels, for accuracy and area estimation",
+    DesignOptions,
+    run,
+    "kerinci-xr design-sample prediction.zarr --n 600 --min-per-class 50 --seed 0 --out sample.gpkg",
+    args=("map",),
+)
