@@ -75,8 +75,9 @@ def stratified_estimates(
         :func:`estimate`); ``error_matrix_proportions`` (rows map, columns reference), and
         ``sample_size`` (the number of independent sample units).
 
-    A stratum with fewer than 2 sample units has no variance estimate: its figures get ``se``
-    ``None`` and the result lists it under ``warnings``.
+    A stratum with fewer than 2 sample units has no variance estimate: its contribution is left
+    out of the standard errors, its user's accuracy gets ``se`` ``None``, and the result lists it
+    (with its share of the mapped area) under ``warnings``.
     """
     n = np.asarray(counts, dtype=np.float64)
     area = np.asarray(mapped_area, dtype=np.float64)
@@ -103,15 +104,15 @@ def stratified_estimates(
         var_ua = ua * (1 - ua) / dof  # eq. 6
         var_oa = np.nansum(w**2 * ua * (1 - ua) / dof)  # eq. 5
         cell_var = q * (1 - q) / dof[:, None]  # the (n_ij/n_i.)(1 - n_ij/n_i.)/(n_i. - 1) terms
-        var_p = (w[:, None] ** 2 * cell_var).sum(axis=0)  # eq. 10
+        var_p = np.nansum(w[:, None] ** 2 * cell_var, axis=0)  # eq. 10
         n_hat = (area / n_i)[:, None] * n  # estimated reference totals per cell (in area units)
         n_j = n_hat.sum(axis=0)
         var_pa = np.empty(k)
         for j in range(k):  # eq. 7
             others = [i for i in range(k) if i != j]
             term1 = area[j] ** 2 * (1 - pa[j]) ** 2 * ua[j] * (1 - ua[j]) / dof[j]
-            term2 = pa[j] ** 2 * sum(area[i] ** 2 * cell_var[i, j] for i in others)
-            var_pa[j] = (term1 + term2) / n_j[j] ** 2
+            term2 = pa[j] ** 2 * np.nansum([area[i] ** 2 * cell_var[i, j] for i in others])
+            var_pa[j] = (np.nan_to_num(term1) + term2) / n_j[j] ** 2 if n_i[j] else np.nan
     few = [names[i] for i in range(k) if n_i[i] < 2 and area[i] > 0]
     classes = [
         {
@@ -127,15 +128,17 @@ def stratified_estimates(
     ]
     out: dict[str, Any] = {
         "estimator": "stratified (strata = map classes), Olofsson et al. 2014",
-        "overall_accuracy": estimate(oa, np.sqrt(var_oa) if not few else np.nan),
+        "overall_accuracy": estimate(oa, np.sqrt(var_oa)),
         "classes": classes,
         "error_matrix_proportions": {"rows": "map", "columns": "reference", "values": p.tolist()},
         "sample_size": int(n.sum()),
     }
     if few:
+        share = float(w[[names.index(f) for f in few]].sum())
         out["warnings"] = [
-            f"strata {few} have fewer than 2 sample units: their variance cannot be estimated "
-            "(standard errors undefined). Fix: sample at least 2 units (better 50) per class."
+            f"strata {few} have fewer than 2 sample units: their variance cannot be estimated, so it is "
+            f"left out of the standard errors (they hold {100 * share:.3g} % of the mapped area) and their "
+            "user's accuracy has none. Fix: sample at least 2 units (better 50) per class."
         ]
     return out
 

@@ -31,7 +31,7 @@ def _list_of(item: type):
 def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
     """One argument from one option declaration: flag, type, choices, default and help."""
     flag = "--" + spec.name.replace("_", "-")
-    text = spec.meta.get("help", "")
+    text = spec.meta.get("help", "").replace("%", "%%")  # argparse %-formats help texts
     kw: dict[str, Any] = {"help": text, "metavar": spec.meta.get("metavar")}
     if spec.base is bool:  # a switch: --name turns on an option that is off, --no-name the reverse
         on = spec.default is not True
@@ -63,7 +63,7 @@ def _verbosity(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> 
 def _subparser(sub, name: str, text: str, example: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
-        help=text,
+        help=text.replace("%", "%%"),
         description=text[0].upper() + text[1:] + ".",
         epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

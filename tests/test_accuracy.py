@@ -1,9 +1,18 @@
 """Stratified accuracy and area estimators against the published worked example and by simulation."""
 
+import dask.array as da
+import distributed
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
-from kerinci_xr.accuracy import sample_size_for_overall_accuracy, stratified_estimates
+from kerinci_xr.accuracy import (
+    allocate,
+    draw_stratified,
+    sample_size_for_overall_accuracy,
+    stratified_estimates,
+)
 from kerinci_xr.errors import InvalidInputError
 
 # Olofsson et al. (2014), Remote Sensing of Environment 148: 42-57, section 5: a change map of
@@ -89,6 +98,105 @@ def test_stratified_estimates__bad_input_and_tiny_strata():
         stratified_estimates([[1, 0], [0, -1]], [5, 5])
     res = stratified_estimates([[5, 1], [0, 1]], [90, 10], names=["a", "b"])
     assert "fewer than 2 sample units" in res["warnings"][0] and "'b'" in res["warnings"][0]
-    assert res["classes"][1]["users_accuracy"]["se"] is None and res["overall_accuracy"]["se"] is None
+    assert res["classes"][1]["users_accuracy"]["se"] is None
+    assert "10 % of the mapped area" in res["warnings"][0]
+    # stratum a alone: W = 0.9, UA = 5/6, V(O) = W^2 UA (1 - UA) / (n - 1)
+    assert res["overall_accuracy"]["se"] == pytest.approx(np.sqrt(0.81 * (5 / 6) * (1 / 6) / 5))
     with pytest.raises(InvalidInputError, match="user's accuracy"):
         sample_size_for_overall_accuracy([1, 2], [0.5, 1.5])
+
+
+# ---- the design ------------------------------------------------------------------------------
+def test_allocate__proportional_with_minimum_equal_and_neyman():
+    size = np.array([600_000, 300_000, 90_000, 9_000, 30, 0])
+    a = allocate(size, 600, min_per_class=50)
+    assert a.sum() == 600 and a[5] == 0 and a[4] == 30 and a[3] == 50 and a[2] == 50
+    rest = 600 - 130  # the two largest share what the minimums leave, in proportion 2:1
+    assert abs(a[0] - rest * 2 / 3) <= 1 and abs(a[1] - rest / 3) <= 1
+    e = allocate(size, 100, method="equal")
+    assert e.sum() == 100 and e[5] == 0 and e[4] == 20 and set(e[:4]) == {20}
+    ua = [0.95, 0.8, 0.6, 0.9, 0.9, 0.9]
+    n = allocate(size, 500, method="neyman", expected_users_accuracy=ua)
+    ws = size * np.sqrt(np.array(ua) * (1 - np.array(ua)))
+    assert n.sum() == 500 and np.all(np.abs(n - 500 * ws / ws.sum()) <= 1)
+    assert allocate([10, 10], 600, min_per_class=50).tolist() == [10, 10]  # never more than a stratum has
+
+
+def _classes(chunks, seed=5, shape=(120, 90), k=4):
+    """A map of ``k`` classes in blobs, as a chunked DataArray."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    arr = ((np.sin(yy / 9.0) + np.cos(xx / 7.0) + rng.random(shape) * 0.3) * 1.3 + 2.6).astype(int).clip(1, k)
+    arr[:5, :5] = 0  # nodata, never a stratum
+    return xr.DataArray(da.from_array(arr.astype(np.uint8), chunks=chunks), dims=("y", "x"))
+
+
+def test_draw_stratified__exact_counts_in_their_strata_and_chunk_independent():
+    units = [0, 30, 20, 25, 10]
+    a = draw_stratified(_classes(40), units, seed=3)
+    b = draw_stratified(_classes((33, 50)), units, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    values = _classes(40).values
+    assert np.bincount(a["stratum"], minlength=5).tolist() == units
+    assert (values[a["row"], a["col"]] == a["stratum"]).all()
+    assert not a.duplicated(["row", "col"]).any()
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc:
+        with distributed.Client(lc):
+            c = draw_stratified(_classes((25, 70)), units, seed=3)
+    pd.testing.assert_frame_equal(a, c)
+    assert not draw_stratified(_classes(40), units, seed=4).equals(a)
+
+
+def test_draw_stratified__uniform_within_a_stratum_chi_square():
+    from scipy.stats import chisquare
+
+    classes = _classes(32, shape=(40, 40), k=2)
+    members = np.flatnonzero(classes.values.ravel() == 2)
+    hits = np.zeros(classes.size, dtype=np.int64)
+    for seed in range(400):
+        pts = draw_stratified(classes, [0, 0, 10], seed=seed)
+        hits[pts["row"].to_numpy() * 40 + pts["col"].to_numpy()] += 1
+    assert hits[members].sum() == 4000 and hits.sum() == 4000
+    assert chisquare(hits[members]).pvalue > 0.01
+
+
+def test_design_and_estimation__unbiased_with_95_percent_coverage_on_a_generated_scene(small_scene):
+    """Design + simulated reference + estimation, 300 times, on a Kerinci-like scene's labels."""
+    from kerinci_xr.io import open_raster
+    from kerinci_xr.legend import read_legend
+    from kerinci_xr.preprocess import remap_labels
+
+    legend = read_legend(small_scene.legend)
+    truth = remap_labels(open_raster(small_scene.labels).isel(band=0, drop=True), legend).values
+    rng = np.random.default_rng(1)
+    mapped = np.roll(truth, 2, axis=1)  # boundary errors: the map is two pixels off
+    swap = (rng.random(truth.shape) < 0.1) & (truth > 0)  # and 10 % of pixels in a random class
+    present = np.unique(truth[truth > 0])
+    mapped = np.where(swap, rng.choice(present, size=truth.shape), mapped)
+    mapped = np.where(truth > 0, mapped, 0).astype(np.uint8)
+    classes = xr.DataArray(da.from_array(mapped, chunks=160), dims=("y", "x"))
+    k = legend.n_classes
+    size = np.bincount(mapped.ravel(), minlength=k + 1)
+    units = np.r_[0, allocate(size[1:], 600, min_per_class=30)]
+    true_area = np.bincount(truth[mapped > 0], minlength=k + 1)[1:]
+    big = true_area >= 0.05 * true_area.sum()
+    est, covered = [], np.zeros(k)
+    reps = 300
+    for seed in range(reps):
+        pts = draw_stratified(classes, units, seed=seed)
+        counts = np.zeros((k, k))
+        np.add.at(counts, (pts["stratum"] - 1, truth[pts["row"], pts["col"]] - 1), 1)
+        res = stratified_estimates(counts, size[1:])
+        areas = [c["area"] for c in res["classes"]]
+        est.append([a["estimate"] for a in areas])
+        covered += [
+            a["ci95"] is not None and a["ci95"][0] <= t <= a["ci95"][1]
+            for a, t in zip(areas, true_area, strict=True)
+        ]
+    mean = np.mean(est, axis=0)
+    assert big.sum() >= 3
+    np.testing.assert_allclose(mean[big], true_area[big], rtol=0.02)
+    rate = covered[big] / reps
+    assert ((rate >= 0.92) & (rate <= 0.98)).all(), rate

@@ -27,6 +27,8 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
         "metrics.json",
         "quicklooks",
         "report.html",
+        "sample.gpkg",
+        "accuracy.json",
         "overall accuracy",
     ):
         assert name in text
@@ -38,6 +40,8 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     assert {"all", "train", "val", "test"} <= set(scene) and scene["all"]["pixels"] > 300_000
     assert (out / "map.tif").exists() and (out / "areas.csv").read_text().startswith("class_id,")
     assert (out / "quicklooks" / "labels.png").stat().st_size > 1000
+    assessed = json.loads((out / "accuracy.json").read_text())
+    assert assessed["sample_size"] == 500 and assessed["reference"]["simulated_from"].endswith("cube.zarr")
     patches = open_patches(out / "patches.zarr")
     assert patches.sizes["y"] == 128 and patches.attrs["split_counts"]["train"] > 0
     stamp = (out / "cube.zarr").stat().st_mtime_ns
@@ -55,10 +59,23 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
 def test_pipeline_files__packaged_demo_and_kerinci_plan():
     steps, _ = plan(demo_config(), base=Path("/somewhere"), source="demo.toml")
     order = [s.stage.name for s in steps]
-    assert order == ["synth", "prepare", "quicklook", "sample", "train", "evaluate", "predict", "report"]
+    assert order == [
+        "synth",
+        "prepare",
+        "quicklook",
+        "sample",
+        "train",
+        "evaluate",
+        "predict",
+        "design-sample",
+        "assess",
+        "report",
+    ]
     by = {s.stage.name: s.options for s in steps}
     assert by["train"].epochs == 8 and by["prepare"].chunk == 512
     assert by["sample"].cube == by["prepare"].out and by["predict"].patches == by["sample"].out
+    assert by["assess"].truth == by["prepare"].out  # an input named like a product of the run is that product
+    assert by["assess"].reference == by["design-sample"].out and by["assess"].map == by["predict"].out
     raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
     steps, root = plan(raw, base=base, source="kerinci.toml")
     by = {s.stage.name: s.options for s in steps}
