@@ -105,7 +105,7 @@ def stratified_estimates(
         var_oa = np.nansum(w**2 * ua * (1 - ua) / dof)  # eq. 5
         cell_var = q * (1 - q) / dof[:, None]  # the (n_ij/n_i.)(1 - n_ij/n_i.)/(n_i. - 1) terms
         var_p = np.nansum(w[:, None] ** 2 * cell_var, axis=0)  # eq. 10
-        n_hat = (area / n_i)[:, None] * n  # estimated reference totals per cell (in area units)
+        n_hat = np.where(n_i[:, None] > 0, area[:, None] * q, 0.0)  # estimated totals per cell (area units)
         n_j = n_hat.sum(axis=0)
         var_pa = np.empty(k)
         for j in range(k):  # eq. 7

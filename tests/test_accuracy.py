@@ -200,3 +200,16 @@ def test_design_and_estimation__unbiased_with_95_percent_coverage_on_a_generated
     np.testing.assert_allclose(mean[big], true_area[big], rtol=0.02)
     rate = covered[big] / reps
     assert ((rate >= 0.92) & (rate <= 0.98)).all(), rate
+
+
+def test_stratified_estimates__a_class_mapped_nowhere_keeps_the_others_defined():
+    """A reference class absent from the map (area 0, no units) leaves every other SE defined."""
+    counts = np.array([*COUNTS, [0, 0, 0, 0]], dtype=float)
+    counts = np.c_[counts, [0, 0, 2, 0, 0]]  # two stable-forest units are, in truth, a fifth class
+    res = stratified_estimates(counts, [*(a * 0.09 for a in MAPPED_PX), 0.0], names=[*NAMES, "other"])
+    for c in res["classes"][:4]:
+        assert c["producers_accuracy"]["se"] is not None and c["area"]["se"] is not None
+    assert (
+        res["classes"][4]["users_accuracy"]["estimate"] is None and res["classes"][4]["area"]["estimate"] > 0
+    )
+    assert "warnings" not in res

@@ -235,12 +235,14 @@ def test_report_html__renders_in_the_browser(tmp_path, browser, server):
     _not_blank(browser)
     titles = {f["title"] for f in frames}
     assert {"labels", "prediction", "errors (red) vs labels"} <= titles
+    assert "error-adjusted area with 95 % CI, and mapped area (hectares)" in titles
     text = browser.execute_script(
         "function t(r) { let s = ''; for (const el of r.querySelectorAll('*')) "
         "{ if (el.shadowRoot) s += el.shadowRoot.textContent + t(el.shadowRoot); } return s; }"
         "return document.body.innerText + t(document);"
     )
     assert "Accuracy: whole scene, by split area" in text and "Class areas" in text and "Training" in text
+    assert "Accuracy and area from the sample" in text and "error-adjusted ha" in text
     pred = next(f for f in frames if f["title"] == "prediction")
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
 
