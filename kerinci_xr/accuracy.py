@@ -11,7 +11,7 @@ that many per stratum, uniformly at random, in one streaming pass, the same for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import dask
@@ -224,30 +224,45 @@ def _stratum_key(seed: int, stratum: int) -> int:
     return (seed * 1_000_003 + stratum * 7919 + 0x51A7) * 0x2545F4914F6CDD1D
 
 
-def _block_candidates(block: np.ndarray, r0: int, c0: int, caps: np.ndarray, seed: int) -> list:
-    """The ``caps[k]`` lowest-priority pixels of each stratum ``k`` in one chunk."""
+def _block_candidates(block: np.ndarray, r0: int, c0: int, caps: np.ndarray, seed: int):
+    """Pixels per stratum of one chunk, and the ``caps[k]`` lowest-priority pixels of each stratum."""
+    sizes = np.bincount(block.ravel(), minlength=caps.size)[: caps.size]
     out = []
-    for k in np.unique(block):
-        if k >= caps.size or caps[k] == 0:
-            continue
+    for k in np.flatnonzero((sizes > 0) & (caps > 0)):
         rr, cc = np.nonzero(block == k)
         gy, gx = rr + r0, cc + c0
         keys = hash_u64(gy, gx, _stratum_key(seed, int(k)))
         keep = np.lexsort((gx, gy, keys))[: caps[k]]
         out.append((int(k), keys[keep], gy[keep], gx[keep]))
-    return out
+    return sizes, out
 
 
-def draw_stratified(classes: xr.DataArray, per_stratum: Sequence[int], *, seed: int = 0) -> pd.DataFrame:
+def draw_stratified(
+    classes: xr.DataArray,
+    per_stratum: Sequence[int] | Callable[[np.ndarray], Sequence[int]],
+    *,
+    seed: int = 0,
+    max_units: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """``per_stratum[k]`` pixels of class ``k``, uniformly at random without replacement.
 
     Every pixel gets a random priority that is a pure function of (seed, stratum, row, col) and
-    each stratum keeps its lowest: one streaming pass (each chunk returns only its own best
-    candidates), the same pixels whatever the chunking or the scheduler. Returns ``row``, ``col``
-    and ``stratum``, ordered by stratum then draw order.
+    each stratum keeps its lowest: one streaming pass (each chunk returns its pixel counts and
+    only its own best candidates), the same pixels whatever the chunking or the scheduler.
+    ``per_stratum`` may be a function of the strata's pixel counts (index = class id), such as
+    an :func:`allocate`; then ``max_units`` bounds the units of any stratum, and the same pass
+    serves to count and to draw. Returns ``row``, ``col`` and ``stratum``, ordered by stratum then
+    draw order; ``attrs`` hold ``stratum_sizes`` and ``units``.
     """
-    caps = np.asarray(per_stratum, dtype=np.int64)
     data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
+    n_strata = int(np.iinfo(data.dtype).max) + 1 if np.issubdtype(data.dtype, np.integer) else 256
+    if callable(per_stratum):
+        if max_units is None:
+            raise InvalidInputError("draw_stratified: an allocation function needs max_units.")
+        caps = np.full(min(n_strata, 256), max_units, dtype=np.int64)
+    else:
+        caps = np.asarray(per_stratum, dtype=np.int64)
     ybounds, xbounds = np.cumsum((0, *data.chunks[0])), np.cumsum((0, *data.chunks[1]))
     blocks = data.to_delayed()
     tasks = [
@@ -256,15 +271,24 @@ def draw_stratified(classes: xr.DataArray, per_stratum: Sequence[int], *, seed: 
         for j in range(blocks.shape[1])
     ]
     found: dict[int, list] = {}
-    for part in compute(*tasks):
+    sizes = np.zeros(caps.size, dtype=np.int64)
+    for block_sizes, part in compute(*tasks, progress=progress):
+        sizes += block_sizes
         for k, keys, gy, gx in part:
             found.setdefault(k, []).append((keys, gy, gx))
-    rows = []
+    units = np.asarray(per_stratum(sizes) if callable(per_stratum) else caps, dtype=np.int64)
+    units = np.pad(units, (0, max(caps.size - units.size, 0)))
+    short = [k for k in range(units.size) if units[k] > min(sizes[k], caps[k])]
+    if short:
+        raise InvalidInputError(
+            f"strata {short} have fewer pixels ({sizes[short].tolist()}) than the units allocated to them "
+            f"({units[short].tolist()})."
+        )
+    rows = [pd.DataFrame(columns=["row", "col", "stratum"], dtype=np.int64)]
     for k in sorted(found):
         keys, gy, gx = (np.concatenate([p[i] for p in found[k]]) for i in range(3))
-        order = np.lexsort((gx, gy, keys))[: caps[k]]
-        rows.append(pd.DataFrame({"row": gy[order], "col": gx[order], "stratum": k}))
-    short = [k for k in range(caps.size) if caps[k] and sum(len(p[0]) for p in found.get(k, [])) < caps[k]]
-    if short:
-        raise InvalidInputError(f"strata {short} have fewer pixels than the units allocated to them.")
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["row", "col", "stratum"])
+        order = np.lexsort((gx, gy, keys))[: units[k]]
+        rows.append(pd.DataFrame({"row": gy[order], "col": gx[order], "stratum": np.full(order.size, k)}))
+    points = pd.concat(rows, ignore_index=True).astype(np.int64)
+    points.attrs = {"stratum_sizes": sizes, "units": units}
+    return points

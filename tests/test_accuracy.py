@@ -213,3 +213,20 @@ def test_stratified_estimates__a_class_mapped_nowhere_keeps_the_others_defined()
         res["classes"][4]["users_accuracy"]["estimate"] is None and res["classes"][4]["area"]["estimate"] > 0
     )
     assert "warnings" not in res
+
+
+def test_draw_stratified__allocation_from_the_same_single_pass():
+    from .conftest import raise_if_dask_computes
+
+    classes = _classes(40)
+    with raise_if_dask_computes(max_computes=1):  # counts and candidates in one pass over the map
+        pts = draw_stratified(
+            classes, lambda size: np.r_[0, allocate(size[1:5], 60, min_per_class=8)], max_units=60
+        )
+    size = np.bincount(classes.values.ravel(), minlength=5)
+    units = np.r_[0, allocate(size[1:], 60, min_per_class=8)]
+    assert (
+        pts.attrs["stratum_sizes"][:5].tolist() == size.tolist()
+        and pts.attrs["units"][:5].tolist() == units.tolist()
+    )
+    pd.testing.assert_frame_equal(pts, draw_stratified(classes, units))

@@ -14,7 +14,6 @@ from .._outputs import check_output, write_atomic
 from ..accuracy import Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
 from ..errors import InvalidInputError
 from ..legend import Legend
-from ..metrics import class_pixel_counts
 from ..prediction import open_class_map
 from ._base import Context, DaskOptions, Stage
 
@@ -87,17 +86,28 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
         )
     check_output(o.out, overwrite=o.overwrite)
     classes, legend = open_class_map(o.map)
-    size = class_pixel_counts(classes, legend.n_classes)  # index 0: nodata, never a stratum
     ua = expected_ua(o.expected_ua, legend)
-    n = o.n
-    if o.target_se is not None:
-        n = sample_size_for_overall_accuracy(size[1:], ua, target_se=o.target_se)
-        ctx.echo(f"n = {n} for a standard error of overall accuracy of {o.target_se}")
-    units = np.r_[
-        0,
-        allocate(size[1:], n, min_per_class=o.min_per_class, method=o.allocation, expected_users_accuracy=ua),
-    ]
-    points = draw_stratified(classes, units, seed=o.seed)
+
+    def units_for(size: np.ndarray) -> np.ndarray:  # from the pixel counts of the same pass
+        n = o.n
+        if o.target_se is not None:
+            n = sample_size_for_overall_accuracy(size[1 : legend.n_classes + 1], ua, target_se=o.target_se)
+            ctx.echo(f"n = {n} for a standard error of overall accuracy of {o.target_se}")
+        alloc = allocate(
+            size[1 : legend.n_classes + 1],
+            n,
+            min_per_class=o.min_per_class,
+            method=o.allocation,
+            expected_users_accuracy=ua,
+        )
+        return np.r_[0, alloc]  # class 0: nodata, never a stratum
+
+    # no stratum gets more than n (or, for a target SE, more than (0.5 / SE)^2: sum W_h S_h <= 0.5)
+    bound = o.n if o.target_se is None else int(np.ceil((0.5 / o.target_se) ** 2))
+    points = draw_stratified(
+        classes, units_for, seed=o.seed, max_units=max(bound, o.min_per_class), progress=ctx.progress
+    )
+    size, units = points.attrs["stratum_sizes"], points.attrs["units"]
     tr = classes.rio.transform()
     k = points["stratum"].to_numpy()
     table = pd.DataFrame(
