@@ -84,7 +84,7 @@ def main() -> None:
     )
     fit(store, work / "unet.pt", config=cfg, overwrite=True)
     unet_s = time.perf_counter() - t0
-    pred = predict_scene(cube, work / "unet.pt", chunk=512, device=args.device)["class"]
+    pred = predict_scene(cube, work / "unet.pt", chunk=512, device=args.device)["classes"]
     unet = evaluate_prediction(pred, cube["labels"], legend, layout=layout)["test"]
     # random forest on the same training pixels
     g = zarr.open_group(str(store), mode="r")

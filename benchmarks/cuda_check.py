@@ -47,9 +47,9 @@ def main() -> None:
     rep = evaluate_store(store, res["best"], device="cuda")
     ds = open_cube(cube)
     t0 = time.perf_counter()
-    gpu = predict_scene(ds, res["best"], device="cuda")["class"].values
+    gpu = predict_scene(ds, res["best"], device="cuda")["classes"].values
     gpu_s = time.perf_counter() - t0
-    cpu = predict_scene(ds, res["best"], device="cpu", chunk=512)["class"].values
+    cpu = predict_scene(ds, res["best"], device="cpu", chunk=512)["classes"].values
     out = {
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -19,7 +19,7 @@ from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 from .preprocess import band_roles, remap_labels, scale_values, valid_mask
 
-__all__ = ["build_cube", "cube_legend", "open_cube", "write_cube"]
+__all__ = ["build_cube", "consolidated", "cube_legend", "open_cube", "write_cube"]
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,16 @@ def build_cube(
         inputs["radar"] = str(rraw.attrs.get("source", "<memory>"))
     img = xr.concat(parts, dim="band", combine_attrs="drop") if len(parts) > 1 else optical
     img = img.chunk({"band": -1}).rename("image")
-    img.attrs = {"long_name": "scaled reflectance / backscatter", "units": "1 (reflectance), dB"}
+    img.attrs = {
+        "long_name": "surface reflectance (optical bands), backscatter in dB (radar bands)",
+        "units": "1",
+    }
     valid = (valid_mask(raw, nodata=nodata) & img.notnull().all("band")).rename("valid")
+    valid.attrs = {
+        "long_name": "valid pixel: every band present",
+        "flag_values": [0, 1],
+        "flag_meanings": "invalid valid",
+    }
     data_vars: dict[str, xr.DataArray] = {"image": img, "valid": valid}
     if labels is not None:
         assert legend is not None
@@ -192,16 +200,35 @@ def cube_legend(ds: xr.Dataset) -> Legend:
     return Legend.from_json(text, source="cube attrs")
 
 
-def _encoding(ds: xr.Dataset, clevel: int) -> dict[str, dict]:
+def _encoding(ds: xr.Dataset, clevel: int, zarr_format: int) -> dict[str, dict]:
+    import numcodecs
     from zarr.codecs import BloscCodec
 
     enc = {}
     for name, var in ds.data_vars.items():
-        shuffle = "bitshuffle" if var.dtype.itemsize == 1 else "shuffle"
-        enc[name] = {"compressors": (BloscCodec(cname="zstd", clevel=clevel, shuffle=shuffle),)}
+        bitshuffle = var.dtype.itemsize == 1
+        if zarr_format == 2:
+            shuffle = numcodecs.Blosc.BITSHUFFLE if bitshuffle else numcodecs.Blosc.SHUFFLE
+            codec: Any = numcodecs.Blosc(cname="zstd", clevel=clevel, shuffle=shuffle)
+        else:
+            codec = BloscCodec(cname="zstd", clevel=clevel, shuffle="bitshuffle" if bitshuffle else "shuffle")
+        enc[name] = {"compressors": (codec,)}
         if var.chunks is not None:
             enc[name]["chunks"] = tuple(c[0] for c in var.chunks)
     return enc
+
+
+def _georeferenced(ds: xr.Dataset) -> xr.Dataset:
+    """CF and GDAL georeferencing on every layer: ``grid_mapping``, ``_CRS``, x/y attributes."""
+    out = ds.rio.write_coordinate_system()  # CF standard_name/units on x and y
+    wkt = ds.rio.crs.to_wkt() if ds.rio.crs is not None else None
+    for name in out.data_vars:
+        out[name].encoding = {}
+        if wkt and {"y", "x"} <= set(out[name].dims):
+            out[name].attrs["grid_mapping"] = "spatial_ref"
+            out[name].attrs["_CRS"] = {"wkt": wkt}  # where GDAL's Zarr driver looks for the CRS
+    out.attrs["Conventions"] = "CF-1.10"
+    return out
 
 
 def write_cube(
@@ -211,32 +238,43 @@ def write_cube(
     overwrite: bool = False,
     progress: bool = False,
     clevel: int = 3,
+    zarr_format: Literal[2, 3] = 2,
 ) -> Path:
-    """Write a cube to Zarr v3 (Blosc-zstd), chunk by chunk, atomically.
+    """Write a cube (or a prediction) to Zarr, chunk by chunk, atomically.
 
-    Each dask task computes one chunk and writes it as one Zarr region, so memory stays at a
-    few chunks per worker whatever the scene size. The store is written to a temporary sibling
-    and renamed into place; an existing store is replaced only with ``overwrite=True``, and an
-    error mid-write leaves the previous store untouched.
+    Zarr format 2 with consolidated metadata by default, which GDAL (3.4 and later, the version
+    current Debian ships included) and QGIS open with CRS and geotransform
+    (``gdalinfo 'ZARR:"cube.zarr":/valid'``; 3-D layers take an index, ``/image:0``); format 3 on
+    request (GDAL reads its Blosc "bytes" codec from 3.11 on). Blosc-zstd compression, CF
+    attributes (``grid_mapping``, x/y ``standard_name``, ``Conventions``). Each dask task computes
+    one chunk and writes it as one Zarr region, so memory stays at a few chunks per worker
+    whatever the scene size. The store is written to a temporary sibling and renamed into place;
+    an existing store is replaced only with ``overwrite=True``, and an error mid-write leaves the
+    previous store untouched.
     """
+    if zarr_format not in (2, 3):
+        raise InvalidInputError(f"zarr_format: expected 2 or 3, found {zarr_format!r}.")
     path = Path(path)
     for src in json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {}).values():
         if Path(src).resolve() == path.resolve():
             raise InvalidInputError(f"{path}: the output would overwrite an input.")
-    out = ds.copy()
-    for name in out.data_vars:
-        out[name].encoding = {}
+    out = _georeferenced(ds)
     with atomic_output(path, overwrite=overwrite) as tmp:
         delayed = out.to_zarr(
             tmp,
             mode="w-",
-            zarr_format=3,
-            consolidated=False,
+            zarr_format=zarr_format,
+            consolidated=zarr_format == 2,
             compute=False,
-            encoding=_encoding(out, clevel),
+            encoding=_encoding(out, clevel, zarr_format),
         )
         compute(delayed, progress=progress)
     return path
+
+
+def consolidated(path: str | Path) -> bool:
+    """Whether a Zarr store has consolidated metadata (format 2 as written here): open it so."""
+    return (Path(path) / ".zmetadata").exists()
 
 
 def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
@@ -246,7 +284,7 @@ def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> x
         raise InputFileNotFoundError(f"{path}: cube not found. Fix: run `kerinci-xr prepare` first.")
     try:
         ds = xr.open_zarr(
-            path, chunks=dict(chunks) if chunks else {}, consolidated=False, decode_coords="all"
+            path, chunks=dict(chunks) if chunks else {}, consolidated=consolidated(path), decode_coords="all"
         )
     except Exception as exc:  # zarr raises several unrelated types for a non-store
         raise RasterReadError(

@@ -112,6 +112,37 @@ class Legend:
         """Class name of a training id (``"nodata"`` for 0)."""
         return "nodata" if class_id == NODATA_ID else self.labels[class_id - 1]
 
+    def cf_attrs(self, long_name: str) -> dict[str, object]:
+        """CF attributes of a layer of training ids: ``flag_values``, ``flag_meanings``, colours."""
+        meanings = ["nodata"] + [re.sub(r"[^0-9A-Za-z]+", "_", n).strip("_").lower() for n in self.names]
+        return {
+            "long_name": long_name,
+            "flag_values": [0, *self.ids],
+            "flag_meanings": " ".join(meanings),
+            "flag_colors": " ".join(["#000000", *self.colors]),
+            "class_codes": [0, *self.values],
+            "legend": self.to_json(),
+            "nodata": NODATA_ID,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Legend({self.n_classes} classes from {self.source}: "
+            + ", ".join(f"{v} {n}" for v, n in zip(self.values[:4], self.names[:4], strict=True))
+            + (", ..." if self.n_classes > 4 else "")
+            + ")"
+        )
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{v}</td><td><span style='display:inline-block;width:12px;height:12px;"
+            f"background:{c}'></span> {escape(n)}</td></tr>"
+            for i, v, n, c in zip(self.ids, self.values, self.names, self.colors, strict=True)
+        )
+        return f"<table><tr><th>id</th><th>code</th><th>class</th></tr>{rows}</table>"
+
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, list]:
         """The ``lc.json`` structure (palette without ``#``)."""

@@ -26,6 +26,7 @@ import xarray as xr
 
 from ._chunks import Region, Regions
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
+from .cube import consolidated
 from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend
@@ -149,7 +150,7 @@ def predict_scene(
     Returns
     -------
     xarray.Dataset
-        ``class`` (y, x) uint8 training ids, 0 where the imagery is invalid; ``confidence``
+        ``classes`` (y, x) uint8 training ids, 0 where the imagery is invalid; ``confidence``
         (y, x) float32, the winning class's probability; optionally ``probabilities``; CRS,
         legend and provenance in attrs.
     """
@@ -204,16 +205,17 @@ def predict_scene(
     coords = {"y": cube["y"].values, "x": cube["x"].values}
     out = xr.Dataset(
         {
-            "class": (("y", "x"), stack[0].astype(np.uint8)),
+            "classes": (("y", "x"), stack[0].astype(np.uint8)),
             "confidence": (("y", "x"), stack[1]),
         },
         coords=coords,
     )
     if probabilities:
         out["probabilities"] = (("class_id", "y", "x"), stack[2:])
+        out["probabilities"].attrs = {"long_name": "probability of each class", "units": "1"}
         out = out.assign_coords(class_id=np.arange(1, legend.n_classes + 1))
-    out["class"].attrs = {"long_name": "predicted class (training id)", "nodata": 0}
-    out["confidence"].attrs = {"long_name": "probability of the predicted class"}
+    out["classes"].attrs = legend.cf_attrs("predicted land-cover class (training id)")
+    out["confidence"].attrs = {"long_name": "probability of the predicted class", "units": "1"}
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
     out.attrs = {
         "title": "kerinci_xr prediction",
@@ -230,10 +232,10 @@ def open_prediction(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
-    ds = xr.open_zarr(path, consolidated=False, decode_coords="all")
-    if "class" not in ds:
-        raise InvalidInputError(f"{path}: expected a prediction store with a 'class' variable.")
-    ds["class"].attrs["legend"] = ds.attrs.get("legend", "")
+    ds = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")
+    if "classes" not in ds:
+        raise InvalidInputError(f"{path}: expected a prediction store with a 'classes' variable.")
+    ds["classes"].attrs["legend"] = ds.attrs.get("legend", "")
     return ds
 
 
@@ -241,7 +243,7 @@ def open_class_map(path: str | Path) -> tuple[xr.DataArray, Legend]:
     """A class map of training ids and its legend: a prediction store, or the COG ``predict`` writes."""
     path = Path(path)
     if path.is_dir():
-        pred = open_prediction(path)["class"]
+        pred = open_prediction(path)["classes"]
         return pred, Legend.from_json(pred.attrs["legend"], source=str(path))
     import rasterio
 

@@ -150,7 +150,7 @@ def remap_labels(labels: xr.DataArray, legend: Legend) -> xr.DataArray:
     else:
         data = _remap_block(np.asarray(labels.data), lut)
     out = labels.copy(data=data)
-    out.attrs = {"legend": legend.to_json(), "nodata": 0}
+    out.attrs = legend.cf_attrs("reference land-cover class (training id)")
     return out.rename("labels")
 
 

@@ -293,9 +293,9 @@ def area_estimate_bars(result: dict[str, Any], *, width: int = 700, height: int 
         for c in result["classes"]
         if c["area_ha"]["estimate"] is not None
     ]
-    adjusted = hv.Bars([r[:2] for r in rows], kdims=["class"], vdims=["hectares"], label="error-adjusted")
-    errors = hv.ErrorBars([r[:3] for r in rows], kdims=["class"], vdims=["hectares", "ci95"])
-    mapped = hv.Scatter([(r[0], r[3]) for r in rows], kdims=["class"], vdims=["hectares"], label="mapped")
+    adjusted = hv.Bars([r[:2] for r in rows], kdims=["classes"], vdims=["hectares"], label="error-adjusted")
+    errors = hv.ErrorBars([r[:3] for r in rows], kdims=["classes"], vdims=["hectares", "ci95"])
+    mapped = hv.Scatter([(r[0], r[3]) for r in rows], kdims=["classes"], vdims=["hectares"], label="mapped")
     return (
         adjusted.opts(color="#1f77b4", tools=["hover"])
         * errors.opts(line_width=2)
@@ -436,7 +436,7 @@ def report_page(
 
     hv = _hv()
     ds = open_cube(cube)
-    pred = open_prediction(prediction)["class"] if prediction is not None else None
+    pred = open_prediction(prediction)["classes"] if prediction is not None else None
     store = open_patches(patches) if patches is not None else None
     parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{Path(cube).resolve()}</p>")]
     parts.append(hv.render(scene_maps(ds, prediction=pred, patches=store, max_size=max_size)))

@@ -20,6 +20,7 @@ from kerinci_xr.prediction import predict_scene
 from kerinci_xr.training import TrainConfig, fit
 
 from .conftest import raise_if_dask_computes, sampled_run
+from .test_cube import gdal_georeference
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +36,13 @@ def test_predict_scene__lazy_and_invariant_to_chunking(trained):
     cube = open_cube(trained["cube"])
     with raise_if_dask_computes():
         a = predict_scene(cube, trained["model"], chunk=64)
-    assert a["class"].dtype == np.uint8 and a["class"].shape == (360, 330)
-    assert a.rio.crs == cube.rio.crs and a["class"].chunks[0][0] == 64
-    ca = a["class"].values
+    assert a["classes"].dtype == np.uint8 and a["classes"].shape == (360, 330)
+    assert a.rio.crs == cube.rio.crs and a["classes"].chunks[0][0] == 64
+    ca = a["classes"].values
     cb = predict_scene(open_cube(trained["cube"], chunks={"y": 100, "x": 70}), trained["model"], chunk=96)[
-        "class"
+        "classes"
     ].values
-    one = predict_scene(cube, trained["model"], chunk=1024)["class"].values  # one piece
+    one = predict_scene(cube, trained["model"], chunk=1024)["classes"].values  # one piece
     np.testing.assert_array_equal(ca, cb)
     np.testing.assert_array_equal(ca, one)  # 0 pixels differ from the one-piece prediction
     valid = cube["valid"].values
@@ -58,7 +59,7 @@ def test_predict_scene__windows_share_no_chunk_tasks(trained):
     """
     cube = open_cube(trained["cube"])
     pred = predict_scene(cube, trained["model"], chunk=64)
-    graph = dict(pred["class"].data.__dask_graph__())
+    graph = dict(pred["classes"].data.__dask_graph__())
     cube_keys = {k for v in ("image", "valid") for k in cube[v].data.__dask_graph__()}
     assert cube_keys and not cube_keys & graph.keys()
     windows = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith("_predict_window")]
@@ -80,12 +81,12 @@ def test_predict_scene__no_seams_along_chunk_borders(trained):
 def test_predict_scene__local_cluster_equals_threads(trained, tmp_path):
     from distributed import Client, LocalCluster
 
-    threads = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["class"].values
+    threads = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["classes"].values
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
         Client(lc),
     ):
-        cluster = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["class"].values
+        cluster = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["classes"].values
     np.testing.assert_array_equal(threads, cluster)
 
 
@@ -100,9 +101,13 @@ def test_predict__products_cog_areas_metrics(trained, tmp_path):
         patches=trained["store"],
         chunk=128,
     )
-    pred = xr.open_zarr(out["prediction"], consolidated=False, decode_coords="all")
+    pred = xr.open_zarr(out["prediction"], decode_coords="all")
     cube = open_cube(trained["cube"])
     assert pred.rio.crs == cube.rio.crs
+    for layer in ("classes", "confidence"):  # GDAL (QGIS) reads the prediction's georeference
+        wkt, gt = gdal_georeference(out["prediction"], layer)
+        assert "WGS 84" in wkt and gt[0] == pytest.approx(cube.rio.transform().c)
+    assert pred["classes"].attrs["flag_values"][1:] == list(range(1, 23)) and "class" not in pred
     legend = read_legend(trained["root"] / "scene" / "lc.json")
     with rasterio.open(out["cog"]) as src:
         assert src.crs == cube.rio.crs
@@ -112,14 +117,14 @@ def test_predict__products_cog_areas_metrics(trained, tmp_path):
         assert src.block_shapes[0] == (512, 512) or src.block_shapes[0][0] >= 256
         cmap = src.colormap(1)
         assert cmap[1][:3] == tuple(legend.rgb[1]) and cmap[11][:3] == tuple(legend.rgb[11])
-        np.testing.assert_array_equal(src.read(1), pred["class"].values)
+        np.testing.assert_array_equal(src.read(1), pred["classes"].values)
         assert json.loads(src.tags()["CLASS_NAMES"])[1] == "Primary dryland forest"
     cats = [c.text for c in ET.parse(str(out["cog"]) + ".aux.xml").iter("Category")]
     assert cats[0] == "nodata" and cats[1:] == list(legend.names)
     import pandas as pd
 
     areas = pd.read_csv(out["areas"])
-    assert areas["pixels_predicted"].sum() == int((pred["class"].values > 0).sum())
+    assert areas["pixels_predicted"].sum() == int((pred["classes"].values > 0).sum())
     assert areas["pixels_labels"].sum() == int((cube["labels"].values > 0).sum())
     metrics = json.loads(out["scene_metrics"].read_text())
     assert {"all", "train", "val", "test"} <= set(metrics)

@@ -45,7 +45,7 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
             raise InvalidInputError(f"{o.cube}: the cube has no labels to compare with.")
         pred = open_prediction(o.source)
         layout = stored_layout(o.patches, (cube.sizes["y"], cube.sizes["x"])) if o.patches else None
-        report = evaluate_prediction(pred["class"], cube["labels"], cube_legend(cube), layout=layout)
+        report = evaluate_prediction(pred["classes"], cube["labels"], cube_legend(cube), layout=layout)
         for area, rep in report.items():
             ctx.echo(f"\n== {area} ==\n{format_report(rep)}")
     elif o.model:

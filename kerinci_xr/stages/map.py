@@ -36,7 +36,7 @@ class MapOptions:
 def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
     check_output(o.out, overwrite=o.overwrite)
     ds = open_cube(o.cube)
-    pred = open_prediction(o.prediction)["class"] if o.prediction is not None else None
+    pred = open_prediction(o.prediction)["classes"] if o.prediction is not None else None
     store = open_patches(o.patches) if o.patches is not None else None
     maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)
     written: dict[str, Any] = {

@@ -79,7 +79,7 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     pred = predict_scene(ds, o.model, chunk=o.chunk, device=o.device, probabilities=o.probabilities)
     pred.attrs["cube"] = str(o.cube)
     write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress)
-    stored = open_prediction(o.out)["class"]
+    stored = open_prediction(o.out)["classes"]
     legend = Legend.from_json(stored.attrs["legend"])
     if o.cog is not None:
         write_cog(stored, o.cog, legend=legend, overwrite=o.overwrite)
