@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,13 @@ class atomic_output:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            _remove(self.tmp)
+            # tasks already running when another failed may still write a chunk or two (a threaded
+            # scheduler does not stop them), re-creating folders: remove until it stays removed
+            for _ in range(50):
+                _remove(self.tmp)
+                time.sleep(0.02)
+                if not self.tmp.exists():
+                    break
             return
         backup = None
         if self.path.exists() or self.path.is_symlink():

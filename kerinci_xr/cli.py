@@ -39,7 +39,7 @@ def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
         p.add_argument(flag, dest=spec.name, action="store_true" if on else "store_false", help=text)
         return
     if spec.choices:
-        kw |= {"choices": spec.choices, "metavar": None}
+        kw |= {"choices": spec.choices, "metavar": None, "type": type(spec.choices[0])}
     elif spec.item is not None:
         kw |= {"type": _list_of(spec.item), "metavar": kw["metavar"] or "A,B,..."}
     elif spec.base in (int, float):

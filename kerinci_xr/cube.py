@@ -222,8 +222,9 @@ def _georeferenced(ds: xr.Dataset) -> xr.Dataset:
     """CF and GDAL georeferencing on every layer: ``grid_mapping``, ``_CRS``, x/y attributes."""
     out = ds.rio.write_coordinate_system()  # CF standard_name/units on x and y
     wkt = ds.rio.crs.to_wkt() if ds.rio.crs is not None else None
-    for name in out.data_vars:
+    for name in out.variables:  # encodings read from another store (codecs, format) do not carry over
         out[name].encoding = {}
+    for name in out.data_vars:
         if wkt and {"y", "x"} <= set(out[name].dims):
             out[name].attrs["grid_mapping"] = "spatial_ref"
             out[name].attrs["_CRS"] = {"wkt": wkt}  # where GDAL's Zarr driver looks for the CRS

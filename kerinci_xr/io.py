@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dask
 import dask.array as da
@@ -25,8 +25,10 @@ __all__ = [
     "grid_differences",
     "normalize_chunks",
     "open_raster",
+    "qgis_style",
     "require_same_grid",
     "write_cog",
+    "write_image_cog",
 ]
 
 log = logging.getLogger(__name__)
@@ -304,33 +306,66 @@ def align_to(
     return result.isel(band=0, drop=True) if squeeze else result
 
 
-def _aux_xml(names: list[str]) -> str:
+def _aux_xml(values: list[int], names: list[str], *, categories: bool) -> str:
+    """GDAL's side-car: category names (for id maps) and a thematic raster attribute table."""
     from xml.sax.saxutils import escape
 
-    cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
+    cats = ""
+    if categories:  # indexed by pixel value: only for small values (training ids)
+        cats = (
+            "    <CategoryNames>"
+            + "".join(f"<Category>{escape(n)}</Category>" for n in names)
+            + "</CategoryNames>\n"
+        )
+    fields = (
+        '      <FieldDefn index="0"><Name>Value</Name><Type>0</Type><Usage>5</Usage></FieldDefn>\n'
+        '      <FieldDefn index="1"><Name>Class</Name><Type>2</Type><Usage>2</Usage></FieldDefn>\n'
+    )
+    rows = "".join(
+        f'      <Row index="{i}"><F>{v}</F><F>{escape(n)}</F></Row>\n'
+        for i, (v, n) in enumerate(zip(values, names, strict=True))
+    )
     return (
-        '<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>'
-        f"{cats}</CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n"
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+        + cats
+        + '    <GDALRasterAttributeTable tableType="thematic">\n'
+        + fields
+        + rows
+        + "    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n"
     )
 
 
-def write_cog(
-    classes: xr.DataArray,
-    path: str | Path,
-    *,
-    legend,
-    overwrite: bool = False,
-    blocksize: int = 512,
-) -> Path:
-    """Write a class map as a tiled Cloud-Optimised GeoTIFF with the legend's colours and names.
+def qgis_style(values: list[int], names: list[str], colors: list[str]) -> str:
+    """A QGIS layer style (``.qml``): a paletted renderer with the legend's names and colours."""
+    from xml.sax.saxutils import quoteattr
 
-    Deflate-compressed uint8, nodata 0, overviews by mode (the majority class, so categories
-    stay categories), the legend's colours as the colour table and the class names as category
-    names (in ``<path>.aux.xml``, where GDAL keeps them for GeoTIFF, and as the ``CLASS_NAMES``
-    tag). The map is computed one row of chunks at a time, so memory stays flat; the file is
-    written beside the target and renamed into place.
-    """
-    import json
+    entries = "".join(
+        f"        <paletteEntry value={quoteattr(str(v))} color={quoteattr(c)} "
+        f'label={quoteattr(n)} alpha="255"/>\n'
+        for v, n, c in zip(values, names, colors, strict=True)
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="AllStyleCategories">\n  <pipe>\n'
+        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+        f"      <colorPalette>\n{entries}      </colorPalette>\n"
+        "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
+
+
+def _write_cog(
+    path: Path,
+    data: da.Array,
+    profile: dict,
+    *,
+    prepare: Callable[[np.ndarray], np.ndarray],
+    resampling: str,
+    finish: Callable[[Any], None],
+    side_files: dict[str, str],
+) -> Path:
+    """A COG from a ``(band, y, x)`` dask array: rows of chunks written one at a time (flat memory),
+    overviews, then ``finish(dataset)`` (colour table, descriptions, tags), the COG copy, and side
+    files (``{suffix: text}``) moved into place beside it."""
     import shutil
     import tempfile
 
@@ -339,45 +374,22 @@ def write_cog(
     from rasterio.enums import Resampling as R
     from rasterio.windows import Window
 
-    path = Path(path)
-    check_output(path, overwrite=overwrite)
-    h, w = classes.sizes["y"], classes.sizes["x"]
-    data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
-    names = ["nodata", *legend.names]
-    colormap = {0: (0, 0, 0, 0)} | {
-        i: (*[int(v) for v in legend.rgb[i]], 255) for i in range(1, legend.n_classes + 1)
-    }
-    profile = {
-        "driver": "GTiff",
-        "count": 1,
-        "dtype": "uint8",
-        "height": h,
-        "width": w,
-        "crs": classes.rio.crs,
-        "transform": classes.rio.transform(),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": blocksize,
-        "blockysize": blocksize,
-        "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
-    }
+    h, w = profile["height"], profile["width"]
+    blocksize = profile["blockxsize"]
+    factors = [f for f in (2, 4, 8, 16, 32, 64, 128) if max(h, w) / f >= blocksize / 2]
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmpdir:
         plain = Path(tmpdir) / "plain.tif"
         with rasterio.open(plain, "w", **profile) as dst:
             y0 = 0
-            for ch in data.chunks[0]:
-                block = np.asarray(data[y0 : y0 + ch].compute(), dtype=np.uint8)
-                dst.write(block[None], window=Window(0, y0, w, ch))
+            for ch in data.chunks[1]:
+                dst.write(prepare(np.asarray(data[:, y0 : y0 + ch].compute())), window=Window(0, y0, w, ch))
                 y0 += ch
-            dst.write_colormap(1, colormap)
-            dst.set_band_description(1, "class")
-            dst.update_tags(CLASS_NAMES=json.dumps(names), LEGEND=legend.to_json())
-        factors = [f for f in (2, 4, 8, 16, 32, 64, 128) if max(h, w) / f >= blocksize / 2]
-        if factors:
-            with rasterio.open(plain, "r+") as dst:  # reopened: the palette is on disk now
-                dst.build_overviews(factors, R.mode)
+            if factors:  # before any palette: GDAL warns about palette bands in update mode
+                dst.build_overviews(factors, getattr(R, resampling))
+        with rasterio.open(plain, "r+") as dst:
+            finish(dst)
         cog = Path(tmpdir) / "cog.tif"
+        options = {"PREDICTOR": "YES"} if profile["dtype"].startswith("float") else {}
         rasterio.shutil.copy(
             plain,
             cog,
@@ -386,11 +398,116 @@ def write_cog(
             BLOCKSIZE=blocksize,
             OVERVIEWS="FORCE_USE_EXISTING",
             BIGTIFF="IF_SAFER",
+            **options,
         )
-        aux = Path(tmpdir) / "cog.tif.aux.xml"
-        aux.write_text(_aux_xml(names))
+        for suffix, text in side_files.items():
+            (Path(tmpdir) / f"side{suffix}").write_text(text)
         if path.exists():
             path.unlink()
-        shutil.move(str(aux), str(path.with_name(path.name + ".aux.xml")))
+        for suffix in side_files:
+            target = path.with_name(path.name + suffix) if suffix == ".aux.xml" else path.with_suffix(suffix)
+            shutil.move(str(Path(tmpdir) / f"side{suffix}"), str(target))
         cog.replace(path)
     return path
+
+
+def _profile(grid: xr.DataArray, count: int, dtype: str, nodata: float, blocksize: int) -> dict:
+    return {
+        "driver": "GTiff",
+        "count": count,
+        "dtype": dtype,
+        "height": grid.sizes["y"],
+        "width": grid.sizes["x"],
+        "crs": grid.rio.crs,
+        "transform": grid.rio.transform(),
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def write_cog(
+    classes: xr.DataArray,
+    path: str | Path,
+    *,
+    legend,
+    values: Literal["ids", "codes"] = "ids",
+    overwrite: bool = False,
+    blocksize: int = 512,
+) -> Path:
+    """Write a class map as a tiled Cloud-Optimised GeoTIFF that GIS tools show with names and colours.
+
+    Deflate-compressed, nodata 0, overviews by mode (the majority class, so categories stay
+    categories), the legend's colours as the colour table, the class names in a raster attribute
+    table (``<path>.aux.xml``, where GDAL keeps it for GeoTIFF; id maps also get GDAL category
+    names) and in a QGIS style beside the file (``<stem>.qml``, a paletted renderer QGIS applies
+    on opening). ``values="ids"`` writes training ids (uint8); ``"codes"`` the legend's original
+    codes (KLHK 2001..50011, uint16 or uint32). The map is computed one row of chunks at a time,
+    so memory stays flat; the files are written beside the target and moved into place.
+    """
+    import json
+
+    if values not in ("ids", "codes"):
+        raise InvalidInputError(f"values: expected 'ids' or 'codes', found {values!r}.")
+    path = Path(path)
+    for out in (path, path.with_suffix(".qml")):
+        check_output(out, overwrite=overwrite)
+    data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
+    codes = values == "codes"
+    lut = np.asarray([0, *(legend.values if codes else legend.ids)], dtype=np.int64)
+    dtype = "uint8" if lut.max() < 256 else "uint16" if lut.max() < 65536 else "uint32"
+    names = ["nodata", *legend.names]
+    colormap = {0: (0, 0, 0, 0)} | {
+        int(lut[i]): (*[int(v) for v in legend.rgb[i]], 255) for i in range(1, legend.n_classes + 1)
+    }
+
+    def finish(dst) -> None:
+        if dtype != "uint32":  # GeoTIFF keeps colour tables for 8- and 16-bit bands
+            dst.write_colormap(1, colormap)
+        dst.set_band_description(1, "class code" if codes else "class")
+        dst.update_tags(CLASS_NAMES=json.dumps(names), LEGEND=legend.to_json(), CLASS_VALUES=values)
+
+    return _write_cog(
+        path,
+        data[None],
+        _profile(classes, 1, dtype, 0, blocksize),
+        prepare=lambda block: lut[np.clip(block.astype(np.int64), 0, legend.n_classes)].astype(dtype),
+        resampling="mode",
+        finish=finish,
+        side_files={
+            ".aux.xml": _aux_xml(lut.tolist(), names, categories=not codes),
+            ".qml": qgis_style(lut[1:].tolist(), list(legend.names), list(legend.colors)),
+        },
+    )
+
+
+def write_image_cog(
+    image: xr.DataArray, path: str | Path, *, overwrite: bool = False, blocksize: int = 512
+) -> Path:
+    """Write ``(band, y, x)`` imagery as a float32 COG with band descriptions (the band names).
+
+    Deflate with the floating-point predictor, NaN as nodata, overviews by average; one row of
+    chunks in memory at a time; written beside the target and moved into place.
+    """
+    path = Path(path)
+    check_output(path, overwrite=overwrite)
+    image = image.transpose("band", "y", "x")
+    data = image.data if isinstance(image.data, da.Array) else da.from_array(np.asarray(image.data))
+    bands = [str(b) for b in image["band"].values]
+
+    def finish(dst) -> None:
+        for i, name in enumerate(bands, start=1):
+            dst.set_band_description(i, name)
+
+    return _write_cog(
+        path,
+        data,
+        _profile(image, len(bands), "float32", float("nan"), blocksize),
+        prepare=lambda block: block.astype(np.float32),
+        resampling="average",
+        finish=finish,
+        side_files={},
+    )

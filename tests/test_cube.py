@@ -224,3 +224,34 @@ def test_write_cube__gdal_opens_every_layer_with_crs_and_geotransform(nc_cube):
     assert (
         plain["x"].attrs["standard_name"] == "projection_x_coordinate" and "units" not in plain["valid"].attrs
     )
+
+
+def test_export__cog_with_band_descriptions_equal_to_the_cube(nc_cube, tmp_path, capsys):
+    from kerinci_xr.cli import main
+
+    out = tmp_path / "image.tif"
+    assert main(["-q", "export", str(nc_cube), "--bands", "B4_nir,B5_swir1,B7_swir2", "--out", str(out)]) == 0
+    ds = open_cube(nc_cube)
+    with rasterio.open(out) as src:
+        assert src.descriptions == ("B4_nir", "B5_swir1", "B7_swir2")
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.crs == ds.rio.crs and src.transform.almost_equals(ds.rio.transform())
+        expect = ds["image"].sel(band=["B4_nir", "B5_swir1", "B7_swir2"]).values
+        np.testing.assert_array_equal(src.read(), expect)
+    assert main(["-q", "export", str(nc_cube), "--out", str(tmp_path / "all.tif")]) == 0
+    with rasterio.open(tmp_path / "all.tif") as src:
+        assert list(src.descriptions) == [str(b) for b in ds["band"].values]
+    assert main(["-q", "export", str(nc_cube), "--bands", "B9", "--out", str(tmp_path / "x.tif")]) == 2
+    assert "bands ['B9'] are not in the cube" in capsys.readouterr().err and not (tmp_path / "x.tif").exists()
+
+
+def test_write_cube__zarr_format_3_on_request(nc_cube, tmp_path):
+    import warnings
+
+    ds = open_cube(nc_cube)
+    path = write_cube(ds, tmp_path / "v3.zarr", zarr_format=3)
+    assert zarr.open_group(str(path), mode="r")["image"].metadata.zarr_format == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = open_cube(path)
+    np.testing.assert_array_equal(again["labels"].values, ds["labels"].values)

@@ -121,6 +121,7 @@ def test_predict__products_cog_areas_metrics(trained, tmp_path):
         assert json.loads(src.tags()["CLASS_NAMES"])[1] == "Primary dryland forest"
     cats = [c.text for c in ET.parse(str(out["cog"]) + ".aux.xml").iter("Category")]
     assert cats[0] == "nodata" and cats[1:] == list(legend.names)
+    assert out["cog_style"].read_text().count("<paletteEntry") == legend.n_classes
     import pandas as pd
 
     areas = pd.read_csv(out["areas"])
@@ -147,6 +148,32 @@ def test_write_cog__overviews_by_mode_on_a_larger_map(tmp_path):
         assert set(np.unique(ov)) == {1, 2}  # mode keeps categories
     with pytest.raises(OutputExistsError):
         write_cog(da_, path, legend=legend)
+
+
+def test_write_cog__codes_with_qgis_style_and_attribute_table_no_gdal_warning(tmp_path, caplog):
+    import shutil
+    import subprocess
+
+    from kerinci_xr.synthetic import KLHK_LEGEND as lg
+
+    ids = (np.arange(1200 * 1100) % (lg.n_classes + 1)).reshape(1200, 1100).astype(np.uint8)  # 0 = nodata too
+    da_ = xr.DataArray(ids, dims=("y", "x"), coords={"y": -np.arange(1200) - 0.5, "x": np.arange(1100) + 0.5})
+    da_ = da_.rio.write_crs(32748).rio.write_transform(Affine(30, 0, 0, 0, -30, 0))
+    with caplog.at_level("WARNING"):
+        path = write_cog(da_.chunk(512), tmp_path / "codes.tif", legend=lg, values="codes")
+    assert not [r for r in caplog.records if "palette" in r.getMessage()]
+    with rasterio.open(path) as src:
+        data = src.read(1)
+        assert src.dtypes[0] == "uint16" and src.colormap(1)[2001][:3] == tuple(lg.rgb[1])
+    assert set(np.unique(data)) <= {0, *lg.values}  # only legend codes (and nodata)
+    np.testing.assert_array_equal(data, np.asarray([0, *lg.values])[ids])
+    style = ET.parse(tmp_path / "codes.qml")
+    entries = {e.get("value"): e.get("label") for e in style.iter("paletteEntry")}
+    assert entries == {str(v): n for v, n in zip(lg.values, lg.names, strict=True)}
+    assert style.find(".//rasterrenderer").get("type") == "paletted"
+    if shutil.which("gdalinfo"):  # GDAL reads the attribute table beside the COG
+        info = subprocess.run(["gdalinfo", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "<GDALRasterAttributeTable" in info and "Primary dryland forest" in info and "2001" in info
 
 
 @pytest.mark.parametrize("lat", [0.0, 60.0])

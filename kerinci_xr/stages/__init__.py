@@ -10,6 +10,7 @@ from . import (
     assess,
     design_sample,
     evaluate,
+    export,
     info,
     map,
     predict,
@@ -38,6 +39,7 @@ STAGES: dict[str, Stage] = {
         assess,
         map,
         report,
+        export,
     )
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._options import option
 from .._outputs import check_output, write_atomic, write_text
@@ -54,14 +54,20 @@ class PredictOptions(DaskOptions):
         kind="scene_metrics",
         run_name="metrics_scene.json",
     )
+    zarr_format: Literal[2, 3] = option(2, "Zarr 2 (GDAL 3.4+ and QGIS open it) or 3")
+    cog_values: Literal["ids", "codes"] = option(
+        "ids", "COG pixel values: training ids, or the legend's codes"
+    )
     chunk: int = option(2048, "output chunk edge in pixels")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     probabilities: bool = option(False, "also store per-class probabilities")
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
-def _areas_json(o: PredictOptions) -> dict[str, Path]:
-    return {"areas_json": Path(o.areas).with_suffix(".json")} if o.areas else {}
+def _side_files(o: PredictOptions) -> dict[str, Path]:
+    """The areas' JSON twin and the COG's QGIS style."""
+    out = {"areas_json": Path(o.areas).with_suffix(".json")} if o.areas else {}
+    return out | ({"cog_style": Path(o.cog).with_suffix(".qml")} if o.cog else {})
 
 
 def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
@@ -78,11 +84,11 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     layout = stored_layout(o.patches, (ds.sizes["y"], ds.sizes["x"])) if o.patches is not None else None
     pred = predict_scene(ds, o.model, chunk=o.chunk, device=o.device, probabilities=o.probabilities)
     pred.attrs["cube"] = str(o.cube)
-    write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress)
+    write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)
     stored = open_prediction(o.out)["classes"]
     legend = Legend.from_json(stored.attrs["legend"])
     if o.cog is not None:
-        write_cog(stored, o.cog, legend=legend, overwrite=o.overwrite)
+        write_cog(stored, o.cog, legend=legend, values=o.cog_values, overwrite=o.overwrite)
     labels = ds["labels"] if "labels" in ds else None
     if o.areas is not None:
         table = area_table(stored, legend, labels)
@@ -100,7 +106,7 @@ STAGE = Stage(
     "predict a whole cube: prediction.zarr, COG, class areas, metrics",
     PredictOptions,
     run,
-    "kerinci-xr predict cube.zarr --model model.pt --out prediction.zarr --cog map.tif --areas areas.csv",
+    "kerinci-xr predict cube.zarr --model model.pt --out prediction.zarr --cog map.tif --cog-values codes",
     args=("cube",),
-    extra_products=_areas_json,
+    extra_products=_side_files,
 )

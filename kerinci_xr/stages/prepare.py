@@ -40,6 +40,7 @@ class PrepareOptions(DaskOptions):
     )
     align_labels: bool = option(False, "warp off-grid labels (nearest) instead of failing")
     strict: bool = option(False, "fail on label codes missing from the legend")
+    zarr_format: Literal[2, 3] = option(2, "Zarr 2 (GDAL 3.4+ and QGIS open it) or 3")
     out: str = option(help="output cube (.zarr)", io="out", kind="cube", run_name="cube.zarr")
     overwrite: bool = option(False, "replace an existing cube", pipeline=False)
 
@@ -78,7 +79,9 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         prov["legend_file"] = str(o.legend)
         prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
         ds.attrs["provenance"] = json.dumps(prov)
-    return {"cube": write_cube(ds, o.out, overwrite=o.overwrite, progress=ctx.progress)}
+    return {
+        "cube": write_cube(ds, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)
+    }
 
 
 STAGE = Stage(
