@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from pyproj import CRS, Transformer
 
 from ._outputs import write_text
+from .errors import InvalidInputError
 from .legend import Legend
 from .preprocess import blockwise_bincount
 from .sampling import SPLITS
@@ -40,19 +42,60 @@ def _zone_area(lat_deg: np.ndarray, a: float, b: float) -> np.ndarray:
     return b * b * (s / (2 * (1 - e2 * s * s)) + np.log((1 + e * s) / (1 - e * s)) / (4 * e))
 
 
-def pixel_area_m2(grid: xr.DataArray | xr.Dataset) -> xr.DataArray:
-    """Area of each pixel in square metres: a scalar for projected CRSs, ``(y,)`` for geographic.
+def _area_block(
+    template: np.ndarray, coarse: np.ndarray, rows: np.ndarray, cols: np.ndarray, block_info=None
+):
+    """Pixel areas of one chunk, interpolated (bilinear) from areas on a coarse grid of nodes."""
+    from scipy.interpolate import RegularGridInterpolator
 
-    Geographic grids (e.g. EPSG:4326) use the exact area of the ellipsoidal cell between two
-    parallels, so areas stay correct away from the equator.
+    (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    rr, cc = np.meshgrid(np.arange(r0, r1) + 0.5, np.arange(c0, c1) + 0.5, indexing="ij")
+    return RegularGridInterpolator((rows, cols), coarse)((rr, cc))
+
+
+def _ellipsoidal_cell_area(crs: CRS, tr, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Ellipsoidal area of a pixel centred on each (row, col) node of a projected grid.
+
+    The pixel's sides, mapped to longitude/latitude by half-pixel central differences, span a
+    parallelogram whose area on the ellipsoid is ``|dlon_x dlat_y - dlon_y dlat_x| M N cos(lat)``
+    (M, N: the meridional and prime-vertical radii of curvature). Exact to second order in the
+    pixel size, and independent of how a projection reports its scale factors.
+    """
+    ell = crs.ellipsoid
+    a, e2 = ell.semi_major_metre, 1 - (ell.semi_minor_metre / ell.semi_major_metre) ** 2
+    to_geo = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    cc, rr = np.meshgrid(cols, rows)
+
+    def lonlat(dc: float, dr: float) -> tuple[np.ndarray, np.ndarray]:
+        x, y = tr * (cc + dc, rr + dr)
+        lon, lat = to_geo.transform(x, y)
+        return np.deg2rad(lon), np.deg2rad(lat)
+
+    (lx1, px1), (lx0, px0) = lonlat(0.5, 0), lonlat(-0.5, 0)
+    (ly1, py1), (ly0, py0) = lonlat(0, 0.5), lonlat(0, -0.5)
+    lat = np.deg2rad(to_geo.transform(*(tr * (cc, rr)))[1])
+    s2 = np.sin(lat) ** 2
+    m = a * (1 - e2) / (1 - e2 * s2) ** 1.5
+    n = a / np.sqrt(1 - e2 * s2)
+    jac = np.abs((lx1 - lx0) * (py1 - py0) - (ly1 - ly0) * (px1 - px0))
+    return jac * m * n * np.cos(lat)
+
+
+def pixel_area_m2(grid: xr.DataArray | xr.Dataset, *, nodes: int = 257) -> xr.DataArray:
+    """Area of each pixel in square metres, on the ellipsoid whatever the CRS.
+
+    Geographic grids (e.g. EPSG:4326): the exact area of the ellipsoidal cell between two
+    parallels, ``(y,)``. Projected grids: the pixel's area on the ellipsoid
+    (:func:`_ellipsoidal_cell_area`), a scalar where the projection preserves area over the grid
+    (equal-area CRSs), otherwise a lazy ``(y, x)`` array interpolated per chunk from ``nodes`` x
+    ``nodes`` points (the area varies smoothly): a Web Mercator pixel at 60 degrees counts a
+    quarter of its nominal area, as it should, and a UTM pixel its true area within 0.1 %.
     """
     crs = grid.rio.crs
     tr = grid.rio.transform()
     if crs is None:
-        raise ValueError("pixel_area_m2: the grid has no CRS.")
+        raise InvalidInputError("pixel_area_m2: the grid has no CRS.")
     if crs.is_geographic:
-        from pyproj import CRS
-
         ell = CRS.from_user_input(crs.to_wkt()).ellipsoid
         a, b = ell.semi_major_metre, ell.semi_minor_metre
         rows = np.arange(grid.sizes["y"])
@@ -62,7 +105,16 @@ def pixel_area_m2(grid: xr.DataArray | xr.Dataset) -> xr.DataArray:
         area = np.abs(_zone_area(lat_top, a, b) - _zone_area(lat_bottom, a, b)) * width
         return xr.DataArray(area, dims="y", coords={"y": grid["y"].values}, name="pixel_area_m2")
     factor = crs.linear_units_factor[1] if crs.linear_units else 1.0
-    return xr.DataArray(abs(tr.a * tr.e) * factor**2, name="pixel_area_m2")
+    nominal = abs(tr.a * tr.e) * factor**2
+    h, w = grid.sizes["y"], grid.sizes["x"]
+    rows, cols = np.linspace(0, h, min(h + 1, nodes)), np.linspace(0, w, min(w + 1, nodes))
+    coarse = _ellipsoidal_cell_area(CRS.from_user_input(crs.to_wkt()), tr, rows, cols)
+    if np.all(np.abs(coarse / nominal - 1) < 1e-7):  # an equal-area projection
+        return xr.DataArray(nominal, name="pixel_area_m2")
+    data = grid.data if isinstance(getattr(grid, "data", None), da.Array) else da.zeros((h, w), chunks=1024)
+    template = data if data.ndim == 2 else data[0]
+    area = template.map_blocks(_area_block, coarse, rows, cols, dtype=np.float64, meta=np.array(()))
+    return xr.DataArray(area, dims=("y", "x"), name="pixel_area_m2")
 
 
 def _wbincount_block(block: np.ndarray, weights: np.ndarray, nbins: int) -> np.ndarray:
@@ -94,11 +146,14 @@ def class_areas(labels: xr.DataArray, legend: Legend) -> pd.DataFrame:
         ha = counts * float(area) / 1e4
     else:
         data = labels.data if isinstance(labels.data, da.Array) else da.from_array(labels.data)
-        col = da.from_array(area.values[:, None], chunks=(data.chunks[0], (1,)))
+        if area.ndim == 1:  # by row: one column of weights per row of chunks
+            weights = da.from_array(area.values[:, None], chunks=(data.chunks[0], (1,)))
+        else:
+            weights = area.data.rechunk(data.chunks)
         sums = da.map_blocks(
             _wbincount_block,
             data,
-            col,
+            weights,
             n + 1,
             new_axis=2,
             chunks=((1,) * data.numblocks[0], (1,) * data.numblocks[1], (n + 1,)),

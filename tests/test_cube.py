@@ -69,7 +69,15 @@ def test_write_cube__nc_class_counts_match_label_file(nc_cube, nc_paths):
     assert got[7] == 194  # the rare "sediment" class survives
     assert summary["crs"] == "EPSG:32119"
     area = {row["code"]: row["hectares"] for row in summary["classes"]}
-    assert area[7] == pytest.approx(194 * 28.5 * 28.5 / 1e4)
+    # on the ellipsoid: the nominal 28.5 m pixel divided by the projection's areal scale (PROJ's factors)
+    from pyproj import Proj, Transformer
+
+    x, y = ds.rio.transform() * (ds.sizes["x"] / 2, ds.sizes["y"] / 2)
+    lon, lat = Transformer.from_crs(32119, 4326, always_xy=True).transform(x, y)
+    scale = Proj("EPSG:32119").get_factors(lon, lat).areal_scale
+    assert area[7] == pytest.approx(194 * 28.5 * 28.5 / scale / 1e4, rel=1e-4) and scale != pytest.approx(
+        1, abs=1e-5
+    )
     # invalid pixels: the nodata frame (any band 0)
     with rasterio.open(nc_paths["image"]) as src:
         img = src.read()

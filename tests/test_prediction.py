@@ -198,6 +198,52 @@ def test_class_areas__epsg4326_matches_geodesic_area(lat):
         assert abs(got / abs(area) - 1) < 0.005
 
 
+@pytest.mark.parametrize("lat", [0.0, 60.0])
+def test_class_areas__web_mercator_on_the_ellipsoid(lat):
+    """EPSG:3857 pixels: geodesic areas of their corners (pyproj.Geod), not the nominal 30 m x 30 m."""
+    from pyproj import Transformer
+
+    legend = Legend(values=(1, 2), labels=("a", "b"), palette=("FF0000", "00FF00"))
+    to_merc = Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, top = to_merc.transform(10.0, lat + 0.2)
+    res, h, w = 30.0, 600, 500
+    lab = np.ones((h, w), np.uint8)
+    lab[:, 250:] = 2
+    da_ = xr.DataArray(
+        lab,
+        dims=("y", "x"),
+        coords={"y": top - (np.arange(h) + 0.5) * res, "x": x0 + (np.arange(w) + 0.5) * res},
+    )
+    da_ = da_.rio.write_crs(3857).rio.write_transform(Affine(res, 0, x0, 0, -res, top))
+    table = class_areas(da_.chunk(256), legend)
+    to_geo, geod = Transformer.from_crs(3857, 4326, always_xy=True), Geod(ellps="WGS84")
+    for cls, (c0, c1) in ((1, (0, 250)), (2, (250, 500))):
+        xs, ys = [x0 + c0 * res, x0 + c1 * res], [top, top - h * res]
+        corners = [
+            to_geo.transform(x, y)
+            for x, y in ((xs[0], ys[0]), (xs[1], ys[0]), (xs[1], ys[1]), (xs[0], ys[1]))
+        ]
+        area, _ = geod.polygon_area_perimeter([c[0] for c in corners], [c[1] for c in corners])
+        got = table.loc[table["class_id"] == cls, "hectares"].item() * 1e4
+        assert abs(got / abs(area) - 1) < 0.001, (got, area)
+        nominal = 250 * h * res * res
+        assert (
+            (got / nominal < 0.27) if lat == 60 else abs(got / nominal - 1) < 0.01
+        )  # 4 times too large before
+
+
+def test_pixel_area__equal_area_is_nominal_and_utm_divides_by_its_scale_factor():
+    from kerinci_xr.metrics import pixel_area_m2
+
+    def grid(epsg, x0, y0):
+        arr = xr.DataArray(np.zeros((64, 64)), dims=("y", "x"))
+        return arr.rio.write_crs(epsg).rio.write_transform(Affine(30, 0, x0, 0, -30, y0))
+
+    assert pixel_area_m2(grid(6933, 1e6, 5e6)).ndim == 0  # EASE-Grid 2.0 preserves area
+    utm = pixel_area_m2(grid(32748, 500_000 - 960, 9_700_000))  # on the central meridian, k0 = 0.9996
+    np.testing.assert_allclose(utm.values.mean() / 900, 1 / 0.9996**2, rtol=1e-5)
+
+
 def test_predict__bad_input(trained, tmp_path):
     cube = open_cube(trained["cube"])
     with pytest.raises(InvalidInputError, match=r"needs bands \['HH', 'HV'\]"):
