@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +147,61 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``kerinci-xr``; returns the exit status (2 for bad input)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    warnings.simplefilter("default", UserWarning)
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # what is wrong, without the toolkit's source file and line
+
+
+@contextlib.contextmanager
+def _console(verbose: bool) -> Iterator[None]:
+    """The toolkit's log lines with timestamps (``-v``), warnings as one line; restored after."""
+    logger = logging.getLogger("kerinci_xr")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    level, propagate, format_warning = logger.level, logger.propagate, warnings.formatwarning
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     try:
-        if args.command in STAGES:
-            return _run_stage(STAGES[args.command], args)
-        return _run_pipeline(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", UserWarning)
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        warnings.formatwarning = format_warning
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kerinci-xr``; returns the exit status.
+
+    0 success, 1 an error in the toolkit or its environment (a one-line message; ``-v`` adds the
+    traceback), 2 bad usage or bad input, 130 interrupted (Ctrl-C).
+    """
+    args = build_parser().parse_args(argv)
+    prefix = f"kerinci-xr {args.command}"
+    try:
+        with _console(args.verbose):
+            if args.command in STAGES:
+                return _run_stage(STAGES[args.command], args)
+            return _run_pipeline(args)
     except KerinciError as exc:
-        print(f"kerinci-xr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader (e.g. `head`) went away: nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 1
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"{prefix}: error in the toolkit or its environment: {type(exc).__name__}: {exc}"
+            + ("" if args.verbose else " (-v shows where)"),
+            file=sys.stderr,
+        )
+        return 1

@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import dask
+from dask.callbacks import Callback
 
 from .errors import InvalidInputError
 
-__all__ = ["active_client", "compute", "dask_scheduler"]
+__all__ = ["LOG_EVERY_S", "active_client", "compute", "dask_scheduler", "live_progress"]
+
+#: Where stderr is not a terminal (a log file, a batch job), progress is one line this often.
+LOG_EVERY_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ def dask_scheduler(
     if address is not None:
         log.info("connecting to Dask scheduler at %s", address)
         with Client(address) as client:
+            print(f"Dask cluster at {address}, dashboard {client.dashboard_link}", file=sys.stderr)
             yield client
         return
     if workers is not None and workers < 1:
@@ -60,11 +66,11 @@ def dask_scheduler(
             threads_per_worker=threads_per_worker,
             processes=processes,
             memory_limit=memory_limit,
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
-        log.info("started LocalCluster with %d worker(s)", workers)
+        print(f"Dask LocalCluster of {workers} worker(s), dashboard {client.dashboard_link}", file=sys.stderr)
         yield client
 
 
@@ -81,18 +87,67 @@ def active_client() -> Any:
     return client if dask.config.get("scheduler", None) in (None, "dask.distributed") else None
 
 
+def live_progress() -> bool:
+    """Whether progress may redraw itself: stderr is a terminal (not a log file or a pipe)."""
+    return sys.stderr.isatty()
+
+
+class _LogLines(Callback):
+    """Dask progress as one plain line every :data:`LOG_EVERY_S` seconds (for logs, not terminals)."""
+
+    def _start_state(self, dsk, state) -> None:
+        self.t0 = self.last = time.monotonic()
+        self.total = len(dsk)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY_S:
+            self.last = now
+            done = len(state["finished"])
+            print(
+                f"progress: {100 * done / max(self.total, 1):.0f} % of {self.total} tasks, "
+                f"{now - self.t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _gather_with_lines(client: Any, futures: list) -> list:
+    from distributed import wait
+
+    t0 = time.monotonic()
+    while True:
+        done, pending = wait(futures, timeout=LOG_EVERY_S, return_when="ALL_COMPLETED")
+        if not pending:
+            return client.gather(futures)
+        print(
+            f"progress: {len(done)} of {len(futures)} results, {time.monotonic() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def compute(*objs: Any, progress: bool = False) -> tuple:
-    """``dask.compute`` with an optional progress bar, on whatever scheduler is active."""
+    """``dask.compute`` on whatever scheduler is active, with progress if asked.
+
+    On a terminal, a live bar; elsewhere (a log file, a batch job) one line every
+    :data:`LOG_EVERY_S` seconds, so logs do not fill with redrawn frames.
+    """
     if not progress:
         return dask.compute(*objs)
     client = active_client()
     if client is not None:
+        futures = client.compute(list(objs))
+        if not live_progress():
+            return tuple(_gather_with_lines(client, futures))
         from distributed import progress as dprogress
 
-        futures = client.compute(list(objs))
         dprogress(futures)
         print(file=sys.stderr)
         return tuple(client.gather(futures))
+    if not live_progress():
+        with _LogLines():
+            return dask.compute(*objs)
     from dask.diagnostics import ProgressBar
 
     with ProgressBar(out=sys.stderr):

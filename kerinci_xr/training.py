@@ -27,6 +27,7 @@ from ._options import option
 from ._outputs import check_output, write_atomic, write_text
 from .batching import make_loader
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
+from .cluster import live_progress
 from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError
 from .legend import Legend
 from .metrics import accuracy_report, confusion_matrix
@@ -231,7 +232,7 @@ def _prefetch(loader, device, depth: int = 3):
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
+    if not enabled or not live_progress():  # in a log, the one line per epoch is the progress
         return None
     from tqdm.auto import tqdm
 

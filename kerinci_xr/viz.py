@@ -1,4 +1,4 @@
-"""Maps: interactive hvplot/holoviews maps and static PNG quick-looks. Objects are returned, never shown."""
+"""Maps: interactive HoloViews/Bokeh maps and static PNG quick-looks. Objects are returned, never shown."""
 
 from __future__ import annotations
 
@@ -90,7 +90,6 @@ def class_map_png(labels: xr.DataArray, legend: Legend, path: str | Path, *, max
 # ---- interactive maps (holoviews / Bokeh) ---------------------------------------------------
 def _hv():
     import holoviews as hv
-    import hvplot.xarray  # noqa: F401  (registers .hvplot)
 
     if "bokeh" not in hv.Store.renderers:
         hv.extension("bokeh", logo=False)

@@ -95,6 +95,7 @@ def test_patch_dataset__plain_dataloader_with_workers_yields_torchgeo_dicts(stor
 
     ds = PatchDataset(store, split="train")
     assert isinstance(ds, torch.utils.data.Dataset)
+    assert repr(ds).startswith("PatchDataset(") and f"patches={len(ds)}" in repr(ds)
     batches = list(DataLoader(ds, batch_size=4, num_workers=2))
     assert sum(len(b["image"]) for b in batches) == len(ds)
     b = batches[0]

@@ -192,3 +192,85 @@ def test_sample__cli_writes_store_and_manifest(tmp_path, small_scene, capsys):
     assert not (tmp_path / "x.zarr").exists()
     assert main(["-q", "sample", str(cube), "--fractions", "0.5,0.2", "--out", str(tmp_path / "y.zarr")]) == 2
     assert "fractions must be a list of 3 numbers" in capsys.readouterr().err
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    """The CLI in a child process, stderr a pipe (not a terminal, as in a batch job's log)."""
+    return subprocess.run([sys.executable, "-m", "kerinci_xr", *args], capture_output=True, text=True, **kw)
+
+
+def test_prepare__not_a_terminal_writes_few_lines_and_plain_warnings(tmp_path):
+    import re
+
+    from kerinci_xr.legend import Legend, read_legend
+    from kerinci_xr.synthetic import make_kerinci_scene
+
+    scene = make_kerinci_scene(tmp_path / "scene", height=1500, width=1500, seed=0, radar=False)
+    full = read_legend(scene.legend)
+    keep = [i for i, v in enumerate(full.values) if v != 2002]  # a code of the labels goes missing
+    Legend(
+        values=[full.values[i] for i in keep],
+        labels=[full.labels[i] for i in keep],
+        palette=[full.palette[i] for i in keep],
+    ).write(tmp_path / "lc.json")
+    res = _cli(
+        "prepare",
+        "--image",
+        str(scene.landsat),
+        "--labels",
+        str(scene.labels),
+        "--legend",
+        str(tmp_path / "lc.json"),
+        "--chunk",
+        "256",
+        "--out",
+        str(tmp_path / "cube.zarr"),
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in re.split(r"[\r\n]+", res.stdout + res.stderr) if ln.strip()]
+    assert len(lines) <= 15, lines  # no redrawn progress frames in a log
+    warning = [ln for ln in lines if ln.startswith("warning:")]
+    assert warning and "missing from the legend" in warning[0]
+    assert not [ln for ln in lines if ".py" in ln]  # no source file and line of the toolkit
+    again = _cli("info", str(tmp_path / "cube.zarr"), "-q", check=False)  # -q after the subcommand
+    assert again.returncode == 0 and "grid" in again.stdout
+
+
+def test_cli__interrupt_exits_130_with_one_line(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "synth",
+            "--out",
+            str(tmp_path / "s"),
+            "--height",
+            "6000",
+            "--width",
+            "6000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["kerinci-xr synth: interrupted"]
+
+
+def test_cli__reader_gone_no_traceback_and_unexpected_errors_one_line(tmp_path, nc_paths):
+    res = subprocess.run(
+        f"{sys.executable} -m kerinci_xr info {nc_paths['image']} --json 2>{tmp_path / 'err'} | true",
+        shell=True,
+        check=False,
+    )
+    assert "Traceback" not in (tmp_path / "err").read_text()
+    res = _cli("info", str(tmp_path), check=False)  # a folder that is no cube: bad input
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1

@@ -32,6 +32,7 @@ def _same(a, b):
 def test_fit__reaches_80_percent_on_the_test_split(store, tmp_path):
     res = fit(store, tmp_path / "m.pt", config=TrainConfig(epochs=10, **TINY))
     hist = res["history"]
+    assert repr(res).startswith(f"TrainResult(epochs={len(hist)}, best_miou=")
     assert len(hist) >= 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert {"val_mean_iou", "val_overall_accuracy", "data_wait_frac", "images_per_s"} <= set(hist[0])
     rep = evaluate_store(store, res["best"], split="test")
