@@ -25,6 +25,7 @@ __all__ = [
     "class_areas",
     "class_pixel_counts",
     "confusion_matrix",
+    "counts_and_hectares",
     "evaluate_prediction",
     "format_report",
     "pixel_area_m2",
@@ -133,6 +134,32 @@ def class_pixel_counts(labels: xr.DataArray, n_classes: int) -> np.ndarray:
     return blockwise_bincount(data, n_classes + 1).compute()
 
 
+def counts_and_hectares(values: xr.DataArray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and hectares (on the ellipsoid) of each value ``0..nbins-1`` of an integer raster.
+
+    One streaming pass; values outside the range are not counted.
+    """
+    area = pixel_area_m2(values)
+    counts = class_pixel_counts(values, nbins - 1)
+    if area.ndim == 0:
+        return counts, counts * float(area) / 1e4
+    data = values.data if isinstance(values.data, da.Array) else da.from_array(values.data)
+    if area.ndim == 1:  # by row: one column of weights per row of chunks
+        weights = da.from_array(area.values[:, None], chunks=(data.chunks[0], (1,)))
+    else:
+        weights = area.data.rechunk(data.chunks)
+    sums = da.map_blocks(
+        _wbincount_block,
+        data,
+        weights,
+        nbins,
+        new_axis=2,
+        chunks=((1,) * data.numblocks[0], (1,) * data.numblocks[1], (nbins,)),
+        dtype=np.float64,
+    ).sum(axis=(0, 1))
+    return counts, sums.compute() / 1e4
+
+
 def class_areas(labels: xr.DataArray, legend: Legend) -> pd.DataFrame:
     """Pixels and hectares per class of a training-id raster (nodata excluded).
 
@@ -140,26 +167,7 @@ def class_areas(labels: xr.DataArray, legend: Legend) -> pd.DataFrame:
     ``hectares`` and ``percent``.
     """
     n = legend.n_classes
-    area = pixel_area_m2(labels)
-    counts = class_pixel_counts(labels, n)
-    if area.ndim == 0:
-        ha = counts * float(area) / 1e4
-    else:
-        data = labels.data if isinstance(labels.data, da.Array) else da.from_array(labels.data)
-        if area.ndim == 1:  # by row: one column of weights per row of chunks
-            weights = da.from_array(area.values[:, None], chunks=(data.chunks[0], (1,)))
-        else:
-            weights = area.data.rechunk(data.chunks)
-        sums = da.map_blocks(
-            _wbincount_block,
-            data,
-            weights,
-            n + 1,
-            new_axis=2,
-            chunks=((1,) * data.numblocks[0], (1,) * data.numblocks[1], (n + 1,)),
-            dtype=np.float64,
-        ).sum(axis=(0, 1))
-        ha = sums.compute() / 1e4
+    counts, ha = counts_and_hectares(labels, n + 1)
     total = counts[1:].sum()
     return pd.DataFrame(
         {

@@ -25,6 +25,7 @@ __all__ = [
     "LANDSAT_BANDS",
     "SceneFiles",
     "make_kerinci_scene",
+    "make_kerinci_series",
     "scene_files",
 ]
 
@@ -157,13 +158,15 @@ class SceneFiles:
     legend: Path
 
 
-def scene_files(out_dir: str | Path) -> SceneFiles:
-    """The paths :func:`make_kerinci_scene` writes in ``out_dir`` (the original export's names)."""
+def scene_files(out_dir: str | Path, year: int | None = None) -> SceneFiles:
+    """The paths :func:`make_kerinci_scene` writes in ``out_dir``: the original export's names,
+    or, for one year of a series, the same names with that year (``LC_Image_2015_v1.tif``)."""
     out = Path(out_dir)
+    y = year or 2023
     return SceneFiles(
-        landsat=out / "Landsat_Kerinci_2023_v1.tif",
-        palsar=out / "Palsar_Kerinci_2023_v1.tif",
-        labels=out / "LC_Image_v1.tif",
+        landsat=out / f"Landsat_Kerinci_{y}_v1.tif",
+        palsar=out / f"Palsar_Kerinci_{y}_v1.tif",
+        labels=out / ("LC_Image_v1.tif" if year is None else f"LC_Image_{y}_v1.tif"),
         legend=out / "lc.json",
     )
 
@@ -232,8 +235,11 @@ def _terrain(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, in
     return np.clip(0.7 * noise + 0.3 * ridge - 0.05, 0.0, 1.0)
 
 
-def _classes(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int]) -> np.ndarray:
-    """KLHK code of every pixel of the grid ``rows x cols`` (fractional optical pixel coords)."""
+def _classes(
+    rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int], years: int = 0
+) -> np.ndarray:
+    """KLHK code of every pixel of the grid ``rows x cols`` (fractional optical pixel coords),
+    ``years`` after the first year of a series (0: the base landscape; see :func:`_change`)."""
     k = seed * 1000
     elev = _terrain(rows, cols, seed, shape)  # 0 valley .. 1 ridge
     river = np.abs(_fbm(rows, cols, 260.0, k + 2, 2) - 0.5)
@@ -258,6 +264,27 @@ def _classes(rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, in
     out[(elev < 0.55) & (river < 0.0045)] = WATER
     out[(elev < 0.38) & (elev > 0.12) & (rare > 0.965) & (out != WATER)] = BARE
     out[(elev > 0.40) & (elev < 0.65) & (rare < 0.018)] = MINING
+    return _change(out, rows, cols, elev, road, seed, years) if years > 0 else out
+
+
+def _change(codes, rows, cols, elev, road, seed: int, years: int) -> np.ndarray:
+    """The landscape ``years`` later: what Kerinci Seblat's margins see.
+
+    Forest on the lower slopes is cleared in blocks for estate crops (a growing share each year),
+    settlements grow along the roads into the farmland around them, and shrub near farms is
+    taken into mixed agriculture. A pure function of position, seed and years, so the change
+    between two years is known exactly (the difference of their label rasters).
+    """
+    k = seed * 1000
+    grow = min(years / 8.0, 2.0)  # about the share of 2015 -> 2023 per 8 years
+    out = codes.copy()
+    clearing = _uniformize(_fbm(np.floor(rows / 24) * 24, np.floor(cols / 24) * 24, 110.0, k + 21, 2), _SD2)
+    forest = (codes == PRIMARY) | (codes == SECONDARY) | (codes == PLANT_FOREST)
+    out[forest & (elev < 0.55) & (clearing > 1 - 0.16 * grow)] = ESTATE
+    farms = (codes == MIXED_AGRI) | (codes == DRY_AGRI) | (codes == PADDY)
+    out[farms & (road < 0.012 + 0.005 * grow) & (elev < 0.36)] = SETTLEMENT
+    spread = _uniformize(_fbm(rows, cols, 50.0, k + 22, 2), _SD2)
+    out[(codes == SHRUB) & (elev < 0.40) & (spread > 1 - 0.35 * grow)] = MIXED_AGRI
     return out
 
 
@@ -266,11 +293,11 @@ def _pixel_rng(seed: int, what: int, window: tuple[int, int]) -> np.random.Gener
 
 
 def _landsat_window(
-    r0: int, c0: int, h: int, w: int, seed: int, shape: tuple[int, int]
+    r0: int, c0: int, h: int, w: int, seed: int, shape: tuple[int, int], years: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(r0, r0 + h, dtype=np.float64) + 0.5
     cols = np.arange(c0, c0 + w, dtype=np.float64) + 0.5
-    codes = _classes(rows, cols, seed, shape)
+    codes = _classes(rows, cols, seed, shape, years)
     idx = np.searchsorted(_CODES, codes)
     spec = _SPEC[idx]  # (h, w, 8)
     k = seed * 1000
@@ -284,28 +311,30 @@ def _landsat_window(
         spec[paddy] = (1 - mix) * _SPEC[np.searchsorted(_CODES, WATER)] + mix * _SPEC[
             np.searchsorted(_CODES, MIXED_AGRI)
         ]
-    rng = _pixel_rng(seed, 1, (r0, c0))
+    rng = _pixel_rng(seed, 1 + 10 * years, (r0, c0))  # another acquisition, other noise
     noise = rng.standard_normal(spec.shape, dtype=np.float32)
     refl = spec * (illum[..., None] * (1 + texture[..., None])) + noise * (0.004 + 0.04 * spec)
     dn = np.clip(np.rint(refl * 1e4), 1, 65535).astype(np.uint16)
     # clouds: scattered cumulus plus one bank that every scene has (at 30 % down, 70 % across)
-    cloud = _fbm(rows, cols, 160.0, k + 10, 3)
-    cy, cx = 0.3 * shape[0], 0.7 * shape[1]
+    cloud = _fbm(rows, cols, 160.0, k + 10 + 97 * years, 3)  # clouds move between acquisitions
+    cy, cx = 0.3 * shape[0], (0.7 if years % 2 == 0 else 0.3) * shape[1]
     radius = max(6.0, 0.04 * min(shape))
     dist = np.hypot((rows[:, None] - cy) / radius, (cols[None, :] - cx) / (1.6 * radius))
     dn[(cloud > 0.80) | (dist + 0.6 * (cloud - 0.5) < 1.0)] = LANDSAT_NODATA
     return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
 
 
-def _radar_window(r0: int, c0: int, h: int, w: int, seed: int, geo, shape: tuple[int, int]) -> np.ndarray:
+def _radar_window(
+    r0: int, c0: int, h: int, w: int, seed: int, geo, shape: tuple[int, int], years: int = 0
+) -> np.ndarray:
     lon0, lat0 = geo
     lats = lat0 - (np.arange(r0, r0 + h) + 0.5) * RADAR_RES
     lons = lon0 + (np.arange(c0, c0 + w) + 0.5) * RADAR_RES
     rows = (ORIGIN[1] - lats) / RES  # fractional optical pixel coordinates
     cols = (lons - ORIGIN[0]) / RES
-    codes = _classes(rows, cols, seed, shape)
+    codes = _classes(rows, cols, seed, shape, years)
     sar = _SAR[np.searchsorted(_CODES, codes)]  # (h, w, 2)
-    rng = _pixel_rng(seed, 2, (r0, c0))
+    rng = _pixel_rng(seed, 2 + 10 * years, (r0, c0))
     speckle = rng.standard_normal(sar.shape, dtype=np.float32) * 1.2
     db = sar + speckle
     return np.moveaxis(np.clip(np.rint(db * 1e3), -32767, 32767).astype(np.int16), -1, 0)
@@ -378,6 +407,8 @@ def make_kerinci_scene(
     threads: int = 2,
     radar: bool = True,
     overwrite: bool = False,
+    year: int | None = None,
+    years_since: int = 0,
 ) -> SceneFiles:
     """Write a Kerinci-like scene with the original export's file names.
 
@@ -402,6 +433,10 @@ def make_kerinci_scene(
         Also write the PALSAR file.
     overwrite
         Replace existing files (refused otherwise, before anything is written).
+    year, years_since
+        One year of a series (:func:`make_kerinci_series`): the year in the file names and as
+        the acquisition date (``ACQUISITION_DATE`` tag, 1 July), and the years of change since
+        the series' first year.
     """
     from affine import Affine
 
@@ -410,7 +445,7 @@ def make_kerinci_scene(
     if seed < 0:
         raise InvalidInputError(f"seed: expected a non-negative integer, found {seed}.")
     out = Path(out_dir)
-    files = scene_files(out)
+    files = scene_files(out, year)
     targets = [files.landsat, files.labels, files.legend] + ([files.palsar] if radar else [])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
@@ -433,11 +468,12 @@ def make_kerinci_scene(
             height,
             width,
             block,
-            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed, (height, width)),
+            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed, (height, width), years_since),
             threads,
         )
-        _describe(tmp[files.landsat], LANDSAT_BANDS)
-        _describe(tmp[files.labels], ("LC",))
+        date = {"ACQUISITION_DATE": f"{year}-07-01"} if year is not None else {}
+        _describe(tmp[files.landsat], LANDSAT_BANDS, date)
+        _describe(tmp[files.labels], ("LC",), date)
         if radar:
             lon0, lat0 = ORIGIN[0] - RADAR_PAD, ORIGIN[1] + RADAR_PAD
             rh = int(np.ceil((height * RES + 2 * RADAR_PAD) / RADAR_RES))
@@ -448,10 +484,12 @@ def make_kerinci_scene(
                 rh,
                 rw,
                 block,
-                lambda r0, c0, h, w: _radar_window(r0, c0, h, w, seed, (lon0, lat0), (height, width)),
+                lambda r0, c0, h, w: _radar_window(
+                    r0, c0, h, w, seed, (lon0, lat0), (height, width), years_since
+                ),
                 threads,
             )
-            _describe(tmp[files.palsar], PALSAR_BANDS)
+            _describe(tmp[files.palsar], PALSAR_BANDS, date)
         KLHK_LEGEND.write(tmp[files.legend])
     except BaseException:
         for t in tmp.values():
@@ -463,9 +501,41 @@ def make_kerinci_scene(
     return files
 
 
-def _describe(path: Path, names) -> None:
+def _describe(path: Path, names, tags: dict[str, str] | None = None) -> None:
     import rasterio
 
     with rasterio.open(path, "r+") as ds:
         for i, name in enumerate(names, start=1):
             ds.set_band_description(i, name)
+        if tags:
+            ds.update_tags(**tags)
+
+
+def make_kerinci_series(
+    out_dir: str | Path, years: list[int] | tuple[int, ...], *, overwrite: bool = False, **kw
+) -> list[SceneFiles]:
+    """One Kerinci-like scene per year on one grid, the later years with known land-cover change.
+
+    ``years`` in increasing order; the first is the base landscape and every later one that
+    landscape after :func:`_change` for the years between (forest cleared for estate crops,
+    settlements growing along roads, shrub taken into farmland). Files carry the year in their
+    names (``Landsat_Kerinci_2015_v1.tif``, ``LC_Image_2015_v1.tif`` ...) and their date in an
+    ``ACQUISITION_DATE`` tag; the label rasters are the truth of each year, so the change between
+    two years is exactly their difference.
+    """
+    years = [int(y) for y in years]
+    if len(years) < 2 or years != sorted(set(years)):
+        raise InvalidInputError(f"years: expected two or more increasing years, found {years}.")
+    existing = [
+        str(p)
+        for y in years
+        for p in (scene_files(out_dir, y).landsat, scene_files(out_dir, y).labels)
+        if p.exists()
+    ]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out_dir}: the scene files {existing} exist. Fix: pass overwrite=True (--overwrite)."
+        )
+    return [
+        make_kerinci_scene(out_dir, year=y, years_since=y - years[0], overwrite=True, **kw) for y in years
+    ]

@@ -25,7 +25,9 @@ def _other(spec):
         return next(c for c in spec.choices if c != spec.default)
     if spec.item is not None:
         n = spec.meta.get("length") or 2
-        return tuple(spec.item(v) for v in (0.25, 0.5, 0.25)[:n]) if spec.item is float else ("A", "B")
+        if spec.item is float:
+            return tuple(spec.item(v) for v in (0.25, 0.5, 0.25)[:n])
+        return (3, 4) if spec.item is int else ("A", "B")
     if spec.base is bool:
         return not spec.default
     if spec.base is int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import (
     assess,
+    change,
     design_sample,
     evaluate,
     export,
@@ -35,6 +36,7 @@ STAGES: dict[str, Stage] = {
         train,
         evaluate,
         predict,
+        change,
         design_sample,
         assess,
         map,

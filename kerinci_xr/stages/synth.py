@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._options import option
-from ..synthetic import make_kerinci_scene, scene_files
+from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files
 from ._base import Context, Stage
 
 __all__ = ["STAGE", "SynthOptions"]
@@ -20,19 +20,31 @@ class SynthOptions:
     width: int = option(2692, "scene columns in pixels (the Kerinci export has 2692)")
     seed: int = option(0, "same seed, same bytes; another seed, another landscape")
     radar: bool = option(True, "also write the PALSAR file (HH, HV in dB x1e3 on another grid)")
+    years: tuple[int, ...] | None = option(
+        None, "one scene per year, the later ones with known change (e.g. 2015,2023); files named by year"
+    )
     overwrite: bool = option(False, "replace the scene files if they exist", pipeline=False)
 
 
 def _files(o: SynthOptions) -> dict[str, Path]:
-    f = scene_files(o.out)
-    files = {"image": f.landsat, "labels": f.labels, "legend": f.legend}
-    return files | ({"radar": f.palsar} if o.radar else {})
+    """The scene's files by kind; for a series, the first year's as the scene, every year's by year."""
+    years = o.years or (None,)
+    out: dict[str, Path] = {}
+    for i, year in enumerate(years):
+        f = scene_files(o.out, year)
+        tag = "" if i == 0 else f"_{year}"
+        out |= {f"image{tag}": f.landsat, f"labels{tag}": f.labels} | (
+            {f"radar{tag}": f.palsar} if o.radar else {}
+        )
+    return out | {"legend": scene_files(o.out).legend}
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
-    make_kerinci_scene(
-        o.out, height=o.height, width=o.width, seed=o.seed, radar=o.radar, overwrite=o.overwrite
-    )
+    kw = {"height": o.height, "width": o.width, "seed": o.seed, "radar": o.radar, "overwrite": o.overwrite}
+    if o.years:
+        make_kerinci_series(o.out, list(o.years), **kw)
+    else:
+        make_kerinci_scene(o.out, **kw)
     return _files(o)
 
 
@@ -41,7 +53,7 @@ STAGE = Stage(
     "write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)",
     SynthOptions,
     run,
-    "kerinci-xr synth --out scene --height 1500 --width 1500",
+    "kerinci-xr synth --out scene --height 1500 --width 1500 --years 2015,2023",
     args=("out",),
     extra_products=_files,
 )
