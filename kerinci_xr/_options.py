@@ -130,6 +130,8 @@ def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
             raise bad
         return value
     if spec.item is not None:
+        if spec.item is str and isinstance(value, (str, os.PathLike)):
+            value = (value,)  # one path where several may stand
         if not isinstance(value, (list, tuple)):
             raise bad
         out = []

@@ -19,7 +19,7 @@ from .errors import KerinciError
 from .pipeline import demo_config, run_pipeline
 from .stages import STAGES, Context, Stage
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "stage_values"]
 
 EXIT_CODES = "exit status: 0 success, 1 an error in the toolkit or environment, 2 bad usage or bad input"
 
@@ -43,12 +43,13 @@ def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
         return
     if spec.choices:
         kw |= {"choices": spec.choices, "metavar": None, "type": type(spec.choices[0])}
-    elif spec.item is not None:
-        kw |= {"type": _list_of(spec.item), "metavar": kw["metavar"] or "A,B,..."}
+    elif spec.item is not None:  # comma-separated, and the flag may repeat (--image a.tif --image b.tif)
+        kw |= {"type": _list_of(spec.item), "metavar": kw["metavar"] or "A,B,...", "action": "extend"}
     elif spec.base in (int, float):
         kw["type"] = spec.base
     if not spec.required:
-        kw["default"] = spec.default
+        # a repeatable flag extends its default: start from None, the declared default is filled in later
+        kw["default"] = None if kw.get("action") == "extend" else spec.default
         if spec.default not in (None, ()):
             shown = ",".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default
             kw["help"] = f"{text} (default: {shown})"
@@ -108,9 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
+def stage_values(stage: Stage, args: argparse.Namespace) -> dict[str, Any]:
+    """A stage's option values from parsed arguments (repeatable options not given: their default)."""
     values = {s.name: getattr(args, s.name) for s in stage.specs}
-    opts = stage.make(values, where="")
+    return {
+        k: (s.default if v is None and s.item is not None and not s.required else v)
+        for (k, v), s in zip(values.items(), stage.specs, strict=True)
+    }
+
+
+def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
+    opts = stage.make(stage_values(stage, args), where="")
     result = stage.execute(opts, Context(progress=not args.quiet, echo=print))
     for value in result.values():
         if isinstance(value, Path):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
@@ -19,7 +21,17 @@ from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 from .preprocess import band_roles, remap_labels, scale_values, valid_mask
 
-__all__ = ["build_cube", "consolidated", "cube_legend", "open_cube", "write_cube"]
+__all__ = [
+    "build_cube",
+    "build_series",
+    "consolidated",
+    "cube_legend",
+    "cube_view",
+    "dates_of",
+    "file_date",
+    "open_cube",
+    "write_cube",
+]
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +268,9 @@ def write_cube(
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format: expected 2 or 3, found {zarr_format!r}.")
     path = Path(path)
-    for src in json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {}).values():
+    inputs = json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {})
+    sources = [v for x in inputs.values() for v in (x.values() if isinstance(x, dict) else [x])]
+    for src in sources:  # (a series keeps its inputs by date)
         if Path(src).resolve() == path.resolve():
             raise InvalidInputError(f"{path}: the output would overwrite an input.")
     out = _georeferenced(ds)
@@ -297,3 +311,179 @@ def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> x
     if ds.rio.crs is None:
         raise RasterReadError(f"{path}: the cube has no CRS (spatial_ref missing).")
     return ds
+
+
+_YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
+
+
+def file_date(path: str | Path) -> str | None:
+    """A raster's date, ``YYYY-MM-DD``: from its ``ACQUISITION_DATE``/``DATE``/``TIFFTAG_DATETIME``
+    tag, else from a year in its name (then the 1 January of that year); ``None`` if neither."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    for key in ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME"):
+        if tags.get(key):
+            return str(np.datetime64(tags[key][:10].replace(":", "-"), "D"))
+    m = _YEAR.search(Path(path).name)
+    return f"{m.group(1)}-01-01" if m else None
+
+
+def build_series(
+    images: Sequence[str | Path],
+    *,
+    dates: Sequence[str] | None = None,
+    labels: Sequence[str | Path] | None = None,
+    labels_date: str | None = None,
+    legend: Legend | None = None,
+    radar: Sequence[str | Path] | None = None,
+    chunks: int | Mapping[str, int] | None = None,
+    **kw: Any,
+) -> xr.Dataset:
+    """A lazy cube of several dates: ``image`` (time, band, y, x) and ``valid`` (time, y, x).
+
+    Every date is built as :func:`build_cube` builds one (its own radar, scaling, nodata) and
+    dates on another grid are aligned onto the earliest date's grid lazily (bilinear for the
+    imagery, nearest for masks and labels). Dates come from ``dates``, else from each file
+    (:func:`file_date`); they are sorted, and must be distinct. ``labels``: one raster, belonging
+    to ``labels_date`` (default: the date of the labels file if it is one of the images', else
+    the first) and stored as ``labels`` (y, x); or one per date, stored as (time, y, x).
+    All dates must have the same bands.
+    """
+    images = [Path(p) for p in images]
+    if dates is None:
+        found = [file_date(p) for p in images]
+        missing = [str(p) for p, d in zip(images, found, strict=True) if d is None]
+        if missing:
+            raise InvalidInputError(
+                f"{missing}: no date in the file's tags or name. Fix: pass them (--dates 2015-07-01,...)."
+            )
+        dates = found  # type: ignore[assignment]
+    dates = [str(np.datetime64(d, "D")) for d in dates]  # type: ignore[union-attr]
+    if len(dates) != len(images):
+        raise InvalidInputError(f"dates: expected one date per image ({len(images)}), found {len(dates)}.")
+    if len(set(dates)) != len(dates):
+        raise InvalidInputError(f"dates: expected distinct dates, found {dates}. Fix: one image per date.")
+    if radar is not None and len(radar) != len(images):
+        raise InvalidInputError(
+            f"radar: expected one radar file per image ({len(images)}), found {len(radar)}."
+        )
+    per_date_labels = labels is not None and len(labels) == len(images) and len(images) > 1
+    if labels is not None and not per_date_labels and len(labels) != 1:
+        raise InvalidInputError(f"labels: expected one raster or one per image, found {len(labels)}.")
+    if labels is not None and not per_date_labels:
+        labels_date = labels_date or (d if (d := file_date(labels[0])) in dates else dates[0])
+        if labels_date not in dates:
+            raise InvalidInputError(
+                f"labels_date: expected one of the image dates {dates}, found {labels_date}."
+            )
+    order = np.argsort(dates, kind="stable")
+    cubes = []
+    for i in order:
+        lab = (
+            labels[i]
+            if per_date_labels
+            else (labels[0] if labels is not None and dates[i] == labels_date else None)
+        )
+        cubes.append(
+            build_cube(
+                images[i], lab, legend=legend, radar=None if radar is None else radar[i], chunks=chunks, **kw
+            )
+        )
+    dates = [dates[i] for i in order]
+    ref = cubes[0]
+    bands = [str(b) for b in ref["band"].values]
+    for d, c in zip(dates[1:], cubes[1:], strict=True):
+        other = [str(b) for b in c["band"].values]
+        if other != bands:
+            raise InvalidInputError(
+                f"the image of {d} has bands {other}, the image of {dates[0]} {bands}. Fix: export the same "
+                "bands for every date (or name them alike with --bands)."
+            )
+    aligned = [ref] + [_on_grid(c, ref) for c in cubes[1:]]
+    time = xr.DataArray(np.array(dates, dtype="datetime64[ns]"), dims="time", name="time")
+    out = xr.Dataset(
+        {
+            "image": xr.concat([c["image"] for c in aligned], dim=time).chunk({"time": 1}),
+            "valid": xr.concat([c["valid"] for c in aligned], dim=time).chunk({"time": 1}),
+        }
+    )
+    out["image"].attrs, out["valid"].attrs = ref["image"].attrs, ref["valid"].attrs
+    if per_date_labels:
+        out["labels"] = xr.concat([c["labels"] for c in aligned], dim=time).chunk({"time": 1})
+        out["labels"].attrs = ref["labels"].attrs
+    elif labels is not None:
+        out["labels"] = next(c["labels"] for c, d in zip(aligned, dates, strict=True) if d == labels_date)
+    out = out.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
+    prov = [json.loads(c.attrs["provenance"]) for c in cubes]
+    out.attrs = ref.attrs | {
+        "dates": json.dumps(dates),
+        "labels_date": labels_date or "",
+        "provenance": json.dumps(
+            prov[0] | {"inputs": {d: p["inputs"] for d, p in zip(dates, prov, strict=True)}}
+        ),
+    }
+    return out
+
+
+def _on_grid(cube: xr.Dataset, ref: xr.Dataset) -> xr.Dataset:
+    """One date's layers on the reference date's grid (lazily warped when the grids differ)."""
+    if not kio.grid_differences(ref["image"], cube["image"]):
+        return cube.assign_coords(y=ref["y"], x=ref["x"])
+    image = kio.align_to(cube["image"], ref["image"], resampling="bilinear")
+    ok = kio.align_to(cube["valid"].astype(np.uint8), ref["valid"], resampling="nearest", nodata=0) > 0
+    out = xr.Dataset({"image": image, "valid": (ok & image.notnull().all("band")).rename("valid")})
+    if "labels" in cube:
+        out["labels"] = kio.align_to(cube["labels"], ref["valid"], resampling="nearest", nodata=0)
+        out["labels"].attrs = cube["labels"].attrs
+    return out.assign_coords(y=ref["y"], x=ref["x"])
+
+
+def dates_of(cube: xr.Dataset) -> list[str]:
+    """The cube's dates (``YYYY-MM-DD``), empty for a single-date cube."""
+    return [str(t)[:10] for t in cube["time"].values] if "time" in cube.dims else []
+
+
+def cube_view(
+    cube: xr.Dataset, *, date: str | None = None, temporal: Literal["date", "stack"] = "date"
+) -> xr.Dataset:
+    """A single-date view of a cube: ``image`` (band, y, x), ``valid`` (y, x), ``labels`` (y, x).
+
+    ``temporal="date"``: the imagery of ``date`` (default: the labels' date, or the only date);
+    ``"stack"``: every date's bands as channels, named ``DATE/BAND`` (``2015-07-01/B4``), valid
+    where every date is. Labels are the labels' date's (or, given per date, ``date``'s). A
+    single-date cube is returned as it is.
+    """
+    dates = dates_of(cube)
+    if not dates:
+        if date is not None or temporal == "stack":
+            raise InvalidInputError("the cube has one date: --date and --temporal stack do not apply.")
+        return cube
+    labels_date = cube.attrs.get("labels_date") or None
+    pick = date or labels_date or (dates[0] if len(dates) == 1 else None)
+    if temporal == "date" and pick is None:
+        raise InvalidInputError(f"the cube has the dates {dates}; choose one (--date).")
+    if pick is not None and pick not in dates:
+        raise InvalidInputError(f"the cube has no date {pick}; it has {dates}.")
+    out = xr.Dataset()
+    if temporal == "stack":
+        img = cube["image"]
+        names = [f"{d}/{b}" for d in dates for b in img["band"].values]
+        stacked = img.transpose("time", "band", "y", "x").data.reshape((-1, img.sizes["y"], img.sizes["x"]))
+        out["image"] = xr.DataArray(
+            stacked,
+            dims=("band", "y", "x"),
+            coords={"band": names, "y": img["y"], "x": img["x"]},
+            attrs=img.attrs,
+        )
+        out["valid"] = cube["valid"].all("time")
+    else:
+        out["image"] = cube["image"].sel(time=pick, drop=True)
+        out["valid"] = cube["valid"].sel(time=pick, drop=True)
+    if "labels" in cube:
+        labels = cube["labels"]
+        out["labels"] = labels.sel(time=pick or labels_date, drop=True) if "time" in labels.dims else labels
+    out = out.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
+    out.attrs = cube.attrs | {"date": pick or "", "temporal": temporal}
+    return out

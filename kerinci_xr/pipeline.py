@@ -27,7 +27,7 @@ from ._outputs import write_text
 from .cluster import dask_scheduler
 from .errors import InputFileNotFoundError, InvalidInputError
 from .stages import STAGES, Stage
-from .stages._base import RECORD, Context, options_record, read_record
+from .stages._base import RECORD, Context, flat, options_record, read_record
 
 __all__ = ["Step", "demo_config", "load_pipeline", "plan", "run_pipeline"]
 
@@ -91,7 +91,7 @@ def plan(
         raise InvalidInputError(f"{source}: expected at least one stage section, e.g. [synth] or [prepare].")
     values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
     made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
-    products = {p for paths in made.values() for p in paths.values()}
+    products = {p for paths in made.values() for p in flat(paths)}
     steps = []
     for st in stages:
         vals = values[st.name]
@@ -99,18 +99,24 @@ def plan(
             kind = s.meta.get("kind")
             makers = [m for m in made if m != st.name and kind in made[m]]
             if s.meta.get("io") == "in" and vals.get(s.name) is not None:  # the run's own, or the file's
-                own = root / vals[s.name]
-                vals[s.name] = str(own if own in products else base / vals[s.name])
+                given = vals[s.name]
+                resolved = [str(root / v if root / v in products else base / v) for v in _many(given)]
+                vals[s.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
             elif s.meta.get("io") == "in" and kind and vals.get(s.name) is None and makers:
                 if len(makers) > 1:
                     raise InvalidInputError(
                         f"{source}: [{st.name}] {s.name}: {makers} all write a {kind}; set it."
                     )
-                vals[s.name] = str(made[makers[0]][kind])
+                made_path = made[makers[0]][kind]
+                vals[s.name] = tuple(map(str, made_path)) if isinstance(made_path, tuple) else str(made_path)
         if any(s.name == "overwrite" for s in st.specs):
             vals["overwrite"] = True  # a rerun replaces what the pipeline wrote before
         steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]")))
     return _order(steps, source), root
+
+
+def _many(value: Any) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _in_files(stage: Stage) -> list[OptionSpec]:
@@ -124,7 +130,10 @@ def _paths(stage: Stage, vals: dict[str, Any], root: Path) -> dict[str, Any]:
         if s.meta.get("io") == "out" and vals.get(s.name) is None and s.meta.get("run_name"):
             vals[s.name] = s.meta["run_name"]
         if s.meta.get("io") == "out" and vals.get(s.name) is not None:
-            vals[s.name] = str(root / vals[s.name])
+            given = vals[s.name]
+            vals[s.name] = (
+                tuple(str(root / v) for v in given) if isinstance(given, tuple) else str(root / given)
+            )
     return vals
 
 
@@ -136,7 +145,7 @@ def _partial(stage: Stage, vals: dict[str, Any]) -> Any:
 
 def _order(steps: list[Step], source: str) -> list[Step]:
     """Stages in an order where each runs after those that write its inputs (file order otherwise)."""
-    writes = {step.stage.name: set(step.stage.products(step.options).values()) for step in steps}
+    writes = {step.stage.name: set(flat(step.stage.products(step.options))) for step in steps}
     todo, done, out = list(steps), set(), []
     while todo:
         for step in todo:
@@ -159,7 +168,7 @@ def _newest(path: Path) -> float:
 
 def _up_to_date(step: Step, record: Mapping[str, Any]) -> bool:
     """Products newer than the inputs, made with the same options."""
-    outputs = list(step.stage.products(step.options).values())
+    outputs = flat(step.stage.products(step.options))
     if not all(p.exists() for p in outputs):
         return False
     if record.get(step.stage.name, {}).get("params") != options_record(step.options):
@@ -188,7 +197,7 @@ def run_pipeline(
     else:
         raw, base, source = config, Path.cwd(), "<config>"
     steps, root = plan(raw, base=base, out_dir=out_dir, source=source)
-    written = {p for step in steps for p in step.stage.products(step.options).values()}
+    written = {p for step in steps for p in flat(step.stage.products(step.options))}
     for step in steps:
         for key, path in step.stage.inputs(step.options).items():
             if path not in written and not path.exists():

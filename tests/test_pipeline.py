@@ -81,7 +81,7 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
     by = {s.stage.name: s.options for s in steps}
     assert by["prepare"].bands == ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
     assert by["prepare"].scale == 1e-4 and by["prepare"].radar_scale == 1e-3
-    assert by["prepare"].image.endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
+    assert by["prepare"].image[0].endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
     assert by["sample"].patch == 128 and by["sample"].per_class == 20 and by["train"].epochs == 40
     assert by["evaluate"].split == "test" and Path(by["predict"].cog) == root / "map.tif"
     assert by["evaluate"].source == by["sample"].out and by["evaluate"].model == by["train"].out

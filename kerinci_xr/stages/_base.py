@@ -15,7 +15,7 @@ from .._options import OptionSpec, check, option, specs
 from ..cluster import dask_scheduler
 from ..errors import InvalidInputError
 
-__all__ = ["RECORD", "Context", "DaskOptions", "Stage", "read_record"]
+__all__ = ["RECORD", "Context", "DaskOptions", "Stage", "flat", "read_record"]
 
 log = logging.getLogger("kerinci_xr")
 
@@ -71,16 +71,21 @@ class Stage:
             raise InvalidInputError(f"{where + ': ' if where else ''}{self.name} needs {', '.join(missing)}.")
         return self.options(**checked)
 
-    def _paths(self, opts: Any, io: str) -> list[tuple[OptionSpec, Path]]:
+    def _paths(self, opts: Any, io: str) -> list[tuple[OptionSpec, Path | tuple[Path, ...]]]:
         values = [(s, getattr(opts, s.name)) for s in self.specs if s.meta.get("io") == io]
-        return [(s, Path(v)) for s, v in values if v is not None]
+        return [
+            (s, tuple(map(Path, v)) if isinstance(v, tuple) else Path(v)) for s, v in values if v is not None
+        ]
 
     def inputs(self, opts: Any) -> dict[str, Path]:
-        """Paths the run reads, by option name."""
-        return {s.name: p for s, p in self._paths(opts, "in")}
+        """Paths the run reads, by option name (``image[1]`` for the second of several)."""
+        out: dict[str, Path] = {}
+        for s, p in self._paths(opts, "in"):
+            out |= {f"{s.name}[{i}]": q for i, q in enumerate(p)} if isinstance(p, tuple) else {s.name: p}
+        return out
 
-    def products(self, opts: Any) -> dict[str, Path]:
-        """Paths the run writes, by kind."""
+    def products(self, opts: Any) -> dict[str, Any]:
+        """Paths the run writes, by kind (a tuple of paths where one kind has several, by date)."""
         out = {s.meta["kind"]: p for s, p in self._paths(opts, "out")}
         return out | (self.extra_products(opts) if self.extra_products else {})
 
@@ -107,6 +112,11 @@ def options_record(opts: Any) -> dict[str, Any]:
     skip |= {s.name for s in specs(type(opts)) if not s.meta.get("pipeline", True)}
     values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in skip}
     return json.loads(json.dumps(values, default=str))
+
+
+def flat(products: dict[str, Any]) -> list[Path]:
+    """Every path of a products mapping (tuples of paths unpacked)."""
+    return [q for p in products.values() for q in (p if isinstance(p, tuple) else (p,))]
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import build_cube, write_cube
+from ..cube import build_cube, build_series, write_cube
 from ..errors import InvalidInputError
 from ..io import open_raster
 from ..legend import read_legend
@@ -20,12 +20,24 @@ __all__ = ["STAGE", "PrepareOptions"]
 
 @dataclass(kw_only=True)
 class PrepareOptions(DaskOptions):
-    image: str = option(help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif)", io="in", kind="image")
-    labels: str | None = option(
-        None, "label GeoTIFF with the legend's original codes", io="in", kind="labels"
+    image: tuple[str, ...] = option(
+        help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates",
+        io="in",
+        kind="image",
+    )
+    dates: tuple[str, ...] | None = option(
+        None, "the images' dates, YYYY-MM-DD (default: from their tags or names)"
+    )
+    labels: tuple[str, ...] | None = option(
+        None, "label GeoTIFF with the legend's original codes (one, or one per date)", io="in", kind="labels"
+    )
+    labels_date: str | None = option(
+        None, "the date one label raster belongs to (default: its own, or the first)"
     )
     legend: str | None = option(None, "lc.json with values, label, palette", io="in", kind="legend")
-    radar: str | None = option(None, "radar GeoTIFF on any grid (e.g. PALSAR HH,HV)", io="in", kind="radar")
+    radar: tuple[str, ...] | None = option(
+        None, "radar GeoTIFF on any grid (e.g. PALSAR HH,HV); one per date", io="in", kind="radar"
+    )
     bands: tuple[str, ...] | None = option(
         None, "optical band names, comma-separated (default: from the file)"
     )
@@ -55,26 +67,37 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
     legend = read_legend(o.legend) if o.legend is not None else None
     if o.labels is not None and legend is None:
         raise InvalidInputError("--labels given without --legend. Fix: pass the lc.json legend.")
-    ds = build_cube(
-        o.image,
-        o.labels,
-        legend=legend,
-        radar=o.radar,
-        bands=o.bands,
-        radar_bands=o.radar_bands,
-        scale=o.scale,
-        offset=o.offset,
-        nodata=o.nodata,
-        radar_scale=o.radar_scale,
-        align_labels=o.align_labels,
-        chunks=o.chunk,
-        sensor=o.sensor,
-    )
-    if o.labels is not None and legend is not None:
-        raw = open_raster(o.labels, chunks=o.chunk)
-        unknown = check_label_codes(
-            label_code_counts(raw), legend, nodata=raw.attrs.get("nodata"), strict=o.strict, source=o.labels
+    kw = {
+        "legend": legend,
+        "bands": o.bands,
+        "radar_bands": o.radar_bands,
+        "scale": o.scale,
+        "offset": o.offset,
+        "nodata": o.nodata,
+        "radar_scale": o.radar_scale,
+        "align_labels": o.align_labels,
+        "chunks": o.chunk,
+        "sensor": o.sensor,
+    }
+    if len(o.image) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
+        if o.radar is not None and len(o.radar) != 1:
+            raise InvalidInputError(f"radar: one image takes one radar file, found {len(o.radar)}.")
+        if o.labels is not None and len(o.labels) != 1:
+            raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
+        ds = build_cube(
+            o.image[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None, **kw
         )
+    else:
+        ds = build_series(
+            o.image, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **kw
+        )
+    unknown: dict[int, int] = {}
+    for path in o.labels or ():
+        raw = open_raster(path, chunks=o.chunk)
+        unknown |= check_label_codes(
+            label_code_counts(raw), legend, nodata=raw.attrs.get("nodata"), strict=o.strict, source=path
+        )
+    if o.labels is not None and legend is not None:
         prov = json.loads(ds.attrs["provenance"])
         prov["legend_file"] = str(o.legend)
         prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
@@ -89,6 +112,6 @@ STAGE = Stage(
     "build the analysis-ready Zarr cube from imagery, labels and radar",
     PrepareOptions,
     run,
-    "kerinci-xr prepare --image L.tif --labels LC.tif --legend lc.json --radar P.tif --out cube.zarr",
+    "kerinci-xr prepare --image L15.tif --image L23.tif --labels LC15.tif --legend lc.json --out cube.zarr",
     args=("image",),
 )
