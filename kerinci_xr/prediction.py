@@ -227,8 +227,12 @@ def predict_scene(
     return out
 
 
-def open_prediction(path: str | Path) -> xr.Dataset:
-    """Reopen a prediction store (``kerinci-xr predict`` output) lazily; checks it is one."""
+def open_prediction(path: str | Path, *, date: str | None = None, all_dates: bool = False) -> xr.Dataset:
+    """Reopen a prediction store (``kerinci-xr predict`` output) lazily; checks it is one.
+
+    A store of several dates (``predict --all-dates``) gives the map of ``date`` (default: the
+    labels' date it records), or every date with ``all_dates=True``.
+    """
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
@@ -236,14 +240,27 @@ def open_prediction(path: str | Path) -> xr.Dataset:
     if "classes" not in ds:
         raise InvalidInputError(f"{path}: expected a prediction store with a 'classes' variable.")
     ds["classes"].attrs["legend"] = ds.attrs.get("legend", "")
+    if "time" in ds.dims and not all_dates:
+        dates = [str(t)[:10] for t in ds["time"].values]
+        pick = date or ds.attrs.get("labels_date") or None
+        if pick not in dates:
+            raise InvalidInputError(
+                f"{path}: a prediction of the dates {dates}; choose one of them (--date)."
+            )
+        ds = ds.sel(time=pick, drop=True)
+        ds["classes"].attrs["legend"] = ds.attrs.get("legend", "")
+    elif date is not None and "time" not in ds.dims:
+        raise InvalidInputError(f"{path}: a prediction of one date: --date does not apply.")
     return ds
 
 
-def open_class_map(path: str | Path) -> tuple[xr.DataArray, Legend]:
+def open_class_map(
+    path: str | Path, *, date: str | None = None, all_dates: bool = False
+) -> tuple[xr.DataArray, Legend]:
     """A class map of training ids and its legend: a prediction store, or the COG ``predict`` writes."""
     path = Path(path)
     if path.is_dir():
-        pred = open_prediction(path)["classes"]
+        pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]
         return pred, Legend.from_json(pred.attrs["legend"], source=str(path))
     import rasterio
 

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from ._outputs import write_atomic, write_text
-from .cube import cube_legend, open_cube
+from .cube import cube_legend, cube_view, open_cube
 from .legend import Legend
 from .patches import manifest_of, open_patches
 from .prediction import open_prediction
@@ -434,7 +434,7 @@ def report_page(
     from bokeh.models import Div
 
     hv = _hv()
-    ds = open_cube(cube)
+    ds = cube_view(open_cube(cube))
     pred = open_prediction(prediction)["classes"] if prediction is not None else None
     store = open_patches(patches) if patches is not None else None
     parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{Path(cube).resolve()}</p>")]

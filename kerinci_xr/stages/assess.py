@@ -12,7 +12,7 @@ import pandas as pd
 from .._options import option
 from .._outputs import check_output, write_atomic
 from ..accuracy import stratified_estimates
-from ..cube import open_cube
+from ..cube import cube_view, open_cube
 from ..errors import GridMismatchError, InputFileNotFoundError, InvalidInputError
 from ..io import grid_differences
 from ..legend import Legend
@@ -130,7 +130,7 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
                 "sample was drawn from."
             )
     if o.truth is not None:
-        cube = open_cube(o.truth)
+        cube = cube_view(open_cube(o.truth))
         diffs = grid_differences(cube["labels"], classes)
         if diffs:
             raise GridMismatchError(

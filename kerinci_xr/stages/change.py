@@ -67,7 +67,7 @@ class ChangeOptions(DaskOptions):
 
 def _maps(o: ChangeOptions) -> tuple[list[xr.DataArray], list[Any], Legend, list[str]]:
     """The two maps, their confidence layers (or None), the legend, and what to call them."""
-    first, legend = open_class_map(o.map_a)
+    first, legend = open_class_map(o.map_a, all_dates=True)
     if o.map_b is None:
         if "time" not in first.dims or first.sizes["time"] < 2:
             raise InvalidInputError(
@@ -83,7 +83,7 @@ def _maps(o: ChangeOptions) -> tuple[list[xr.DataArray], list[Any], Legend, list
             raise InvalidInputError(f"{o.map_a}: the two dates are the same ({pick[0]}).")
         maps = [first.sel(time=d).drop_vars("time") for d in pick]
         conf = (
-            [open_prediction(o.map_a)["confidence"].sel(time=d) for d in pick]
+            [open_prediction(o.map_a, all_dates=True)["confidence"].sel(time=d) for d in pick]
             if o.min_confidence
             else [None] * 2
         )

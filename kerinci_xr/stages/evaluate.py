@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import cube_legend, open_cube
+from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
 from ..metrics import evaluate_prediction, format_report, write_report
 from ..patches import stored_layout
@@ -40,7 +40,7 @@ class EvaluateOptions(DaskOptions):
 def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
     check_output(o.out, overwrite=o.overwrite)
     if o.cube:
-        cube = open_cube(o.cube)
+        cube = cube_view(open_cube(o.cube))
         if "labels" not in cube:
             raise InvalidInputError(f"{o.cube}: the cube has no labels to compare with.")
         pred = open_prediction(o.source)

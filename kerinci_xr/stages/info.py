@@ -9,7 +9,7 @@ from typing import Any
 import xarray as xr
 
 from .._options import option
-from ..cube import cube_legend, open_cube
+from ..cube import cube_legend, cube_view, dates_of, open_cube
 from ..metrics import class_areas
 from ._base import Context, DaskOptions, Stage
 
@@ -33,6 +33,7 @@ def cube_summary(ds: xr.Dataset) -> dict[str, Any]:
         "bands": [str(b) for b in ds["band"].values],
         "band_roles": json.loads(ds.attrs.get("band_roles", "{}")),
         "chunks": {d: int(c[0]) for d, c in ds["image"].chunksizes.items()} if ds["image"].chunks else None,
+        "date": ds.attrs.get("date") or None,
     }
     if "labels" in ds and ds.attrs.get("legend"):
         summary["classes"] = class_areas(ds["labels"], cube_legend(ds)).to_dict(orient="records")
@@ -50,6 +51,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"chunks    {summary['chunks']}",
         f"valid     {100 * summary['valid_fraction']:.2f} % of pixels",
     ]
+    if summary.get("dates"):
+        lines.insert(
+            4,
+            f"dates     {', '.join(summary['dates'])} (figures of {summary['date'] or summary['dates'][0]})",
+        )
     if "classes" in summary:
         lines.append(f"\n{'id':>3} {'code':>6}  {'class':<28} {'pixels':>12} {'hectares':>14} {'%':>7}")
         lines += [
@@ -61,7 +67,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(o: InfoOptions, ctx: Context) -> dict[str, Any]:
-    summary = cube_summary(open_cube(o.cube))
+    cube = open_cube(o.cube)
+    summary = cube_summary(cube_view(cube)) | ({"dates": dates_of(cube)} if dates_of(cube) else {})
     ctx.echo(json.dumps(summary, indent=2) if o.json else format_summary(summary))
     return {"summary": summary}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import cube_legend, open_cube
+from ..cube import cube_legend, cube_view, open_cube
 from ..legend import Legend
 from ..patches import open_patches
 from ..prediction import open_prediction
@@ -35,7 +35,7 @@ class MapOptions:
 
 def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
     check_output(o.out, overwrite=o.overwrite)
-    ds = open_cube(o.cube)
+    ds = cube_view(open_cube(o.cube))
     pred = open_prediction(o.prediction)["classes"] if o.prediction is not None else None
     store = open_patches(o.patches) if o.patches is not None else None
     maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
+import xarray as xr
+
 from .._options import option
 from .._outputs import check_output, write_atomic, write_text
-from ..cube import cube_legend, open_cube, write_cube
+from ..checkpoint import load_checkpoint
+from ..cube import cube_legend, cube_view, dates_of, open_cube, write_cube
 from ..errors import InvalidInputError
 from ..io import write_cog
 from ..legend import Legend
@@ -61,6 +67,8 @@ class PredictOptions(DaskOptions):
     chunk: int = option(2048, "output chunk edge in pixels")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     probabilities: bool = option(False, "also store per-class probabilities")
+    date: str | None = option(None, "a cube of several dates: the date to map (default: the labels' date)")
+    all_dates: bool = option(False, "a cube of several dates: map every date into one store (time, y, x)")
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
@@ -78,11 +86,29 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     outputs = STAGE.products(o)
     for p in outputs.values():
         check_output(p, overwrite=o.overwrite)
-    ds = open_cube(o.cube)
+    cube = open_cube(o.cube)
+    dates = dates_of(cube)
+    stacked = any("/" in str(b) for b in load_checkpoint(o.model)["bands"])  # trained on dates as channels
+    temporal = "stack" if stacked else "date"
+    if o.all_dates and (not dates or stacked):
+        raise InvalidInputError(
+            f"--all-dates: needs a cube of several dates and a model of one date's bands; "
+            f"{o.cube} has {len(dates) or 1} date(s); {o.model} {'stacks dates' if stacked else 'takes one'}."
+        )
+    ds = cube_view(cube, date=None if o.all_dates else o.date, temporal=temporal)
     if o.metrics is not None and "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: metrics need labels, and the cube has none.")
     layout = stored_layout(o.patches, (ds.sizes["y"], ds.sizes["x"])) if o.patches is not None else None
-    pred = predict_scene(ds, o.model, chunk=o.chunk, device=o.device, probabilities=o.probabilities)
+    run_kw = {"chunk": o.chunk, "device": o.device, "probabilities": o.probabilities}
+    if o.all_dates:
+        maps = [predict_scene(cube_view(cube, date=d), o.model, **run_kw) for d in dates]
+        pred = xr.concat(maps, dim=pd.Index(np.array(dates, dtype="datetime64[ns]"), name="time")).chunk(
+            {"time": 1}
+        )
+        pred.attrs = maps[0].attrs | {"dates": json.dumps(dates), "labels_date": ds.attrs.get("date", "")}
+    else:
+        pred = predict_scene(ds, o.model, **run_kw)
+        pred.attrs["date"] = ds.attrs.get("date", "")
     pred.attrs["cube"] = str(o.cube)
     write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)
     stored = open_prediction(o.out)["classes"]

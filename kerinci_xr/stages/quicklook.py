@@ -8,7 +8,7 @@ from typing import Any
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import cube_legend, open_cube
+from ..cube import cube_legend, cube_view, open_cube
 from ..viz import class_map_png, false_colour_png
 from ._base import Context, Stage
 
@@ -26,7 +26,7 @@ class QuicklookOptions:
 
 def run(o: QuicklookOptions, ctx: Context) -> dict[str, Any]:
     """Write ``false_colour.png`` and, with labels, ``labels.png`` into the folder."""
-    ds = open_cube(o.cube)
+    ds = cube_view(open_cube(o.cube))
     folder = Path(o.out)
     labels = "labels" in ds and bool(ds.attrs.get("legend"))
     pngs = [folder / "false_colour.png"] + ([folder / "labels.png"] if labels else [])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import open_cube
+from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..patches import write_patches
 from ..sampling import sample_centres, write_manifest
@@ -27,6 +27,10 @@ class SampleOptions(DaskOptions):
     fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
     block: int | None = option(None, "split block edge in pixels (default 4 x patch)")
     buffer: int = option(0, "extra pixels around windows kept in their split")
+    date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
+    temporal: Literal["date", "stack"] = option(
+        "date", "a cube of several dates: one date, or all stacked as bands"
+    )
     out: str = option(help="output patch store (.zarr)", io="out", kind="patches", run_name="patches.zarr")
     manifest: str | None = option(
         None,
@@ -47,7 +51,7 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
     manifest = _manifest_path(o)
     check_output(o.out, overwrite=o.overwrite)
     check_output(manifest, overwrite=o.overwrite)
-    ds = open_cube(o.cube)
+    ds = cube_view(open_cube(o.cube), date=o.date, temporal=o.temporal)
     if "labels" not in ds:
         raise InvalidInputError(
             f"{o.cube}: the cube has no labels to sample from. Fix: prepare it with --labels."
@@ -63,7 +67,7 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         buffer=o.buffer,
     )
     split = {"seed": o.seed, "fractions": [float(f) for f in o.fractions], "block": o.block or 4 * o.patch}
-    attrs = {"cube": str(o.cube), "split": split}
+    attrs = {"cube": str(o.cube), "split": split, "temporal": o.temporal, "date": ds.attrs.get("date", "")}
     store = write_patches(ds, table, o.out, overwrite=o.overwrite, progress=ctx.progress, attrs=attrs)
     return {"patches": store, "manifest": write_manifest(table, manifest)}
 
