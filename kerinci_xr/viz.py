@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,8 @@ def report_page(
     areas: str | Path | None = None,
     history: str | Path | None = None,
     assessment: str | Path | None = None,
+    change: str | Path | None = None,
+    change_summary: str | Path | None = None,
     max_size: int = 1000,
 ) -> Path:
     """One standalone HTML page: maps, accuracy, confusion, areas and training history.
@@ -426,6 +429,8 @@ def report_page(
         Training history (CSV beside the checkpoint, ``<model stem>.history.csv``).
     assessment
         Accuracy and error-adjusted areas from a sample (JSON from ``assess``).
+    change, change_summary
+        A change store and its summary (JSON), from ``change``.
     """
     import json
 
@@ -472,6 +477,8 @@ def report_page(
         parts.append(hv.render(area_bars(table, column=column_name)))
     if assessment is not None:
         parts += _assessment_parts(json.loads(Path(assessment).read_text()))
+    if change is not None:
+        parts += _change_parts(change, change_summary, prediction, max_size=max_size)
     if history is not None:
         h = pd.read_csv(history)
         cols = [(c, c.replace("_", " ")) for c in h.columns]
@@ -518,3 +525,86 @@ def _assessment_parts(result: dict[str, Any]) -> list[Any]:
         + "</p>"
     )
     return [Div(text=head + _html_table(rows, cols)), hv.render(area_estimate_bars(result))]
+
+
+def _change_parts(
+    change: str | Path, summary: str | Path | None, prediction: str | Path | None, *, max_size: int
+) -> list[Any]:
+    """The report's change section: both dates' maps, the from-to map, the matrix, gross/net bars."""
+    import pandas as pd
+    from bokeh.models import Div
+
+    hv = _hv()
+    store = xr.open_zarr(change, consolidated=(Path(change) / ".zmetadata").exists(), decode_coords="all")
+    legend = Legend.from_json(store.attrs["legend"])
+    tl = Legend.from_json(store["transition"].attrs["transition_legend"])
+    lut = np.zeros(max(tl.values) + 1, dtype=np.uint8 if tl.n_classes < 255 else np.uint16)
+    lut[list(tl.values)] = tl.ids
+    codes = store["transition"]
+    ids = codes.copy(data=codes.data.map_blocks(lambda c: lut[c], dtype=lut.dtype))
+    panels = []
+    if prediction is not None:
+        both = open_prediction(prediction, all_dates=True)["classes"]
+        if "time" in both.dims:
+            panels += [
+                class_map(both.sel(time=t), legend, title=f"map {str(t)[:10]}", max_size=max_size)
+                for t in both["time"].values
+            ]
+    panels.append(class_map(ids, tl, title="from-to map", max_size=max_size))
+    parts: list[Any] = [
+        Div(
+            text=f"<h2>Land-cover change</h2><p>{escape_text(store.attrs.get('before'))} to "
+            f"{escape_text(store.attrs.get('after'))}</p>"
+        ),
+        hv.render(linked_panels(panels)),
+    ]
+    if summary is not None:
+        data = json.loads(Path(summary).read_text())
+        table = pd.DataFrame(data["transitions"])
+        changed = table[table["from_id"] != table["to_id"]]
+        if len(changed):
+            matrix = changed.pivot_table(
+                index="from_name", columns="to_name", values="hectares", aggfunc="sum"
+            )
+            rows = [
+                {"from": k, **{c: (f"{v:,.1f}" if v == v else "") for c, v in r.items()}}
+                for k, r in matrix.iterrows()
+            ]
+            cols = [("from", "from \\ to (ha)")] + [(c, c) for c in matrix.columns]
+            parts.append(
+                Div(
+                    text=(
+                        f"<p>{data['pixels_changed']:,} of {data['pixels_compared']:,} pixels changed "
+                        f"({data['hectares_changed']:,.1f} ha); {data['pixels_excluded']:,} without a "
+                        f"class at either date.</p>" + _html_table(rows, cols)
+                    )
+                )
+            )
+        net = pd.DataFrame(data["classes"])
+        long = net.melt(
+            id_vars=["name"],
+            value_vars=["gross_loss", "gross_gain", "net_change"],
+            var_name="measure",
+            value_name="hectares",
+        )
+        long.loc[long["measure"] == "gross_loss", "hectares"] *= -1
+        bars = hv.Bars(long, kdims=["name", "measure"], vdims=["hectares"]).opts(
+            xrotation=60,
+            width=800,
+            height=420,
+            tools=["hover"],
+            xlabel="",
+            multi_level=False,
+            title="gross loss (negative), gross gain and net change per class (ha)",
+            color=hv.dim("measure").categorize(
+                {"gross_loss": "#d7191c", "gross_gain": "#1a9641", "net_change": "#2b83ba"}
+            ),
+        )
+        parts.append(hv.render(bars))
+    return parts
+
+
+def escape_text(value: Any) -> str:
+    from html import escape
+
+    return escape(str(value or ""))

@@ -29,11 +29,16 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
         "report.html",
         "sample.gpkg",
         "accuracy.json",
+        "change.tif",
+        "transitions.csv",
         "overall accuracy",
     ):
         assert name in text
     cube = open_cube(out / "cube.zarr")
     assert cube.sizes["y"] == 600 and "HH" in list(cube["band"].values)
+    assert cube.sizes["time"] == 2 and cube.attrs["labels_date"] == "2015-07-01"
+    change = json.loads((out / "change.json").read_text())
+    assert change["pixels_changed"] > 0 and change["classes"]
     report = json.loads((out / "metrics.json").read_text())
     assert report["source"]["split"] == "test" and report["pixels"] > 0
     scene = json.loads((out / "metrics_scene.json").read_text())
@@ -67,6 +72,7 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
         "train",
         "evaluate",
         "predict",
+        "change",
         "design-sample",
         "assess",
         "report",
@@ -76,6 +82,9 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
     assert by["sample"].cube == by["prepare"].out and by["predict"].patches == by["sample"].out
     assert by["assess"].truth == by["prepare"].out  # an input named like a product of the run is that product
     assert by["assess"].reference == by["design-sample"].out and by["assess"].map == by["predict"].out
+    assert by["change"].map_a == by["predict"].out and by["predict"].all_dates
+    images = [Path(p).name for p in by["prepare"].image]
+    assert images == ["Landsat_Kerinci_2015_v1.tif", "Landsat_Kerinci_2023_v1.tif"]
     raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
     steps, root = plan(raw, base=base, source="kerinci.toml")
     by = {s.stage.name: s.options for s in steps}

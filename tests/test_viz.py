@@ -243,6 +243,8 @@ def test_report_html__renders_in_the_browser(tmp_path, browser, server):
     )
     assert "Accuracy: whole scene, by split area" in text and "Class areas" in text and "Training" in text
     assert "Accuracy and area from the sample" in text and "error-adjusted ha" in text
+    assert "Land-cover change" in text and "pixels changed" in text
+    assert {"from-to map", "map 2015-07-01", "map 2023-07-01"} <= titles
     pred = next(f for f in frames if f["title"] == "prediction")
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
 

@@ -28,6 +28,8 @@ class ReportOptions:
     )
     areas: str | None = option(None, "class areas (CSV)", io="in", kind="areas")
     history: str | None = option(None, "training history (CSV)", io="in", kind="history")
+    change: str | None = option(None, "a change store (change output)", io="in", kind="change")
+    change_summary: str | None = option(None, "its summary (JSON)", io="in", kind="change_summary")
     assessment: str | None = option(
         None, "accuracy and areas from a sample (assess JSON)", io="in", kind="assessment"
     )
@@ -36,7 +38,17 @@ class ReportOptions:
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
 
 
-_INPUTS = ("cube", "prediction", "patches", "metrics", "scene_metrics", "areas", "history", "assessment")
+_INPUTS = (
+    "cube",
+    "prediction",
+    "patches",
+    "metrics",
+    "scene_metrics",
+    "areas",
+    "history",
+    "assessment",
+    "change",
+)
 
 
 def _from_run(o: ReportOptions) -> ReportOptions:
@@ -68,6 +80,8 @@ def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
         areas=o.areas,
         history=o.history,
         assessment=o.assessment,
+        change=o.change,
+        change_summary=o.change_summary,
         max_size=o.max_size,
     )
     return {"report": page}
