@@ -257,8 +257,16 @@ def open_prediction(path: str | Path, *, date: str | None = None, all_dates: boo
 def open_class_map(
     path: str | Path, *, date: str | None = None, all_dates: bool = False
 ) -> tuple[xr.DataArray, Legend]:
-    """A class map of training ids and its legend: a prediction store, or the COG ``predict`` writes."""
+    """A class map of training ids and its legend: a prediction store, the COG ``predict`` writes,
+    or a change store (its transitions as classes: ids 1..K of the transitions' legend)."""
     path = Path(path)
+    if path.is_dir() and (path / "transition").exists():
+        codes = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")["transition"]
+        tl = Legend.from_json(codes.attrs["transition_legend"], source=str(path))
+        lut = np.zeros(max(tl.values) + 1, dtype=np.uint8 if tl.n_classes < 255 else np.uint16)
+        lut[list(tl.values)] = tl.ids
+        ids = codes.copy(data=codes.data.map_blocks(lambda c: lut[c], dtype=lut.dtype))
+        return ids.rio.write_crs(codes.rio.crs).rio.write_transform(codes.rio.transform()), tl
     if path.is_dir():
         pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]
         return pred, Legend.from_json(pred.attrs["legend"], source=str(path))

@@ -14,7 +14,7 @@ from ._outputs import write_atomic, write_text
 from .cube import cube_legend, cube_view, open_cube
 from .legend import Legend
 from .patches import manifest_of, open_patches
-from .prediction import open_prediction
+from .prediction import open_class_map, open_prediction
 from .preprocess import false_colour
 
 __all__ = [
@@ -537,11 +537,7 @@ def _change_parts(
     hv = _hv()
     store = xr.open_zarr(change, consolidated=(Path(change) / ".zmetadata").exists(), decode_coords="all")
     legend = Legend.from_json(store.attrs["legend"])
-    tl = Legend.from_json(store["transition"].attrs["transition_legend"])
-    lut = np.zeros(max(tl.values) + 1, dtype=np.uint8 if tl.n_classes < 255 else np.uint16)
-    lut[list(tl.values)] = tl.ids
-    codes = store["transition"]
-    ids = codes.copy(data=codes.data.map_blocks(lambda c: lut[c], dtype=lut.dtype))
+    ids, tl = open_class_map(change)
     panels = []
     if prediction is not None:
         both = open_prediction(prediction, all_dates=True)["classes"]

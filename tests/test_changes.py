@@ -178,3 +178,23 @@ def test_change__bad_input(series, tmp_path, capsys):
     assert main(["change", str(small), str(other), "--out", str(tmp_path / "d.zarr")]) == 2
     assert "expected the legend" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".zarr"]
+
+
+def test_design_and_assess__on_a_change_map_strata_are_transitions(series, tmp_path):
+    change = kx.change(series["maps"][0], series["maps"][1], out=tmp_path / "c.zarr")["change"]
+    sample = kx.design_sample(change, n=120, min_per_class=5, out=tmp_path / "s.gpkg")["points"]
+    assert sample["map_name"].str.contains(" -> ").all() and "Primary dryland forest -> Estate crop" in set(
+        sample["map_name"]
+    )
+    # the truth of each point: its transition between the generator's two label rasters
+    a, b = series["truth"]
+    names = [
+        f"{KLHK_LEGEND.name_of(int(i))} -> {KLHK_LEGEND.name_of(int(j))}"
+        for i, j in zip(a[sample["row"], sample["col"]], b[sample["row"], sample["col"]], strict=True)
+    ]
+    filled = sample.assign(reference=names)
+    filled.to_csv(tmp_path / "filled.csv", index=False)
+    res = kx.assess(change, reference=tmp_path / "filled.csv", out=tmp_path / "a.json")["result"]
+    assert res["overall_accuracy"]["estimate"] == pytest.approx(1.0)  # the map is the truth
+    loss = next(c for c in res["classes"] if c["name"] == "Primary dryland forest -> Estate crop")
+    assert loss["area_ha"]["estimate"] == pytest.approx(loss["map_area_ha"])
