@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,11 +123,14 @@ def build_cube(
     if raw.rio.crs is None:
         raise RasterReadError(f"{raw.attrs.get('source', 'image')}: the image has no CRS.")
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
+    _check_nodata(nodata, raw, "--nodata")
     optical = scale_values(raw, scale=scale, offset=offset, nodata=nodata)
     parts = [optical]
     inputs: dict[str, Any] = {"image": str(raw.attrs.get("source", "<memory>"))}
     if radar is not None:
         rraw = _as_raster(radar, bands=None, chunks=chunks)
+        _check_overlap(raw, rraw, "radar")
+        _check_nodata(radar_nodata, rraw, "radar nodata")
         if (
             radar_bands is not None
             and not isinstance(radar, xr.DataArray)
@@ -173,6 +176,7 @@ def build_cube(
         if kio.grid_differences(raw, lraw):
             if not align_labels:
                 kio.require_same_grid(raw, lraw, what="labels")
+            _check_overlap(raw, lraw, "labels")
             lraw = kio.align_to(lraw, optical, resampling="nearest")
         else:
             lraw = lraw.assign_coords(y=optical["y"], x=optical["x"])
@@ -199,6 +203,60 @@ def build_cube(
         ),
     }
     return ds
+
+
+def _check_nodata(nodata: float | None, raw: xr.DataArray, what: str) -> None:
+    """A nodata value must be one the pixels can hold (an integer in range for integer rasters)."""
+    if nodata is None or np.isnan(nodata):
+        return
+    src = raw.attrs.get("source", "the raster")
+    if not np.isfinite(nodata):
+        raise InvalidInputError(
+            f"{src}: {what} {nodata} is not a pixel value. Fix: a finite number (or none)."
+        )
+    if np.issubdtype(raw.dtype, np.integer):
+        info = np.iinfo(raw.dtype)
+        if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+            raise InvalidInputError(
+                f"{src}: {what} {nodata} cannot occur in {raw.dtype} pixels (integers "
+                f"{info.min}..{info.max}). Fix: a value of the file's type, e.g. {max(info.min, 0)}."
+            )
+
+
+def _check_overlap(image: xr.DataArray, other: xr.DataArray, what: str) -> None:
+    """Refuse a second raster whose footprint misses the image's altogether."""
+    import rasterio.warp
+
+    ob = rasterio.warp.transform_bounds(other.rio.crs, image.rio.crs, *other.rio.bounds(), densify_pts=21)
+    ib = image.rio.bounds()
+    if ob[0] >= ib[2] or ob[2] <= ib[0] or ob[1] >= ib[3] or ob[3] <= ib[1]:
+        raise InvalidInputError(
+            f"{other.attrs.get('source', what)}: the {what} do not overlap the image "
+            f"{image.attrs.get('source', '')} (bounds {tuple(round(v, 6) for v in ob)} vs "
+            f"{tuple(round(v, 6) for v in ib)} in the image's CRS). Fix: pass the {what} of this area."
+        )
+
+
+def check_content(path: str | Path) -> None:
+    """Refuse a written cube with no valid pixel, or labels without one labelled pixel."""
+    ds = xr.open_zarr(path, consolidated=consolidated(path))
+    valid = float(ds["valid"].mean().compute())
+    if valid == 0:
+        raise InvalidInputError(
+            "the cube has no valid pixel: every pixel is nodata, NaN or infinite in some band. Fix: check "
+            "--nodata, --scale/--offset and that the image holds data."
+        )
+    if "labels" in ds:
+        labelled = int(
+            ((ds["labels"] > 0) & (ds["valid"].any("time") if "time" in ds["valid"].dims else ds["valid"]))
+            .sum()
+            .compute()
+        )
+        if labelled == 0:
+            raise InvalidInputError(
+                "the labels hold no class on any valid pixel (outside the image, all nodata, or codes "
+                "missing from the legend). Fix: check the labels' footprint, their codes and the legend."
+            )
 
 
 def cube_legend(ds: xr.Dataset) -> Legend:
@@ -252,6 +310,7 @@ def write_cube(
     progress: bool = False,
     clevel: int = 3,
     zarr_format: Literal[2, 3] = 2,
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a cube (or a prediction) to Zarr, chunk by chunk, atomically.
 
@@ -284,6 +343,8 @@ def write_cube(
             encoding=_encoding(out, clevel, zarr_format),
         )
         compute(delayed, progress=progress)
+        if verify is not None:  # before the store takes its place: a refusal leaves the old one
+            verify(tmp)
     return path
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "LegendError",
     "OutputExistsError",
     "RasterReadError",
+    "TrainingDivergedError",
 ]
 
 
@@ -44,3 +45,7 @@ class OutputExistsError(KerinciError, FileExistsError):
 
 class CheckpointError(KerinciError, ValueError):
     """A checkpoint is unreadable, or does not match the data it is used with."""
+
+
+class TrainingDivergedError(KerinciError, ArithmeticError):
+    """Training produced a non-finite loss: its weights are not saved."""

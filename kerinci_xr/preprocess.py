@@ -100,9 +100,13 @@ def band_roles(names: Sequence[str], *, sensor: str = "auto") -> dict[str, str]:
 
 
 def valid_mask(raw: xr.DataArray, *, nodata: float | None = None) -> xr.DataArray:
-    """``(y, x)`` bool mask: True where every band is finite and differs from ``nodata``."""
+    """``(y, x)`` bool mask: True where every band is finite (not NaN, not +-inf) and differs from
+    ``nodata``."""
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
-    ok = ~raw.isnull() if np.issubdtype(raw.dtype, np.floating) else xr.ones_like(raw, dtype=bool)
+    if np.issubdtype(raw.dtype, np.floating):
+        ok = xr.apply_ufunc(np.isfinite, raw, dask="allowed")
+    else:
+        ok = xr.ones_like(raw, dtype=bool)
     if nodata is not None and not np.isnan(nodata):
         ok = ok & (raw != raw.dtype.type(nodata))
     return ok.all("band").rename("valid") if "band" in raw.dims else ok.rename("valid")
@@ -121,6 +125,8 @@ def scale_values(
     ``scale=1e-3`` for radar backscatter stored as dB x1e3. Pixels where any band equals
     ``nodata`` (default ``raw.attrs["nodata"]``) or is not finite become NaN in every band.
     """
+    if not np.isfinite(offset):
+        raise InvalidInputError(f"offset: expected a finite number, found {offset!r}.")
     if not np.isfinite(scale) or scale == 0:
         raise InvalidInputError(f"scale: expected a finite non-zero number, found {scale!r}.")
     ok = valid_mask(raw, nodata=nodata)
@@ -171,22 +177,36 @@ def blockwise_bincount(arr: da.Array, nbins: int) -> da.Array:
     return counts.sum(axis=(0, 1))
 
 
-def _unique_counts_block(block: np.ndarray) -> dict[int, int]:
+def _unique_counts_block(block: np.ndarray) -> dict[float, int]:
     values, counts = np.unique(block, return_counts=True)
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
-def label_code_counts(labels: xr.DataArray) -> dict[int, int]:
-    """Pixel count of every code in a raw label raster (one streaming pass)."""
+def label_code_counts(labels: xr.DataArray, *, source: str = "labels") -> dict[int, int]:
+    """Pixel count of every code in a raw label raster (one streaming pass).
+
+    Codes must be integers: a float raster holding 2001.7 or NaN is refused with the values found
+    (they would otherwise be truncated, or be no class at all).
+    """
     data = labels.data
-    if not isinstance(data, da.Array):
-        return _unique_counts_block(np.asarray(data))
-    parts = [dask.delayed(_unique_counts_block)(b) for b in data.to_delayed().ravel()]
-    total: dict[int, int] = {}
-    for part in dask.compute(*parts):
+    parts = (
+        [_unique_counts_block(np.asarray(data))]
+        if not isinstance(data, da.Array)
+        else dask.compute(*[dask.delayed(_unique_counts_block)(b) for b in data.to_delayed().ravel()])
+    )
+    total: dict[float, int] = {}
+    for part in parts:
         for k, v in part.items():
-            total[int(k)] = total.get(int(k), 0) + v
-    return dict(sorted(total.items()))
+            total[k] = total.get(k, 0) + v
+    bad = sorted((k for k in total if not (np.isfinite(k) and float(k).is_integer())), key=str)
+    if bad:
+        raise InvalidInputError(
+            f"{source}: expected integer class codes, found {len(bad)} other value(s), e.g. "
+            f"{[f'{v:g}' for v in bad[:5]]} "
+            f"({sum(total[k] for k in bad):,} pixels). Fix: write the labels as an integer raster of the "
+            "legend's codes (nodata 0)."
+        )
+    return dict(sorted((int(k), v) for k, v in total.items()))
 
 
 def check_label_codes(

@@ -73,7 +73,7 @@ class SplitLayout:
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     f = tuple(float(x) for x in fractions)
-    if len(f) != 3 or any(x < 0 for x in f) or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
+    if len(f) != 3 or not all(np.isfinite(f)) or any(x < 0 for x in f) or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
         raise InvalidInputError(
             f"fractions: expected three non-negative numbers (train, val, test) summing to 1 with "
             f"train > 0, found {list(fractions)}. Fix: e.g. 0.7,0.15,0.15."
@@ -241,7 +241,9 @@ def sample_centres(
             f"patch: a {patch} x {patch} window (plus buffer {buffer}) does not fit in the "
             f"{height} x {width} scene. Fix: use a smaller --patch."
         )
-    layout = split_layout((height, width), block=block or 4 * patch, fractions=fractions, seed=seed)
+    layout = split_layout(
+        (height, width), block=4 * patch if block is None else block, fractions=fractions, seed=seed
+    )
     labels, valid = (
         a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=1024)
         for a in (cube["labels"].data, cube["valid"].data)

@@ -28,7 +28,7 @@ from ._outputs import check_output, write_atomic, write_text
 from .batching import make_loader
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
 from .cluster import live_progress
-from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError
+from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError, TrainingDivergedError
 from .legend import Legend
 from .metrics import accuracy_report, confusion_matrix
 from .model import Norm, UNet, UNetConfig, pick_device
@@ -79,8 +79,17 @@ class TrainConfig:
             raise InvalidInputError(
                 f"class_weights: expected 'none', 'inverse' or 'inverse_sqrt', found {self.class_weights!r}."
             )
-        if self.lr <= 0 or self.dice < 0 or self.patience < 1:
-            raise InvalidInputError("lr must be > 0, dice >= 0 and patience >= 1.")
+        numbers = (self.lr, self.dice, self.weight_decay, self.dropout)
+        if not all(np.isfinite(numbers)) or self.lr <= 0 or self.dice < 0 or self.patience < 1:
+            raise InvalidInputError(
+                f"lr must be > 0, dice >= 0, patience >= 1 and all finite; found lr {self.lr}, "
+                f"dice {self.dice}, patience {self.patience}, weight_decay {self.weight_decay}, "
+                f"dropout {self.dropout}."
+            )
+        if self.loader_workers < 0:
+            raise InvalidInputError(
+                f"loader_workers: expected 0 or more processes, found {self.loader_workers}."
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -294,6 +303,12 @@ def fit(
             break
         t_epoch = time.perf_counter()
         row = _train_epoch(run, epoch, progress)
+        if not math.isfinite(row["train_loss"]):  # nothing is saved from a diverged epoch
+            raise TrainingDivergedError(
+                f"{run.store}: the training loss became {row['train_loss']} in epoch {epoch + 1}; no "
+                "checkpoint was written for it. Fix: check the imagery for extreme values (kerinci-xr "
+                "info), or lower --lr."
+            )
         row |= _validate(run)
         row["seconds"] = time.perf_counter() - t_epoch
         improved = _record(run, row)

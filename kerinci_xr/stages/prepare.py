@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .._options import option
 from .._outputs import check_output
-from ..cube import build_cube, build_series, write_cube
+from ..cube import build_cube, build_series, check_content, write_cube
 from ..errors import InvalidInputError
 from ..io import open_raster
 from ..legend import read_legend
@@ -95,7 +95,11 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
     for path in o.labels or ():
         raw = open_raster(path, chunks=o.chunk)
         unknown |= check_label_codes(
-            label_code_counts(raw), legend, nodata=raw.attrs.get("nodata"), strict=o.strict, source=path
+            label_code_counts(raw, source=path),
+            legend,
+            nodata=raw.attrs.get("nodata"),
+            strict=o.strict,
+            source=path,
         )
     if o.labels is not None and legend is not None:
         prov = json.loads(ds.attrs["provenance"])
@@ -103,7 +107,14 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         prov["unknown_label_codes"] = {str(k): v for k, v in unknown.items()}
         ds.attrs["provenance"] = json.dumps(prov)
     return {
-        "cube": write_cube(ds, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)
+        "cube": write_cube(
+            ds,
+            o.out,
+            overwrite=o.overwrite,
+            progress=ctx.progress,
+            zarr_format=o.zarr_format,
+            verify=check_content,
+        )
     }
 
 

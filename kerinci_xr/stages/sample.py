@@ -66,7 +66,11 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         block=o.block,
         buffer=o.buffer,
     )
-    split = {"seed": o.seed, "fractions": [float(f) for f in o.fractions], "block": o.block or 4 * o.patch}
+    split = {
+        "seed": o.seed,
+        "fractions": [float(f) for f in o.fractions],
+        "block": 4 * o.patch if o.block is None else o.block,
+    }
     attrs = {"cube": str(o.cube), "split": split, "temporal": o.temporal, "date": ds.attrs.get("date", "")}
     store = write_patches(ds, table, o.out, overwrite=o.overwrite, progress=ctx.progress, attrs=attrs)
     return {"patches": store, "manifest": write_manifest(table, manifest)}

@@ -1,0 +1,126 @@
+"""Garbage in is refused, or made invalid, never turned into results with exit status 0."""
+
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+
+import kerinci_xr as kx
+from kerinci_xr.cli import main
+from kerinci_xr.io import open_raster
+
+from .conftest import sampled_run
+
+
+def _prepare(scene, out, *extra):
+    return [
+        "-q",
+        "prepare",
+        "--image",
+        str(scene.landsat),
+        "--labels",
+        str(scene.labels),
+        "--legend",
+        str(scene.legend),
+        *extra,
+        "--out",
+        str(out),
+    ]
+
+
+def test_prepare__infinite_pixels_are_invalid(small_scene, tmp_path):
+    img = open_raster(small_scene.landsat).astype(np.float32)
+    arr = img.values.copy()
+    arr[2, 10:20, 10:20], arr[5, 30, 40] = np.inf, -np.inf
+    img.copy(data=arr).rio.to_raster(tmp_path / "inf.tif")
+    assert (
+        main(["-q", "prepare", "--image", str(tmp_path / "inf.tif"), "--out", str(tmp_path / "c.zarr")]) == 0
+    )
+    valid = kx.open_cube(tmp_path / "c.zarr")["valid"].values
+    assert not valid[10:20, 10:20].any() and not valid[30, 40] and valid.mean() > 0.5
+
+
+@pytest.mark.parametrize(("values", "message"), [(2001.7, "2001.7"), (np.nan, "nan")])
+def test_prepare__float_labels_must_hold_integer_codes(small_scene, tmp_path, capsys, values, message):
+    lab = open_raster(small_scene.labels).astype(np.float32)
+    arr = lab.values.copy()
+    arr[0, :3, :3] = values
+    lab.copy(data=arr).rio.to_raster(tmp_path / "labels.tif")
+    argv = [
+        "-q",
+        "prepare",
+        "--image",
+        str(small_scene.landsat),
+        "--labels",
+        str(tmp_path / "labels.tif"),
+        "--legend",
+        str(small_scene.legend),
+        "--out",
+        str(tmp_path / "c.zarr"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "expected integer class codes" in err and message in err and not (tmp_path / "c.zarr").exists()
+
+
+def test_prepare__inputs_that_do_not_overlap_or_hold_nothing(small_scene, tmp_path, capsys):
+    radar = open_raster(small_scene.palsar)
+    far = radar.assign_coords(y=radar["y"] - 20.0)  # 20 degrees south of the scene
+    far.rio.to_raster(tmp_path / "far.tif")
+    assert main(_prepare(small_scene, tmp_path / "a.zarr", "--radar", str(tmp_path / "far.tif"))) == 2
+    assert "do not overlap the image" in capsys.readouterr().err
+    empty = open_raster(small_scene.landsat)
+    empty.copy(data=np.zeros_like(empty.values)).rio.to_raster(tmp_path / "empty.tif")
+    with rasterio.open(tmp_path / "empty.tif", "r+") as dst:
+        dst.nodata = 0
+    assert (
+        main(["-q", "prepare", "--image", str(tmp_path / "empty.tif"), "--out", str(tmp_path / "b.zarr")])
+        == 2
+    )
+    assert "the cube has no valid pixel" in capsys.readouterr().err
+    assert not [p.name for p in tmp_path.iterdir() if ".zarr" in p.name]  # nothing written, no temporary left
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--nodata", "70000"), "cannot occur in uint16 pixels"),
+        (("--nodata", "-1"), "cannot occur in uint16 pixels"),
+        (("--nodata", "0.5"), "cannot occur in uint16 pixels"),
+        (("--offset", "nan"), "offset: expected a finite number"),
+        (("--chunk", "-5"), "chunks: expected a positive number"),
+    ],
+)
+def test_prepare__values_out_of_range(small_scene, tmp_path, capsys, extra, message):
+    assert main(_prepare(small_scene, tmp_path / "c.zarr", *extra)) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()
+
+
+def test_sample_and_train__values_out_of_range(tmp_path, capsys):
+    _, cube, store = sampled_run(tmp_path, height=200, width=200, seed=1, chunk=100, per_class=3, block=64)
+    for extra, message in (
+        (("--block", "0"), "block: expected a positive"),
+        (("--fractions", "nan,0.5,0.5"), "fractions"),
+    ):
+        assert (
+            main(["-q", "sample", str(cube), "--patch", "32", *extra, "--out", str(tmp_path / "x.zarr")]) == 2
+        )
+        assert message in capsys.readouterr().err and not (tmp_path / "x.zarr").exists()
+    assert main(["-q", "train", str(store), "--loader-workers", "-2", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "loader_workers" in capsys.readouterr().err
+
+
+def test_fit__a_diverging_loss_stops_with_an_error_and_saves_nothing(tmp_path):
+    _, _, store = sampled_run(tmp_path, height=200, width=200, seed=1, chunk=100, per_class=3, block=64)
+    huge = tmp_path / "huge.zarr"
+    shutil.copytree(store, huge)
+    g = zarr.open_group(str(huge), mode="r+")
+    g["image"][:] = np.float32(2e36)  # finite, and finite once normalised, but the activations overflow
+    cfg = kx.TrainConfig(epochs=2, depth=2, base=8, batch_size=4, norm="none")
+    with pytest.raises(kx.KerinciError, match="the training loss became nan"):
+        kx.fit(huge, tmp_path / "m.pt", config=cfg)
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.last.pt").exists()
+    assert xr.open_zarr(huge)["image"].dtype == np.float32
