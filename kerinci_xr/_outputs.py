@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -11,15 +12,34 @@ from typing import Any
 
 from .errors import InputFileNotFoundError, OutputExistsError
 
-__all__ = ["atomic_output", "check_output", "write_atomic", "write_text"]
+__all__ = ["atomic_output", "check_output", "write_atomic", "write_text", "written_here"]
+
+
+def written_here(path: Path) -> bool:
+    """Whether a folder is a store this toolkit wrote (its Zarr root's ``title`` says so)."""
+    for meta in (path / ".zattrs", path / "zarr.json"):
+        if meta.is_file():
+            try:
+                attrs = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = attrs.get("attributes", attrs) if meta.name == "zarr.json" else attrs
+            return str(attrs.get("title", "")).startswith("kerinci_xr")
+    return False
 
 
 def check_output(path: str | Path, *, overwrite: bool = False) -> None:
-    """Refuse an existing output (unless ``overwrite``) or a missing parent folder."""
+    """Refuse an existing output (unless ``overwrite``), a folder this toolkit did not write (even
+    with ``overwrite``: it may hold the user's data), or a missing parent folder."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
+        )
+    if path.is_dir() and not path.is_symlink() and not written_here(path):
+        raise OutputExistsError(
+            f"{path}: expected an output path, found a folder this toolkit did not write (it is never "
+            "replaced, --overwrite or not). Fix: choose another output path."
         )
     if not path.parent.is_dir():
         raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 class PipelineOptions:
     name: str = option("pipeline", "a name for the run")
     out_dir: str = option("run", "run folder, relative to the pipeline file")
+    outputs_anywhere: bool = option(
+        False, "let outputs lie outside the run folder (they stay inside by default)"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,22 @@ def plan(
     if not stages:
         raise InvalidInputError(f"{source}: expected at least one stage section, e.g. [synth] or [prepare].")
     values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
+    if not head.outputs_anywhere:  # a stage of a pipeline never writes outside its run folder by accident
+        for st in stages:
+            for s in st.specs:
+                value = values[st.name].get(s.name)
+                outside = [
+                    v
+                    for v in _many(value)
+                    if s.meta.get("io") == "out"
+                    and v is not None
+                    and not Path(os.path.normpath(v)).is_relative_to(os.path.normpath(root))
+                ]
+                if outside:
+                    raise InvalidInputError(
+                        f"{source}: [{st.name}] {s.name} = {outside[0]} lies outside the run folder {root}. "
+                        "Fix: a path inside it, or [pipeline] outputs_anywhere = true."
+                    )
     made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
     products = {p for paths in made.values() for p in flat(paths)}
     steps = []

@@ -124,3 +124,44 @@ def test_fit__a_diverging_loss_stops_with_an_error_and_saves_nothing(tmp_path):
         kx.fit(huge, tmp_path / "m.pt", config=cfg)
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.last.pt").exists()
     assert xr.open_zarr(huge)["image"].dtype == np.float32
+
+
+def test_overwrite__never_replaces_a_folder_the_toolkit_did_not_write(small_scene, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(small_scene.landsat.parent, inputs)
+    (inputs / "notes.txt").write_text("the user's own")
+    argv = [
+        "-q",
+        "prepare",
+        "--image",
+        str(inputs / small_scene.landsat.name),
+        "--out",
+        str(inputs),
+        "--overwrite",
+    ]
+    assert main(argv) == 2
+    assert "a folder this toolkit did not write" in capsys.readouterr().err
+    assert (inputs / "notes.txt").read_text() == "the user's own" and (
+        inputs / small_scene.landsat.name
+    ).exists()
+    # its own store it replaces
+    out = tmp_path / "cube.zarr"
+    assert (
+        main(["-q", "prepare", "--image", str(small_scene.landsat), "--chunk", "64", "--out", str(out)]) == 0
+    )
+    assert main(["-q", "prepare", "--image", str(small_scene.landsat), "--out", str(out), "--overwrite"]) == 0
+    assert kx.open_cube(out)["image"].chunks[1][0] == 320  # the new store (chunks of 1024 on 320 rows), not 64
+
+
+def test_pipeline__outputs_stay_in_the_run_folder(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("unrelated")
+    run = tmp_path / "p" / "q"
+    run.mkdir(parents=True)
+    (run / "p.toml").write_text(
+        '[pipeline]\nout_dir = "out"\n[synth]\nout = "../../../elsewhere"\nheight = 32\nwidth = 32\n'
+    )
+    assert main(["-q", "run", str(run / "p.toml")]) == 2
+    assert "lies outside the run folder" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
