@@ -150,7 +150,7 @@ def test_overwrite__never_replaces_a_folder_the_toolkit_did_not_write(small_scen
         main(["-q", "prepare", "--image", str(small_scene.landsat), "--chunk", "64", "--out", str(out)]) == 0
     )
     assert main(["-q", "prepare", "--image", str(small_scene.landsat), "--out", str(out), "--overwrite"]) == 0
-    assert kx.open_cube(out)["image"].chunks[1][0] == 320  # the new store (chunks of 1024 on 320 rows), not 64
+    assert kx.open_cube(out)["image"].chunks[1][0] == 320  # the new store (one chunk of 320 rows), not 64
 
 
 def test_pipeline__outputs_stay_in_the_run_folder(tmp_path, capsys):
