@@ -31,6 +31,7 @@ from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend
 from .model import UNetConfig, pick_device
+from .preprocess import remap_labels
 
 __all__ = ["margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
@@ -263,9 +264,7 @@ def open_class_map(
     if path.is_dir() and (path / "transition").exists():
         codes = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")["transition"]
         tl = Legend.from_json(codes.attrs["transition_legend"], source=str(path))
-        lut = np.zeros(max(tl.values) + 1, dtype=np.uint8 if tl.n_classes < 255 else np.uint16)
-        lut[list(tl.values)] = tl.ids
-        ids = codes.copy(data=codes.data.map_blocks(lambda c: lut[c], dtype=lut.dtype))
+        ids = remap_labels(codes, tl)  # transition codes -> ids 1..K, as label codes are remapped
         return ids.rio.write_crs(codes.rio.crs).rio.write_transform(codes.rio.transform()), tl
     if path.is_dir():
         pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]

@@ -13,22 +13,7 @@ from kerinci_xr.cli import main
 from kerinci_xr.io import open_raster
 
 from .conftest import sampled_run
-
-
-def _prepare(scene, out, *extra):
-    return [
-        "-q",
-        "prepare",
-        "--image",
-        str(scene.landsat),
-        "--labels",
-        str(scene.labels),
-        "--legend",
-        str(scene.legend),
-        *extra,
-        "--out",
-        str(out),
-    ]
+from .test_cli import _prepare
 
 
 def test_prepare__infinite_pixels_are_invalid(small_scene, tmp_path):

@@ -9,6 +9,19 @@ from kerinci_xr.cube import open_cube
 from kerinci_xr.io import open_raster
 
 
+def _legend_without(legend_path, code, out):
+    """The legend with one class left out."""
+    from kerinci_xr.legend import Legend, read_legend
+
+    full = read_legend(legend_path)
+    keep = [i for i, v in enumerate(full.values) if v != code]
+    Legend(
+        values=[full.values[i] for i in keep],
+        labels=[full.labels[i] for i in keep],
+        palette=[full.palette[i] for i in keep],
+    ).write(out)
+
+
 def _prepare(scene, out, *extra: str) -> list[str]:
     """argv of `prepare` on a generated scene (Landsat, labels, legend) plus ``extra``."""
     return [
@@ -67,15 +80,8 @@ def test_prepare__with_radar_on_a_local_cluster(tmp_path, small_scene, capsys):
 
 
 def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, capsys):
-    from kerinci_xr.legend import Legend, read_legend
 
-    full = read_legend(small_scene.legend)
-    keep = [i for i, v in enumerate(full.values) if v != 2002]  # drop a class that is present
-    Legend(
-        values=[full.values[i] for i in keep],
-        labels=[full.labels[i] for i in keep],
-        palette=[full.palette[i] for i in keep],
-    ).write(tmp_path / "lc.json")
+    _legend_without(small_scene.legend, 2002, tmp_path / "lc.json")  # a class that is present
     args = [
         "-q",
         "prepare",
@@ -202,17 +208,10 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 def test_prepare__not_a_terminal_writes_few_lines_and_plain_warnings(tmp_path):
     import re
 
-    from kerinci_xr.legend import Legend, read_legend
     from kerinci_xr.synthetic import make_kerinci_scene
 
     scene = make_kerinci_scene(tmp_path / "scene", height=1500, width=1500, seed=0, radar=False)
-    full = read_legend(scene.legend)
-    keep = [i for i, v in enumerate(full.values) if v != 2002]  # a code of the labels goes missing
-    Legend(
-        values=[full.values[i] for i in keep],
-        labels=[full.labels[i] for i in keep],
-        palette=[full.palette[i] for i in keep],
-    ).write(tmp_path / "lc.json")
+    _legend_without(scene.legend, 2002, tmp_path / "lc.json")  # a code of the labels goes missing
     res = _cli(
         "prepare",
         "--image",

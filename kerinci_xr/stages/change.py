@@ -18,6 +18,7 @@ from ..errors import InvalidInputError
 from ..io import write_cog
 from ..legend import Legend
 from ..prediction import open_class_map, open_prediction
+from ..preprocess import remap_labels
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "ChangeOptions"]
@@ -117,9 +118,6 @@ def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
     codes = change_codes(a, b, legend, names=(names[0], names[1]))
     matrix = transition_matrix(codes, legend)
     tl = transition_legend(matrix)
-    n1 = legend.n_classes + 1
-    lut = np.zeros(n1 * n1, dtype=np.uint8 if len(tl.values) < 255 else np.uint16)
-    lut[list(tl.values)] = tl.ids
     layers = {"transition": codes}
     codes.attrs = tl.cf_attrs("land-cover transition: from_id * (N + 1) + to_id") | {
         "flag_values": [0, *tl.values],
@@ -142,7 +140,7 @@ def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
     table = transitions_table(matrix)
     net = gross_net(matrix)
     if o.cog is not None:
-        ids = codes.copy(data=codes.data.map_blocks(lambda c: lut[c], dtype=lut.dtype))
+        ids = remap_labels(codes, tl).rio.write_crs(a.rio.crs).rio.write_transform(a.rio.transform())
         written["change_cog"] = write_cog(ids, o.cog, legend=tl, overwrite=o.overwrite)
         written["change_cog_style"] = Path(o.cog).with_suffix(".qml")
     if o.transitions is not None:
