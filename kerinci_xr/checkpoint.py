@@ -76,7 +76,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: expected a checkpoint of format {CHECKPOINT_FORMAT!r}, found "
             f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}."
         )
+    wrong = [key for key, kind in _KEYS.items() if not isinstance(ckpt.get(key), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: expected a complete checkpoint, found missing or badly typed {wrong}. "
+            "Fix: retrain, or restore the file the training wrote."
+        )
     return ckpt
+
+
+#: What every checkpoint holds, and of which type.
+_KEYS = {
+    "model_config": dict,
+    "model_state": dict,
+    "bands": list,
+    "band_mean": list,
+    "band_std": list,
+    "legend": dict,
+}
 
 
 def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend | None, source: str) -> None:

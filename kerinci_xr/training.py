@@ -345,8 +345,9 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
             f"{store}: patches of {patch} pixels are not divisible by 2 ** depth = {mcfg.multiple}. "
             "Fix: lower depth or sample other patch sizes."
         )
-    if not resume:
-        check_output(out, overwrite=overwrite)
+    if not resume:  # every file of the run obeys the same rule as the checkpoint
+        for path in (out, *history_paths(out)):
+            check_output(path, overwrite=overwrite)
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)

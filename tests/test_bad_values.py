@@ -150,3 +150,41 @@ def test_pipeline__outputs_stay_in_the_run_folder(tmp_path, capsys):
     assert main(["-q", "run", str(run / "p.toml")]) == 2
     assert "lies outside the run folder" in capsys.readouterr().err
     assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
+
+
+def test_checkpoint__right_marker_but_missing_or_badly_typed_keys(tmp_path):
+    import torch
+
+    from kerinci_xr.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+
+    torch.save({"format": CHECKPOINT_FORMAT, "bands": "B1", "model_state": {}}, tmp_path / "bad.pt")
+    with pytest.raises(kx.CheckpointError, match=r"missing or badly typed \['model_config', 'bands'"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_train__its_other_files_obey_overwrite_too_and_dot_is_no_output(tmp_path, capsys):
+    _, _, store = sampled_run(tmp_path, height=200, width=200, seed=1, chunk=100, per_class=3, block=64)
+    (tmp_path / "m.history.csv").write_text("a history the user kept")
+    assert (
+        main(["-q", "train", str(store), "--epochs", "1", "--depth", "2", "--out", str(tmp_path / "m.pt")])
+        == 2
+    )
+    assert "m.history.csv: output exists" in capsys.readouterr().err
+    assert (tmp_path / "m.history.csv").read_text() == "a history the user kept" and not (
+        tmp_path / "m.pt"
+    ).exists()
+    assert (
+        main(
+            [
+                "-q",
+                "prepare",
+                "--image",
+                str(tmp_path / "scene" / "Landsat_Kerinci_2023_v1.tif"),
+                "--out",
+                ".",
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
+    assert "a folder this toolkit did not write" in capsys.readouterr().err
