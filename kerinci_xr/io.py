@@ -163,8 +163,8 @@ def require_same_grid(reference: xr.DataArray, other: xr.DataArray, *, what: str
         raise GridMismatchError(
             f"{src}: expected {what} on the grid of {ref}, found differences: "
             + "; ".join(diffs)
-            + f". Fix: pass align=True (nearest-neighbour resampling) or warp {what} "
-            "onto the imagery grid first."
+            + f". Fix: pass --align-labels (align_labels=True in Python: nearest-neighbour resampling) "
+            f"or warp the {what} onto the imagery grid first."
         )
 
 

@@ -101,7 +101,7 @@ def test_require_same_grid__names_every_difference(small_scene):
         require_same_grid(landsat, palsar, what="labels")
     msg = str(info.value)
     assert "Palsar_Kerinci_2023_v1.tif" in msg and "shape" in msg and "transform" in msg
-    assert "align=True" in msg
+    assert "--align-labels" in msg
 
 
 @pytest.mark.parametrize("chunk", [32, 1024])
