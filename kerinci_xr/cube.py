@@ -19,7 +19,7 @@ from ._outputs import atomic_output
 from .cluster import compute
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
-from .preprocess import band_roles, remap_labels, scale_values, valid_mask
+from .preprocess import band_roles, parse_band_roles, remap_labels, scale_values, valid_mask
 
 __all__ = [
     "build_cube",
@@ -48,7 +48,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks) -> xr.DataArray:
+def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks, select=None) -> xr.DataArray:
+    if isinstance(obj, xr.DataArray) and select:
+        return _as_raster(obj, bands=bands, chunks=chunks).sel(band=list(select))
     if isinstance(obj, xr.DataArray):
         da_ = obj if "band" in obj.dims else obj.expand_dims(band=["band_1"])
         if bands is not None:
@@ -59,7 +61,7 @@ def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks) -> xr.DataArray
                 )
             da_ = da_.assign_coords(band=list(bands))
         return da_.chunk(kio.normalize_chunks(chunks))
-    return kio.open_raster(obj, bands=bands, chunks=chunks)
+    return kio.open_raster(obj, bands=bands, chunks=chunks, select=select)
 
 
 def build_cube(
@@ -78,6 +80,8 @@ def build_cube(
     align_labels: bool = False,
     chunks: int | Mapping[str, int] | None = None,
     sensor: str = "auto",
+    select: Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Build the lazy analysis-ready cube from imagery, optional labels and optional radar.
 
@@ -108,6 +112,10 @@ def build_cube(
         Spatial chunk edge (pixels) of the cube; all bands share a chunk.
     sensor
         ``"auto"``, ``"landsat8"``, ``"landsat7"`` or ``"sentinel2"``: which bands play which role.
+    select
+        Keep only these optical bands (the others are never read).
+    roles
+        Band roles where the sensor cannot be recognised, ``("nir=B4", "swir1=B5", ...)``.
 
     Returns
     -------
@@ -119,7 +127,7 @@ def build_cube(
     chunks = kio.normalize_chunks(chunks)
     if labels is not None and legend is None:
         raise InvalidInputError("labels given without a legend. Fix: pass legend=read_legend(...).")
-    raw = _as_raster(image, bands=bands, chunks=chunks)
+    raw = _as_raster(image, bands=bands, chunks=chunks, select=select)
     if raw.rio.crs is None:
         raise RasterReadError(f"{raw.attrs.get('source', 'image')}: the image has no CRS.")
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
@@ -184,7 +192,8 @@ def build_cube(
         inputs["labels"] = str(lraw.attrs.get("source", "<memory>"))
     ds = xr.Dataset(data_vars)
     ds = ds.rio.write_crs(raw.rio.crs).rio.write_transform(raw.rio.transform())
-    roles = band_roles(list(img["band"].values), sensor=sensor)
+    names = [str(b) for b in img["band"].values]
+    roles = band_roles(names, sensor=sensor) | parse_band_roles(roles, names)
     ds.attrs = {
         "title": "kerinci_xr analysis-ready cube",
         "legend": legend.to_json() if legend is not None else "",

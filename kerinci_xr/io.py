@@ -72,6 +72,7 @@ def open_raster(
     bands: Sequence[str] | None = None,
     chunks: int | Mapping[str, int] | None = None,
     name: str | None = None,
+    select: Sequence[str] | None = None,
 ) -> xr.DataArray:
     """Open a GeoTIFF/COG lazily as a chunked ``(band, y, x)`` DataArray.
 
@@ -88,6 +89,8 @@ def open_raster(
         Spatial chunk edge in pixels, or a ``{"y": .., "x": ..}`` mapping; all bands share a chunk.
     name
         Name of the DataArray (defaults to the file stem).
+    select
+        Keep only these bands (by name, in this order); the others are never read.
 
     Returns
     -------
@@ -127,11 +130,18 @@ def open_raster(
         )
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{path}: band names must be unique, found {names}.")
-    da_ = rioxarray.open_rasterio(
-        path, chunks=normalize_chunks(chunks), lock=False, cache=False, masked=False
-    )
+    spec = normalize_chunks(chunks) | ({"band": 1} if select else {})  # band by band: skipped bands unread
+    da_ = rioxarray.open_rasterio(path, chunks=spec, lock=False, cache=False, masked=False)
     assert isinstance(da_, xr.DataArray)  # a single-subdataset GeoTIFF; not user input
     da_ = da_.assign_coords(band=np.array(names, dtype=object))
+    if select:
+        missing = [b for b in select if b not in names]
+        if missing:
+            raise InvalidInputError(
+                f"{path}: bands {missing} to select are not in the file, which has {names}. Fix: name "
+                "bands that exist (see --bands for files without band names)."
+            )
+        da_ = da_.sel(band=list(select)).chunk({"band": -1})
     attrs = {"nodata": None if nodata is None else float(nodata), "source": str(path)}
     da_.attrs = attrs
     da_.encoding.pop("_FillValue", None)

@@ -29,6 +29,7 @@ __all__ = [
     "ndvi",
     "ndwi",
     "normalized_difference",
+    "parse_band_roles",
     "remap_labels",
     "scale_values",
     "spectral_index",
@@ -66,6 +67,21 @@ BAND_ROLES: dict[str, dict[str, str]] = {
     },
 }
 _ROLE_NAMES = ("coastal", "blue", "green", "red", "nir", "swir1", "swir2", "cirrus")
+
+
+def parse_band_roles(pairs: Sequence[str] | None, names: Sequence[str]) -> dict[str, str]:
+    """``("nir=B4", "swir1=B5")`` -> ``{"nir": "B4", "swir1": "B5"}``, checked against role and band names."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        role, _, band = pair.partition("=")
+        role, band = role.strip().lower(), band.strip()
+        if role not in _ROLE_NAMES or band not in names:
+            raise InvalidInputError(
+                f"band roles: expected ROLE=BAND with a role of {list(_ROLE_NAMES)} and a band of "
+                f"{list(names)}, found {pair!r}. Fix: e.g. --band-roles nir=B4,swir1=B5,swir2=B7"
+            )
+        out[role] = band
+    return out
 
 
 def band_roles(names: Sequence[str], *, sensor: str = "auto") -> dict[str, str]:

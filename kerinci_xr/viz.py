@@ -15,7 +15,7 @@ from .cube import cube_legend, cube_view, open_cube
 from .legend import Legend
 from .patches import manifest_of, open_patches
 from .prediction import open_class_map, open_prediction
-from .preprocess import false_colour
+from .preprocess import false_colour, parse_band_roles
 
 __all__ = [
     "area_bars",
@@ -55,13 +55,14 @@ def false_colour_png(
     bands: Sequence[str] | None = None,
     percentiles: tuple[float, float] = (2.0, 98.0),
     max_size: int = 2048,
+    roles: dict[str, str] | None = None,
 ) -> Path:
     """Write a stretched false-colour composite (default NIR-SWIR1-SWIR2) as PNG.
 
     The percentile limits come from the whole scene (streamed); the picture is a strided
     subsample of at most ``max_size`` pixels on its longer side. Invalid pixels are black.
     """
-    rgb = false_colour(image, bands=bands, percentiles=percentiles)
+    rgb = false_colour(image, bands=bands, percentiles=percentiles, roles=roles)
     small = decimate(rgb, max_size=max_size).transpose("y", "x", "band").values
     small = np.nan_to_num(small, nan=0.0)
     return _save_png(np.rint(small * 255).astype(np.uint8), path)
@@ -173,10 +174,12 @@ def false_colour_map(
     title: str = "false colour (NIR-SWIR1-SWIR2)",
     width: int = 600,
     height: int = 560,
+    roles: dict[str, str] | None = None,
 ):
     """The stretched false-colour composite (default NIR-SWIR1-SWIR2) as an RGB element."""
     hv = _hv()
-    rgb = decimate(false_colour(image, bands=bands, percentiles=percentiles), max_size=max_size).compute()
+    rgb = false_colour(image, bands=bands, percentiles=percentiles, roles=roles)
+    rgb = decimate(rgb, max_size=max_size).compute()
     vals = np.nan_to_num(rgb.transpose("y", "x", "band").values, nan=0.0)
     x, y = rgb["x"].values, rgb["y"].values
     el = hv.RGB((x, y, vals[..., 0], vals[..., 1], vals[..., 2]), kdims=["x", "y"])
@@ -354,7 +357,7 @@ def scene_maps(
     """Linked panels of a scene: composite, labels, prediction, errors, sampled windows."""
     legend = Legend.from_json(cube.attrs["legend"]) if cube.attrs.get("legend") else None
     panels = []
-    fc = false_colour_map(cube["image"], max_size=max_size)
+    fc = false_colour_map(cube["image"], max_size=max_size, roles=roles_of(cube))
     panels.append(fc)
     if "labels" in cube and legend is not None:
         panels.append(class_map(cube["labels"], cube_legend(cube), title="labels", max_size=max_size))
@@ -370,6 +373,14 @@ def scene_maps(
             )
         )
     return linked_panels(panels)
+
+
+def roles_of(cube: xr.Dataset, extra: Sequence[str] | None = None) -> dict[str, str] | None:
+    """The band roles a cube records, with ``ROLE=BAND`` pairs over them; ``None`` when unknown."""
+    names = [str(b) for b in cube["band"].values]
+    roles = {k: v for k, v in json.loads(cube.attrs.get("band_roles") or "{}").items() if v in names}
+    roles |= parse_band_roles(extra, names)
+    return roles or None
 
 
 def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, colors: bool = False) -> str:

@@ -273,3 +273,39 @@ def test_cli__reader_gone_no_traceback_and_unexpected_errors_one_line(tmp_path, 
     assert "Traceback" not in (tmp_path / "err").read_text()
     res = _cli("info", str(tmp_path), check=False)  # a folder that is no cube: bad input
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_prepare__select_and_band_roles_for_unknown_sensors(small_scene, tmp_path, capsys):
+    names = ",".join(f"x{i}" for i in range(1, 9))
+    out = tmp_path / "cube.zarr"
+    argv = [
+        "-q",
+        "prepare",
+        "--image",
+        str(small_scene.landsat),
+        "--bands",
+        names,
+        "--select",
+        "x2,x4,x5,x6,x7",
+        "--band-roles",
+        "nir=x5,swir1=x6,swir2=x7",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    cube = open_cube(out)
+    assert list(cube["band"].values) == ["x2", "x4", "x5", "x6", "x7"]
+    assert json.loads(cube.attrs["band_roles"]) == {"nir": "x5", "swir1": "x6", "swir2": "x7"}
+    assert main(["-q", "quicklook", str(out), "--out", str(tmp_path / "q")]) == 0
+    assert (tmp_path / "q" / "false_colour.png").stat().st_size > 1000
+    bad = [
+        "-q",
+        "prepare",
+        "--image",
+        str(small_scene.landsat),
+        "--band-roles",
+        "nir=B99",
+        "--out",
+        str(tmp_path / "b.zarr"),
+    ]
+    assert main(bad) == 2 and "band roles: expected ROLE=BAND" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from ..cube import cube_legend, cube_view, open_cube
 from ..legend import Legend
 from ..patches import open_patches
 from ..prediction import open_prediction
-from ..viz import class_map_png, error_png, false_colour_png, save_html, scene_maps
+from ..viz import class_map_png, error_png, false_colour_png, roles_of, save_html, scene_maps
 from ._base import Context, Stage
 
 __all__ = ["STAGE", "MapOptions"]
@@ -25,6 +26,9 @@ class MapOptions:
         None, "prediction.zarr to show with its errors", io="in", kind="prediction"
     )
     patches: str | None = option(None, "patch store whose windows to draw", io="in", kind="patches")
+    band_roles: tuple[str, ...] | None = option(
+        None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
+    )
     max_size: int = option(1000, "longest side of each map in pixels")
     out: str = option(help="HTML file (works offline)", io="out", kind="map_page", run_name="map.html")
     png: str | None = option(
@@ -36,6 +40,8 @@ class MapOptions:
 def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
     check_output(o.out, overwrite=o.overwrite)
     ds = cube_view(open_cube(o.cube))
+    if o.band_roles:  # the composite on the page follows them too
+        ds.attrs["band_roles"] = json.dumps(roles_of(ds, o.band_roles))
     pred = open_prediction(o.prediction)["classes"] if o.prediction is not None else None
     store = open_patches(o.patches) if o.patches is not None else None
     maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)
@@ -46,7 +52,9 @@ def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
         folder = Path(o.png)
         folder.mkdir(parents=True, exist_ok=True)
         size = 2 * o.max_size
-        written["false_colour"] = false_colour_png(ds["image"], folder / "false_colour.png", max_size=size)
+        written["false_colour"] = false_colour_png(
+            ds["image"], folder / "false_colour.png", max_size=size, roles=roles_of(ds, o.band_roles)
+        )
         legend = cube_legend(ds) if ds.attrs.get("legend") else None
         if "labels" in ds and legend is not None:
             written["labels_png"] = class_map_png(ds["labels"], legend, folder / "labels.png", max_size=size)

@@ -41,6 +41,10 @@ class PrepareOptions(DaskOptions):
     bands: tuple[str, ...] | None = option(
         None, "optical band names, comma-separated (default: from the file)"
     )
+    select: tuple[str, ...] | None = option(None, "keep only these optical bands, e.g. B2,B3,B4,B5,B6,B7")
+    band_roles: tuple[str, ...] | None = option(
+        None, "roles of bands the sensor table does not know, e.g. nir=B4,swir1=B5,swir2=B7"
+    )
     radar_bands: tuple[str, ...] = option(("HH", "HV"), "radar band names")
     scale: float = option(1e-4, "reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)")
     offset: float = option(0.0, "reflectance offset added after scaling")
@@ -78,6 +82,8 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         "align_labels": o.align_labels,
         "chunks": o.chunk,
         "sensor": o.sensor,
+        "select": o.select,
+        "roles": o.band_roles,
     }
     if len(o.image) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
         if o.radar is not None and len(o.radar) != 1:

@@ -9,7 +9,7 @@ from typing import Any
 from .._options import option
 from .._outputs import check_output
 from ..cube import cube_legend, cube_view, open_cube
-from ..viz import class_map_png, false_colour_png
+from ..viz import class_map_png, false_colour_png, roles_of
 from ._base import Context, Stage
 
 __all__ = ["STAGE", "QuicklookOptions"]
@@ -19,6 +19,9 @@ __all__ = ["STAGE", "QuicklookOptions"]
 class QuicklookOptions:
     cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
     out: str = option(help="output folder", io="out", kind="quicklooks", run_name="quicklooks")
+    band_roles: tuple[str, ...] | None = option(
+        None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
+    )
     max_size: int = option(2048, "longest side of the PNGs in pixels")
     percentiles: tuple[float, ...] = option((2.0, 98.0), "stretch between these percentiles", length=2)
     overwrite: bool = option(False, "replace PNGs that exist in the folder", pipeline=False)
@@ -34,7 +37,11 @@ def run(o: QuicklookOptions, ctx: Context) -> dict[str, Any]:
     for png in pngs:
         check_output(png, overwrite=o.overwrite)
     lo, hi = o.percentiles
-    out = {"false_colour": false_colour_png(ds["image"], pngs[0], percentiles=(lo, hi), max_size=o.max_size)}
+    out = {
+        "false_colour": false_colour_png(
+            ds["image"], pngs[0], percentiles=(lo, hi), max_size=o.max_size, roles=roles_of(ds, o.band_roles)
+        )
+    }
     if labels:
         out["labels_png"] = class_map_png(ds["labels"], cube_legend(ds), pngs[1], max_size=o.max_size)
     return out
