@@ -20,6 +20,7 @@ from .cluster import compute
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 from .preprocess import band_roles, parse_band_roles, remap_labels, scale_values, valid_mask
+from .vector import is_vector, rasterize_reference, read_reference
 
 __all__ = [
     "build_cube",
@@ -30,6 +31,7 @@ __all__ = [
     "dates_of",
     "file_date",
     "open_cube",
+    "reference_layers",
     "write_cube",
 ]
 
@@ -82,6 +84,8 @@ def build_cube(
     sensor: str = "auto",
     select: Sequence[str] | None = None,
     roles: Sequence[str] | None = None,
+    label_field: str = "lc",
+    strict: bool = False,
 ) -> xr.Dataset:
     """Build the lazy analysis-ready cube from imagery, optional labels and optional radar.
 
@@ -92,7 +96,9 @@ def build_cube(
     image
         Optical raster (path or ``(band, y, x)`` DataArray with a CRS); it defines the grid.
     labels
-        Label raster with the legend's original codes, on the image grid.
+        Label raster with the legend's original codes, on the image grid; or a vector file of
+        labelled points/polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet; see
+        :mod:`kerinci_xr.vector`), rasterised lazily onto the image grid.
     legend
         Required with ``labels``: the remap from original codes to training ids.
     radar
@@ -116,12 +122,16 @@ def build_cube(
         Keep only these optical bands (the others are never read).
     roles
         Band roles where the sensor cannot be recognised, ``("nir=B4", "swir1=B5", ...)``.
+    label_field, strict
+        Vector labels: the attribute holding the codes (or class names); ``strict`` makes
+        features outside the image, with broken geometry or unknown codes an error.
 
     Returns
     -------
     xarray.Dataset
         ``image`` (band, y, x) float32 with NaN where invalid, ``valid`` (y, x) bool,
-        ``labels`` (y, x) uint8 training ids (if labels were given), CRS via ``.rio``, and
+        ``labels`` (y, x) uint8 training ids (if labels were given), with vector labels also
+        ``reference_id`` (y, x) and the feature table ``feature_*`` (feature), CRS via ``.rio``, and
         ``legend``, ``band_roles`` and ``provenance`` (JSON strings) in attrs.
     """
     chunks = kio.normalize_chunks(chunks)
@@ -172,7 +182,13 @@ def build_cube(
         "flag_meanings": "invalid valid",
     }
     data_vars: dict[str, xr.DataArray] = {"image": img, "valid": valid}
-    if labels is not None:
+    if labels is not None and is_vector(labels):
+        assert legend is not None
+        data_vars |= reference_layers(
+            labels, optical, legend=legend, label_field=label_field, strict=strict, chunks=chunks
+        )
+        inputs["labels"] = str(labels)
+    elif labels is not None:
         assert legend is not None
         lraw = _as_raster(labels, bands=None, chunks=chunks)
         if lraw.sizes["band"] != 1:
@@ -206,12 +222,65 @@ def build_cube(
                 "nodata": nodata,
                 "radar_scale": radar_scale if radar is not None else None,
                 "align_labels": align_labels,
+                **(
+                    {"reference": json.loads(data_vars["reference_id"].attrs["reference_report"])}
+                    if "reference_id" in data_vars
+                    else {}
+                ),
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "versions": _versions(),
             }
         ),
     }
     return ds
+
+
+def reference_layers(
+    path: str | Path,
+    grid: xr.DataArray,
+    *,
+    legend: Legend,
+    label_field: str = "lc",
+    strict: bool = False,
+    chunks: Mapping[str, int] | None = None,
+) -> dict[str, xr.DataArray]:
+    """Vector labels on ``grid``: ``labels``, ``reference_id`` and the feature table, lazily."""
+    tr = grid.rio.transform()
+    shape = (grid.sizes["y"], grid.sizes["x"])
+    feats = read_reference(
+        path, label_field, crs=grid.rio.crs, transform=tr, shape=shape, legend=legend, strict=strict
+    )
+    ch = kio.normalize_chunks(chunks)
+    yx = xr.DataArray(np.empty(shape, dtype=np.uint8), dims=("y", "x")).chunk({"y": ch["y"], "x": ch["x"]})
+    labels, ids = rasterize_reference(feats, yx.data.chunks)
+    coords = {"y": grid["y"], "x": grid["x"]}
+    out = {
+        "labels": xr.DataArray(
+            labels,
+            dims=("y", "x"),
+            coords=coords,
+            attrs=legend.cf_attrs("reference land-cover class (training id)"),
+        ),
+        "reference_id": xr.DataArray(
+            ids,
+            dims=("y", "x"),
+            coords=coords,
+            attrs={
+                "long_name": "reference feature labelling the pixel (feature_* table; 0 = none)",
+                "source": str(path),
+                "reference_report": json.dumps(feats.report),
+            },
+        ),
+    }
+    t = feats.table
+    for col in ("kind", "code", "class_id", "x", "y", "row", "col", "source_index"):
+        out[f"feature_{col}"] = xr.DataArray(t[col].to_numpy(), dims="feature")
+    out["feature_kind"].attrs = {"flag_values": [0, 1], "flag_meanings": "point polygon"}
+    out["feature_x"].attrs = {"long_name": "the point, or a point inside the polygon (cube CRS)"}
+    return {
+        k: v.assign_coords(feature=t["feature"].to_numpy()) if "feature" in v.dims else v
+        for k, v in out.items()
+    }
 
 
 def _check_nodata(nodata: float | None, raw: xr.DataArray, what: str) -> None:
@@ -440,10 +509,18 @@ def build_series(
             f"radar: expected one radar file per image ({len(images)}), found {len(radar)}."
         )
     per_date_labels = labels is not None and len(labels) == len(images) and len(images) > 1
+    vector = labels is not None and any(is_vector(p) for p in labels)
+    if vector and per_date_labels:
+        raise InvalidInputError(
+            "labels: a cube of several dates takes one vector reference file (for --labels-date), "
+            f"found {len(labels)}. Fix: pass one file, or label rasters per date."
+        )
     if labels is not None and not per_date_labels and len(labels) != 1:
         raise InvalidInputError(f"labels: expected one raster or one per image, found {len(labels)}.")
     if labels is not None and not per_date_labels:
-        labels_date = labels_date or (d if (d := file_date(labels[0])) in dates else dates[0])
+        labels_date = labels_date or (
+            dates[0] if vector else (d if (d := file_date(labels[0])) in dates else dates[0])
+        )
         if labels_date not in dates:
             raise InvalidInputError(
                 f"labels_date: expected one of the image dates {dates}, found {labels_date}."
@@ -454,7 +531,7 @@ def build_series(
         lab = (
             labels[i]
             if per_date_labels
-            else (labels[0] if labels is not None and dates[i] == labels_date else None)
+            else (labels[0] if labels is not None and not vector and dates[i] == labels_date else None)
         )
         cubes.append(
             build_cube(
@@ -483,6 +560,19 @@ def build_series(
     if per_date_labels:
         out["labels"] = xr.concat([c["labels"] for c in aligned], dim=time).chunk({"time": 1})
         out["labels"].attrs = ref["labels"].attrs
+    elif vector:
+        assert labels is not None and legend is not None
+        layers = reference_layers(
+            labels[0],
+            ref["image"],
+            legend=legend,
+            label_field=kw.get("label_field", "lc"),
+            strict=kw.get("strict", False),
+            chunks=chunks
+            if isinstance(chunks, Mapping)
+            else {"y": chunks or kio.DEFAULT_CHUNK, "x": chunks or kio.DEFAULT_CHUNK},
+        )
+        out = out.assign(layers)
     elif labels is not None:
         out["labels"] = next(c["labels"] for c, d in zip(aligned, dates, strict=True) if d == labels_date)
     out = out.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
@@ -491,7 +581,9 @@ def build_series(
         "dates": json.dumps(dates),
         "labels_date": labels_date or "",
         "provenance": json.dumps(
-            prov[0] | {"inputs": {d: p["inputs"] for d, p in zip(dates, prov, strict=True)}}
+            prov[0]
+            | {"inputs": {d: p["inputs"] for d, p in zip(dates, prov, strict=True)}}
+            | ({"labels": str(labels[0])} if vector and labels else {})
         ),
     }
     return out
@@ -554,6 +646,9 @@ def cube_view(
     if "labels" in cube:
         labels = cube["labels"]
         out["labels"] = labels.sel(time=pick or labels_date, drop=True) if "time" in labels.dims else labels
+    for name in cube.data_vars:  # vector reference data: the feature raster and table
+        if name == "reference_id" or name.startswith("feature_"):
+            out[name] = cube[name]
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
     out.attrs = cube.attrs | {"date": pick or "", "temporal": temporal}
     return out

@@ -13,6 +13,7 @@ from ..errors import InvalidInputError
 from ..io import open_raster
 from ..legend import read_legend
 from ..preprocess import check_label_codes, label_code_counts
+from ..vector import is_vector
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "PrepareOptions"]
@@ -29,8 +30,13 @@ class PrepareOptions(DaskOptions):
         None, "the images' dates, YYYY-MM-DD (default: from their tags or names)"
     )
     labels: tuple[str, ...] | None = option(
-        None, "label GeoTIFF with the legend's original codes (one, or one per date)", io="in", kind="labels"
+        None,
+        "label GeoTIFF with the legend's original codes (one, or one per date), or labelled points/"
+        "polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet)",
+        io="in",
+        kind="labels",
     )
+    label_field: str = option("lc", "vector labels: the field with the codes (or class names)")
     labels_date: str | None = option(
         None, "the date one label raster belongs to (default: its own, or the first)"
     )
@@ -55,7 +61,11 @@ class PrepareOptions(DaskOptions):
         "auto", "which bands play which role"
     )
     align_labels: bool = option(False, "warp off-grid labels (nearest) instead of failing")
-    strict: bool = option(False, "fail on label codes missing from the legend")
+    strict: bool = option(
+        False,
+        "fail on label codes missing from the legend (vector labels: also features outside the image "
+        "or with broken geometry)",
+    )
     zarr_format: Literal[2, 3] = option(2, "Zarr 2 (GDAL 3.4+ and QGIS open it) or 3")
     out: str = option(help="output cube (.zarr)", io="out", kind="cube", run_name="cube.zarr")
     overwrite: bool = option(False, "replace an existing cube", pipeline=False)
@@ -84,6 +94,8 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         "sensor": o.sensor,
         "select": o.select,
         "roles": o.band_roles,
+        "label_field": o.label_field,
+        "strict": o.strict,
     }
     if len(o.image) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
         if o.radar is not None and len(o.radar) != 1:
@@ -98,7 +110,9 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
             o.image, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **kw
         )
     unknown: dict[int, int] = {}
-    for path in o.labels or ():
+    if "reference_id" in ds:
+        ctx.echo(_reference_summary(ds))
+    for path in [p for p in o.labels or () if not is_vector(p)]:
         raw = open_raster(path, chunks=o.chunk)
         unknown |= check_label_codes(
             label_code_counts(raw, source=path),
@@ -122,6 +136,25 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
             verify=check_content,
         )
     }
+
+
+def _reference_summary(ds) -> str:
+    r = json.loads(ds["reference_id"].attrs["reference_report"])
+    kinds = ds["feature_kind"].values
+    lines = [
+        f"reference features: {r['used']:,} of {r['read']:,} used ({int((kinds == 0).sum()):,} points, "
+        f"{int((kinds == 1).sum()):,} polygons)"
+    ]
+    for key, what in (
+        ("outside", "outside the image"),
+        ("empty_or_invalid", "empty or invalid geometry"),
+        ("unknown_code", "code missing from the legend"),
+        ("null_code", "no code"),
+        ("conflicting_pairs", "overlapping pairs of different classes (shared pixels left unlabelled)"),
+    ):
+        if r.get(key):
+            lines.append(f"  left out: {r[key]:,} {what}")
+    return "\n".join(lines)
 
 
 STAGE = Stage(
