@@ -455,11 +455,13 @@ def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> x
 _YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
 
 
-def file_date(path: str | Path) -> str | None:
+def file_date(path: str | Path | tuple[Path, ...]) -> str | None:
     """A raster's date, ``YYYY-MM-DD``: from its ``ACQUISITION_DATE``/``DATE``/``TIFFTAG_DATETIME``
     tag, else from a year in its name (then the 1 January of that year); ``None`` if neither."""
     import rasterio
 
+    if isinstance(path, tuple):  # the tiles of one mosaic: the first one's
+        path = path[0]
     with rasterio.open(path) as src:
         tags = src.tags()
     for key in ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME"):
@@ -490,7 +492,7 @@ def build_series(
     the first) and stored as ``labels`` (y, x); or one per date, stored as (time, y, x).
     All dates must have the same bands.
     """
-    images = [Path(p) for p in images]
+    images = [p if isinstance(p, tuple) else Path(p) for p in images]  # a tuple: the tiles of one mosaic
     if dates is None:
         found = [file_date(p) for p in images]
         missing = [str(p) for p, d in zip(images, found, strict=True) if d is None]

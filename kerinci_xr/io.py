@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +24,10 @@ __all__ = [
     "DEFAULT_CHUNK",
     "Resampling",
     "align_to",
+    "expand_images",
     "grid_differences",
     "normalize_chunks",
+    "open_mosaic",
     "open_raster",
     "qgis_style",
     "require_same_grid",
@@ -67,7 +71,7 @@ def _file_band_names(descriptions: Sequence[str | None], count: int) -> list[str
 
 
 def open_raster(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     bands: Sequence[str] | None = None,
     chunks: int | Mapping[str, int] | None = None,
@@ -81,7 +85,8 @@ def open_raster(
     Parameters
     ----------
     path
-        Raster file readable by GDAL.
+        Raster file readable by GDAL; a glob (``"Landsat_2023-*.tif"``) or several files of one
+        grid open as one mosaic (:func:`open_mosaic`).
     bands
         Names for the bands, in file order. By default the band descriptions stored in the
         file, or ``band_1 .. band_n`` when it has none.
@@ -100,6 +105,11 @@ def open_raster(
     """
     import rasterio
 
+    if not isinstance(path, str | Path) or _is_glob(path):
+        tiles = _expand(path)
+        if len(tiles) > 1:
+            return open_mosaic(tiles, bands=bands, chunks=chunks, name=name, select=select, source=str(path))
+        path = tiles[0]
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: raster not found. Fix: check the path.")
@@ -146,6 +156,236 @@ def open_raster(
     da_.attrs = attrs
     da_.encoding.pop("_FillValue", None)
     return da_.rename(name or path.stem)
+
+
+#: Earth Engine's names for the tiles of a large export: ``NAME-ROWOFFSET-COLOFFSET.tif``.
+_EE_TILE = re.compile(r"^(?P<stem>.+)-(?P<row>\d{10})-(?P<col>\d{10})$")
+
+
+def _is_glob(path: Any) -> bool:
+    return isinstance(path, str | Path) and any(ch in str(path) for ch in "*?[")
+
+
+def _expand(path: Any) -> list[Path]:
+    """Files of a path, a glob or a list of paths (sorted for a glob)."""
+    if isinstance(path, str | Path):
+        if not _is_glob(path):
+            return [Path(path)]
+        found = sorted(glob.glob(str(path)))
+        if not found:
+            raise InputFileNotFoundError(
+                f"{path}: no file matches this pattern. Fix: check the folder and name."
+            )
+        return [Path(p) for p in found]
+    return [p for item in path for p in _expand(item)]
+
+
+def expand_images(paths: Sequence[str | Path]) -> list[Path | tuple[Path, ...]]:
+    """Image arguments as images: each argument one image (a date), where a glob is one mosaic and
+    consecutive Earth Engine tiles of one export (``NAME-0000000000-0000032768.tif``) join into one."""
+    out: list[Path | tuple[Path, ...]] = []
+    stems: list[str | None] = []
+    for arg in paths:
+        files = _expand(arg)
+        m = _EE_TILE.match(files[0].stem) if len(files) == 1 else None
+        stem = m.group("stem") if m else None
+        if stem is not None and stems and stems[-1] == stem:
+            prev = out[-1]
+            out[-1] = (*(prev if isinstance(prev, tuple) else (prev,)), files[0])
+            continue
+        out.append(files[0] if len(files) == 1 else tuple(files))
+        stems.append(stem)
+    return out
+
+
+def _mosaic_block(
+    tiles: list[tuple[str, int, int, int, int]],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    indexes: list[int],
+    dtype: str,
+    fill: float,
+) -> np.ndarray:
+    """One chunk of a mosaic: the windows of the tiles that cover it; overlaps must agree."""
+    import rasterio
+    from rasterio.windows import Window
+
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    out = np.full((len(indexes), h, w), fill, dtype=dtype)
+    seen = np.zeros((h, w), dtype=np.int16)  # which tile (1-based) filled a pixel first
+    for k, (path, r0, c0, th, tw) in enumerate(tiles, start=1):
+        ya, yb = max(rows[0], r0), min(rows[1], r0 + th)
+        xa, xb = max(cols[0], c0), min(cols[1], c0 + tw)
+        if ya >= yb or xa >= xb:
+            continue
+        try:
+            with rasterio.open(path) as src:
+                vals = src.read(indexes, window=Window(xa - c0, ya - r0, xb - xa, yb - ya))
+        except rasterio.errors.RasterioIOError as exc:
+            raise RasterReadError(
+                f"{path}: pixels rows {ya - r0}:{yb - r0}, columns {xa - c0}:{xb - xa + xa - c0} could not "
+                f"be read ({exc}). Fix: re-download or re-export this tile."
+            ) from exc
+        sl = (slice(ya - rows[0], yb - rows[0]), slice(xa - cols[0], xb - cols[0]))
+        prev = seen[sl]
+        twice = prev > 0
+        if twice.any():
+            old = out[(slice(None), *sl)]
+            differ = (
+                (old != vals) & ~(np.isnan(old) & np.isnan(vals)) if old.dtype.kind == "f" else old != vals
+            )
+            if differ[:, twice].any():
+                first = tiles[int(prev[twice][0]) - 1][0]
+                raise RasterReadError(
+                    f"{path}: overlaps {first} with different values (mosaic rows {ya}:{yb}, columns "
+                    f"{xa}:{xb}). Fix: pass tiles of one export, which never disagree."
+                )
+        out[(slice(None), *sl)] = vals
+        seen[sl] = np.where(twice, prev, k)
+    return out
+
+
+def open_mosaic(
+    paths: Sequence[str | Path],
+    *,
+    bands: Sequence[str] | None = None,
+    chunks: int | Mapping[str, int] | None = None,
+    name: str | None = None,
+    select: Sequence[str] | None = None,
+    source: str | None = None,
+) -> xr.DataArray:
+    """Several GeoTIFFs of one grid (e.g. the tiles of an Earth Engine export) as one lazy raster.
+
+    The tiles must share CRS, resolution, bands (names, data type, nodata) and be aligned on one
+    pixel grid; the mosaic covers their union, pixels no tile covers are nodata, and where tiles
+    overlap their values must agree. Each chunk reads only the windows of the tiles it needs.
+    """
+    import rasterio
+    from rioxarray.rioxarray import affine_to_coords
+
+    files = [Path(p) for p in paths]
+    for f in files:
+        if not f.exists():
+            raise InputFileNotFoundError(f"{f}: raster not found. Fix: check the path.")
+    metas = []
+    for f in files:
+        try:
+            with rasterio.open(f) as src:
+                metas.append(
+                    {
+                        "crs": src.crs,
+                        "transform": src.transform,
+                        "shape": src.shape,
+                        "count": src.count,
+                        "names": _file_band_names(src.descriptions, src.count),
+                        "dtype": src.dtypes[0],
+                        "nodata": src.nodata,
+                    }
+                )
+        except rasterio.errors.RasterioIOError as exc:
+            raise RasterReadError(f"{f}: expected a GeoTIFF tile, found something else ({exc}).") from exc
+    ref, first = metas[0], files[0]
+    if ref["crs"] is None:
+        raise RasterReadError(f"{first}: expected a georeferenced raster, found no CRS.")
+    t0 = ref["transform"]
+    if t0.b != 0 or t0.d != 0:
+        raise RasterReadError(f"{first}: expected a north-up grid, found a rotated transform.")
+    offsets = []
+    for f, m in zip(files, metas, strict=True):
+        tr = m["transform"]
+        for key, what in (
+            ("crs", "CRS"),
+            ("count", "band count"),
+            ("names", "band names"),
+            ("dtype", "data type"),
+        ):
+            if m[key] != ref[key]:
+                raise InvalidInputError(
+                    f"{f}: expected the {what} of {first} ({ref[key]}), found {m[key]}. "
+                    "Fix: pass tiles of one export."
+                )
+        same_nodata = m["nodata"] == ref["nodata"] or (
+            m["nodata"] is not None
+            and ref["nodata"] is not None
+            and np.isnan(m["nodata"])
+            and np.isnan(ref["nodata"])
+        )
+        if not same_nodata:
+            raise InvalidInputError(
+                f"{f}: expected the nodata value of {first} ({ref['nodata']}), found {m['nodata']}."
+            )
+        if abs(tr.a - t0.a) > 1e-9 * abs(t0.a) or abs(tr.e - t0.e) > 1e-9 * abs(t0.e) or tr.b or tr.d:
+            raise InvalidInputError(
+                f"{f}: expected the resolution of {first} ({t0.a}, {t0.e}), found ({tr.a}, {tr.e}). "
+                "Fix: pass tiles of one export (or warp them onto one grid first)."
+            )
+        dc, dr = (tr.c - t0.c) / t0.a, (tr.f - t0.f) / t0.e
+        if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
+            raise InvalidInputError(
+                f"{f}: not aligned on the pixel grid of {first}: its origin is {dr - np.floor(dr):.3f} rows "
+                f"and {dc - np.floor(dc):.3f} columns off. Fix: pass tiles of one export (or warp them onto "
+                "one grid)."
+            )
+        offsets.append((round(dr), round(dc)))
+    r_min = min(r for r, _ in offsets)
+    c_min = min(c for _, c in offsets)
+    placed = [
+        (str(f), r - r_min, c - c_min, m["shape"][0], m["shape"][1])
+        for f, (r, c), m in zip(files, offsets, metas, strict=True)
+    ]
+    height = max(r + h for _, r, _, h, _ in placed)
+    width = max(c + w for _, _, c, _, w in placed)
+    transform = t0 * t0.translation(c_min, r_min)
+    # pixels no tile covers: nodata (refused when the tiles declare none)
+    redges = sorted({v for _, r, _, h, _ in placed for v in (r, r + h)})
+    cedges = sorted({v for _, _, c, _, w in placed for v in (c, c + w)})
+    cover = np.zeros((len(redges) - 1, len(cedges) - 1), dtype=bool)
+    for _, r, c, h, w in placed:
+        cover[redges.index(r) : redges.index(r + h), cedges.index(c) : cedges.index(c + w)] = True
+    nodata = ref["nodata"]
+    if not cover.all() and nodata is None:
+        raise InvalidInputError(
+            f"{first}: the tiles leave part of their bounding rectangle uncovered and declare no nodata "
+            "value for it. Fix: pass every tile of the export."
+        )
+    names = list(bands) if bands is not None else list(ref["names"])
+    if len(names) != ref["count"]:
+        raise InvalidInputError(
+            f"{first}: {len(names)} band names given but the tiles have {ref['count']} band(s)."
+        )
+    keep = list(select) if select else names
+    missing = [b for b in keep if b not in names]
+    if missing:
+        raise InvalidInputError(
+            f"{first}: bands {missing} to select are not in the tiles, which have {names}."
+        )
+    indexes = [names.index(b) + 1 for b in keep]
+    fill = nodata if nodata is not None else 0
+    spec = normalize_chunks(chunks)
+    ych = da.core.normalize_chunks(spec["y"], (height,))[0]
+    xch = da.core.normalize_chunks(spec["x"], (width,))[0]
+    blocks, r0 = [], 0
+    for ch in ych:
+        row, c0 = [], 0
+        for cw in xch:
+            task = dask.delayed(_mosaic_block, pure=True)(
+                placed, (r0, r0 + ch), (c0, c0 + cw), indexes, ref["dtype"], fill
+            )
+            row.append(da.from_delayed(task, shape=(len(indexes), ch, cw), dtype=ref["dtype"]))
+            c0 += cw
+        blocks.append(row)
+        r0 += ch
+    coords = affine_to_coords(transform, width, height)
+    out = xr.DataArray(
+        da.block(blocks),
+        dims=("band", "y", "x"),
+        coords={"band": np.array(keep, dtype=object), "y": coords["y"], "x": coords["x"]},
+        attrs={"nodata": None if nodata is None else float(nodata), "source": source or str(first)},
+        name=name or _EE_TILE.sub(r"\g<stem>", first.stem),
+    )
+    out = out.rio.write_crs(ref["crs"]).rio.write_transform(transform)
+    log.info("mosaic of %d tiles: %d x %d pixels", len(files), height, width)
+    return out
 
 
 def grid_differences(a: xr.DataArray, b: xr.DataArray, *, rtol: float = 1e-6) -> list[str]:

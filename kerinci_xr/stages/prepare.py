@@ -10,7 +10,7 @@ from .._options import option
 from .._outputs import check_output
 from ..cube import build_cube, build_series, check_content, write_cube
 from ..errors import InvalidInputError
-from ..io import open_raster
+from ..io import expand_images, open_raster
 from ..legend import read_legend
 from ..preprocess import check_label_codes, label_code_counts
 from ..vector import is_vector
@@ -22,7 +22,8 @@ __all__ = ["STAGE", "PrepareOptions"]
 @dataclass(kw_only=True)
 class PrepareOptions(DaskOptions):
     image: tuple[str, ...] = option(
-        help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates",
+        help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates; a glob "
+        "('Landsat_Kerinci_2023_v1-*.tif') or Earth Engine tiles of one export form one mosaic",
         io="in",
         kind="image",
     )
@@ -97,17 +98,18 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         "label_field": o.label_field,
         "strict": o.strict,
     }
-    if len(o.image) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
+    images = expand_images(o.image)  # a glob, or consecutive Earth Engine tiles, is one mosaic
+    if len(images) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
         if o.radar is not None and len(o.radar) != 1:
             raise InvalidInputError(f"radar: one image takes one radar file, found {len(o.radar)}.")
         if o.labels is not None and len(o.labels) != 1:
             raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
         ds = build_cube(
-            o.image[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None, **kw
+            images[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None, **kw
         )
     else:
         ds = build_series(
-            o.image, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **kw
+            images, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **kw
         )
     unknown: dict[int, int] = {}
     if "reference_id" in ds:
