@@ -231,6 +231,19 @@ def stored_layout(patches: str | Path | xr.Dataset, shape: tuple[int, int]) -> S
     split = ds.attrs.get("split")
     if not split:
         raise InvalidInputError(f"{patches}: the patch store records no split layout.")
+    if "blocks" in split:  # as drawn (a stratified layout depends on the labels)
+        layout = SplitLayout(
+            blocks=np.asarray(split["blocks"], dtype=np.int8),
+            yedges=np.asarray(split["yedges"], dtype=np.int64),
+            xedges=np.asarray(split["xedges"], dtype=np.int64),
+        )
+        if (int(layout.yedges[-1]), int(layout.xedges[-1])) != tuple(shape):
+            raise InvalidInputError(
+                f"{patches}: the store was sampled from a {int(layout.yedges[-1])} x "
+                f"{int(layout.xedges[-1])} scene, not this {shape[0]} x {shape[1]} one. "
+                "Fix: pass the patch store of this cube."
+            )
+        return layout
     return split_layout(
         shape, block=int(split["block"]), fractions=split["fractions"], seed=int(split["seed"])
     )

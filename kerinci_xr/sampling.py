@@ -31,7 +31,12 @@ from .legend import Legend
 
 __all__ = [
     "SPLITS",
+    "Draw",
     "SplitLayout",
+    "assign_blocks",
+    "block_label_counts",
+    "draw_centres",
+    "fold_layouts",
     "read_manifest",
     "sample_centres",
     "split_layout",
@@ -81,35 +86,207 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return f  # type: ignore[return-value]
 
 
+def _edges(shape: tuple[int, int], block: int) -> tuple[np.ndarray, np.ndarray]:
+    if block < 1:
+        raise InvalidInputError(f"block: expected a positive block size in pixels, found {block}.")
+    nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+    yedges = np.linspace(0, shape[0], nby + 1).round().astype(np.int64)
+    xedges = np.linspace(0, shape[1], nbx + 1).round().astype(np.int64)
+    return yedges, xedges
+
+
+def _area_counts(f: Sequence[float], n: int) -> np.ndarray:
+    """Blocks per group from the fractions (largest remainders; a requested group gets one)."""
+    fa = np.asarray(f, dtype=float)
+    counts = np.floor(fa * n).astype(int)
+    for i in np.argsort(-(fa * n - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    for i in range(1, len(fa)):  # a requested group gets a block if any can be spared
+        if fa[i] > 0 and counts[i] == 0 and counts[0] > 1:
+            counts[i], counts[0] = 1, counts[0] - 1
+    return counts
+
+
+def assign_blocks(
+    counts: np.ndarray, fractions: Sequence[float], *, seed: int = 0, areas: np.ndarray | None = None
+) -> np.ndarray:
+    """Stratified assignment of blocks to groups (splits or folds) by their labelled pixels.
+
+    ``counts[b, k]`` is the number of labelled, valid pixels of class ``k`` (column 0 ignored)
+    in block ``b``. Blocks are placed one at a time, those holding the rarest classes first
+    (ties broken by a seeded draw), each in the group where it most reduces the squared gap
+    between every class's share and the group's fraction, with a bonus for giving a group a
+    class it does not have yet. So every group receives every class that occurs in enough
+    blocks, and each group's share of every class comes as close to its fraction as whole
+    blocks allow. Blocks without labels fill the groups' areas in proportion.
+    """
+    f = np.asarray(fractions, dtype=float)
+    c = np.asarray(counts, dtype=float)[:, 1:]
+    nblock = len(c)
+    total = c.sum(0)
+    live = total > 0
+    c, total = c[:, live], total[live]
+    rng = np.random.default_rng([seed, 0x5B12])
+    tie = rng.random(nblock)
+    groups = np.full(nblock, -1, dtype=np.int64)
+    target = f[:, None] * total[None, :]
+    got = np.zeros_like(target)
+    used = np.flatnonzero(f > 0)
+    labelled = np.flatnonzero(c.sum(1) > 0)
+    if labelled.size:
+        holders = (c > 0).sum(0)  # blocks holding each class
+        rarity = np.where(c[labelled] > 0, holders[None, :], np.iinfo(np.int64).max).min(1)
+        share = (c[labelled] / total[None, :]).max(1)
+        for b in labelled[np.lexsort((tie[labelled], -share, rarity))]:
+            before = ((got[used] - target[used]) / total) ** 2
+            after = ((got[used] + c[b] - target[used]) / total) ** 2
+            new = ((got[used] == 0) & (c[b] > 0)).sum(1)
+            cost = (after - before).sum(1) - new
+            best = used[np.flatnonzero(cost <= cost.min() + 1e-12)]
+            g = best[0] if best.size == 1 else best[np.argmax(f[best])]
+            groups[b] = g
+            got[g] += c[b]
+    area = np.ones(nblock) if areas is None else np.asarray(areas, dtype=float)
+    empty = np.flatnonzero(groups < 0)
+    have = np.bincount(groups[groups >= 0], weights=area[groups >= 0], minlength=len(f))
+    for b in empty[np.argsort(tie[empty], kind="stable")]:
+        deficit = f * area.sum() - have
+        deficit[f == 0] = -np.inf
+        g = int(np.argmax(deficit))
+        groups[b] = g
+        have[g] += area[b]
+    return groups
+
+
 def split_layout(
     shape: tuple[int, int],
     *,
     block: int,
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
+    counts: np.ndarray | None = None,
 ) -> SplitLayout:
     """Assign blocks of at most ``block`` pixels to train/val/test in the given proportions.
 
-    The number of blocks per split is rounded from the fractions (at least one block for every
-    split with a non-zero fraction, when there are enough blocks), and which block goes where is
-    a seeded random permutation.
+    Without ``counts`` the number of blocks per split is rounded from the fractions (at least
+    one block for every split with a non-zero fraction, when there are enough blocks), and
+    which block goes where is a seeded random permutation. With ``counts`` (labelled pixels per
+    block and class, :func:`block_label_counts`) the assignment is stratified by class
+    (:func:`assign_blocks`): what sparse reference data needs.
     """
     f = _check_fractions(fractions)
-    if block < 1:
-        raise InvalidInputError(f"block: expected a positive block size in pixels, found {block}.")
-    nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
-    yedges = np.linspace(0, shape[0], nby + 1).round().astype(np.int64)
-    xedges = np.linspace(0, shape[1], nbx + 1).round().astype(np.int64)
-    n = nby * nbx
-    counts = np.floor(np.array(f) * n).astype(int)
-    for i in np.argsort(-(np.array(f) * n - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    for i in (1, 2):  # a requested split gets a block if any can be spared
-        if f[i] > 0 and counts[i] == 0 and counts[0] > 1:
-            counts[i], counts[0] = 1, counts[0] - 1
-    labels = np.repeat(np.arange(3, dtype=np.int8), counts)
+    yedges, xedges = _edges(shape, block)
+    nby, nbx = len(yedges) - 1, len(xedges) - 1
+    if counts is not None:
+        areas = (np.diff(yedges)[:, None] * np.diff(xedges)[None, :]).ravel()
+        groups = assign_blocks(counts.reshape(nby * nbx, -1), f, seed=seed, areas=areas)
+        return SplitLayout(blocks=groups.astype(np.int8).reshape(nby, nbx), yedges=yedges, xedges=xedges)
+    labels = np.repeat(np.arange(3, dtype=np.int8), _area_counts(f, nby * nbx))
     rng = np.random.default_rng([seed, 0x5B11])
     return SplitLayout(blocks=rng.permutation(labels).reshape(nby, nbx), yedges=yedges, xedges=xedges)
+
+
+def fold_layouts(
+    counts: np.ndarray, shape: tuple[int, int], *, block: int, folds: int, seed: int = 0
+) -> list[SplitLayout]:
+    """Spatial k-fold cross-validation: ``folds`` layouts, fold ``i`` the test area of the i-th.
+
+    Blocks are stratified into ``folds`` groups of equal share (:func:`assign_blocks`); in
+    layout ``i`` group ``i`` is the test split, group ``i + 1`` (cyclically) the validation
+    split and the others the training split, so every block is tested exactly once.
+    """
+    if not isinstance(folds, int) or folds < 3:
+        raise InvalidInputError(
+            f"folds: expected an integer >= 3 (train, validation and test), found {folds!r}."
+        )
+    yedges, xedges = _edges(shape, block)
+    nby, nbx = len(yedges) - 1, len(xedges) - 1
+    if nby * nbx < folds:
+        raise InvalidInputError(
+            f"folds: {folds} folds need at least {folds} blocks, the scene has {nby * nbx} of {block} "
+            "pixels. Fix: a smaller --block or fewer --folds."
+        )
+    areas = (np.diff(yedges)[:, None] * np.diff(xedges)[None, :]).ravel()
+    groups = assign_blocks(counts.reshape(nby * nbx, -1), [1 / folds] * folds, seed=seed, areas=areas)
+    out = []
+    for i in range(folds):
+        role = np.zeros(folds, dtype=np.int8)
+        role[i], role[(i + 1) % folds] = 2, 1
+        out.append(SplitLayout(blocks=role[groups].reshape(nby, nbx), yedges=yedges, xedges=xedges))
+    return out
+
+
+def _block_counts_chunk(
+    labels: np.ndarray, valid: np.ndarray, rows, cols, yedges, xedges, nbins, margin
+) -> np.ndarray:
+    ry, rx = np.arange(rows[0], rows[1]), np.arange(cols[0], cols[1])
+    by = np.searchsorted(yedges, ry, side="right") - 1
+    bx = np.searchsorted(xedges, rx, side="right") - 1
+    nbx = len(xedges) - 1
+    block = (by[:, None] * nbx + bx[None, :]).ravel()
+    core_y = (ry - yedges[by] >= margin) & (yedges[by + 1] - 1 - ry >= margin)
+    core_x = (rx - xedges[bx] >= margin) & (xedges[bx + 1] - 1 - rx >= margin)
+    lab = labels.ravel().astype(np.int64)
+    ok = valid.ravel() & (lab > 0) & (lab < nbins)
+    core = (core_y[:, None] & core_x[None, :]).ravel()
+    nblock = (len(yedges) - 1) * nbx
+    size = nblock * nbins
+    return np.stack(
+        [
+            np.bincount(block[ok] * nbins + lab[ok], minlength=size).reshape(nblock, nbins),
+            np.bincount(block[ok & core] * nbins + lab[ok & core], minlength=size).reshape(nblock, nbins),
+        ]
+    )
+
+
+def block_label_counts(
+    labels: da.Array,
+    valid: da.Array,
+    yedges: np.ndarray,
+    xedges: np.ndarray,
+    n_classes: int,
+    *,
+    margin: int = 0,
+) -> np.ndarray:
+    """Labelled, valid pixels per block and class, ``(2, n_blocks, n_classes + 1)``, in one pass:
+    ``[0]`` all of them, ``[1]`` those at least ``margin`` pixels inside their block (a window
+    around them fits in the block whatever split its neighbours get)."""
+    valid = valid.rechunk(labels.chunks)
+    tasks = []
+    r0 = 0
+    for i, ch in enumerate(labels.chunks[0]):
+        c0 = 0
+        for j, cw in enumerate(labels.chunks[1]):
+            tasks.append(
+                dask.delayed(_block_counts_chunk, pure=True)(
+                    labels.blocks[i, j],
+                    valid.blocks[i, j],
+                    (r0, r0 + ch),
+                    (c0, c0 + cw),
+                    yedges,
+                    xedges,
+                    n_classes + 1,
+                    margin,
+                )
+            )
+            c0 += cw
+        r0 += ch
+    return sum(compute(*tasks))
+
+
+def _stratified(stratify: bool | None, counts: np.ndarray, valid: da.Array) -> bool:
+    if stratify is not None:
+        return stratify
+    labelled = int(counts[:, 1:].sum())
+    n_valid = int(compute(valid.sum())[0])
+    log.info("%d of %d valid pixels labelled", labelled, n_valid)
+    return labelled < 0.5 * n_valid
+
+
+def _stratum_counts(counts: np.ndarray) -> np.ndarray:
+    """Pixels to stratify by: the block cores', or all a class has where its cores hold none."""
+    all_, core = counts
+    return np.where(core.sum(0, keepdims=True) > 0, core, all_)
 
 
 def _box_sum(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -185,7 +362,58 @@ def _key(seed: int, split: int, class_id: int) -> int:
     return (seed * 1_000_003 + split * 1009 + class_id) * 0x2545F4914F6CDD1D
 
 
-def sample_centres(
+@dataclass(frozen=True)
+class Draw:
+    """What :func:`draw_centres` decided: the manifest, the split layout and the per-class table."""
+
+    manifest: pd.DataFrame
+    layout: SplitLayout
+    table: pd.DataFrame
+
+
+def sample_centres(cube: xr.Dataset, **kw) -> pd.DataFrame:
+    """The manifest of :func:`draw_centres` (same parameters)."""
+    return draw_centres(cube, **kw).manifest
+
+
+def split_table(
+    labelled: np.ndarray, patches: np.ndarray, legend: Legend, fractions: Sequence[float]
+) -> pd.DataFrame:
+    """Labelled pixels and patches per class and split, with a note where a class misses a split."""
+    rows = []
+    for k in np.flatnonzero(labelled.sum(0)[1:]) + 1:
+        notes = []
+        for s, split in enumerate(SPLITS):
+            if fractions[s] == 0:
+                continue
+            if labelled[s, k] == 0:
+                notes.append(f"no labelled pixel in the {split} area")
+            elif patches[s, k] == 0:
+                notes.append(
+                    f"{split}: no window fits around its {labelled[s, k]} pixels (border, nodata, split edge)"
+                )
+        rows.append(
+            {"class_id": int(k), "class": legend.name_of(int(k))}
+            | {f"labelled_{sp}": int(labelled[s, k]) for s, sp in enumerate(SPLITS)}
+            | {f"patches_{sp}": int(patches[s, k]) for s, sp in enumerate(SPLITS)}
+            | {"note": "; ".join(notes)}
+        )
+    return pd.DataFrame(rows)
+
+
+def format_split_table(table: pd.DataFrame) -> str:
+    """The table as text: labelled pixels / patches per split, one line per class."""
+    head = f"{'class':<28}" + "".join(f"{sp + ' pixels / patches':>26}" for sp in SPLITS)
+    lines = [head + "  note"]
+    for r in table.to_dict("records"):
+        cells = "".join(f"{r['labelled_' + sp]:>16,} / {r['patches_' + sp]:<7}" for sp in SPLITS)
+        lines.append(
+            f"{r['class_id']:>2} {r['class'][:25]:<25}" + cells + (f"  {r['note']}" if r["note"] else "")
+        )
+    return "\n".join(lines)
+
+
+def draw_centres(
     cube: xr.Dataset,
     *,
     per_class: int = 20,
@@ -196,7 +424,9 @@ def sample_centres(
     block: int | None = None,
     buffer: int = 0,
     legend: Legend | None = None,
-) -> pd.DataFrame:
+    stratify: bool | None = None,
+    layout: SplitLayout | None = None,
+) -> Draw:
     """Draw ``per_class`` patch centres for every class present, in each spatial split.
 
     Parameters
@@ -217,14 +447,23 @@ def sample_centres(
         Train, validation and test shares of the scene's blocks.
     block
         Edge of the split blocks in pixels (default ``4 * patch``).
+    stratify
+        ``True``: assign blocks to splits by their labelled pixels per class
+        (:func:`assign_blocks`), so that sparse labels still reach every split; ``False``: a
+        random permutation of blocks in the area fractions (contiguous areas, what wall-to-wall
+        labels need: fewer split edges, more windows fit); ``None`` (default): stratified when
+        fewer than half of the valid pixels are labelled.
+    layout
+        Use this split layout (e.g. one fold of :func:`fold_layouts`) instead of making one.
     buffer
         Extra pixels around each window that must also lie in its split's area. Windows always
         lie wholly inside their split's area, so patches of different splits never share a pixel.
 
     Returns
     -------
-    pandas.DataFrame
-        The manifest: one row per patch (see :func:`manifest_columns`).
+    Draw
+        The manifest (one row per patch), the layout, and the table of labelled pixels and
+        patches per class and split (:func:`split_table`).
     """
     legend = legend or cube_legend(cube)
     if not isinstance(per_class, int) or per_class < 1:
@@ -241,18 +480,29 @@ def sample_centres(
             f"patch: a {patch} x {patch} window (plus buffer {buffer}) does not fit in the "
             f"{height} x {width} scene. Fix: use a smaller --patch."
         )
-    layout = split_layout(
-        (height, width), block=4 * patch if block is None else block, fractions=fractions, seed=seed
-    )
     labels, valid = (
         a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=1024)
         for a in (cube["labels"].data, cube["valid"].data)
     )
     valid = valid.rechunk(labels.chunks)
+    n = legend.n_classes
+    if layout is None:
+        yedges, xedges = _edges((height, width), 4 * patch if block is None else block)
+        per_block = block_label_counts(labels, valid, yedges, xedges, n, margin=patch // 2 + buffer)
+        layout = split_layout(
+            (height, width),
+            block=4 * patch if block is None else block,
+            fractions=fractions,
+            seed=seed,
+            counts=_stratum_counts(per_block) if _stratified(stratify, per_block[0], valid) else None,
+        )
+    else:
+        per_block = block_label_counts(labels, valid, layout.yedges, layout.xedges, n)
+    labelled = np.zeros((3, n + 1), dtype=np.int64)
+    np.add.at(labelled, layout.blocks.ravel(), per_block[0])
     grids = BlockGrid(labels), BlockGrid(valid)
     halo = patch // 2 + patch % 2 + buffer + 1
     ychunks, xchunks = labels.chunks
-    n = legend.n_classes
     max_invalid = int(np.floor(max_nodata * patch * patch + 1e-9))
     tasks = []
     r0 = 0
@@ -309,7 +559,17 @@ def sample_centres(
             "--patch, a larger --max-nodata or a larger split --block."
         )
     log.info("sampled %d centres for %d classes present", len(rows), len(present))
-    return _manifest(rows, cube, legend, patch=patch, seed=seed)
+    manifest = _manifest(rows, cube, legend, patch=patch, seed=seed)
+    drawn = np.zeros((3, n + 1), dtype=np.int64)
+    np.add.at(
+        drawn,
+        (
+            manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(),
+            manifest["class_id"].to_numpy(),
+        ),
+        1,
+    )
+    return Draw(manifest, layout, split_table(labelled, drawn, legend, fr))
 
 
 def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) -> pd.DataFrame:

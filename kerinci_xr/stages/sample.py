@@ -11,7 +11,7 @@ from .._outputs import check_output
 from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..patches import write_patches
-from ..sampling import sample_centres, write_manifest
+from ..sampling import draw_centres, format_split_table, write_manifest
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "SampleOptions"]
@@ -27,6 +27,11 @@ class SampleOptions(DaskOptions):
     fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
     block: int | None = option(None, "split block edge in pixels (default 4 x patch)")
     buffer: int = option(0, "extra pixels around windows kept in their split")
+    split_by: Literal["auto", "labels", "area"] = option(
+        "auto",
+        "assign blocks to splits by labelled pixels per class (sparse labels reach every split) or by area "
+        "(contiguous areas); auto: by labels when under half the valid pixels are labelled",
+    )
     date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
     temporal: Literal["date", "stack"] = option(
         "date", "a cube of several dates: one date, or all stacked as bands"
@@ -56,7 +61,7 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         raise InvalidInputError(
             f"{o.cube}: the cube has no labels to sample from. Fix: prepare it with --labels."
         )
-    table = sample_centres(
+    draw = draw_centres(
         ds,
         per_class=o.per_class,
         patch=o.patch,
@@ -65,13 +70,26 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         fractions=o.fractions,
         block=o.block,
         buffer=o.buffer,
+        stratify={"auto": None, "labels": True, "area": False}[o.split_by],
     )
+    table = draw.manifest
+    ctx.echo(format_split_table(draw.table))
     split = {
         "seed": o.seed,
         "fractions": [float(f) for f in o.fractions],
         "block": 4 * o.patch if o.block is None else o.block,
+        "by": o.split_by,
+        "blocks": draw.layout.blocks.tolist(),
+        "yedges": draw.layout.yedges.tolist(),
+        "xedges": draw.layout.xedges.tolist(),
     }
-    attrs = {"cube": str(o.cube), "split": split, "temporal": o.temporal, "date": ds.attrs.get("date", "")}
+    attrs = {
+        "cube": str(o.cube),
+        "split": split,
+        "split_table": draw.table.to_dict("records"),
+        "temporal": o.temporal,
+        "date": ds.attrs.get("date", ""),
+    }
     store = write_patches(ds, table, o.out, overwrite=o.overwrite, progress=ctx.progress, attrs=attrs)
     return {"patches": store, "manifest": write_manifest(table, manifest)}
 
