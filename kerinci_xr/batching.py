@@ -169,6 +169,7 @@ class PatchDataset(Dataset):
         a, _, c, _, e, f = (float(v) for v in ds.attrs["transform"][:6])
         p = self.patch
         r0, c0 = ds["row_start"].values[self.index], ds["col_start"].values[self.index]
+        self.starts = np.stack([r0, c0], axis=1).astype(np.int64)  # window origin in the scene
         ys = np.stack([f + (r0 + p) * e, f + r0 * e])
         self.bounds = np.stack([c + c0 * a, ys.min(0), c + (c0 + p) * a, ys.max(0)], axis=1)
         self.crs = str(ds.attrs.get("crs_wkt", ""))

@@ -275,7 +275,7 @@ def reference_layers(
     t = feats.table
     for col in ("kind", "code", "class_id", "x", "y", "row", "col", "source_index"):
         out[f"feature_{col}"] = xr.DataArray(t[col].to_numpy(), dims="feature")
-    out["feature_kind"].attrs = {"flag_values": [0, 1], "flag_meanings": "point polygon"}
+    out["feature_kind"].attrs = {"flag_values": [0, 1, 2], "flag_meanings": "point polygon multipoint"}
     out["feature_x"].attrs = {"long_name": "the point, or a point inside the polygon (cube CRS)"}
     return {
         k: v.assign_coords(feature=t["feature"].to_numpy()) if "feature" in v.dims else v

@@ -26,7 +26,9 @@ __all__ = [
     "class_pixel_counts",
     "confusion_matrix",
     "counts_and_hectares",
+    "evaluate_features",
     "evaluate_prediction",
+    "feature_table",
     "format_report",
     "pixel_area_m2",
     "write_report",
@@ -237,12 +239,18 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-def accuracy_report(cm: np.ndarray, legend: Legend) -> dict[str, Any]:
+#: How the confusion matrices of reports are laid out.
+CM_AXES = "rows: reference class id, columns: map (predicted) class id; index 0 = none / no prediction"
+
+
+def accuracy_report(cm: np.ndarray, legend: Legend, *, unit: str = "pixel") -> dict[str, Any]:
     """Overall accuracy, Cohen's kappa, mean IoU and per-class figures from a confusion matrix.
 
-    Per class: support (reference pixels), producer's accuracy (recall), user's accuracy
+    Per class: support (reference samples), producer's accuracy (recall), user's accuracy
     (precision), F1 and IoU. Mean IoU averages the classes present in the reference or the
-    prediction. Undefined figures are ``None`` in the result.
+    prediction. Undefined figures are ``None`` in the result. ``samples`` is the number of
+    independent samples (each counted once) and ``sample_unit`` what one is (a pixel, or a
+    reference feature); ``confusion_matrix_axes`` says which axis is the reference.
     """
     cm = np.asarray(cm, dtype=np.float64)
     n = legend.n_classes
@@ -267,7 +275,10 @@ def accuracy_report(cm: np.ndarray, legend: Legend) -> dict[str, Any]:
         "overall_accuracy": num(oa),
         "kappa": num(kappa),
         "mean_iou": num(np.nanmean(iou[seen])) if seen.any() else None,
-        "pixels": int(total),
+        "macro_f1": num(np.nanmean(np.where(ref > 0, f1, np.nan))) if (ref > 0).any() else None,
+        "samples": int(total),
+        "sample_unit": unit,
+        "pixels": int(total) if unit == "pixel" else None,
         "classes": [
             {
                 "class_id": k + 1,
@@ -282,6 +293,7 @@ def accuracy_report(cm: np.ndarray, legend: Legend) -> dict[str, Any]:
             for k in range(n)
         ],
         "confusion_matrix": cm.astype(np.int64).tolist(),
+        "confusion_matrix_axes": CM_AXES,
     }
 
 
@@ -293,7 +305,9 @@ def format_report(report: dict[str, Any], *, only_present: bool = True) -> str:
 
     lines = [
         f"overall accuracy {f(report['overall_accuracy'])}   kappa {f(report['kappa'])}   "
-        f"mean IoU {f(report['mean_iou'])}   ({report['pixels']:,} pixels)",
+        f"mean IoU {f(report['mean_iou'])}   macro F1 {f(report.get('macro_f1'))}",
+        f"{report['samples']:,} independent samples ({_unit_text(report.get('sample_unit', 'pixel'))}, each "
+        "counted once); confusion matrix rows = reference, columns = map",
         "",
         f"{'id':>3}  {'class':<28} {'support':>10} {'PA':>6} {'UA':>6} {'F1':>6} {'IoU':>6}",
     ]
@@ -305,6 +319,15 @@ def format_report(report: dict[str, Any], *, only_present: bool = True) -> str:
             f"{f(c['users_accuracy']):>6} {f(c['f1']):>6} {f(c['iou']):>6}"
         )
     return "\n".join(lines)
+
+
+def _unit_text(unit: str) -> str:
+    return {
+        "pixel": "pixels",
+        "feature": "reference features",
+        "feature-majority": "reference features: a point's pixel, a polygon's majority class",
+        "feature-pixels": "pixels of reference features",
+    }.get(unit, unit)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -365,4 +388,136 @@ def evaluate_prediction(
         for s, name in enumerate(SPLITS):
             ts = da.where(smap == s, t, 0)
             out[name] = accuracy_report(confusion_matrix(ts, p, legend.n_classes), legend)
+    return out
+
+
+def feature_table(ds: xr.Dataset) -> pd.DataFrame:
+    """The reference features a cube keeps (``feature_*`` variables) as a DataFrame."""
+    cols = ("kind", "code", "class_id", "x", "y", "row", "col", "source_index")
+    return pd.DataFrame({"feature": ds["feature"].values, **{c: ds[f"feature_{c}"].values for c in cols}})
+
+
+def _pair_counts_block(ids: np.ndarray, pred: np.ndarray, nbins: int) -> dict[str, np.ndarray]:
+    keep = ids > 0
+    key = ids[keep].astype(np.int64) * nbins + pred[keep].astype(np.int64).clip(0, nbins - 1)
+    k, c = np.unique(key, return_counts=True)
+    return {"key": k, "count": c}
+
+
+def _feature_pixel_counts(prediction: xr.DataArray, reference_id: xr.DataArray, nbins: int) -> pd.DataFrame:
+    """Pixels per (feature, predicted class) pair: one streaming pass, sparse per chunk."""
+    import dask
+
+    ids = (
+        reference_id.data
+        if isinstance(reference_id.data, da.Array)
+        else da.from_array(np.asarray(reference_id.data), chunks=1024)
+    )
+    p = (
+        prediction.data
+        if isinstance(prediction.data, da.Array)
+        else da.from_array(np.asarray(prediction.data))
+    )
+    p = p.rechunk(ids.chunks)
+    parts = dask.compute(
+        *[
+            dask.delayed(_pair_counts_block)(a, b, nbins)
+            for a, b in zip(ids.to_delayed().ravel(), p.to_delayed().ravel(), strict=True)
+        ]
+    )
+    key = np.concatenate([q["key"] for q in parts]) if parts else np.zeros(0, np.int64)
+    cnt = np.concatenate([q["count"] for q in parts]) if parts else np.zeros(0, np.int64)
+    k, inv = np.unique(key, return_inverse=True)
+    total = np.bincount(inv, weights=cnt).astype(np.int64)
+    return pd.DataFrame({"feature": k // nbins, "predicted": k % nbins, "pixels": total})
+
+
+def evaluate_features(
+    prediction: xr.DataArray,
+    table: pd.DataFrame,
+    legend: Legend,
+    *,
+    reference_id: xr.DataArray | None = None,
+    rule: str = "majority",
+    layout=None,
+) -> dict[str, Any]:
+    """Accuracy over reference features, each counted once.
+
+    A point is compared with the map at its pixel. A polygon (or multipoint), with
+    ``rule="majority"``, counts once with the class most of its pixels are mapped to (ties: the
+    lower class id); with ``rule="pixels"`` every one of its pixels counts (the usual but
+    optimistic practice: neighbouring pixels are not independent samples). ``reference_id``
+    is the raster of feature numbers (the cube's, or :func:`kerinci_xr.vector.rasterize_reference`
+    on the map's grid); a polygon whose pixels were all left out (overlaps of other classes,
+    too small to cover a pixel centre) is not counted. With the sampling's split ``layout``,
+    one report per split area too (a feature belongs to the area of its point, or of a point
+    inside the polygon).
+
+    Returns ``{"all": report, ...}``; ``report["features"]`` holds per-feature results.
+    """
+    if rule not in ("majority", "pixels"):
+        raise InvalidInputError(f"rule: expected 'majority' or 'pixels', found {rule!r}.")
+    n = legend.n_classes
+    t = table.reset_index(drop=True)
+    pts = t["kind"].to_numpy() == 0
+    predicted = np.zeros(len(t), dtype=np.int64)
+    if pts.any():
+        data = (
+            prediction.data
+            if isinstance(prediction.data, da.Array)
+            else da.from_array(np.asarray(prediction.data))
+        )
+        rows, cols = t.loc[pts, "row"].to_numpy(), t.loc[pts, "col"].to_numpy()
+        predicted[pts] = np.asarray(data.vindex[rows, cols].compute()).astype(np.int64)
+    pair = None
+    if (~pts).any():
+        if reference_id is None:
+            raise InvalidInputError(
+                "evaluate_features: polygons need the raster of feature numbers (reference_id)."
+            )
+        pair = _feature_pixel_counts(prediction, reference_id, n + 1)
+        poly_ids = set(t.loc[~pts, "feature"].tolist())
+        pair = pair[pair["feature"].isin(poly_ids)]
+        # majority: most pixels, ties to the lower class id (sorted by pixels desc, then class)
+        top = pair.sort_values(["feature", "pixels", "predicted"], ascending=[True, False, True])
+        top = top.drop_duplicates("feature").set_index("feature")["predicted"]
+        where = t.loc[~pts, "feature"].map(top)
+        predicted[~pts] = where.fillna(-1).to_numpy().astype(np.int64)
+    t["predicted"] = predicted
+    counted = t["predicted"] >= 0
+    if layout is not None:
+        t["area"] = [
+            SPLITS[int(layout.split_map(slice(r, r + 1), slice(c, c + 1))[0, 0])]
+            for r, c in zip(t["row"], t["col"], strict=True)
+        ]
+    areas = {"all": np.ones(len(t), bool)} | (
+        {s: (t["area"] == s).to_numpy() for s in SPLITS} if layout is not None else {}
+    )
+    out: dict[str, Any] = {}
+    for area, sel in areas.items():
+        if rule == "pixels" and pair is not None:
+            cm = np.zeros((n + 1, n + 1), dtype=np.int64)
+            one = sel & pts & counted.to_numpy()
+            np.add.at(cm, (t.loc[one, "class_id"].to_numpy(), t.loc[one, "predicted"].to_numpy()), 1)
+            cls = t.set_index("feature")["class_id"]
+            pp = pair[pair["feature"].isin(set(t.loc[sel & ~pts, "feature"]))]
+            np.add.at(
+                cm, (cls.loc[pp["feature"]].to_numpy(), pp["predicted"].to_numpy()), pp["pixels"].to_numpy()
+            )
+            unit = "feature-pixels"
+        else:
+            one = sel & counted.to_numpy()
+            cm = confusion_matrix(t.loc[one, "class_id"].to_numpy(), t.loc[one, "predicted"].to_numpy(), n)
+            unit = "feature-majority" if (~pts).any() else "feature"
+        rep = accuracy_report(cm, legend, unit=unit)
+        rep["features"] = {
+            "counted": int((sel & counted.to_numpy()).sum()),
+            "points": int((sel & pts).sum()),
+            "polygons": int((sel & ~pts).sum()),
+            "without_pixels": int((sel & ~counted.to_numpy()).sum()),
+        }
+        out[area] = rep
+    out["all"]["feature_results"] = t[
+        ["feature", "source_index", "kind", "code", "class_id", "predicted"]
+    ].to_dict("list")
     return out

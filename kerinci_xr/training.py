@@ -175,13 +175,44 @@ def predict_logits(model, x, *, amp: bool = True):
 
 
 def evaluate_loader(model, loader, n_classes: int, device, *, amp: bool = True) -> np.ndarray:
-    """Confusion matrix of a model over every batch of a loader."""
+    """Confusion matrix of a model over a loader's patches, each scene pixel counted once.
+
+    Patches of one split may overlap (up to dozens of times around a dense class); a pixel is
+    counted once, with the prediction of the patch where it lies farthest from the window's
+    edge (the most context; ties: the first patch). A loader that shuffles, or one without
+    window positions, counts every patch pixel.
+    """
     model.eval()
+    dataset = getattr(loader.dataset, "dataset", loader.dataset)
+    starts = getattr(dataset, "starts", None)
+    shuffled = getattr(loader.sampler, "shuffle", False)
     cm = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
+    keys, dists, refs, preds = [], [], [], []
+    seen = 0
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True)
-        pred = predict_logits(model, x, amp=amp).argmax(1) + 1
-        cm += confusion_matrix(batch["mask"].numpy(), pred.cpu().numpy(), n_classes)
+        pred = (predict_logits(model, x, amp=amp).argmax(1) + 1).cpu().numpy()
+        mask = batch["mask"].numpy()
+        if starts is None or shuffled:
+            cm += confusion_matrix(mask, pred, n_classes)
+            continue
+        b, h, w = mask.shape
+        ii, jj = np.arange(h)[:, None], np.arange(w)[None, :]
+        edge = np.minimum(np.minimum(ii, h - 1 - ii), np.minimum(jj, w - 1 - jj))
+        for k in range(b):
+            lab = mask[k] > 0
+            r, c = np.nonzero(lab)
+            r0, c0 = starts[seen + k]
+            keys.append(((r + r0).astype(np.int64) << 32) | (c + c0).astype(np.int64))
+            dists.append(edge[lab])
+            refs.append(mask[k][lab])
+            preds.append(pred[k][lab])
+        seen += b
+    if keys:
+        key, dist = np.concatenate(keys), np.concatenate(dists)
+        order = np.lexsort((-dist, key))  # stable: equal distances keep the first patch
+        first = order[np.unique(key[order], return_index=True)[1]]
+        cm += confusion_matrix(np.concatenate(refs)[first], np.concatenate(preds)[first], n_classes)
     return cm
 
 

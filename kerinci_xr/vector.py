@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 
 #: File endings read as vector reference data (anything else is opened as a raster).
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".fgb", ".gml", ".kml")
-POINT, POLYGON = 0, 1
-_KINDS = {"Point": POINT, "MultiPoint": POINT, "Polygon": POLYGON, "MultiPolygon": POLYGON}
+POINT, POLYGON, MULTIPOINT = 0, 1, 2
+_KINDS = {"Point": POINT, "MultiPoint": MULTIPOINT, "Polygon": POLYGON, "MultiPolygon": POLYGON}
 
 
 def is_vector(path: Any) -> bool:
@@ -63,7 +63,8 @@ class ReferenceFeatures:
     """Reference features on a grid: a table, the polygon geometries, and what was left out.
 
     ``table`` has one row per usable feature: ``feature`` (1-based number, the value of
-    ``reference_id``), ``source_index`` (row in the file), ``kind`` (0 point, 1 polygon),
+    ``reference_id``), ``source_index`` (row in the file), ``kind`` (0 point, 1 polygon,
+    2 multipoint),
     ``code``, ``class_id``, ``x``/``y`` (the point, or a point inside the polygon, in the grid's
     CRS) and ``row``/``col`` (the pixel of that point). ``report`` counts features read, used,
     outside the grid, with empty or invalid geometry, with codes missing from the legend, and
@@ -185,6 +186,15 @@ def read_reference(
             f"{path}: the file declares no CRS, so its coordinates cannot be placed on the image. Fix: "
             "assign one (e.g. ogr2ogr -a_srs EPSG:4326 out.gpkg in.gpkg)."
         )
+    if gdf.crs.is_geographic and len(gdf) and not gdf.geometry.is_empty.all():
+        x0, y0, x1, y1 = (float(v) for v in gdf.total_bounds)
+        if x0 < -360 or x1 > 360 or y0 < -90.5 or y1 > 90.5:
+            raise InvalidInputError(
+                f"{path}: the file says {gdf.crs.name} (longitude/latitude) but its coordinates span "
+                f"x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}: map coordinates of another CRS (GeoJSON "
+                "without a 'crs' member is read as EPSG:4326). Fix: save it with its CRS (GeoPackage), or "
+                "assign the right one (ogr2ogr -a_srs EPSG:XXXX)."
+            )
     geoms = gdf.geometry.to_numpy()
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     type_names = pd.Series(gdf.geom_type).fillna("None").to_numpy()
@@ -221,8 +231,7 @@ def read_reference(
     right, bottom = transform * (width, height)
     box = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
     inside_pt = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    is_multi_pt = np.array([t == "MultiPoint" for t in type_names[ok]], dtype=bool)
-    inside = np.where((kinds == POINT) & ~is_multi_pt, inside_pt, shapely.intersects(reproj, box))
+    inside = np.where(kinds == POINT, inside_pt, shapely.intersects(reproj, box))
     report: dict[str, Any] = {
         "read": len(gdf),
         "empty_or_invalid": int((empty | invalid).sum()),
@@ -275,7 +284,7 @@ def _conflicting_pairs(feats: ReferenceFeatures) -> int:
     if len(t) < 2:
         return 0
     n = 0
-    pts = t["kind"].to_numpy() == POINT
+    pts = t["kind"].to_numpy() != POLYGON
     if pts.sum() > 1:  # points: several classes in one pixel
         px = t.loc[pts, ["row", "col", "class_id"]]
         n += int((px.groupby(["row", "col"])["class_id"].nunique() - 1).clip(lower=0).sum())
@@ -358,9 +367,7 @@ def rasterize_reference(
     t = feats.table
     kind = t["kind"].to_numpy()
     pts = np.flatnonzero(kind == POINT)
-    single = shapely.get_type_id(feats.geometries[pts]) == 0 if len(pts) else np.zeros(0, bool)
-    multi_pts = pts[~single]
-    pts = pts[single]
+    multi_pts = np.flatnonzero(kind == MULTIPOINT)
     poly_idx = np.flatnonzero(kind == POLYGON)
     # multipoints: each of their points labels its pixel
     mp_rows, mp_cols, mp_owner = [np.zeros(0, np.int64)] * 3

@@ -469,12 +469,13 @@ def report_page(
         for area, rep in reports.items():
             head = (
                 f"<h2>Accuracy: {title} {area}</h2><p>overall accuracy {rep['overall_accuracy']}, "
-                f"kappa {rep['kappa']}, mean IoU {rep['mean_iou']}, {rep['pixels']:,} pixels</p>"
+                f"kappa {rep['kappa']}, mean IoU {rep['mean_iou']}, {rep['samples']:,} independent samples "
+                f"({rep.get('sample_unit', 'pixel')}s; confusion matrix rows = reference, columns = map)</p>"
             )
             rows = [c for c in rep["classes"] if c["support"] or c["users_accuracy"] is not None]
             parts.append(Div(text=head + _html_table(rows, metric_cols)))
         last = reports.get("test") or next(iter(reports.values()))
-        if last["pixels"]:
+        if last["samples"]:
             parts.append(hv.render(confusion_heatmap(last)))
     if areas is not None:
         table = pd.read_csv(areas)

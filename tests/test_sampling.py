@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ from kerinci_xr.cube import build_cube, open_cube, write_cube
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.legend import Legend, read_legend
 from kerinci_xr.sampling import (
+    SPLITS,
     read_manifest,
     sample_centres,
     split_layout,
@@ -182,3 +185,74 @@ def test_sample_centres__empty_class_set():
     legend = Legend(values=(1,), labels=("a",), palette=("000000",))
     with pytest.raises(InvalidInputError, match="no eligible patch centre"):
         sample_centres(_mem_cube(labels, legend=legend), patch=8)
+
+
+def _usable_blocks(labels, valid, patch, block, k):
+    """Blocks holding a pixel of class k whose window lies in the block, all valid (brute force)."""
+    h, w = labels.shape
+    half = patch // 2
+    ye = np.linspace(0, h, -(-h // block) + 1).round().astype(int)
+    xe = np.linspace(0, w, -(-w // block) + 1).round().astype(int)
+    found = set()
+    for r, c in zip(*np.nonzero(labels == k), strict=True):
+        r0, c0 = r - half, c - half
+        bi, bj = np.searchsorted(ye, r, side="right") - 1, np.searchsorted(xe, c, side="right") - 1
+        inside = ye[bi] <= r0 and r0 + patch <= ye[bi + 1] and xe[bj] <= c0 and c0 + patch <= xe[bj + 1]
+        if inside and valid[r0 : r0 + patch, c0 : c0 + patch].all():
+            found.add((bi, bj))
+    return len(found)
+
+
+@pytest.fixture(scope="module")
+def nc_sparse_cube(nc_paths, tmp_path_factory):
+    """60 points per class drawn from the real NC label map, as a GeoPackage, prepared into a cube."""
+    import geopandas as gpd
+    import rasterio
+
+    with rasterio.open(nc_paths["labels"]) as src:
+        lab, tr, crs = src.read(1), src.transform, src.crs
+    rng = np.random.default_rng(0)
+    rows, cols, codes = [], [], []
+    for k in range(1, 8):
+        r, c = np.nonzero(lab == k)
+        i = rng.choice(len(r), size=min(60, len(r)), replace=False)
+        rows += r[i].tolist()
+        cols += c[i].tolist()
+        codes += [k] * len(i)
+    xs, ys = rasterio.transform.xy(tr, rows, cols)
+    path = tmp_path_factory.mktemp("sparse") / "points.gpkg"
+    gpd.GeoDataFrame({"lc": codes}, geometry=gpd.points_from_xy(xs, ys), crs=crs).to_file(path)
+    legend = read_legend(nc_paths["legend"])
+    return build_cube(nc_paths["image"], path, legend=legend, scale=1 / 255, chunks=128).compute()
+
+
+def test_sparse_labels__every_split_gets_every_class_that_can_reach_it(nc_sparse_cube):
+    from kerinci_xr.sampling import draw_centres
+
+    cube, patch, block = nc_sparse_cube, 32, 64
+    lab, valid = cube["labels"].values, cube["valid"].values
+    assert (lab > 0).mean() < 0.01  # sparse: a few hundred labelled pixels
+    reachable = [k for k in range(1, 8) if _usable_blocks(lab, valid, patch, block, k) >= 3]
+    assert len(reachable) >= 4
+
+    def missing(draw):
+        got = draw.manifest.groupby(["class_id", "split"]).size()
+        return [(k, s) for k in reachable for s in ("train", "val", "test") if (k, s) not in got.index]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed in range(3):
+            draw = draw_centres(cube, per_class=20, patch=patch, seed=seed, block=block)
+            assert missing(draw) == [], (seed, draw.table)
+            _windows_ok(cube, draw.manifest, patch)
+            # the table says where a class cannot reach a split, and why
+            t = draw.table.set_index("class_id")
+            for k in set(range(1, 8)) - set(reachable):
+                assert t.loc[k, "note"] != "" or (t.loc[k, [f"patches_{s}" for s in SPLITS]] > 0).all()
+            np.testing.assert_array_equal(
+                t[[f"patches_{s}" for s in SPLITS]].sum(1).values,
+                draw.manifest.groupby("class_id").size().reindex(t.index, fill_value=0).values,
+            )
+        # blocks drawn by area alone leave a reachable class out of a split (what stratifying fixes)
+        assert any(missing(draw_centres(cube, per_class=20, patch=patch, seed=s, block=block, stratify=False))
+                   for s in range(3))

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,41 @@ def test_cli__train_then_evaluate(store, tmp_path, capsys):
         == 2
     )
     assert "expected a kerinci_xr checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_loader__each_scene_pixel_counted_once(store):
+    """Overlapping test patches: every labelled pixel once, with the most central patch's prediction."""
+    import torch
+
+    from kerinci_xr.batching import PatchDataset, make_loader
+    from kerinci_xr.legend import Legend
+    from kerinci_xr.model import UNet, UNetConfig
+    from kerinci_xr.patches import open_patches
+    from kerinci_xr.training import evaluate_loader
+
+    legend = Legend.from_json(open_patches(store).attrs["legend"])
+    ds = PatchDataset(store, split="test")
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(in_channels=len(ds.bands), n_classes=legend.n_classes, depth=2, base=8)).eval()
+    cm = evaluate_loader(model, make_loader(store, split="test", batch_size=3), legend.n_classes, "cpu")
+    # brute force: patch by patch, a dict from scene pixel to (distance to the edge, order, ref, pred)
+    best: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+    instances = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        with torch.no_grad():
+            pred = model(item["image"][None]).argmax(1)[0].numpy() + 1
+        mask = item["mask"].numpy()
+        r0, c0 = (int(v) for v in ds.starts[i])
+        p = mask.shape[0]
+        for r, c in zip(*np.nonzero(mask), strict=True):
+            instances += 1
+            d = min(r, p - 1 - r, c, p - 1 - c)
+            key = (r0 + r, c0 + c)
+            if key not in best or d > best[key][0]:
+                best[key] = (d, i, int(mask[r, c]), int(pred[r, c]))
+    assert instances > 1.5 * len(best)  # the test patches do overlap
+    expected = np.zeros_like(cm)
+    for _, _, t, q in best.values():
+        expected[t, q] += 1
+    np.testing.assert_array_equal(cm, expected)

@@ -1,4 +1,4 @@
-"""``evaluate``: accuracy of a model on a patch-store split, or of a prediction against a cube."""
+"""``evaluate``: accuracy of a model on a patch-store split, or of a map against reference data."""
 
 from __future__ import annotations
 
@@ -9,27 +9,42 @@ from .._options import option
 from .._outputs import check_output
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
-from ..metrics import evaluate_prediction, format_report, write_report
+from ..metrics import evaluate_features, evaluate_prediction, feature_table, format_report, write_report
 from ..patches import stored_layout
-from ..prediction import open_prediction
+from ..prediction import open_class_map, open_prediction
 from ..training import evaluate_store
+from ..vector import rasterize_reference, read_reference
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "EvaluateOptions"]
+
+#: Per-feature results are kept in the JSON report up to this many features.
+MAX_FEATURE_ROWS = 100_000
 
 
 @dataclass(kw_only=True)
 class EvaluateOptions(DaskOptions):
     source: str = option(
-        help="patch store (with --model) or prediction.zarr (with --cube)",
+        help="patch store (with --model), or a map: prediction.zarr or its COG (with --cube or --reference)",
         positional=True,
         io="in",
         kind="patches",
     )
     model: str | None = option(None, "checkpoint (.pt), to evaluate on a patch store", io="in", kind="model")
-    cube: str | None = option(None, "cube whose labels a prediction is compared with", io="in")
+    cube: str | None = option(
+        None, "cube whose labels (or reference features) a map is compared with", io="in"
+    )
+    reference: str | None = option(
+        None,
+        "reference points/polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet) to compare a map with",
+        io="in",
+    )
+    label_field: str = option("lc", "with --reference: the field with the codes (or class names)")
+    polygon_rule: Literal["majority", "pixels"] = option(
+        "majority", "a polygon counts once with its majority class, or every one of its pixels counts"
+    )
     patches: str | None = option(
-        None, "with --cube: patch store whose split layout gives per-split metrics", io="in"
+        None, "with --cube or --reference: patch store whose split layout gives per-split metrics", io="in"
     )
     split: Literal["train", "val", "test"] = option("test", "patch-store split to evaluate")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -37,30 +52,75 @@ class EvaluateOptions(DaskOptions):
     overwrite: bool = option(False, "replace an existing report", pipeline=False)
 
 
+def _echo_reports(report: dict[str, Any], ctx: Context) -> None:
+    for area, rep in report.items():
+        ctx.echo(f"\n== {area} ==\n{format_report(rep)}")
+
+
 def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
     check_output(o.out, overwrite=o.overwrite)
-    if o.cube:
+    if o.reference:
+        classes, legend = open_class_map(o.source)
+        shape = (classes.sizes["y"], classes.sizes["x"])
+        feats = read_reference(
+            o.reference,
+            o.label_field,
+            crs=classes.rio.crs,
+            transform=classes.rio.transform(),
+            shape=shape,
+            legend=legend,
+        )
+        ids = None
+        if (feats.table["kind"] != 0).any():
+            chunks = (
+                classes.chunk({"y": 1024, "x": 1024}).data.chunks
+                if classes.chunks is None
+                else classes.chunks
+            )
+            ids = classes.copy(data=rasterize_reference(feats, chunks)[1])
+        layout = stored_layout(o.patches, shape) if o.patches else None
+        report = evaluate_features(
+            classes, feats.table, legend, reference_id=ids, rule=o.polygon_rule, layout=layout
+        )
+        report["all"]["reference"] = feats.report | {"file": str(o.reference)}
+        _echo_reports(report, ctx)
+    elif o.cube:
         cube = cube_view(open_cube(o.cube))
         if "labels" not in cube:
             raise InvalidInputError(f"{o.cube}: the cube has no labels to compare with.")
         pred = open_prediction(o.source)
         layout = stored_layout(o.patches, (cube.sizes["y"], cube.sizes["x"])) if o.patches else None
-        report = evaluate_prediction(pred["classes"], cube["labels"], cube_legend(cube), layout=layout)
-        for area, rep in report.items():
-            ctx.echo(f"\n== {area} ==\n{format_report(rep)}")
+        if "reference_id" in cube:  # vector reference data: each feature once
+            report = evaluate_features(
+                pred["classes"],
+                feature_table(cube),
+                cube_legend(cube),
+                reference_id=cube["reference_id"],
+                rule=o.polygon_rule,
+                layout=layout,
+            )
+        else:
+            report = evaluate_prediction(pred["classes"], cube["labels"], cube_legend(cube), layout=layout)
+        _echo_reports(report, ctx)
     elif o.model:
         report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
         ctx.echo(format_report(report))
     else:
-        raise InvalidInputError("evaluate: pass --model (patch store) or --cube (prediction).")
+        raise InvalidInputError(
+            "evaluate: pass --model (a patch store), --cube or --reference (a map). Fix: e.g. "
+            "kerinci-xr evaluate prediction.zarr --reference points.gpkg --label-field lc --out metrics.json"
+        )
+    rows = report.get("all", {}).get("feature_results")
+    if rows is not None and len(rows["feature"]) > MAX_FEATURE_ROWS:
+        report["all"].pop("feature_results")
     return {"metrics": write_report(report, o.out), "report": report}
 
 
 STAGE = Stage(
     "evaluate",
-    "accuracy of a model on a patch store split, or of a prediction on a cube",
+    "accuracy of a model on a patch store split, or of a map against the cube or a reference file",
     EvaluateOptions,
     run,
-    "kerinci-xr evaluate patches.zarr --model model.pt --split test --out metrics.json",
+    "kerinci-xr evaluate prediction.zarr --reference points.gpkg --label-field lc --out metrics.json",
     args=("source",),
 )

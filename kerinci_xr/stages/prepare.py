@@ -144,8 +144,8 @@ def _reference_summary(ds) -> str:
     r = json.loads(ds["reference_id"].attrs["reference_report"])
     kinds = ds["feature_kind"].values
     lines = [
-        f"reference features: {r['used']:,} of {r['read']:,} used ({int((kinds == 0).sum()):,} points, "
-        f"{int((kinds == 1).sum()):,} polygons)"
+        f"reference features: {r['used']:,} of {r['read']:,} used ({int((kinds != 1).sum()):,} points or "
+        f"multipoints, {int((kinds == 1).sum()):,} polygons)"
     ]
     for key, what in (
         ("outside", "outside the image"),
