@@ -15,9 +15,14 @@ from .errors import InputFileNotFoundError, OutputExistsError
 __all__ = ["atomic_output", "check_output", "write_atomic", "write_text", "written_here"]
 
 
+#: The file that marks a folder of several products as this toolkit's (``{"title": "kerinci_xr ..."}``).
+MARKER = ".kerinci-xr.json"
+
+
 def written_here(path: Path) -> bool:
-    """Whether a folder is a store this toolkit wrote (its Zarr root's ``title`` says so)."""
-    for meta in (path / ".zattrs", path / "zarr.json"):
+    """Whether a folder is a store this toolkit wrote (its Zarr root's ``title`` says so, or, for a
+    folder of several products, its :data:`MARKER` file)."""
+    for meta in (path / ".zattrs", path / "zarr.json", path / MARKER):
         if meta.is_file():
             try:
                 attrs = json.loads(meta.read_text())

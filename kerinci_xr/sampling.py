@@ -37,6 +37,7 @@ __all__ = [
     "block_label_counts",
     "draw_centres",
     "fold_layouts",
+    "fold_layouts_of",
     "read_manifest",
     "sample_centres",
     "split_layout",
@@ -214,6 +215,18 @@ def fold_layouts(
         role[i], role[(i + 1) % folds] = 2, 1
         out.append(SplitLayout(blocks=role[groups].reshape(nby, nbx), yedges=yedges, xedges=xedges))
     return out
+
+
+def fold_layouts_of(
+    cube: xr.Dataset, *, folds: int, block: int, patch: int, buffer: int = 0, seed: int = 0, n_classes: int
+) -> list[SplitLayout]:
+    """:func:`fold_layouts` for a cube: blocks stratified by the labelled pixels of its ``labels``."""
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    yedges, xedges = _edges(shape, block)
+    counts = block_label_counts(
+        cube["labels"].data, cube["valid"].data, yedges, xedges, n_classes, margin=patch // 2 + buffer
+    )
+    return fold_layouts(_stratum_counts(counts), shape, block=block, folds=folds, seed=seed)
 
 
 def _block_counts_chunk(

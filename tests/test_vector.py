@@ -259,3 +259,66 @@ def test_strict__features_outside_are_an_error(tmp_path, l8_legend):
     assert not (tmp_path / "c.zarr").exists()
     with pytest.warns(UserWarning, match="1 outside the grid"):
         prepare(img, labels=tmp_path / "v.gpkg", legend=l8_legend, out=tmp_path / "c.zarr")
+
+
+def _class_map(tmp_path, legend_path, classes):
+    """A class-map COG on the tiny grid (what predict writes), from a numpy array of ids."""
+    from kerinci_xr.io import write_cog
+
+    tr = rasterio.transform.from_origin(1000, 2000, 10, 10)
+    h, w = classes.shape
+    da_ = xr.DataArray(classes.astype(np.uint8), dims=("y", "x"),
+                       coords={"y": 2000 - 10 * (np.arange(h) + 0.5), "x": 1000 + 10 * (np.arange(w) + 0.5)})
+    da_ = da_.rio.write_crs(32621).rio.write_transform(tr)
+    return write_cog(da_, tmp_path / "map.tif", legend=read_legend(legend_path))
+
+
+def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
+    from sklearn.metrics import confusion_matrix as sk_cm
+
+    rng = np.random.default_rng(4)
+    classes = rng.integers(1, 5, size=(40, 40))
+    classes[0:20, 0:20] = 1  # a big polygon of 400 pixels, 300 mapped as crop, 100 as water
+    classes[0:5, 0:20] = 4
+    cog = _class_map(tmp_path, l8_legend, classes)
+    # 30 points (several in one pixel of the same class), the big polygon, a small one
+    pts = rng.uniform([1210, 1600], [1290, 2000], size=(30, 2))  # beside the polygons (columns 21..28)
+    pts[1] = pts[0]
+    codes = rng.integers(1, 5, size=30)
+    codes[1] = codes[0]
+    big = shapely.box(1000, 1800, 1200, 2000)  # rows 0..19, cols 0..19
+    small = shapely.box(1300, 1610, 1330, 1640)  # rows 36..38, cols 30..32
+    gdf = gpd.GeoDataFrame(
+        {"lc": [*codes.tolist(), 1, 3]},
+        geometry=[*gpd.points_from_xy(pts[:, 0], pts[:, 1]), big, small],
+        crs=32621,
+    )
+    gdf.to_file(tmp_path / "ref.gpkg")
+    out = tmp_path / "m.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", "evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"),
+         "--out", str(out)], capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())["all"]
+    # independent: the map at each point's pixel; each polygon's majority by a one-piece rasterize
+    tr = rasterio.transform.from_origin(1000, 2000, 10, 10)
+    rows, cols = rasterio.transform.rowcol(tr, pts[:, 0], pts[:, 1], op=math.floor)
+    pred = list(classes[rows, cols])
+    for poly in (big, small):
+        m = rasterio.features.rasterize([(poly, 1)], out_shape=(40, 40), transform=tr)
+        pred.append(int(np.bincount(classes[m == 1], minlength=5).argmax()))
+    ref = [*codes.tolist(), 1, 3]
+    np.testing.assert_array_equal(
+        np.asarray(rep["confusion_matrix"])[1:, 1:], sk_cm(ref, pred, labels=[1, 2, 3, 4])
+    )
+    assert rep["samples"] == 32 and rep["sample_unit"] == "feature-majority"
+    assert rep["features"] == {"counted": 32, "points": 30, "polygons": 2, "without_pixels": 0}
+    assert "32 independent samples" in r.stdout and "rows = reference, columns = map" in r.stdout
+    # every pixel of a polygon instead: 400 + 9 pixels and the 30 points
+    r = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", "evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"),
+         "--polygon-rule", "pixels", "--out", str(tmp_path / "p.json")], capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["all"]["samples"] == 30 + 400 + 9

@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import (
     assess,
     change,
+    crossval,
     design_sample,
     evaluate,
     export,
@@ -34,6 +35,7 @@ STAGES: dict[str, Stage] = {
         quicklook,
         sample,
         train,
+        crossval,
         evaluate,
         predict,
         change,
