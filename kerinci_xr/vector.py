@@ -18,9 +18,10 @@ Besides the labels, every labelled pixel gets the number of the feature that lab
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class ReferenceFeatures:
     """
 
     table: pd.DataFrame
-    geometries: np.ndarray  # shapely geometries in the grid's CRS, aligned with ``table``
+    geometries: np.ndarray  # polygons and multipoints in the grid CRS (None for points), as ``table``
     transform: Affine
     shape: tuple[int, int]
     crs: CRS
@@ -98,13 +99,40 @@ class ReferenceFeatures:
         return f"{self.source}: " + "; ".join(parts)
 
 
-def _read_frame(path: Path):
+#: Features read and processed at a time: points keep only their coordinates, so a million
+#: of them never exist as geometry objects all at once.
+BATCH = 250_000
+
+
+def _batches(path: Path, batch: int = BATCH) -> Iterator[Any]:
+    """The file as GeoDataFrames of at most ``batch`` features (GeoParquet by row groups)."""
     import geopandas as gpd
 
     try:
         if path.suffix.lower() in (".parquet", ".geoparquet"):
-            return gpd.read_parquet(path)
-        return gpd.read_file(path, engine="pyogrio", use_arrow=True)
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            meta = json.loads((pf.schema_arrow.metadata or {}).get(b"geo", b"{}"))
+            if not meta:  # plain Parquet: let GeoPandas say what is missing
+                yield gpd.read_parquet(path)
+                return
+            geom = meta.get("primary_column", "geometry")
+            crs = meta.get("columns", {}).get(geom, {}).get("crs", "OGC:CRS84")
+            for rb in pf.iter_batches(batch_size=batch):
+                df = rb.to_pandas()
+                wkb = df.pop(geom)
+                yield gpd.GeoDataFrame(df, geometry=gpd.GeoSeries.from_wkb(wkb), crs=crs)
+            return
+        import pyogrio
+
+        n = int(pyogrio.read_info(path)["features"])
+        for skip in range(0, max(n, 1), batch):
+            yield gpd.read_file(
+                path, engine="pyogrio", use_arrow=True, skip_features=skip, max_features=batch
+            )
+    except (InvalidInputError, InputFileNotFoundError):
+        raise
     except Exception as exc:  # pyogrio/arrow raise several types for unreadable files
         raise RasterReadError(
             f"{path}: expected a vector file GDAL/OGR can read (GeoJSON, GeoPackage, Shapefile, "
@@ -174,7 +202,80 @@ def read_reference(
     src = str(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: reference file not found. Fix: check the path.")
-    gdf = _read_frame(path)
+    grid_crs = CRS.from_user_input(crs)
+    parts: list[dict[str, Any]] = []
+    offset = 0
+    for gdf in _batches(path):
+        parts.append(_read_batch(gdf, path, label_field, legend, grid_crs, transform, shape, offset))
+        offset += len(gdf)
+        del gdf
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "report"}
+    report: dict[str, Any] = {"read": offset}
+    for key in ("empty_or_invalid", "null_code", "unknown_code", "outside"):
+        report[key] = int(sum(p["report"][key] for p in parts))
+    unknown_codes: dict[int, int] = {}
+    for p in parts:
+        for c, v in p["report"]["unknown_codes"].items():
+            unknown_codes[c] = unknown_codes.get(c, 0) + v
+    report["unknown_codes"] = unknown_codes
+    height, width = shape
+    table = pd.DataFrame(
+        {
+            "feature": np.arange(1, len(cat["kind"]) + 1, dtype=np.int64),
+            **{k: cat.pop(k) for k in ("source_index", "kind", "code", "class_id", "x", "y", "row", "col")},
+        },
+        copy=False,
+    )
+    bounds = (
+        np.array(
+            [
+                cat["bounds"][:, 0].min(),
+                cat["bounds"][:, 1].min(),
+                cat["bounds"][:, 2].max(),
+                cat["bounds"][:, 3].max(),
+            ]
+        )
+        if len(cat["bounds"])
+        else np.full(4, np.nan)
+    )
+    left, top = transform.c, transform.f
+    right, bottom = transform * (width, height)
+    box = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    feats = ReferenceFeatures(table, cat["geometry"], transform, (height, width), grid_crs, report, src)
+    report["used"] = len(table)
+    report["conflicting_pairs"] = _conflicting_pairs(feats)
+    log.info("%s", feats.summary())
+    problems = {
+        k: report[k] for k in ("outside", "empty_or_invalid", "unknown_code", "null_code") if report[k]
+    }
+    if problems and strict and len(table):
+        raise InvalidInputError(
+            f"{feats.summary()}. --strict refuses features that cannot be used. Fix: clip the file to the "
+            "image, repair the geometries and use the legend's codes, or run without --strict."
+        )
+    if problems and len(table):
+        warnings.warn(feats.summary(), UserWarning, stacklevel=2)
+    if not len(table):
+        raise InvalidInputError(
+            f"{feats.summary()}: no feature is left to label the image (bounds of the file in the image's "
+            f"CRS {tuple(round(float(v), 6) for v in bounds)} vs the image "
+            f"{tuple(round(float(v), 6) for v in box.bounds)}). Fix: pass reference data of this area."
+        )
+    return feats
+
+
+def _read_batch(
+    gdf,
+    path: Path,
+    label_field: str,
+    legend: Legend,
+    grid_crs: CRS,
+    transform: Affine,
+    shape: tuple[int, int],
+    offset: int,
+) -> dict[str, Any]:
+    """Check, reproject and place one batch of features; points keep only their coordinates."""
+    src = str(path)
     if label_field not in gdf.columns:
         fields = [c for c in gdf.columns if c != gdf.geometry.name]
         raise InvalidInputError(
@@ -213,69 +314,53 @@ def read_reference(
     class_id = np.where(known, lut[np.where(known, icodes, 0)], 0).astype(np.int64)
     unknown = ~null_code & (class_id == 0)
     ok = ~empty & ~invalid & ~null_code & ~unknown
-    grid_crs = CRS.from_user_input(crs)
-    reproj = gdf.geometry[ok].to_crs(grid_crs).to_numpy() if ok.any() else np.array([], dtype=object)
+    if not ok.any():
+        reproj = np.array([], dtype=object)
+    elif CRS.from_user_input(gdf.crs) == grid_crs:  # already on the grid's CRS: no copy
+        reproj = geoms[ok]
+    else:
+        reproj = gdf.geometry[ok].to_crs(grid_crs).to_numpy()
+    del geoms
     kinds = np.array([_KINDS[t] for t in type_names[ok]], dtype=np.uint8)
     height, width = shape
-    inv = ~transform
     # where each feature sits: the point itself, or a point inside the polygon
-    anchor = (
-        np.where(kinds == POINT, shapely.centroid(reproj), shapely.point_on_surface(reproj))
-        if ok.any()
-        else reproj
-    )
+    anchor = reproj.copy()
+    poly_k, multi_k = kinds == POLYGON, kinds == MULTIPOINT
+    anchor[poly_k] = shapely.point_on_surface(reproj[poly_k])
+    anchor[multi_k] = shapely.centroid(reproj[multi_k])
     xy = shapely.get_coordinates(anchor) if len(anchor) else np.zeros((0, 2))
-    cols_f, rows_f = inv * (xy[:, 0], xy[:, 1]) if len(xy) else (np.zeros(0), np.zeros(0))
+    del anchor
+    cols_f, rows_f = (~transform) * (xy[:, 0], xy[:, 1]) if len(xy) else (np.zeros(0), np.zeros(0))
     rows, cols = np.floor(rows_f).astype(np.int64), np.floor(cols_f).astype(np.int64)
     left, top = transform.c, transform.f
     right, bottom = transform * (width, height)
     box = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    inside_pt = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    inside = np.where(kinds == POINT, inside_pt, shapely.intersects(reproj, box))
-    report: dict[str, Any] = {
-        "read": len(gdf),
-        "empty_or_invalid": int((empty | invalid).sum()),
-        "null_code": int(null_code.sum()),
-        "unknown_code": int(unknown.sum()),
-        "unknown_codes": {int(c): int((icodes[unknown] == c).sum()) for c in np.unique(icodes[unknown])},
-        "outside": int((~inside).sum()),
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    shaped = kinds != POINT
+    inside[shaped] = shapely.intersects(reproj[shaped], box)
+    idx = np.flatnonzero(ok)[inside]
+    keep_geoms = reproj[inside]
+    keep_geoms[kinds[inside] == POINT] = None  # points live on as coordinates only
+    bounds = shapely.bounds(reproj) if len(reproj) else np.zeros((0, 4))
+    return {
+        "report": {
+            "empty_or_invalid": int((empty | invalid).sum()),
+            "null_code": int(null_code.sum()),
+            "unknown_code": int(unknown.sum()),
+            "unknown_codes": {int(c): int((icodes[unknown] == c).sum()) for c in np.unique(icodes[unknown])},
+            "outside": int((~inside).sum()),
+        },
+        "source_index": (idx + offset).astype(np.int64),
+        "kind": kinds[inside],
+        "code": icodes[idx],
+        "class_id": class_id[idx],
+        "x": xy[inside, 0],
+        "y": xy[inside, 1],
+        "row": rows[inside],
+        "col": cols[inside],
+        "geometry": keep_geoms,
+        "bounds": bounds,
     }
-    keep = inside
-    idx = np.flatnonzero(ok)[keep]
-    table = pd.DataFrame(
-        {
-            "feature": np.arange(1, keep.sum() + 1, dtype=np.int64),
-            "source_index": idx.astype(np.int64),
-            "kind": kinds[keep],
-            "code": icodes[idx],
-            "class_id": class_id[idx],
-            "x": xy[keep, 0] if len(xy) else np.zeros(0),
-            "y": xy[keep, 1] if len(xy) else np.zeros(0),
-            "row": rows[keep],
-            "col": cols[keep],
-        }
-    )
-    feats = ReferenceFeatures(table, reproj[keep], transform, (height, width), grid_crs, report, src)
-    report["used"] = len(table)
-    report["conflicting_pairs"] = _conflicting_pairs(feats)
-    log.info("%s", feats.summary())
-    problems = {
-        k: report[k] for k in ("outside", "empty_or_invalid", "unknown_code", "null_code") if report[k]
-    }
-    if problems and strict and len(table):
-        raise InvalidInputError(
-            f"{feats.summary()}. --strict refuses features that cannot be used. Fix: clip the file to the "
-            "image, repair the geometries and use the legend's codes, or run without --strict."
-        )
-    if problems and len(table):
-        warnings.warn(feats.summary(), UserWarning, stacklevel=2)
-    if not len(table):
-        raise InvalidInputError(
-            f"{feats.summary()}: no feature is left to label the image (bounds of the file in the image's "
-            f"CRS {tuple(round(float(v), 6) for v in shapely.total_bounds(reproj))} vs the image "
-            f"{tuple(round(float(v), 6) for v in box.bounds)}). Fix: pass reference data of this area."
-        )
-    return feats
 
 
 def _conflicting_pairs(feats: ReferenceFeatures) -> int:
@@ -286,8 +371,9 @@ def _conflicting_pairs(feats: ReferenceFeatures) -> int:
     n = 0
     pts = t["kind"].to_numpy() != POLYGON
     if pts.sum() > 1:  # points: several classes in one pixel
-        px = t.loc[pts, ["row", "col", "class_id"]]
-        n += int((px.groupby(["row", "col"])["class_id"].nunique() - 1).clip(lower=0).sum())
+        pixel = t["row"].to_numpy()[pts] * feats.shape[1] + t["col"].to_numpy()[pts]
+        pairs = np.unique(pixel * 256 + t["class_id"].to_numpy()[pts])  # class ids are < 256
+        n += len(pairs) - len(np.unique(pairs // 256))  # classes beyond the first in each pixel
     if (~pts).any():
         polys = feats.geometries[~pts]
         tree = shapely.STRtree(polys)
@@ -298,9 +384,17 @@ def _conflicting_pairs(feats: ReferenceFeatures) -> int:
         if sel.any():
             inter = shapely.intersection(polys[a[sel]], polys[b[sel]])
             n += int((shapely.area(inter) > 0).sum())
-        if pts.any():
-            gi, pi = tree.query(feats.geometries[pts], predicate="intersects")
-            n += int((cls[pts][gi] != pcls[pi]).sum())
+        if pts.any():  # points (from their coordinates, a batch at a time) inside polygons
+            xy = t.loc[pts, ["x", "y"]].to_numpy()
+            pcls_pts = cls[pts]
+            kind = t["kind"].to_numpy()[pts]
+            for a0 in range(0, len(xy), BATCH):
+                sl = slice(a0, a0 + BATCH)
+                geoms = shapely.points(xy[sl])
+                multi = np.flatnonzero(kind[sl] == MULTIPOINT)
+                geoms[multi] = feats.geometries[np.flatnonzero(pts)[sl][multi]]
+                gi, pi = tree.query(geoms, predicate="intersects")
+                n += int((pcls_pts[sl][gi] != pcls[pi]).sum())
     return n
 
 
