@@ -139,7 +139,22 @@ class Region:
         return [[(k, (sy.start, sy.stop), (sx.start, sx.stop)) for k, sy, sx in row] for row in self.parts]
 
     def read(self) -> np.ndarray:
-        """Inside a task: the region's values (its chunks read with the synchronous scheduler)."""
-        keys = [k for row in self.parts for k, _, _ in row]
-        chunks = dict(zip(keys, get_sync(self.graph, keys), strict=True))
-        return assemble([[(chunks[k], sy, sx) for k, sy, sx in row] for row in self.parts])
+        """Inside a task: the region's values, its chunks read (synchronous scheduler) and copied
+        into place one at a time, so that at most one decoded chunk is held beside the result."""
+        heights = [sy.stop - sy.start for _, sy, _ in (row[0] for row in self.parts)]
+        widths = [sx.stop - sx.start for _, _, sx in self.parts[0]]
+        out: np.ndarray | None = None
+        r = 0
+        for row, hgt in zip(self.parts, heights, strict=True):
+            c = 0
+            for (key, sy, sx), wid in zip(row, widths, strict=True):
+                (block,) = get_sync(self.graph, [key])
+                piece = np.asarray(block)[..., sy, sx]
+                if out is None:
+                    out = np.empty((*piece.shape[:-2], sum(heights), sum(widths)), dtype=piece.dtype)
+                out[..., r : r + hgt, c : c + wid] = piece
+                del block, piece
+                c += wid
+            r += hgt
+        assert out is not None  # a region covers at least one chunk
+        return out

@@ -58,7 +58,10 @@ def _model(checkpoint: str, device: str):
         if key not in _MODELS:
             ckpt = load_checkpoint(checkpoint)
             dev = pick_device(device)
-            _MODELS[key] = (load_model(ckpt, dev), dev, ckpt)
+            model = load_model(ckpt, dev)
+            if dev.type == "cpu":  # oneDNN's convolutions run 1.6x faster on NHWC tensors
+                model = model.to(memory_format=torch.channels_last)
+            _MODELS[key] = (model, dev, ckpt)
             log.info("loaded %s on %s", checkpoint, dev)
         return _MODELS[key]
 
@@ -71,11 +74,28 @@ def _predict_window(
     checkpoint: str,
     device: str,
     probabilities: bool,
+    tile: int | None = None,
 ) -> np.ndarray:
     """Classes, confidence (and probabilities) of one chunk; rows of the result are stacked."""
     model, dev, ckpt = _model(checkpoint, device)
     with _CPU_WINDOWS if dev.type == "cpu" else contextlib.nullcontext():
-        return _window_layers(model, dev, ckpt, image, valid, window, core, probabilities)
+        return _window_layers(model, dev, ckpt, image, valid, window, core, probabilities, tile)
+
+
+def sub_tile(core: int, margin: int, mult: int, tile: int | None) -> int:
+    """Edge of the sub-tiles a window's core is computed in (each with its own exact margin).
+
+    On a CPU the forward pass per pixel is up to twice as fast on tiles of a few hundred pixels
+    as on one large window (caches), and memory follows the tile, not the window. The default
+    is about nine margins, split evenly over the core: 416 for a depth-3 U-Net (margin 48),
+    1024 for depth 4 (margin 112) in a 2048 chunk; 0 or ``tile >= core`` means one piece.
+    """
+    want = tile if tile is not None else 9 * margin
+    if want <= 0 or want >= core:
+        return core
+    n = max(1, round(core / max(want, mult)))  # tiles per core edge
+    per = -(-core // n)
+    return -(-per // mult) * mult
 
 
 def _window_layers(
@@ -87,8 +107,10 @@ def _window_layers(
     window: tuple[int, int, int, int],
     core: tuple[int, int, int, int],
     probabilities: bool,
+    tile: int | None = None,
 ) -> np.ndarray:
-    mult = UNetConfig.from_dict(ckpt["model_config"]).multiple
+    config = UNetConfig.from_dict(ckpt["model_config"])
+    mult, margin = config.multiple, margin_for(config)
     img = image.read()
     ok = valid.read().astype(bool, copy=False)
     x = img.astype(np.float32, copy=not (img.flags.writeable and img.base is None))  # ours to change
@@ -97,25 +119,50 @@ def _window_layers(
     wy0, wy1, wx0, wx1 = window
     h, w = wy1 - wy0, wx1 - wx0
     ph, pw = -(-h // mult) * mult - h, -(-w // mult) * mult - w  # to the pooling grid, at the end
-    x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
     cy0, cy1, cx0, cx1 = core
     sy, sx = slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0)
+    hp, wp = h + ph, w + pw
+    n = config.n_classes
+    ch, cw = cy1 - cy0, cx1 - cx0
+    cls = np.empty((ch, cw), np.uint8)
+    conf = np.empty((ch, cw), np.float32)
+    p_all = np.empty((n, ch, cw), np.float32) if probabilities else None
+    if dev.type == "cpu":
+        sy_t, sx_t = sub_tile(ch, margin, mult, tile), sub_tile(cw, margin, mult, tile)
+    else:  # a GPU wants the largest tiles it can hold
+        sy_t, sx_t = (
+            (ch, cw) if tile is None else (sub_tile(ch, margin, mult, tile), sub_tile(cw, margin, mult, tile))
+        )
+    fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     with _FORWARD_LOCK, torch.inference_mode():
-        t = torch.from_numpy(x[None]).to(dev)
-        if dev.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(t)[0, :, sy, sx].float()
-        else:
-            logits = model(t)[0, :, sy, sx]
-        del t
-        top, idx = logits.max(0)  # softmax only where needed: on the core, and via the max
-        if probabilities:
-            prob = logits.softmax(0)
-            p_all = prob.cpu().numpy()
-            conf = prob.max(0).values.cpu().numpy()
-        else:
-            conf = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
-        cls = (idx + 1).to(torch.uint8).cpu().numpy()
+        for a0 in range(sy.start, sy.stop, sy_t):
+            a1 = min(a0 + sy_t, sy.stop)
+            # the sub-tile's input: its core plus the margin, origin on the pooling grid; at the
+            # scene's end the window's padding, as in a one-piece prediction
+            i0, i1 = max(a0 - margin, 0), (hp if a1 + margin >= h else a1 + margin)
+            for b0 in range(sx.start, sx.stop, sx_t):
+                b1 = min(b0 + sx_t, sx.stop)
+                j0, j1 = max(b0 - margin, 0), (wp if b1 + margin >= w else b1 + margin)
+                part = x[:, i0:i1, j0:j1]
+                if i1 > h or j1 > w:  # the scene's end: zeros to the pooling grid (a tile's worth only)
+                    part = np.pad(part, ((0, 0), (0, i1 - i0 - part.shape[1]), (0, j1 - j0 - part.shape[2])))
+                t = torch.from_numpy(part[None]).to(dev).contiguous(memory_format=fmt)
+                if dev.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        logits = model(t)[0, :, a0 - i0 : a1 - i0, b0 - j0 : b1 - j0].float()
+                else:
+                    logits = model(t)[0, :, a0 - i0 : a1 - i0, b0 - j0 : b1 - j0]
+                del t
+                top, idx = logits.max(0)  # softmax only where needed: on the core, and via the max
+                out = (slice(a0 - sy.start, a1 - sy.start), slice(b0 - sx.start, b1 - sx.start))
+                if probabilities:
+                    prob = logits.softmax(0)
+                    p_all[(slice(None), *out)] = prob.cpu().numpy()
+                    conf[out] = prob.max(0).values.cpu().numpy()
+                else:
+                    conf[out] = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
+                cls[out] = (idx + 1).to(torch.uint8).cpu().numpy()
+                del logits
     okc = ok[sy, sx]
     layers = [np.where(okc, cls, 0).astype(np.float32)[None], np.where(okc, conf, 0).astype(np.float32)[None]]
     if probabilities:
@@ -130,6 +177,7 @@ def predict_scene(
     chunk: int | None = None,
     device: str = "auto",
     probabilities: bool = False,
+    tile: int | None = None,
 ) -> xr.Dataset:
     """Predict a whole cube lazily; nothing is computed until the result is.
 
@@ -147,6 +195,10 @@ def predict_scene(
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
     probabilities
         Also return ``probabilities`` (class, y, x) float32.
+    tile
+        Edge of the sub-tiles each chunk's forward pass runs in, each with its own exact
+        margin (:func:`sub_tile`; default on a CPU about nine margins, on a GPU one piece;
+        0: one piece). Memory follows the tile, not the chunk; the map does not change.
 
     Returns
     -------
@@ -199,6 +251,7 @@ def predict_scene(
                 str(checkpoint.resolve()),
                 device,
                 probabilities,
+                tile,
             )
             row.append(da.from_delayed(task, shape=(nlayers, int(r1 - r0), int(c1 - c0)), dtype=np.float32))
         rows.append(row)

@@ -310,3 +310,28 @@ def test_cli__predict_and_evaluate_prediction(trained, tmp_path, capsys):
     )
     assert "model checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "q.zarr").exists()
+
+
+def test_predict_scene__sub_tiles_equal_a_plain_one_piece_forward(trained):
+    """Sub-tiled NHWC windows give the classes of one plain forward pass over the whole scene."""
+    import torch
+
+    from kerinci_xr.checkpoint import band_stats_of, load_model, normalize
+    from kerinci_xr.prediction import sub_tile
+
+    cube = open_cube(trained["cube"])
+    ckpt = load_checkpoint(trained["model"])
+    x = cube["image"].sel(band=ckpt["bands"]).values.astype(np.float32)
+    ok = cube["valid"].values
+    normalize(x, ok, *band_stats_of(ckpt))
+    model = load_model(ckpt)
+    m = model.config.multiple
+    h, w = ok.shape
+    x = np.pad(x, ((0, 0), (0, -h % m), (0, -w % m)))
+    with torch.no_grad():
+        plain = model(torch.from_numpy(x[None]))[0, :, :h, :w].argmax(0).numpy() + 1
+    plain = np.where(ok, plain, 0)
+    assert sub_tile(2048, 112, 16, None) == 1024 and sub_tile(2048, 48, 8, None) == 416
+    for tile, chunk in ((32, 128), (48, 1024), (None, 1024), (0, 96)):
+        got = predict_scene(cube, trained["model"], chunk=chunk, tile=tile)["classes"].values
+        np.testing.assert_array_equal(got, plain, err_msg=f"tile {tile}, chunk {chunk}")
