@@ -65,6 +65,10 @@ class PredictOptions(DaskOptions):
         "ids", "COG pixel values: training ids, or the legend's codes"
     )
     chunk: int = option(2048, "output chunk edge in pixels")
+    tile: int | None = option(
+        None,
+        "sub-tile edge of the forward pass (default: ~9 context margins on a CPU, one piece on a GPU)",
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     probabilities: bool = option(False, "also store per-class probabilities")
     date: str | None = option(None, "a cube of several dates: the date to map (default: the labels' date)")
@@ -99,7 +103,7 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     if o.metrics is not None and "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: metrics need labels, and the cube has none.")
     layout = stored_layout(o.patches, (ds.sizes["y"], ds.sizes["x"])) if o.patches is not None else None
-    run_kw = {"chunk": o.chunk, "device": o.device, "probabilities": o.probabilities}
+    run_kw = {"chunk": o.chunk, "device": o.device, "probabilities": o.probabilities, "tile": o.tile}
     if o.all_dates:
         maps = [predict_scene(cube_view(cube, date=d), o.model, **run_kw) for d in dates]
         pred = xr.concat(maps, dim=pd.Index(np.array(dates, dtype="datetime64[ns]"), name="time")).chunk(
