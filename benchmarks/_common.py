@@ -65,6 +65,28 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
+def scaling_checks(name: str, baseline: dict, base: dict, big: dict, rows: list[dict]) -> None:
+    """The three checks of a chunked path against a one-piece baseline, printed and saved with
+    ``rows``: throughput >= 0.5x, peak RSS <= 1/4, peak RSS flat (within 20 %) at 4x the pixels."""
+    speed = base["mpix_per_s"] / baseline["mpix_per_s"]
+    mem = base["peak_rss_mb"] / baseline["peak_rss_mb"]
+    flat = big["peak_rss_mb"] / base["peak_rss_mb"] - 1
+    checks = {
+        "throughput_ratio": (round(speed, 3), ">= 0.5", speed >= 0.5),
+        "rss_ratio": (round(mem, 3), "<= 0.25", mem <= 0.25),
+        "rss_growth_4x": (round(flat, 3), "<= 0.20", flat <= 0.20),
+    }
+    for k, (v, target, ok) in checks.items():
+        print(f"{k:<16} {v:>7}  target {target:<7} {'PASS' if ok else 'FAIL'}")
+    save(
+        name,
+        {
+            "rows": rows,
+            "checks": {k: {"value": v, "target": t, "pass": ok} for k, (v, t, ok) in checks.items()},
+        },
+    )
+
+
 def cube(size: int, *, seed: int = 0, radar: bool = False, chunk: int = 1024) -> Path:
     """A cached prepared cube of a generated scene."""
     path = WORK / f"cube_{size}{'_radar' if radar else ''}.zarr"

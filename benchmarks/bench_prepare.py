@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, peak_rss_mb, run_child, save, scene
+from _common import WORK, peak_rss_mb, run_child, scaling_checks, scene
 
 
 def eager(folder: Path, out: Path) -> None:
@@ -119,24 +119,7 @@ def main() -> None:
             f"{r['case']:>6} {r['size']:>6}^2  {r['seconds']:>7.1f} s  {r['mpix_per_s']:>6.2f} Mpix/s"
             f"  peak RSS {r['peak_rss_mb']:>8.1f} MiB"
         )
-    e, l1, l4 = rows
-    speed = l1["mpix_per_s"] / e["mpix_per_s"]
-    mem = l1["peak_rss_mb"] / e["peak_rss_mb"]
-    flat = l4["peak_rss_mb"] / l1["peak_rss_mb"] - 1
-    checks = {
-        "throughput_ratio": (round(speed, 3), ">= 0.5", speed >= 0.5),
-        "rss_ratio": (round(mem, 3), "<= 0.25", mem <= 0.25),
-        "rss_growth_4x": (round(flat, 3), "<= 0.20", flat <= 0.20),
-    }
-    for k, (v, target, ok) in checks.items():
-        print(f"{k:<16} {v:>7}  target {target:<7} {'PASS' if ok else 'FAIL'}")
-    save(
-        "bench_prepare",
-        {
-            "rows": rows,
-            "checks": {k: {"value": v, "target": t, "pass": ok} for k, (v, t, ok) in checks.items()},
-        },
-    )
+    scaling_checks("bench_prepare", *rows, rows)
 
 
 if __name__ == "__main__":

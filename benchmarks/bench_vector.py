@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, peak_rss_mb, run_child, save
+from _common import WORK, peak_rss_mb, run_child, scaling_checks
 
 ORIGIN = (300000.0, 9800000.0)  # UTM 47S, near Kerinci
 RES = 30.0
@@ -152,24 +152,7 @@ def main() -> None:
             f"{r['case']:>9} {r['size']:>6}^2  {r['seconds']:>7.1f} s  {r['mpix_per_s']:>7.1f} Mpix/s  "
             f"peak RSS {r['peak_rss_mb']:>8.1f} MiB  labelled {r['labelled_pixels']:,}"
         )
-    one, c1, c4 = rows
-    speed = c1["mpix_per_s"] / one["mpix_per_s"]
-    mem = c1["peak_rss_mb"] / one["peak_rss_mb"]
-    flat = c4["peak_rss_mb"] / c1["peak_rss_mb"] - 1
-    checks = {
-        "throughput_ratio": (round(speed, 3), ">= 0.5", speed >= 0.5),
-        "rss_ratio": (round(mem, 3), "<= 0.25", mem <= 0.25),
-        "rss_growth_4x": (round(flat, 3), "<= 0.20", flat <= 0.20),
-    }
-    for k, (v, target, ok) in checks.items():
-        print(f"{k:<16} {v:>7}  target {target:<7} {'PASS' if ok else 'FAIL'}")
-    save(
-        "bench_vector",
-        {
-            "rows": rows,
-            "checks": {k: {"value": v, "target": t, "pass": ok} for k, (v, t, ok) in checks.items()},
-        },
-    )
+    scaling_checks("bench_vector", *rows, rows)
 
 
 if __name__ == "__main__":

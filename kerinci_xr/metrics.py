@@ -358,6 +358,21 @@ def _split_block(block: np.ndarray, layout, block_info=None) -> np.ndarray:
     return layout.split_map(slice(r0, r1), slice(c0, c1)).astype(np.int8)
 
 
+def _aligned(reference: xr.DataArray, prediction: xr.DataArray) -> tuple[da.Array, da.Array]:
+    """Both layers as dask arrays, the prediction chunked like the reference."""
+    t = (
+        reference.data
+        if isinstance(reference.data, da.Array)
+        else da.from_array(np.asarray(reference.data), chunks=1024)
+    )
+    p = (
+        prediction.data
+        if isinstance(prediction.data, da.Array)
+        else da.from_array(np.asarray(prediction.data))
+    )
+    return t, p.rechunk(t.chunks)
+
+
 def evaluate_prediction(
     prediction: xr.DataArray,
     labels: xr.DataArray,
@@ -371,17 +386,7 @@ def evaluate_prediction(
     ``"test"``) when the sampling's split ``layout`` is given, so the held-out test blocks can
     be told apart from the areas the model was trained on.
     """
-    t = (
-        labels.data
-        if isinstance(labels.data, da.Array)
-        else da.from_array(np.asarray(labels.data), chunks=1024)
-    )
-    p = (
-        prediction.data
-        if isinstance(prediction.data, da.Array)
-        else da.from_array(np.asarray(prediction.data))
-    )
-    p = p.rechunk(t.chunks)
+    t, p = _aligned(labels, prediction)
     out = {"all": accuracy_report(confusion_matrix(t, p, legend.n_classes), legend)}
     if layout is not None:
         smap = t.map_blocks(_split_block, layout, dtype=np.int8)
@@ -408,17 +413,7 @@ def _feature_pixel_counts(prediction: xr.DataArray, reference_id: xr.DataArray, 
     """Pixels per (feature, predicted class) pair: one streaming pass, sparse per chunk."""
     import dask
 
-    ids = (
-        reference_id.data
-        if isinstance(reference_id.data, da.Array)
-        else da.from_array(np.asarray(reference_id.data), chunks=1024)
-    )
-    p = (
-        prediction.data
-        if isinstance(prediction.data, da.Array)
-        else da.from_array(np.asarray(prediction.data))
-    )
-    p = p.rechunk(ids.chunks)
+    ids, p = _aligned(reference_id, prediction)
     parts = dask.compute(
         *[
             dask.delayed(_pair_counts_block)(a, b, nbins)

@@ -33,8 +33,13 @@ def test_fold_layouts__every_block_tested_once_and_classes_spread():
 
 
 def test_crossval__trains_and_tests_each_fold(small_scene, tmp_path):
-    cube = prepare(small_scene.landsat, labels=small_scene.labels, legend=small_scene.legend, chunk=64,
-                   out=tmp_path / "cube.zarr")["cube"]
+    cube = prepare(
+        small_scene.landsat,
+        labels=small_scene.labels,
+        legend=small_scene.legend,
+        chunk=64,
+        out=tmp_path / "cube.zarr",
+    )["cube"]
     kw = dict(folds=3, patch=32, per_class=4, block=64, epochs=2, depth=2, base=8, batch_size=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes in small folds
@@ -54,7 +59,9 @@ def test_crossval__trains_and_tests_each_fold(small_scene, tmp_path):
         test = m[m["split"] == "test"]
         assert len(test) == report["folds"][i - 1]["test_patches"] > 0
         for r in test.itertuples():  # test windows lie in the fold's test blocks
-            assert (layout.split_map(slice(r.row_start, r.row_stop), slice(r.col_start, r.col_stop)) == 2).all()
+            assert (
+                layout.split_map(slice(r.row_start, r.row_stop), slice(r.col_start, r.col_stop)) == 2
+            ).all()
         assert (tmp_path / "cv" / f"fold{i}" / "model.pt").exists()
     assert (tested == 1).all()
     assert out["crossval"] == tmp_path / "cv" or str(out["crossval"]) == str(tmp_path / "cv")

@@ -254,5 +254,7 @@ def test_sparse_labels__every_split_gets_every_class_that_can_reach_it(nc_sparse
                 draw.manifest.groupby("class_id").size().reindex(t.index, fill_value=0).values,
             )
         # blocks drawn by area alone leave a reachable class out of a split (what stratifying fixes)
-        assert any(missing(draw_centres(cube, per_class=20, patch=patch, seed=s, block=block, stratify=False))
-                   for s in range(3))
+        assert any(
+            missing(draw_centres(cube, per_class=20, patch=patch, seed=s, block=block, stratify=False))
+            for s in range(3)
+        )

@@ -267,8 +267,11 @@ def _class_map(tmp_path, legend_path, classes):
 
     tr = rasterio.transform.from_origin(1000, 2000, 10, 10)
     h, w = classes.shape
-    da_ = xr.DataArray(classes.astype(np.uint8), dims=("y", "x"),
-                       coords={"y": 2000 - 10 * (np.arange(h) + 0.5), "x": 1000 + 10 * (np.arange(w) + 0.5)})
+    da_ = xr.DataArray(
+        classes.astype(np.uint8),
+        dims=("y", "x"),
+        coords={"y": 2000 - 10 * (np.arange(h) + 0.5), "x": 1000 + 10 * (np.arange(w) + 0.5)},
+    )
     da_ = da_.rio.write_crs(32621).rio.write_transform(tr)
     return write_cog(da_, tmp_path / "map.tif", legend=read_legend(legend_path))
 
@@ -296,8 +299,19 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     gdf.to_file(tmp_path / "ref.gpkg")
     out = tmp_path / "m.json"
     r = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", "evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"),
-         "--out", str(out)], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "evaluate",
+            str(cog),
+            "--reference",
+            str(tmp_path / "ref.gpkg"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())["all"]
@@ -317,8 +331,21 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     assert "32 independent samples" in r.stdout and "rows = reference, columns = map" in r.stdout
     # every pixel of a polygon instead: 400 + 9 pixels and the 30 points
     r = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", "evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"),
-         "--polygon-rule", "pixels", "--out", str(tmp_path / "p.json")], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "evaluate",
+            str(cog),
+            "--reference",
+            str(tmp_path / "ref.gpkg"),
+            "--polygon-rule",
+            "pixels",
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "p.json").read_text())["all"]["samples"] == 30 + 400 + 9

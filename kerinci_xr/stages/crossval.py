@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,10 +13,10 @@ from .._options import option
 from .._outputs import MARKER, atomic_output, check_output
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
-from ..patches import write_patches
-from ..sampling import draw_centres, fold_layouts_of
+from ..sampling import fold_layouts_of
 from ..training import TrainConfig, evaluate_store, fit
 from ._base import Context, Stage
+from .sample import WindowOptions, sample_windows
 
 __all__ = ["STAGE", "CrossvalOptions"]
 
@@ -24,16 +24,8 @@ METRICS = ("overall_accuracy", "kappa", "macro_f1", "mean_iou")
 
 
 @dataclass(kw_only=True)
-class CrossvalOptions(TrainConfig):
-    cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind="cube")
+class CrossvalOptions(TrainConfig, WindowOptions):
     folds: int = option(5, "number of spatial folds (each is the test area once)")
-    per_class: int = option(20, "centres per class and split, in each fold")
-    patch: int = option(128, "window edge in pixels")
-    max_nodata: float = option(0.0, "largest invalid fraction of a window")
-    block: int | None = option(None, "fold block edge in pixels (default 4 x patch)")
-    buffer: int = option(0, "extra pixels around windows kept in their fold")
-    date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
-    temporal: Literal["date", "stack"] = option("date", "a cube of several dates: one date, or all stacked")
     out: str = option(
         help="output folder: crossval.json, and per fold its patches and model",
         io="out",
@@ -80,31 +72,14 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         for i, layout in enumerate(layouts, start=1):
             folder = tmp / f"fold{i}"
             folder.mkdir()
-            draw = draw_centres(
+            draw, store = sample_windows(
                 ds,
-                per_class=o.per_class,
-                patch=o.patch,
-                seed=o.seed,
-                max_nodata=o.max_nodata,
-                buffer=o.buffer,
-                layout=layout,
-            )
-            split = {
-                "seed": o.seed,
-                "fold": i,
-                "folds": o.folds,
-                "block": block,
-                "by": "labels",
-                "blocks": layout.blocks.tolist(),
-                "yedges": layout.yedges.tolist(),
-                "xedges": layout.xedges.tolist(),
-            }
-            store = write_patches(
-                ds,
-                draw.manifest,
+                o,
                 folder / "patches.zarr",
+                seed=o.seed,
+                layout=layout,
+                split={"fold": i, "folds": o.folds, "by": "labels"},
                 progress=ctx.progress,
-                attrs={"cube": str(o.cube), "split": split, "split_table": draw.table.to_dict("records")},
             )
             if not (draw.manifest["split"] == "test").any():
                 raise InvalidInputError(

@@ -11,30 +11,36 @@ from .._outputs import check_output
 from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..patches import write_patches
-from ..sampling import draw_centres, format_split_table, write_manifest
+from ..sampling import Draw, SplitLayout, draw_centres, format_split_table, write_manifest
 from ._base import Context, DaskOptions, Stage
 
-__all__ = ["STAGE", "SampleOptions"]
+__all__ = ["STAGE", "SampleOptions", "WindowOptions"]
 
 
 @dataclass(kw_only=True)
-class SampleOptions(DaskOptions):
+class WindowOptions:
+    """The cube and the windows cut from it: shared by ``sample`` and ``crossval``."""
+
     cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind="cube")
     per_class: int = option(20, "centres per class and split")
     patch: int = option(128, "window edge in pixels")
-    seed: int = option(0, "same seed, same centres and split layout")
     max_nodata: float = option(0.0, "largest invalid fraction of a window")
-    fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
     block: int | None = option(None, "split block edge in pixels (default 4 x patch)")
     buffer: int = option(0, "extra pixels around windows kept in their split")
+    date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
+    temporal: Literal["date", "stack"] = option(
+        "date", "a cube of several dates: one date, or all stacked as bands"
+    )
+
+
+@dataclass(kw_only=True)
+class SampleOptions(DaskOptions, WindowOptions):
+    seed: int = option(0, "same seed, same centres and split layout")
+    fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
     split_by: Literal["auto", "labels", "area"] = option(
         "auto",
         "assign blocks to splits by labelled pixels per class (sparse labels reach every split) or by area "
         "(contiguous areas); auto: by labels when under half the valid pixels are labelled",
-    )
-    date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
-    temporal: Literal["date", "stack"] = option(
-        "date", "a cube of several dates: one date, or all stacked as bands"
     )
     out: str = option(help="output patch store (.zarr)", io="out", kind="patches", run_name="patches.zarr")
     manifest: str | None = option(
@@ -51,6 +57,54 @@ def _manifest_path(o: SampleOptions) -> Path:
     return Path(o.manifest) if o.manifest is not None else Path(o.out).with_suffix(".csv")
 
 
+def sample_windows(
+    ds: Any,
+    o: WindowOptions,
+    out: str | Path,
+    *,
+    seed: int,
+    fractions: tuple[float, ...] = (0.7, 0.15, 0.15),
+    stratify: bool | None = None,
+    layout: SplitLayout | None = None,
+    split: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    echo: Any = None,
+) -> tuple[Draw, Path]:
+    """Draw the centres (or use ``layout``) and write the patch store with its layout and table."""
+    draw = draw_centres(
+        ds,
+        per_class=o.per_class,
+        patch=o.patch,
+        seed=seed,
+        max_nodata=o.max_nodata,
+        fractions=fractions,
+        block=o.block,
+        buffer=o.buffer,
+        stratify=stratify,
+        layout=layout,
+    )
+    if echo is not None:
+        echo(format_split_table(draw.table))
+    record = {
+        "seed": seed,
+        "fractions": [float(f) for f in fractions],
+        "block": 4 * o.patch if o.block is None else o.block,
+        "blocks": draw.layout.blocks.tolist(),
+        "yedges": draw.layout.yedges.tolist(),
+        "xedges": draw.layout.xedges.tolist(),
+    } | (split or {})
+    attrs = {
+        "cube": str(o.cube),
+        "split": record,
+        "split_table": draw.table.to_dict("records"),
+        "temporal": o.temporal,
+        "date": ds.attrs.get("date", ""),
+    }
+    store = write_patches(ds, draw.manifest, out, overwrite=overwrite, progress=progress, attrs=attrs)
+    return draw, store
+
+
 def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
     """Draw the centres, extract the store and save the manifest; both outputs checked first."""
     manifest = _manifest_path(o)
@@ -61,36 +115,19 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         raise InvalidInputError(
             f"{o.cube}: the cube has no labels to sample from. Fix: prepare it with --labels."
         )
-    draw = draw_centres(
+    draw, store = sample_windows(
         ds,
-        per_class=o.per_class,
-        patch=o.patch,
+        o,
+        o.out,
         seed=o.seed,
-        max_nodata=o.max_nodata,
         fractions=o.fractions,
-        block=o.block,
-        buffer=o.buffer,
         stratify={"auto": None, "labels": True, "area": False}[o.split_by],
+        split={"by": o.split_by},
+        overwrite=o.overwrite,
+        progress=ctx.progress,
+        echo=ctx.echo,
     )
     table = draw.manifest
-    ctx.echo(format_split_table(draw.table))
-    split = {
-        "seed": o.seed,
-        "fractions": [float(f) for f in o.fractions],
-        "block": 4 * o.patch if o.block is None else o.block,
-        "by": o.split_by,
-        "blocks": draw.layout.blocks.tolist(),
-        "yedges": draw.layout.yedges.tolist(),
-        "xedges": draw.layout.xedges.tolist(),
-    }
-    attrs = {
-        "cube": str(o.cube),
-        "split": split,
-        "split_table": draw.table.to_dict("records"),
-        "temporal": o.temporal,
-        "date": ds.attrs.get("date", ""),
-    }
-    store = write_patches(ds, table, o.out, overwrite=o.overwrite, progress=ctx.progress, attrs=attrs)
     return {"patches": store, "manifest": write_manifest(table, manifest)}
 
 
