@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import fcntl
+import glob
 import json
+import os
+import re
 import shutil
 import time
 import uuid
@@ -10,9 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import InputFileNotFoundError, OutputExistsError
+from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 
-__all__ = ["atomic_output", "check_output", "write_atomic", "write_text", "written_here"]
+__all__ = [
+    "OutputSet",
+    "atomic_output",
+    "check_output",
+    "output_set",
+    "refuse_temporary",
+    "settle",
+    "temporary_of",
+    "write_atomic",
+    "write_text",
+    "written_here",
+]
 
 
 #: The file that marks a folder of several products as this toolkit's (``{"title": "kerinci_xr ..."}``).
@@ -48,15 +65,246 @@ def check_output(path: str | Path, *, overwrite: bool = False) -> None:
         )
     if not path.parent.is_dir():
         raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(
+            f"{path}: the output folder {path.parent} is not writable (no permission, or a read-only "
+            "file system). Fix: choose an output path in a folder you can write to."
+        )
+
+
+#: Names of the temporaries next to an output ``NAME``: ``.NAME.tmp-ID`` (being written),
+#: ``.NAME.old-ID`` (the previous version, kept until its set commits), ``.NAME.tx-ID`` (which set
+#: replaced it), ``.NAME.lock`` (held by the writer).
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|tx)-(?P<id>[0-9a-f]{8,32})")
+
+
+def temporary_of(path: str | Path) -> str | None:
+    """The output a temporary belongs to (``None`` for a real output): temporaries of an unfinished
+    write are never products, and readers refuse them with this."""
+    m = _TEMP.match(Path(path).name)
+    return m.group("name") if m else None
+
+
+def refuse_temporary(path: str | Path) -> None:
+    """Readers call this: a temporary of an unfinished write is not a product."""
+    name = temporary_of(path)
+    if name is not None:
+        raise InvalidInputError(
+            f"{path}: this is a temporary of an unfinished write of {name} (interrupted, or still running), "
+            f"not a product. Fix: open {Path(path).with_name(name)}; the next run writing it removes this."
+        )
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``.NAME.lock`` beside an output, for as long as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(f".{path.name}.lock")
+        self.fd: int | None = None
+
+    def acquire(self, what: Path) -> None:
+        for _ in range(5):  # the file may be removed by the last holder between open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OutputExistsError(
+                    f"{what}: another kerinci-xr run (process {holder}) is writing this output now. "
+                    "Fix: wait for it to finish, or write to another path."
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                self.fd = fd
+                return
+            os.close(fd)
+        raise OutputExistsError(f"{what}: could not lock {self.path}. Fix: retry.")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
+
+
+class OutputSet:
+    """The outputs one stage run writes, committed as one set.
+
+    Each output is written to a temporary and swapped into place as soon as it is complete (so
+    the run can read what it wrote), but the version it replaced is kept (``.NAME.old-ID``)
+    and marked (``.NAME.tx-ID``) until every output of the run is in place; then one atomic
+    rename of the set's log commits them all. A run that fails puts the old versions back; a
+    run that is killed leaves the marks, and the next run or reader of any of its outputs
+    (:func:`settle`) sees the log uncommitted and puts the whole old set back, or sees it
+    committed and removes the old versions. The log's lock tells a live run from a dead one.
+    """
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.log: Path | None = None
+        self.lock_fd: int | None = None
+        self.entries: dict[Path, dict[str, Any]] = {}
+        self.locks: list[_Lock] = []
+
+    def _open_log(self, folder: Path) -> None:
+        self.log = folder / f".kerinci-set-{self.id}.json"
+        lock = folder / f".kerinci-set-{self.id}.lock"
+        self.lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        self._write_log("open")
+
+    def _write_log(self, state: str) -> None:
+        assert self.log is not None
+        tmp = self.log.with_name(self.log.name + ".part")
+        tmp.write_text(
+            json.dumps({"state": state, "pid": os.getpid(), "outputs": [str(p) for p in self.entries]})
+        )
+        os.replace(tmp, self.log)
+
+    def swap(self, path: Path, tmp: Path) -> None:
+        """Put ``tmp`` in place of ``path``, keeping the version of before the set."""
+        if self.log is None:
+            self._open_log(path.parent)
+        if path in self.entries:  # written again in this run (a checkpoint each epoch): replace ours
+            if path.is_dir() and not path.is_symlink():
+                _remove(path)
+            os.replace(tmp, path)
+            return
+        existed = path.exists() or path.is_symlink()
+        backup = path.with_name(f".{path.name}.old-{self.id}")
+        mark = {"log": str(self.log), "backup": backup.name if existed else None}
+        self.entries[path] = mark
+        self._write_log("open")
+        path.with_name(f".{path.name}.tx-{self.id}").write_text(json.dumps(mark))
+        if existed:
+            path.rename(backup)
+        tmp.rename(path)
+
+    def commit(self) -> None:
+        if self.log is not None:
+            self._write_log("committed")  # the commit point: one atomic rename
+            for path, mark in self.entries.items():
+                if mark["backup"]:
+                    _remove(path.with_name(mark["backup"]))
+                path.with_name(f".{path.name}.tx-{self.id}").unlink(missing_ok=True)
+        self._close()
+
+    def rollback(self) -> None:
+        for path, mark in reversed(list(self.entries.items())):
+            _restore(path, mark)
+            path.with_name(f".{path.name}.tx-{self.id}").unlink(missing_ok=True)
+        self._close()
+
+    def _close(self) -> None:
+        for lk in self.locks:
+            lk.release()
+        if self.log is not None:
+            self.log.unlink(missing_ok=True)
+            self.log.with_name(f".kerinci-set-{self.id}.lock").unlink(missing_ok=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+_SET: contextvars.ContextVar[OutputSet | None] = contextvars.ContextVar("kerinci_output_set", default=None)
+
+
+@contextlib.contextmanager
+def output_set():
+    """Commit every output written inside the block as one set (see :class:`OutputSet`)."""
+    if _SET.get() is not None:  # nested: the outer set commits
+        yield _SET.get()
+        return
+    tx = OutputSet()
+    token = _SET.set(tx)
+    try:
+        yield tx
+    except BaseException:
+        tx.rollback()
+        raise
+    else:
+        tx.commit()
+    finally:
+        _SET.reset(token)
+
+
+def _restore(path: Path, mark: dict[str, Any]) -> None:
+    """Put the version of before an uncommitted set back (or remove what the set added)."""
+    backup = path.with_name(mark["backup"]) if mark.get("backup") else None
+    if backup is not None and (backup.exists() or backup.is_symlink()):
+        if path.exists() or path.is_symlink():
+            _remove(path)
+        backup.rename(path)
+    elif backup is None and (path.exists() or path.is_symlink()):
+        _remove(path)  # the set created it
+
+
+def _live(log: Path) -> bool:
+    """Whether the run of a set's log is still running (it holds the log's lock)."""
+    lock = log.with_name(log.name.replace(".json", ".lock"))
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def settle(path: str | Path) -> None:
+    """Finish what an interrupted run left around ``path``: put back the old version of an
+    uncommitted set (or drop the old version of a committed one). Readers and writers call it;
+    a set whose run is still alive is left alone."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return
+    for mark_file in folder.glob(f".{glob.escape(path.name)}.tx-*"):
+        try:
+            mark = json.loads(mark_file.read_text())
+        except (OSError, ValueError):
+            continue
+        log = Path(mark["log"])
+        if log.exists() and _live(log):
+            continue
+        try:
+            state = json.loads(log.read_text())["state"] if log.exists() else "committed"
+        except (OSError, ValueError):
+            state = "open"
+        if state == "committed":
+            if mark.get("backup"):
+                _remove(path.with_name(mark["backup"]))
+        else:
+            _restore(path, mark)
+        mark_file.unlink(missing_ok=True)
+        if log.exists() and not any(
+            Path(p).with_name(f".{Path(p).name}.tx-{log.stem.split('-')[-1]}").exists()
+            for p in json.loads(log.read_text()).get("outputs", [])
+        ):
+            log.unlink(missing_ok=True)
+            log.with_name(log.name.replace(".json", ".lock")).unlink(missing_ok=True)
 
 
 class atomic_output:
     """Context manager: write into a temporary sibling, then move it into place on success.
 
     ``with atomic_output(path, overwrite=False) as tmp: ...`` refuses an existing ``path``
-    (unless ``overwrite``) before anything is written, removes the temporary sibling on error,
-    and on success replaces the old output by two renames, so a crash at any point leaves
-    either the old output or the new one, never a half-written one. Works for files and folders.
+    (unless ``overwrite``) before anything is written, locks it against a second writer (which
+    fails at once, naming this one), finishes or undoes what an interrupted run left
+    (:func:`settle`) and removes its stale temporaries, removes the temporary on error, and on
+    success replaces the old output by renames, so a crash at any point leaves the old output or
+    the new one, never a half-written one. Inside :func:`output_set` (every stage runs in one)
+    the old version is kept until all outputs of the run are in place. Works for files and folders.
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -64,28 +312,54 @@ class atomic_output:
         self.overwrite = overwrite
         # the suffix is kept, so that writers that pick a format by extension (GDAL) still can
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}{self.path.suffix}")
+        self.lock = _Lock(self.path)
 
     def __enter__(self) -> Path:
-        check_output(self.path, overwrite=self.overwrite)
+        tx = self._set()
+        mine = tx is not None and self.path in tx.entries
+        if not mine:
+            check_output(self.path, overwrite=self.overwrite)
+            self.lock.acquire(self.path)
+            settle(self.path)
+            for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.tmp-*"):
+                _remove(stale)  # no writer is alive: we hold the lock
         return self.tmp
 
+    def _set(self) -> OutputSet | None:
+        """The run's output set, unless this output lies inside another one's temporary folder
+        (which is moved into place as a whole: its contents need no set of their own)."""
+        if any(temporary_of(p) is not None for p in self.path.parents):
+            return None
+        return _SET.get()
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            # tasks already running when another failed may still write a chunk or two (a threaded
-            # scheduler does not stop them), re-creating folders: remove until it stays removed
-            for _ in range(50):
-                _remove(self.tmp)
-                time.sleep(0.02)
-                if not self.tmp.exists():
-                    break
-            return
-        backup = None
-        if self.path.exists() or self.path.is_symlink():
-            backup = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            self.path.rename(backup)
-        self.tmp.rename(self.path)
-        if backup is not None:
-            _remove(backup)
+        tx = self._set()
+        try:
+            if exc_type is not None:
+                # tasks already running when another failed may still write a chunk or two (a threaded
+                # scheduler does not stop them), re-creating folders: remove until it stays removed
+                for _ in range(50):
+                    _remove(self.tmp)
+                    time.sleep(0.02)
+                    if not self.tmp.exists():
+                        break
+                return
+            if tx is not None:
+                tx.swap(self.path, self.tmp)
+                return
+            backup = None
+            if self.path.exists() or self.path.is_symlink():
+                backup = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+                self.path.rename(backup)
+            self.tmp.rename(self.path)
+            if backup is not None:
+                _remove(backup)
+        finally:
+            if self.lock.fd is not None:
+                if tx is not None and exc_type is None:
+                    tx.locks.append(self.lock)  # held until the set commits
+                else:
+                    self.lock.release()
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._options import OptionSpec, check, option, specs
+from .._outputs import output_set
 from ..cluster import dask_scheduler
 from ..errors import InvalidInputError
 
@@ -92,10 +93,11 @@ class Stage:
     def execute(self, opts: Any, ctx: Context | None = None) -> dict[str, Any]:
         """Run with these options, on the Dask scheduler they name."""
         ctx = ctx or Context()
-        if isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None):
-            with dask_scheduler(workers=opts.workers, address=opts.scheduler):
-                return self.run(opts, ctx)
-        return self.run(opts, ctx)  # on the scheduler in use (threads, or the caller's client)
+        with output_set():  # the run's outputs are committed (or undone) as one set
+            if isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None):
+                with dask_scheduler(workers=opts.workers, address=opts.scheduler):
+                    return self.run(opts, ctx)
+            return self.run(opts, ctx)  # on the scheduler in use (threads, or the caller's client)
 
     def __call__(self, *args: Any, progress: bool = False, echo: Callable | None = None, **kw: Any):
         """The Python API: positional ``args`` as declared, every other option by keyword."""
