@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._outputs import write_atomic
+from ._outputs import refuse_temporary, settle, write_atomic
 from .errors import CheckpointError, InputFileNotFoundError
 from .legend import Legend
 from .model import UNet, UNetConfig
@@ -60,6 +60,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
     path = Path(path)
+    refuse_temporary(path)
+    settle(path)
     if not path.is_file():
         raise InputFileNotFoundError(
             f"{path}: model checkpoint not found. Fix: train one with `kerinci-xr train`."

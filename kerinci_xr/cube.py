@@ -15,7 +15,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
-from ._outputs import atomic_output
+from ._outputs import atomic_output, refuse_temporary, settle
 from .cluster import compute
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
@@ -434,6 +434,8 @@ def consolidated(path: str | Path) -> bool:
 def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
     """Reopen a cube lazily (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
     path = Path(path)
+    refuse_temporary(path)
+    settle(path)  # an interrupted run's set: the whole old one back (or the whole new one)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: cube not found. Fix: run `kerinci-xr prepare` first.")
     try:

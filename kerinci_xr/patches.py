@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._chunks import BlockGrid, cut_windows
-from ._outputs import atomic_output
+from ._outputs import atomic_output, refuse_temporary, settle
 from .cluster import compute
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .sampling import SPLITS, SplitLayout, split_layout
@@ -202,6 +202,8 @@ def write_patches(
 def open_patches(path: str | Path) -> xr.Dataset:
     """Open a patch store lazily (one dask chunk per patch)."""
     path = Path(path)
+    refuse_temporary(path)
+    settle(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: patch store not found. Fix: run `kerinci-xr sample` first.")
     try:

@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 
 from ._chunks import Region, Regions
+from ._outputs import refuse_temporary, settle
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
 from .cube import consolidated
 from .errors import InputFileNotFoundError, InvalidInputError
@@ -288,6 +289,8 @@ def open_prediction(path: str | Path, *, date: str | None = None, all_dates: boo
     labels' date it records), or every date with ``all_dates=True``.
     """
     path = Path(path)
+    refuse_temporary(path)
+    settle(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
     ds = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")

@@ -44,6 +44,13 @@ def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
         ds.attrs["band_roles"] = json.dumps(roles_of(ds, o.band_roles))
     pred = open_prediction(o.prediction)["classes"] if o.prediction is not None else None
     store = open_patches(o.patches) if o.patches is not None else None
+    if o.png is not None:  # every PNG obeys the page's rule, checked before anything is written
+        names = ["false_colour.png", "labels.png"]
+        if pred is not None:
+            names += ["prediction.png", "errors.png"]
+        if Path(o.png).is_dir():
+            for name in names:
+                check_output(Path(o.png) / name, overwrite=o.overwrite)
     maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)
     written: dict[str, Any] = {
         "map_page": save_html(maps, o.out, title=f"kerinci_xr map: {Path(o.cube).name}")

@@ -1,0 +1,222 @@
+"""Nothing lost: real process kills at chosen points, concurrent writers, temporaries.
+
+Each test runs the CLI in a child process. The child is killed with SIGKILL from inside at an
+exact point (a rename of a given temporary, or the N-th group of patches written), which is
+what ``kill -9`` at that moment does; then the test checks what a reader sees and what the
+next run does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from kerinci_xr.api import prepare, sample
+from kerinci_xr.errors import InvalidInputError
+from kerinci_xr.patches import open_patches
+from kerinci_xr.sampling import read_manifest
+
+#: A child that runs the CLI after arranging its own SIGKILL at a chosen point.
+KILLER = textwrap.dedent(
+    """
+    import os, pathlib, signal, sys, time
+    mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if mode == "rename":  # die when this temporary is about to be renamed into place
+        orig = pathlib.Path.rename
+        def rename(self, dst):
+            if self.name.startswith(arg):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return orig(self, dst)
+        pathlib.Path.rename = rename
+    elif mode in ("groups", "slow"):  # die after N groups of patches are written, or go slowly
+        import kerinci_xr.patches as p
+        orig_cut, n = p._cut_group, [0]
+        def cut(*a, **k):
+            n[0] += 1
+            if mode == "groups" and n[0] > int(arg):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "slow":
+                time.sleep(float(arg))
+            return orig_cut(*a, **k)
+        p._cut_group = cut
+    from kerinci_xr.cli import main
+    sys.exit(main(argv))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def cube(small_scene, tmp_path_factory):
+    return prepare(
+        small_scene.landsat,
+        labels=small_scene.labels,
+        legend=small_scene.legend,
+        chunk=64,
+        out=tmp_path_factory.mktemp("rel") / "cube.zarr",
+    )["cube"]
+
+
+def _sample(cube, folder, seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sample(
+            cube, out=folder / "patches.zarr", per_class=3, patch=32, block=64, seed=seed, overwrite=True
+        )
+
+
+def _child(tmp_path, mode, arg, *argv):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    return subprocess.Popen(
+        [sys.executable, str(script), mode, str(arg), *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _sample_argv(cube, folder, seed):
+    return [
+        "sample",
+        cube,
+        "--out",
+        folder / "patches.zarr",
+        "--per-class",
+        3,
+        "--patch",
+        32,
+        "--block",
+        64,
+        "--seed",
+        seed,
+        "--overwrite",
+        "-q",
+    ]
+
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_kill_between_two_outputs__readers_see_the_old_set_and_the_next_run_finishes(cube, tmp_path):
+    _sample(cube, tmp_path, seed=0)
+    old_manifest = read_manifest(tmp_path / "patches.csv")
+    assert (open_patches(tmp_path / "patches.zarr").attrs["seed"]) == 0
+    # kill -9 after the new store is in place, just before the new manifest is
+    proc = _child(tmp_path, "rename", ".patches.csv.tmp-", *_sample_argv(cube, tmp_path, 1))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9
+    assert any(".tx-" in n for n in _hidden(tmp_path))  # the interrupted set is marked on disk
+    # a reader of either output sees the whole old set: the store and the manifest of seed 0
+    new_rows = read_manifest(tmp_path / "patches.csv")
+    assert new_rows.equals(old_manifest)
+    store = open_patches(tmp_path / "patches.zarr")
+    assert store.attrs["seed"] == 0 and store.sizes["patch"] == len(old_manifest)
+    np.testing.assert_array_equal(store["row"].values, old_manifest["row"].values)
+    assert not [n for n in _hidden(tmp_path) if ".tx-" in n or ".old-" in n]
+    # the next run removes the leftover temporary and writes the whole new set
+    out = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    m = read_manifest(tmp_path / "patches.csv")
+    assert (m["seed"] == 1).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 1
+    assert _hidden(tmp_path) == []
+
+
+def test_kill_mid_write__old_output_intact_temporary_refused_then_cleaned(cube, tmp_path):
+    _sample(cube, tmp_path, seed=0)
+    before = read_manifest(tmp_path / "patches.csv")
+    proc = _child(tmp_path, "groups", 2, *_sample_argv(cube, tmp_path, 1))  # after 2 groups of patches
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9
+    temps = [tmp_path / n for n in _hidden(tmp_path) if ".patches.zarr.tmp-" in n]
+    assert len(temps) == 1  # the half-written store, under its temporary name
+    with pytest.raises(InvalidInputError, match=r"temporary of an unfinished write of patches.zarr"):
+        open_patches(temps[0])
+    r = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", "info", str(temps[0])], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "temporary of an unfinished write" in r.stderr
+    assert read_manifest(tmp_path / "patches.csv").equals(before)
+    assert open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert _hidden(tmp_path) == []  # the next run removed the temporary
+
+
+def test_two_writers_at_once__the_second_fails_naming_the_first(cube, tmp_path):
+    slow = _child(tmp_path, "slow", 0.5, *_sample_argv(cube, tmp_path, 0))
+    lock = tmp_path / ".patches.zarr.lock"
+    for _ in range(600):  # until the first run holds its lock
+        if lock.exists() and lock.read_text().strip():
+            break
+        time.sleep(0.05)
+    second = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 2
+    assert f"another kerinci-xr run (process {slow.pid}) is writing this output now" in second.stderr
+    _, err = slow.communicate(timeout=300)
+    assert slow.returncode == 0, err
+    m = read_manifest(tmp_path / "patches.csv")
+    assert (m["seed"] == 0).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder: run as a user")
+def test_read_only_output_folder__clear_message(cube, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, ro, 0))],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode == 2 and "is not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_path):
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    (pngs / "labels.png").write_bytes(b"the user's own picture")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "map",
+            str(cube),
+            "--out",
+            str(tmp_path / "map.html"),
+            "--png",
+            str(pngs),
+            "--max-size",
+            "100",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "labels.png: output exists" in r.stderr
+    assert (pngs / "labels.png").read_bytes() == b"the user's own picture"
+    assert not (tmp_path / "map.html").exists() and sorted(p.name for p in pngs.iterdir()) == ["labels.png"]
