@@ -14,7 +14,7 @@ from typing import Any, Literal
 import dask
 import dask.array as da
 import numpy as np
-import rioxarray
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from ._outputs import check_output
@@ -115,7 +115,7 @@ def open_raster(
         raise InputFileNotFoundError(f"{path}: raster not found. Fix: check the path.")
     try:
         with rasterio.open(path) as src:
-            count, descriptions, nodata = src.count, src.descriptions, src.nodata
+            count, descriptions = src.count, src.descriptions
             crs, transform = src.crs, src.transform
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(
@@ -140,10 +140,6 @@ def open_raster(
         )
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{path}: band names must be unique, found {names}.")
-    spec = normalize_chunks(chunks) | ({"band": 1} if select else {})  # band by band: skipped bands unread
-    da_ = rioxarray.open_rasterio(path, chunks=spec, lock=False, cache=False, masked=False)
-    assert isinstance(da_, xr.DataArray)  # a single-subdataset GeoTIFF; not user input
-    da_ = da_.assign_coords(band=np.array(names, dtype=object))
     if select:
         missing = [b for b in select if b not in names]
         if missing:
@@ -151,11 +147,11 @@ def open_raster(
                 f"{path}: bands {missing} to select are not in the file, which has {names}. Fix: name "
                 "bands that exist (see --bands for files without band names)."
             )
-        da_ = da_.sel(band=list(select)).chunk({"band": -1})
-    attrs = {"nodata": None if nodata is None else float(nodata), "source": str(path)}
-    da_.attrs = attrs
-    da_.encoding.pop("_FillValue", None)
-    return da_.rename(name or path.stem)
+    # read by our own windowed reader (a mosaic of one tile): each chunk reads only its window
+    # and the bands kept, and a damaged tile is reported with the file and the window
+    return open_mosaic(
+        [path], bands=names, chunks=chunks, name=name or path.stem, select=select, source=str(path)
+    )
 
 
 #: Earth Engine's names for the tiles of a large export: ``NAME-ROWOFFSET-COLOFFSET.tif``.
@@ -223,8 +219,8 @@ def _mosaic_block(
                 vals = src.read(indexes, window=Window(xa - c0, ya - r0, xb - xa, yb - ya))
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(
-                f"{path}: pixels rows {ya - r0}:{yb - r0}, columns {xa - c0}:{xb - xa + xa - c0} could not "
-                f"be read ({exc}). Fix: re-download or re-export this tile."
+                f"{path}: pixels rows {ya - r0}:{yb - r0}, columns {xa - c0}:{xb - c0} could not be read, the "
+                f"file is damaged there ({exc}). Fix: re-download or re-export it."
             ) from exc
         sl = (slice(ya - rows[0], yb - rows[0]), slice(xa - cols[0], xb - cols[0]))
         prev = seen[sl]

@@ -220,3 +220,52 @@ def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_pat
     assert r.returncode == 2 and "labels.png: output exists" in r.stderr
     assert (pngs / "labels.png").read_bytes() == b"the user's own picture"
     assert not (tmp_path / "map.html").exists() and sorted(p.name for p in pngs.iterdir()) == ["labels.png"]
+
+
+def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
+    import rasterio
+
+    path = tmp_path / "img.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": 512,
+        "width": 512,
+        "count": 2,
+        "dtype": "uint16",
+        "crs": "EPSG:32748",
+        "transform": rasterio.transform.from_origin(0, 0, 30, 30),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(rng.integers(1, 5000, (2, 512, 512), dtype=np.uint16))
+    with rasterio.open(path) as src:  # the lower right tile
+        offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(size))  # zeros: not a deflate stream
+    out = tmp_path / "cube.zarr"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "prepare",
+            "--image",
+            str(path),
+            "--out",
+            str(out),
+            "--chunk",
+            "256",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"{path}: pixels rows 256:512, columns 256:512 could not be read, the file is damaged" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists() and _hidden(tmp_path) == []
