@@ -219,8 +219,8 @@ def _mosaic_block(
                 vals = src.read(indexes, window=Window(xa - c0, ya - r0, xb - xa, yb - ya))
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(
-                f"{path}: pixels rows {ya - r0}:{yb - r0}, columns {xa - c0}:{xb - c0} could not be read, the "
-                f"file is damaged there ({exc}). Fix: re-download or re-export it."
+                f"{path}: pixels rows {ya - r0}:{yb - r0}, columns {xa - c0}:{xb - c0} could not be read, "
+                f"the file is damaged there ({exc}). Fix: re-download or re-export it."
             ) from exc
         sl = (slice(ya - rows[0], yb - rows[0]), slice(xa - cols[0], xb - cols[0]))
         prev = seen[sl]
