@@ -431,6 +431,67 @@ def consolidated(path: str | Path) -> bool:
     return (Path(path) / ".zmetadata").exists()
 
 
+class _CheckedZarr:
+    """A Zarr array read chunk by chunk for dask, naming the store, variable and chunk that cannot be
+    decoded (a damaged chunk file) instead of letting a bare codec error through."""
+
+    def __init__(
+        self, store: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple
+    ) -> None:
+        self.store, self.name, self.shape, self.dtype, self.chunks = store, name, shape, dtype, chunks
+        self.ndim = len(shape)
+        self._arr: Any = None
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_arr": None}  # each worker opens the store itself
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        import zarr
+
+        if self._arr is None:
+            self._arr = zarr.open_array(str(self.store / self.name), mode="r")
+        try:
+            return np.asarray(self._arr[key])
+        except Exception as exc:  # numcodecs/zarr raise several types for a damaged chunk
+            index = tuple(
+                int(np.searchsorted(np.cumsum(c), k.start or 0, side="right")) if isinstance(k, slice) else k
+                for c, k in zip(self.chunks, key, strict=False)
+            )
+            region = ", ".join(f"{k.start}:{k.stop}" for k in key if isinstance(k, slice))
+            raise RasterReadError(
+                f"{self.store}: chunk {'.'.join(map(str, index))} of {self.name!r} (region {region}) could "
+                f"not be read: the store is damaged there ({type(exc).__name__}: {exc}). Fix: write it again "
+                "with the stage that made it (--overwrite)."
+            ) from exc
+
+
+def checked_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """``ds`` (opened lazily from the Zarr store ``path``) with its chunked variables read through
+    :class:`_CheckedZarr`: the same values, and a damaged chunk is named when it is read."""
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        if var.chunks is None or name not in group:
+            continue
+        arr = group[name]
+        if np.dtype(arr.dtype) != var.dtype or tuple(arr.shape) != var.shape:
+            continue  # a decoded (scaled, masked) variable: left to xarray
+        src = _CheckedZarr(path, name, tuple(arr.shape), var.dtype, var.data.chunks)
+        data = da.from_array(
+            src,
+            chunks=var.data.chunks,
+            lock=False,
+            asarray=False,
+            fancy=False,
+            name=f"read-{Path(path).name}-{name}-{da.core.tokenize(str(path), name, var.data.chunks)}",
+        )
+        out[name] = var.copy(data=data)
+    return out
+
+
 def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
     """Reopen a cube lazily (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
     path = Path(path)
@@ -449,6 +510,7 @@ def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> x
         ) from exc
     if "image" not in ds:
         raise RasterReadError(f"{path}: expected an 'image' variable, found {list(ds.data_vars)}.")
+    ds = checked_reads(ds, path)
     if ds.rio.crs is None:
         raise RasterReadError(f"{path}: the cube has no CRS (spatial_ref missing).")
     return ds

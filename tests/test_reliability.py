@@ -269,3 +269,38 @@ def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"{path}: pixels rows 256:512, columns 256:512 could not be read, the file is damaged" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists() and _hidden(tmp_path) == []
+
+
+def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_scene, tmp_path):
+    cube = prepare(
+        small_scene.landsat,
+        labels=small_scene.labels,
+        legend=small_scene.legend,
+        chunk=64,
+        out=tmp_path / "cube.zarr",
+    )["cube"]
+    with open(cube / "image" / "0.1.1", "r+b") as f:
+        f.seek(20)
+        f.write(b"garbage" * 30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "sample",
+            str(cube),
+            "--patch",
+            "32",
+            "--per-class",
+            "3",
+            "--out",
+            str(tmp_path / "p.zarr"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"{cube}: chunk 0.1.1 of 'image' (region 0:8, 64:128, 64:128) could not be read" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "p.zarr").exists()
+    assert [n for n in _hidden(tmp_path) if "p.zarr" in n or "p.csv" in n] == []
