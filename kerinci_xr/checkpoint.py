@@ -9,6 +9,7 @@ patch loader and whole-scene prediction call.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # not torch's safety refusal: a damaged file
+            raise CheckpointError(
+                f"{path}: expected a kerinci_xr checkpoint, found a file torch cannot read "
+                f"({str(exc)[:200]}). Fix: retrain or restore the file."
+            ) from exc
+        # torch's own text goes on to say how to load it unsafely: not advice to pass on
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects other than tensors and plain containers, and "
+            "loading those can run arbitrary code, so kerinci-xr never does. A checkpoint written by "
+            "kerinci-xr train holds none. Fix: use a checkpoint written by kerinci-xr train (or retrain)."
+        ) from None
     except Exception as exc:  # torch raises many unrelated types on a damaged file
         raise CheckpointError(
             f"{path}: expected a kerinci_xr checkpoint, found a file torch cannot load safely "

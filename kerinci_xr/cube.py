@@ -165,7 +165,7 @@ def build_cube(
         if clash:
             raise InvalidInputError(
                 f"radar band names {sorted(clash)} clash with optical band names. "
-                "Fix: rename the radar bands (radar_bands=...)."
+                "Fix: rename the radar bands (--radar-bands; radar_bands=... in Python)."
             )
         parts.append(rdb.chunk(chunks))
         inputs["radar"] = str(rraw.attrs.get("source", "<memory>"))

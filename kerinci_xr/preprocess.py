@@ -246,11 +246,14 @@ def check_label_codes(
         total = sum(unknown.values())
         msg = (
             f"{source}: {total} pixel(s) carry {len(unknown)} code(s) missing from the legend "
-            f"{legend.source}: {unknown}; they become 0 (nodata/ignored)."
+            f"{legend.source}: {unknown}"
         )
         if strict:
-            raise InvalidInputError(msg + " Fix: add the codes to lc.json or pass strict=False.")
-        warnings.warn(msg, UserWarning, stacklevel=2)
+            raise InvalidInputError(
+                msg + "; --strict refuses them, nothing was written. Fix: add the codes to lc.json, or run "
+                "without --strict (strict=False in Python) to label those pixels 0 (ignored)."
+            )
+        warnings.warn(msg + "; they become 0 (nodata/ignored).", UserWarning, stacklevel=2)
     return unknown
 
 

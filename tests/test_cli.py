@@ -97,6 +97,8 @@ def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, cap
     assert main([*args, "--strict"]) == 2
     err = capsys.readouterr().err
     assert "code(s) missing from the legend" in err and "2002" in err
+    # the text says what happened (refused), not what happens without --strict
+    assert "--strict refuses them" in err and "run without --strict" in err and "they become 0" not in err
     assert not (tmp_path / "cube.zarr").exists()
     with pytest.warns(UserWarning, match="missing from the legend"):
         assert main(args) == 0

@@ -8,6 +8,7 @@ next run does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -179,20 +180,66 @@ def test_two_writers_at_once__the_second_fails_naming_the_first(cube, tmp_path):
     assert _hidden(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder: run as a user")
+@contextlib.contextmanager
+def _read_only(folder):
+    """A folder nobody may write into, root included: chmod for users, the immutable flag for root."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and chattr +i is not available here: no way to make a folder read-only")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_read_only_output_folder__clear_message(cube, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
+    with _read_only(ro):
         r = subprocess.run(
             [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, ro, 0))],
             capture_output=True,
             text=True,
         )
-    finally:
-        ro.chmod(0o755)
-    assert r.returncode == 2 and "is not writable" in r.stderr and "Traceback" not in r.stderr
+        assert list(ro.iterdir()) == []
+    assert r.returncode == 2, r.stderr
+    assert f"the output folder {ro} is not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unsafe_checkpoint__refused_without_advice_to_turn_the_safety_off(cube, tmp_path):
+    import torch
+
+    flag = tmp_path / "ran.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(flag), "w"))
+
+    torch.save({"format": "kerinci_xr-checkpoint-v1", "model_state": Payload()}, tmp_path / "evil.pt")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "predict",
+            str(cube),
+            "--model",
+            str(tmp_path / "evil.pt"),
+            "--out",
+            str(tmp_path / "p.zarr"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "refused" in r.stderr and "arbitrary code" in r.stderr
+    assert "weights_only" not in r.stderr and "False" not in r.stderr  # no advice to load it unsafely
+    assert not flag.exists() and not (tmp_path / "p.zarr").exists()
 
 
 def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_path):
