@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._hashing import hash_u64
 from .checkpoint import normalize
-from .errors import InvalidInputError
+from .errors import InvalidInputError, RasterReadError
 from .patches import open_patches
 from .sampling import SPLITS
 
@@ -213,10 +213,18 @@ class PatchDataset(Dataset):
     def _fetch(self, sel: np.ndarray):
         """Read patches ``sel`` (sorted store indices): one slice when they are consecutive."""
         zi, zl, zv = self._open()
-        if sel.size and sel[-1] - sel[0] == sel.size - 1:
-            run = slice(int(sel[0]), int(sel[-1]) + 1)
-            return zi[run], zl[run], zv[run]
-        return zi.oindex[sel], zl.oindex[sel], zv.oindex[sel]
+        try:
+            if sel.size and sel[-1] - sel[0] == sel.size - 1:
+                run = slice(int(sel[0]), int(sel[-1]) + 1)
+                return zi[run], zl[run], zv[run]
+            return zi.oindex[sel], zl.oindex[sel], zv.oindex[sel]
+        except Exception as exc:  # numcodecs/zarr raise several types for a damaged chunk
+            ids = sel.tolist()
+            shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+            raise RasterReadError(
+                f"{self.path}: patches {shown} could not be read: the store is damaged there "
+                f"({type(exc).__name__}: {exc}). Fix: sample it again (kerinci-xr sample --overwrite)."
+            ) from exc
 
     def _read(self, rows: np.ndarray):
         """Prepared image and label tensors of the split's patches ``rows``."""

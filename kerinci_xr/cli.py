@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -12,6 +13,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from zarr.core import sync as zarr_sync
 
 from . import __version__
 from ._options import OptionSpec
@@ -182,6 +185,25 @@ def _console(verbose: bool) -> Iterator[None]:
         warnings.formatwarning = format_warning
 
 
+log = logging.getLogger(__name__)
+
+
+async def _drain() -> None:
+    """Let every other task on the running loop finish, collecting their errors."""
+    me = asyncio.current_task()
+    await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not me), return_exceptions=True)
+
+
+def _quiet_async_leftovers() -> None:
+    """After an error, reads still pending on Zarr's event loop (the siblings of a chunk that failed)
+    must not print tracebacks at exit: they are let finish and their errors collected quietly; the
+    error has been said once, in one line."""
+    with contextlib.suppress(Exception):  # a private zarr function: if it moves, the noise returns
+        loop = zarr_sync._get_loop()
+        loop.set_exception_handler(lambda lp, ctx: log.debug("zarr: %s", ctx.get("message")))
+        asyncio.run_coroutine_threadsafe(_drain(), loop).result(timeout=30)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kerinci-xr``; returns the exit status.
 
@@ -196,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_stage(STAGES[args.command], args)
             return _run_pipeline(args)
     except KerinciError as exc:
+        _quiet_async_leftovers()
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -206,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
         return 1
     except Exception as exc:
+        _quiet_async_leftovers()
         if args.verbose:
             traceback.print_exc()
         print(

@@ -25,6 +25,7 @@ from .vector import is_vector, rasterize_reference, read_reference
 __all__ = [
     "build_cube",
     "build_series",
+    "checked_reads",
     "consolidated",
     "cube_legend",
     "cube_view",

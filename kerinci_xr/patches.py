@@ -20,6 +20,7 @@ import xarray as xr
 from ._chunks import BlockGrid, cut_windows
 from ._outputs import atomic_output, refuse_temporary, settle
 from .cluster import compute
+from .cube import checked_reads
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .sampling import SPLITS, SplitLayout, split_layout
 
@@ -214,7 +215,7 @@ def open_patches(path: str | Path) -> xr.Dataset:
         ) from exc
     if "image" not in ds or "patch" not in ds.attrs:
         raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample.")
-    return ds
+    return checked_reads(ds, path)
 
 
 def manifest_of(ds: xr.Dataset) -> pd.DataFrame:

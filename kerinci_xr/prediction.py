@@ -27,7 +27,7 @@ import xarray as xr
 from ._chunks import Region, Regions
 from ._outputs import refuse_temporary, settle
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
-from .cube import consolidated
+from .cube import checked_reads, consolidated
 from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend
@@ -296,6 +296,7 @@ def open_prediction(path: str | Path, *, date: str | None = None, all_dates: boo
     ds = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")
     if "classes" not in ds:
         raise InvalidInputError(f"{path}: expected a prediction store with a 'classes' variable.")
+    ds = checked_reads(ds, path)
     ds["classes"].attrs["legend"] = ds.attrs.get("legend", "")
     if "time" in ds.dims and not all_dates:
         dates = [str(t)[:10] for t in ds["time"].values]

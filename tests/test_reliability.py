@@ -351,3 +351,35 @@ def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_scen
     assert f"{cube}: chunk 0.1.1 of 'image' (region 0:8, 64:128, 64:128) could not be read" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "p.zarr").exists()
     assert [n for n in _hidden(tmp_path) if "p.zarr" in n or "p.csv" in n] == []
+
+
+def test_damaged_patch_store_chunk__training_names_the_store_and_patches(cube, tmp_path):
+    _sample(cube, tmp_path, seed=0)
+    store = tmp_path / "patches.zarr"
+    chunk = store / "image" / "c" / "0" / "0" / "0" / "0"  # Zarr 3: the first patch's chunk
+    with open(chunk, "r+b") as f:
+        f.seek(20)
+        f.write(b"garbage" * 30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "train",
+            str(store),
+            "--epochs",
+            "1",
+            "--depth",
+            "2",
+            "--base",
+            "8",
+            "--out",
+            str(tmp_path / "m.pt"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"{store}: patches 0," in r.stderr and "could not be read: the store is damaged" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.pt").exists()
