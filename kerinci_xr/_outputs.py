@@ -22,6 +22,7 @@ __all__ = [
     "OutputSet",
     "atomic_output",
     "check_output",
+    "commit_so_far",
     "output_set",
     "refuse_temporary",
     "settle",
@@ -152,6 +153,7 @@ class OutputSet:
         self.lock_fd: int | None = None
         self.entries: dict[Path, dict[str, Any]] = {}
         self.locks: list[_Lock] = []
+        self.owned: set[Path] = set()  # written (and locked) by this run, across commit_so_far
 
     def _open_log(self, folder: Path) -> None:
         self.log = folder / f".kerinci-set-{self.id}.json"
@@ -172,6 +174,7 @@ class OutputSet:
         """Put ``tmp`` in place of ``path``, keeping the version of before the set."""
         if self.log is None:
             self._open_log(path.parent)
+        self.owned.add(path)
         if path in self.entries:  # written again in this run (a checkpoint each epoch): replace ours
             if path.is_dir() and not path.is_symlink():
                 _remove(path)
@@ -187,13 +190,20 @@ class OutputSet:
             path.rename(backup)
         tmp.rename(path)
 
-    def commit(self) -> None:
+    def commit(self, *, keep_locks: bool = False) -> None:
         if self.log is not None:
             self._write_log("committed")  # the commit point: one atomic rename
             for path, mark in self.entries.items():
                 if mark["backup"]:
                     _remove(path.with_name(mark["backup"]))
                 path.with_name(f".{path.name}.tx-{self.id}").unlink(missing_ok=True)
+        if keep_locks:  # a new set begins where this one ended, the outputs still ours
+            locks, owned = self.locks, self.owned
+            self.locks = []
+            self._close()
+            self.__init__()  # type: ignore[misc]
+            self.locks, self.owned = locks, owned
+            return
         self._close()
 
     def rollback(self) -> None:
@@ -233,6 +243,15 @@ def output_set():
         tx.commit()
     finally:
         _SET.reset(token)
+
+
+def commit_so_far() -> None:
+    """Commit the outputs written so far as one set and start the next (the run goes on, its
+    outputs still locked): a training run commits each epoch's checkpoints and history, so a
+    run killed in epoch 7 is found at the end of epoch 6, ready to ``--resume``."""
+    tx = _SET.get()
+    if tx is not None and tx.entries:
+        tx.commit(keep_locks=True)
 
 
 def _restore(path: Path, mark: dict[str, Any]) -> None:
@@ -316,7 +335,7 @@ class atomic_output:
 
     def __enter__(self) -> Path:
         tx = self._set()
-        mine = tx is not None and self.path in tx.entries
+        mine = tx is not None and self.path in tx.owned
         if not mine:
             check_output(self.path, overwrite=self.overwrite)
             self.lock.acquire(self.path)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ._options import option
-from ._outputs import check_output, write_atomic, write_text
+from ._outputs import check_output, commit_so_far, write_atomic, write_text
 from .batching import make_loader
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
 from .cluster import live_progress
@@ -551,6 +551,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         hist_csv, lambda tmp: pd.DataFrame(run.history).to_csv(tmp, index=False, float_format="%.6g")
     )
     write_text(hist_json, json.dumps(run.history, indent=2))
+    commit_so_far()  # each epoch's files are one set: a killed run resumes from its last whole epoch
 
 
 def evaluate_store(

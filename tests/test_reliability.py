@@ -29,11 +29,15 @@ KILLER = textwrap.dedent(
     """
     import os, pathlib, signal, sys, time
     mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if mode == "rename":  # die when this temporary is about to be renamed into place
+    if mode == "rename":  # die when this temporary is about to be renamed into place (the N-th time)
         orig = pathlib.Path.rename
+        prefix, _, nth = arg.partition(":")
+        seen = [0]
         def rename(self, dst):
-            if self.name.startswith(arg):
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self.name.startswith(prefix):
+                seen[0] += 1
+                if seen[0] >= int(nth or 1):
+                    os.kill(os.getpid(), signal.SIGKILL)
             return orig(self, dst)
         pathlib.Path.rename = rename
     elif mode in ("groups", "slow"):  # die after N groups of patches are written, or go slowly
@@ -383,3 +387,69 @@ def test_damaged_patch_store_chunk__training_names_the_store_and_patches(cube, t
     assert r.returncode == 2, r.stderr
     assert f"{store}: patches 0," in r.stderr and "could not be read: the store is damaged" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.pt").exists()
+
+
+def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes_it(cube, tmp_path):
+    """Each epoch's checkpoints and history are one set: a run killed while saving epoch 3 is found
+    at the end of epoch 2, and --resume ends with the weights of an uninterrupted run."""
+    import torch
+
+    from kerinci_xr.checkpoint import load_checkpoint
+
+    _sample(cube, tmp_path, seed=0)
+    store = tmp_path / "patches.zarr"
+    tiny = ["--epochs", "4", "--depth", "2", "--base", "8", "--batch-size", "8", "--patience", "9", "-q"]
+    ref = subprocess.run(
+        [sys.executable, "-m", "kerinci_xr", "train", str(store), "--out", str(tmp_path / "ref.pt"), *tiny],
+        capture_output=True,
+        text=True,
+    )
+    assert ref.returncode == 0, ref.stderr
+    proc = _child(tmp_path, "rename", ".m.last.pt.tmp-:3", "train", store, "--out", tmp_path / "m.pt", *tiny)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9
+    last = load_checkpoint(tmp_path / "m.last.pt")  # a reader settles the interrupted epoch
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    assert len((tmp_path / "m.history.csv").read_text().strip().splitlines()) == 1 + 2
+    assert load_checkpoint(tmp_path / "m.pt")["epoch"] <= 2
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "train",
+            str(store),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--resume",
+            *tiny,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    a, b = load_checkpoint(tmp_path / "ref.last.pt"), load_checkpoint(tmp_path / "m.last.pt")
+    assert b["epoch"] == 4 and all(
+        torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"]
+    )
+    assert not [n for n in _hidden(tmp_path) if n.startswith((".m.", ".kerinci-set"))]
+
+
+def test_prediction_path_that_is_not_a_prediction__clear_message(cube, tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerinci_xr",
+            "evaluate",
+            str(cube),
+            "--cube",
+            str(cube),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "expected a prediction store with a 'classes' variable" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
