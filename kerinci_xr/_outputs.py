@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import glob
 import json
 import os
@@ -17,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
+
+try:  # POSIX; elsewhere (Windows) outputs are written atomically but not locked against a second writer
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms CI runs
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "OutputSet",
@@ -104,6 +108,8 @@ class _Lock:
         self.fd: int | None = None
 
     def acquire(self, what: Path) -> None:
+        if fcntl is None:
+            return
         for _ in range(5):  # the file may be removed by the last holder between open and flock
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -159,7 +165,8 @@ class OutputSet:
         self.log = folder / f".kerinci-set-{self.id}.json"
         lock = folder / f".kerinci-set-{self.id}.lock"
         self.lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         self._write_log("open")
 
     def _write_log(self, state: str) -> None:
@@ -270,6 +277,8 @@ def _live(log: Path) -> bool:
     lock = log.with_name(log.name.replace(".json", ".lock"))
     if not lock.exists():
         return False
+    if fcntl is None:  # no way to tell: a set is left alone while its lock file is there
+        return True
     fd = os.open(lock, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
