@@ -152,7 +152,7 @@ def main() -> None:
         "a plain loop as TorchGeo users write it (GridGeoSampler tiles of 512 at stride 448 read from the "
         "cube, the same normalisation, forward in torch's default NCHW layout, centre crops stitched in "
         "memory; its map has seams). `scene_w1`: `predict_scene` (exact margins, NHWC sub-tiles of 416 + "
-        "2 x 48) writing prediction.zarr. Baselines: the raw forward pass over 1024^2 tiles in memory in "
+        "2 x 48, glibc's freed buffers returned after each) writing prediction.zarr. Baselines: the raw forward pass over 1024^2 tiles in memory in "
         "NCHW (`raw`) and in NHWC (`raw_nhwc`, the layout prediction uses: the honest limit). Peak RSS "
         "varies by about +-100 MiB between runs (glibc keeps freed arenas).",
         rows,

@@ -12,6 +12,7 @@ one-piece prediction. The model is loaded once per worker process and reused by 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
 import threading
@@ -37,6 +38,19 @@ from .preprocess import remap_labels
 __all__ = ["margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
 log = logging.getLogger(__name__)
+
+try:  # glibc: give the freed activations of a sub-tile back to the system before the next one
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # pragma: no cover - not glibc (macOS, Windows, musl)
+    _LIBC = None
+
+
+def _release_freed() -> None:
+    """``malloc_trim``: glibc otherwise keeps a forward pass's freed buffers in its arenas, and the
+    next sub-tile's allocations land beside them (measured: ~200 MB more peak on the demo scene)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
 
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -163,7 +177,9 @@ def _window_layers(
                 else:
                     conf[out] = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
                 cls[out] = (idx + 1).to(torch.uint8).cpu().numpy()
-                del logits
+                del logits, top, idx
+                if dev.type == "cpu":
+                    _release_freed()
     okc = ok[sy, sx]
     layers = [np.where(okc, cls, 0).astype(np.float32)[None], np.where(okc, conf, 0).astype(np.float32)[None]]
     if probabilities:
