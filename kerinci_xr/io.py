@@ -103,55 +103,11 @@ def open_raster(
         dims ``("band", "y", "x")``, a ``band`` coordinate of names, the CRS and transform via
         ``.rio``, and ``attrs["nodata"]`` (``None`` if the file declares none).
     """
-    import rasterio
-
-    if not isinstance(path, str | Path) or _is_glob(path):
-        tiles = _expand(path)
-        if len(tiles) > 1:
-            return open_mosaic(tiles, bands=bands, chunks=chunks, name=name, select=select, source=str(path))
-        path = tiles[0]
-    path = Path(path)
-    if not path.exists():
-        raise InputFileNotFoundError(f"{path}: raster not found. Fix: check the path.")
-    try:
-        with rasterio.open(path) as src:
-            count, descriptions = src.count, src.descriptions
-            crs, transform = src.crs, src.transform
-    except rasterio.errors.RasterioIOError as exc:
-        raise RasterReadError(
-            f"{path}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
-            "Fix: pass a GeoTIFF."
-        ) from exc
-    if crs is None:
-        raise RasterReadError(
-            f"{path}: expected a georeferenced raster, found no CRS. Fix: assign one "
-            "(e.g. gdal_edit.py -a_srs EPSG:4326)."
-        )
-    if transform.b != 0 or transform.d != 0:
-        raise RasterReadError(
-            f"{path}: expected a north-up grid, found a rotated transform {tuple(transform)[:6]}. "
-            "Fix: warp it first (gdalwarp)."
-        )
-    names = list(bands) if bands is not None else _file_band_names(descriptions, count)
-    if len(names) != count:
-        raise InvalidInputError(
-            f"{path}: {len(names)} band names given ({', '.join(names)}) but the file has "
-            f"{count} band(s). Fix: name exactly {count} bands."
-        )
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"{path}: band names must be unique, found {names}.")
-    if select:
-        missing = [b for b in select if b not in names]
-        if missing:
-            raise InvalidInputError(
-                f"{path}: bands {missing} to select are not in the file, which has {names}. Fix: name "
-                "bands that exist (see --bands for files without band names)."
-            )
-    # read by our own windowed reader (a mosaic of one tile): each chunk reads only its window
-    # and the bands kept, and a damaged tile is reported with the file and the window
-    return open_mosaic(
-        [path], bands=names, chunks=chunks, name=name or path.stem, select=select, source=str(path)
-    )
+    files = _expand(path)
+    source = str(path) if isinstance(path, str | Path) else None
+    # every raster is read by the windowed reader (one file is a mosaic of one tile): each chunk
+    # reads only its window and the bands kept, and a damaged tile is named with its window
+    return open_mosaic(files, bands=bands, chunks=chunks, name=name, select=select, source=source)
 
 
 #: Earth Engine's names for the tiles of a large export: ``NAME-ROWOFFSET-COLOFFSET.tif``.
@@ -279,13 +235,22 @@ def open_mosaic(
                     }
                 )
         except rasterio.errors.RasterioIOError as exc:
-            raise RasterReadError(f"{f}: expected a GeoTIFF tile, found something else ({exc}).") from exc
+            raise RasterReadError(
+                f"{f}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
+                "Fix: pass a GeoTIFF."
+            ) from exc
     ref, first = metas[0], files[0]
     if ref["crs"] is None:
-        raise RasterReadError(f"{first}: expected a georeferenced raster, found no CRS.")
+        raise RasterReadError(
+            f"{first}: expected a georeferenced raster, found no CRS. Fix: assign one "
+            "(e.g. gdal_edit.py -a_srs EPSG:4326)."
+        )
     t0 = ref["transform"]
     if t0.b != 0 or t0.d != 0:
-        raise RasterReadError(f"{first}: expected a north-up grid, found a rotated transform.")
+        raise RasterReadError(
+            f"{first}: expected a north-up grid, found a rotated transform {tuple(t0)[:6]}. "
+            "Fix: warp it first (gdalwarp)."
+        )
     offsets = []
     for f, m in zip(files, metas, strict=True):
         tr = m["transform"]
@@ -347,13 +312,17 @@ def open_mosaic(
     names = list(bands) if bands is not None else list(ref["names"])
     if len(names) != ref["count"]:
         raise InvalidInputError(
-            f"{first}: {len(names)} band names given but the tiles have {ref['count']} band(s)."
+            f"{first}: {len(names)} band names given ({', '.join(names)}) but the file has "
+            f"{ref['count']} band(s). Fix: name exactly {ref['count']} bands."
         )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{first}: band names must be unique, found {names}.")
     keep = list(select) if select else names
     missing = [b for b in keep if b not in names]
     if missing:
         raise InvalidInputError(
-            f"{first}: bands {missing} to select are not in the tiles, which have {names}."
+            f"{first}: bands {missing} to select are not in the file, which has {names}. Fix: name "
+            "bands that exist (see --bands for files without band names)."
         )
     indexes = [names.index(b) + 1 for b in keep]
     fill = nodata if nodata is not None else 0

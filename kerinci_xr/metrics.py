@@ -481,10 +481,7 @@ def evaluate_features(
     t["predicted"] = predicted
     counted = t["predicted"] >= 0
     if layout is not None:
-        t["area"] = [
-            SPLITS[int(layout.split_map(slice(r, r + 1), slice(c, c + 1))[0, 0])]
-            for r, c in zip(t["row"], t["col"], strict=True)
-        ]
+        t["area"] = np.asarray(SPLITS)[layout.split_of(t["row"].to_numpy(), t["col"].to_numpy())]
     areas = {"all": np.ones(len(t), bool)} | (
         {s: (t["area"] == s).to_numpy() for s in SPLITS} if layout is not None else {}
     )

@@ -70,6 +70,12 @@ class SplitLayout:
         c = np.searchsorted(self.xedges, np.arange(cols.start, cols.stop), side="right") - 1
         return self.blocks[np.ix_(r, c)]
 
+    def split_of(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Split index of scattered pixels (global row and column arrays)."""
+        r = np.searchsorted(self.yedges, rows, side="right") - 1
+        c = np.searchsorted(self.xedges, cols, side="right") - 1
+        return self.blocks[r, c]
+
     def fractions(self) -> dict[str, float]:
         """Share of the scene's pixels in each split."""
         h = np.diff(self.yedges)[:, None] * np.diff(self.xedges)[None, :]
@@ -240,7 +246,7 @@ def _block_counts_chunk(
     core_y = (ry - yedges[by] >= margin) & (yedges[by + 1] - 1 - ry >= margin)
     core_x = (rx - xedges[bx] >= margin) & (xedges[bx + 1] - 1 - rx >= margin)
     lab = labels.ravel().astype(np.int64)
-    ok = valid.ravel() & (lab > 0) & (lab < nbins)
+    ok = valid.ravel() & (lab < nbins)  # bin 0: valid pixels without a label
     core = (core_y[:, None] & core_x[None, :]).ravel()
     nblock = (len(yedges) - 1) * nbx
     size = nblock * nbins
@@ -261,9 +267,9 @@ def block_label_counts(
     *,
     margin: int = 0,
 ) -> np.ndarray:
-    """Labelled, valid pixels per block and class, ``(2, n_blocks, n_classes + 1)``, in one pass:
-    ``[0]`` all of them, ``[1]`` those at least ``margin`` pixels inside their block (a window
-    around them fits in the block whatever split its neighbours get)."""
+    """Valid pixels per block and class, ``(2, n_blocks, n_classes + 1)``, in one pass (column 0:
+    valid but unlabelled): ``[0]`` all of them, ``[1]`` those at least ``margin`` pixels inside
+    their block (a window around them fits in the block whatever split its neighbours get)."""
     valid = valid.rechunk(labels.chunks)
     tasks = []
     r0 = 0
@@ -287,11 +293,11 @@ def block_label_counts(
     return sum(compute(*tasks))
 
 
-def _stratified(stratify: bool | None, counts: np.ndarray, valid: da.Array) -> bool:
+def _stratified(stratify: bool | None, counts: np.ndarray) -> bool:
+    """``stratify``, or (``None``) whether under half of the valid pixels are labelled."""
     if stratify is not None:
         return stratify
-    labelled = int(counts[:, 1:].sum())
-    n_valid = int(compute(valid.sum())[0])
+    labelled, n_valid = int(counts[:, 1:].sum()), int(counts.sum())
     log.info("%d of %d valid pixels labelled", labelled, n_valid)
     return labelled < 0.5 * n_valid
 
@@ -507,7 +513,7 @@ def draw_centres(
             block=4 * patch if block is None else block,
             fractions=fractions,
             seed=seed,
-            counts=_stratum_counts(per_block) if _stratified(stratify, per_block[0], valid) else None,
+            counts=_stratum_counts(per_block) if _stratified(stratify, per_block[0]) else None,
         )
     else:
         per_block = block_label_counts(labels, valid, layout.yedges, layout.xedges, n)

@@ -24,6 +24,8 @@ from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.patches import open_patches
 from kerinci_xr.sampling import read_manifest
 
+from .test_cli import _cli
+
 #: A child that runs the CLI after arranging its own SIGKILL at a chosen point.
 KILLER = textwrap.dedent(
     """
@@ -127,11 +129,7 @@ def test_kill_between_two_outputs__readers_see_the_old_set_and_the_next_run_fini
     np.testing.assert_array_equal(store["row"].values, old_manifest["row"].values)
     assert not [n for n in _hidden(tmp_path) if ".tx-" in n or ".old-" in n]
     # the next run removes the leftover temporary and writes the whole new set
-    out = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
-        capture_output=True,
-        text=True,
-    )
+    out = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
     assert out.returncode == 0, out.stderr
     m = read_manifest(tmp_path / "patches.csv")
     assert (m["seed"] == 1).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 1
@@ -148,17 +146,11 @@ def test_kill_mid_write__old_output_intact_temporary_refused_then_cleaned(cube, 
     assert len(temps) == 1  # the half-written store, under its temporary name
     with pytest.raises(InvalidInputError, match=r"temporary of an unfinished write of patches.zarr"):
         open_patches(temps[0])
-    r = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", "info", str(temps[0])], capture_output=True, text=True
-    )
+    r = _cli("info", str(temps[0]))
     assert r.returncode == 2 and "temporary of an unfinished write" in r.stderr
     assert read_manifest(tmp_path / "patches.csv").equals(before)
     assert open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
-    out = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
-        capture_output=True,
-        text=True,
-    )
+    out = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
     assert out.returncode == 0, out.stderr
     assert _hidden(tmp_path) == []  # the next run removed the temporary
 
@@ -170,11 +162,7 @@ def test_two_writers_at_once__the_second_fails_naming_the_first(cube, tmp_path):
         if lock.exists() and lock.read_text().strip():
             break
         time.sleep(0.05)
-    second = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, tmp_path, 1))],
-        capture_output=True,
-        text=True,
-    )
+    second = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
     assert second.returncode == 2
     assert f"another kerinci-xr run (process {slow.pid}) is writing this output now" in second.stderr
     _, err = slow.communicate(timeout=300)
@@ -206,11 +194,7 @@ def test_read_only_output_folder__clear_message(cube, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     with _read_only(ro):
-        r = subprocess.run(
-            [sys.executable, "-m", "kerinci_xr", *map(str, _sample_argv(cube, ro, 0))],
-            capture_output=True,
-            text=True,
-        )
+        r = _cli(*map(str, _sample_argv(cube, ro, 0)))
         assert list(ro.iterdir()) == []
     assert r.returncode == 2, r.stderr
     assert f"the output folder {ro} is not writable" in r.stderr and "Traceback" not in r.stderr
@@ -226,21 +210,7 @@ def test_unsafe_checkpoint__refused_without_advice_to_turn_the_safety_off(cube, 
             return (open, (str(flag), "w"))
 
     torch.save({"format": "kerinci_xr-checkpoint-v1", "model_state": Payload()}, tmp_path / "evil.pt")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "predict",
-            str(cube),
-            "--model",
-            str(tmp_path / "evil.pt"),
-            "--out",
-            str(tmp_path / "p.zarr"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _cli("predict", str(cube), "--model", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "p.zarr"))
     assert r.returncode == 2 and "refused" in r.stderr and "arbitrary code" in r.stderr
     assert "weights_only" not in r.stderr and "False" not in r.stderr  # no advice to load it unsafely
     assert not flag.exists() and not (tmp_path / "p.zarr").exists()
@@ -250,23 +220,8 @@ def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_pat
     pngs = tmp_path / "pngs"
     pngs.mkdir()
     (pngs / "labels.png").write_bytes(b"the user's own picture")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "map",
-            str(cube),
-            "--out",
-            str(tmp_path / "map.html"),
-            "--png",
-            str(pngs),
-            "--max-size",
-            "100",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
+    r = _cli(
+        "map", str(cube), "--out", str(tmp_path / "map.html"), "--png", str(pngs), "--max-size", "100", "-q"
     )
     assert r.returncode == 2 and "labels.png: output exists" in r.stderr
     assert (pngs / "labels.png").read_bytes() == b"the user's own picture"
@@ -300,23 +255,7 @@ def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
         f.seek(offset)
         f.write(bytes(size))  # zeros: not a deflate stream
     out = tmp_path / "cube.zarr"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "prepare",
-            "--image",
-            str(path),
-            "--out",
-            str(out),
-            "--chunk",
-            "256",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _cli("prepare", "--image", str(path), "--out", str(out), "--chunk", "256", "-q")
     assert r.returncode == 2, r.stderr
     assert f"{path}: pixels rows 256:512, columns 256:512 could not be read, the file is damaged" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists() and _hidden(tmp_path) == []
@@ -333,23 +272,8 @@ def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_scen
     with open(cube / "image" / "0.1.1", "r+b") as f:
         f.seek(20)
         f.write(b"garbage" * 30)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "sample",
-            str(cube),
-            "--patch",
-            "32",
-            "--per-class",
-            "3",
-            "--out",
-            str(tmp_path / "p.zarr"),
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
+    r = _cli(
+        "sample", str(cube), "--patch", "32", "--per-class", "3", "--out", str(tmp_path / "p.zarr"), "-q"
     )
     assert r.returncode == 2, r.stderr
     assert f"{cube}: chunk 0.1.1 of 'image' (region 0:8, 64:128, 64:128) could not be read" in r.stderr
@@ -364,25 +288,18 @@ def test_damaged_patch_store_chunk__training_names_the_store_and_patches(cube, t
     with open(chunk, "r+b") as f:
         f.seek(20)
         f.write(b"garbage" * 30)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "train",
-            str(store),
-            "--epochs",
-            "1",
-            "--depth",
-            "2",
-            "--base",
-            "8",
-            "--out",
-            str(tmp_path / "m.pt"),
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
+    r = _cli(
+        "train",
+        str(store),
+        "--epochs",
+        "1",
+        "--depth",
+        "2",
+        "--base",
+        "8",
+        "--out",
+        str(tmp_path / "m.pt"),
+        "-q",
     )
     assert r.returncode == 2, r.stderr
     assert f"{store}: patches 0," in r.stderr and "could not be read: the store is damaged" in r.stderr
@@ -399,11 +316,7 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
     _sample(cube, tmp_path, seed=0)
     store = tmp_path / "patches.zarr"
     tiny = ["--epochs", "4", "--depth", "2", "--base", "8", "--batch-size", "8", "--patience", "9", "-q"]
-    ref = subprocess.run(
-        [sys.executable, "-m", "kerinci_xr", "train", str(store), "--out", str(tmp_path / "ref.pt"), *tiny],
-        capture_output=True,
-        text=True,
-    )
+    ref = _cli("train", str(store), "--out", str(tmp_path / "ref.pt"), *tiny)
     assert ref.returncode == 0, ref.stderr
     proc = _child(tmp_path, "rename", ".m.last.pt.tmp-:3", "train", store, "--out", tmp_path / "m.pt", *tiny)
     proc.communicate(timeout=300)
@@ -412,21 +325,7 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
     assert last["epoch"] == 2 and len(last["history"]) == 2
     assert len((tmp_path / "m.history.csv").read_text().strip().splitlines()) == 1 + 2
     assert load_checkpoint(tmp_path / "m.pt")["epoch"] <= 2
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "train",
-            str(store),
-            "--out",
-            str(tmp_path / "m.pt"),
-            "--resume",
-            *tiny,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    res = _cli("train", str(store), "--out", str(tmp_path / "m.pt"), "--resume", *tiny)
     assert res.returncode == 0, res.stderr
     a, b = load_checkpoint(tmp_path / "ref.last.pt"), load_checkpoint(tmp_path / "m.last.pt")
     assert b["epoch"] == 4 and all(
@@ -436,20 +335,6 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
 
 
 def test_prediction_path_that_is_not_a_prediction__clear_message(cube, tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "evaluate",
-            str(cube),
-            "--cube",
-            str(cube),
-            "--out",
-            str(tmp_path / "m.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _cli("evaluate", str(cube), "--cube", str(cube), "--out", str(tmp_path / "m.json"))
     assert r.returncode == 2 and "expected a prediction store with a 'classes' variable" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -22,6 +20,7 @@ from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.legend import Legend, read_legend
 
 from .conftest import raise_if_dask_computes, shared_file
+from .test_cli import _cli
 
 L8 = ("landsat8_tiled", "LC08_L1TP_224078_20200518_20200518_01_RT.TIF")
 L8_POLYGONS = ("landsat8_tiled", "LC08_L1TP_224078_20200518_20200518_01_RT_polygons.gpkg")
@@ -224,23 +223,16 @@ def test_bad_vector_input__clear_errors(tmp_path, l8_legend, case, match):
         )
     gdf.to_file(tmp_path / "v.gpkg")
     out = tmp_path / "c.zarr"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "prepare",
-            "--image",
-            str(img),
-            "--labels",
-            str(tmp_path / "v.gpkg"),
-            "--legend",
-            str(l8_legend),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    r = _cli(
+        "prepare",
+        "--image",
+        str(img),
+        "--labels",
+        str(tmp_path / "v.gpkg"),
+        "--legend",
+        str(l8_legend),
+        "--out",
+        str(out),
     )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
@@ -298,21 +290,7 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     )
     gdf.to_file(tmp_path / "ref.gpkg")
     out = tmp_path / "m.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "evaluate",
-            str(cog),
-            "--reference",
-            str(tmp_path / "ref.gpkg"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _cli("evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())["all"]
     # independent: the map at each point's pixel; each polygon's majority by a one-piece rasterize
@@ -330,22 +308,15 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     assert rep["features"] == {"counted": 32, "points": 30, "polygons": 2, "without_pixels": 0}
     assert "32 independent samples" in r.stdout and "rows = reference, columns = map" in r.stdout
     # every pixel of a polygon instead: 400 + 9 pixels and the 30 points
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "evaluate",
-            str(cog),
-            "--reference",
-            str(tmp_path / "ref.gpkg"),
-            "--polygon-rule",
-            "pixels",
-            "--out",
-            str(tmp_path / "p.json"),
-        ],
-        capture_output=True,
-        text=True,
+    r = _cli(
+        "evaluate",
+        str(cog),
+        "--reference",
+        str(tmp_path / "ref.gpkg"),
+        "--polygon-rule",
+        "pixels",
+        "--out",
+        str(tmp_path / "p.json"),
     )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "p.json").read_text())["all"]["samples"] == 30 + 400 + 9
