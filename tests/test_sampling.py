@@ -258,3 +258,12 @@ def test_sparse_labels__every_split_gets_every_class_that_can_reach_it(nc_sparse
             missing(draw_centres(cube, per_class=20, patch=patch, seed=s, block=block, stratify=False))
             for s in range(3)
         )
+
+
+def test_split_of__scattered_pixels_agree_with_the_split_map():
+    lay = split_layout((300, 250), block=64, fractions=(0.6, 0.2, 0.2), seed=2)
+    full = lay.split_map(slice(0, 300), slice(0, 250))
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 300, 500), rng.integers(0, 250, 500)
+    np.testing.assert_array_equal(lay.split_of(rows, cols), full[rows, cols])
+    assert set(np.unique(full)) == {0, 1, 2}
