@@ -10,6 +10,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from ._products import Kind
 from .errors import InvalidInputError
 
 __all__ = ["OptionSpec", "check", "coerce", "option", "specs"]
@@ -23,7 +24,7 @@ def option(
     *,
     positional: bool = False,
     io: Direction | None = None,
-    kind: str | None = None,
+    kind: Kind | None = None,
     run_name: str | None = None,
     length: int | None = None,
     pipeline: bool = True,
@@ -41,7 +42,8 @@ def option(
         A positional argument on the command line instead of ``--name``.
     io, kind
         ``"in"``/``"out"`` for paths a stage reads/writes, with the kind of product
-        (``"cube"``, ``"model"`` ...) the pipeline runner wires between stages.
+        (:class:`~._products.Kind`: ``Kind.CUBE``, ``Kind.MODEL`` ...) the pipeline runner wires
+        between stages.
     run_name
         The file name an output gets inside a pipeline's run folder when the file does not say.
     length
@@ -49,6 +51,8 @@ def option(
     pipeline
         ``False`` for an option the pipeline runner sets itself (``overwrite``).
     """
+    if kind is not None and not isinstance(kind, Kind):  # a programming error: kinds come from the registry
+        raise TypeError(f"option kind {kind!r}: expected a kerinci_xr._products.Kind")
     meta = dict(help=help, positional=positional, io=io, kind=kind, run_name=run_name)
     meta |= dict(length=length, pipeline=pipeline, metavar=metavar)
     return dataclasses.field(default=default, metadata=meta, kw_only=True)

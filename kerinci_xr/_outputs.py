@@ -25,7 +25,9 @@ except ImportError:  # pragma: no cover - not on the platforms CI runs
 __all__ = [
     "OutputSet",
     "atomic_output",
+    "check_folder",
     "check_output",
+    "claim",
     "commit_so_far",
     "output_set",
     "refuse_temporary",
@@ -68,6 +70,12 @@ def check_output(path: str | Path, *, overwrite: bool = False) -> None:
             f"{path}: expected an output path, found a folder this toolkit did not write (it is never "
             "replaced, --overwrite or not). Fix: choose another output path."
         )
+    check_folder(path)
+
+
+def check_folder(path: str | Path) -> None:
+    """Refuse an output whose folder is missing or cannot be written to."""
+    path = Path(path)
     if not path.parent.is_dir():
         raise InputFileNotFoundError(f"{path.parent}: output folder does not exist. Fix: create it first.")
     if not os.access(path.parent, os.W_OK | os.X_OK):
@@ -159,7 +167,7 @@ class OutputSet:
         self.lock_fd: int | None = None
         self.entries: dict[Path, dict[str, Any]] = {}
         self.locks: list[_Lock] = []
-        self.owned: set[Path] = set()  # written (and locked) by this run, across commit_so_far
+        self.owned: set[Path] = set()  # claimed or written (and locked) by this run, across commit_so_far
 
     def _open_log(self, folder: Path) -> None:
         self.log = folder / f".kerinci-set-{self.id}.json"
@@ -181,7 +189,7 @@ class OutputSet:
         """Put ``tmp`` in place of ``path``, keeping the version of before the set."""
         if self.log is None:
             self._open_log(path.parent)
-        self.owned.add(path)
+        self.owned.add(_key(path))
         if path in self.entries:  # written again in this run (a checkpoint each epoch): replace ours
             if path.is_dir() and not path.is_symlink():
                 _remove(path)
@@ -250,6 +258,34 @@ def output_set():
         tx.commit()
     finally:
         _SET.reset(token)
+
+
+def _key(path: Path) -> Path:
+    """One name per output, however the path was spelt (``a/./b``, relative or absolute)."""
+    return Path(os.path.abspath(path))
+
+
+def claim(path: str | Path, *, overwrite: bool = False) -> None:
+    """Make ``path`` an output of the run's output set before any work: lock it (a second writer
+    fails at once, naming this run), check it (:func:`check_output`, again under the lock, so
+    a run that finished meanwhile is not replaced), settle what an interrupted run left and
+    remove stale temporaries. The lock is held until the set commits, however long the run."""
+    tx = _SET.get()
+    path = Path(path)
+    if tx is None:
+        check_output(path, overwrite=overwrite)
+        return
+    if _key(path) in tx.owned:
+        return
+    check_output(path, overwrite=overwrite)  # a missing folder is named before a lock is tried there
+    lock = _Lock(path)
+    lock.acquire(path)
+    tx.locks.append(lock)  # released when the set commits or rolls back
+    check_output(path, overwrite=overwrite)
+    settle(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        _remove(stale)  # no writer is alive: we hold the lock
+    tx.owned.add(_key(path))
 
 
 def commit_so_far() -> None:
@@ -344,7 +380,7 @@ class atomic_output:
 
     def __enter__(self) -> Path:
         tx = self._set()
-        mine = tx is not None and self.path in tx.owned
+        mine = tx is not None and _key(self.path) in tx.owned
         if not mine:
             check_output(self.path, overwrite=self.overwrite)
             self.lock.acquire(self.path)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._outputs import refuse_temporary, settle, write_atomic
-from .errors import CheckpointError, InputFileNotFoundError
+from ._outputs import write_atomic
+from ._products import Kind, locate
+from .errors import CheckpointError
 from .legend import Legend
 from .model import UNet, UNetConfig
 
@@ -60,13 +61,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    path = Path(path)
-    refuse_temporary(path)
-    settle(path)
-    if not path.is_file():
-        raise InputFileNotFoundError(
-            f"{path}: model checkpoint not found. Fix: train one with `kerinci-xr train`."
-        )
+    path = locate(path, Kind.MODEL)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -15,9 +15,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
-from ._outputs import atomic_output, refuse_temporary, settle
+from ._outputs import atomic_output
+from ._products import PRODUCTS, Kind, locate
 from .cluster import compute
-from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
+from .errors import InvalidInputError, RasterReadError
 from .legend import Legend
 from .preprocess import band_roles, parse_band_roles, remap_labels, scale_values, valid_mask
 from .vector import is_vector, rasterize_reference, read_reference
@@ -493,25 +494,35 @@ def checked_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
     return out
 
 
-def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
-    """Reopen a cube lazily (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
-    path = Path(path)
-    refuse_temporary(path)
-    settle(path)  # an interrupted run's set: the whole old one back (or the whole new one)
-    if not path.exists():
-        raise InputFileNotFoundError(f"{path}: cube not found. Fix: run `kerinci-xr prepare` first.")
+def open_store(
+    path: str | Path, kind: Kind, *, require: str, chunks: Mapping[str, int] | None = None
+) -> xr.Dataset:
+    """Open a Zarr product of ``kind`` lazily, the one way every store is opened: located through
+    the registry (temporaries refused, an interrupted set settled), opened with or without
+    consolidated metadata, checked for its ``require`` variable, and read chunk by chunk so a
+    damaged chunk is named (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
+    path = locate(path, kind)
+    entry = PRODUCTS[kind]
     try:
         ds = xr.open_zarr(
             path, chunks=dict(chunks) if chunks else {}, consolidated=consolidated(path), decode_coords="all"
         )
     except Exception as exc:  # zarr raises several unrelated types for a non-store
         raise RasterReadError(
-            f"{path}: expected a Zarr cube written by kerinci-xr prepare, found something "
+            f"{path}: expected a {entry.noun} written by {entry.made_by}, found something "
             f"else ({type(exc).__name__}: {exc})."
         ) from exc
-    if "image" not in ds:
-        raise RasterReadError(f"{path}: expected an 'image' variable, found {list(ds.data_vars)}.")
-    ds = checked_reads(ds, path)
+    if require not in ds:
+        raise RasterReadError(
+            f"{path}: expected a {entry.noun} written by {entry.made_by} (with a {require!r} variable), "
+            f"found the variables {list(ds.data_vars)}. Fix: pass the {entry.noun}."
+        )
+    return checked_reads(ds, path)
+
+
+def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """Reopen a cube lazily (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
+    ds = open_store(path, Kind.CUBE, require="image", chunks=chunks)
     if ds.rio.crs is None:
         raise RasterReadError(f"{path}: the cube has no CRS (spatial_ref missing).")
     return ds

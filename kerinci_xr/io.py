@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from ._outputs import check_output
+from ._outputs import atomic_output, check_output
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
 
 __all__ = [
@@ -577,13 +579,12 @@ def _write_cog(
     resampling: str,
     finish: Callable[[Any], None],
     side_files: dict[str, str],
+    overwrite: bool,
 ) -> Path:
     """A COG from a ``(band, y, x)`` dask array: rows of chunks written one at a time (flat memory),
     overviews, then ``finish(dataset)`` (colour table, descriptions, tags), the COG copy, and side
-    files (``{suffix: text}``) moved into place beside it."""
-    import shutil
-    import tempfile
-
+    files (``{suffix: text}``) beside it; all of them written through the output set (in a
+    stage, they are committed or undone with the run's other outputs)."""
     import rasterio
     import rasterio.shutil
     from rasterio.enums import Resampling as R
@@ -592,8 +593,21 @@ def _write_cog(
     h, w = profile["height"], profile["width"]
     blocksize = profile["blockxsize"]
     factors = [f for f in (2, 4, 8, 16, 32, 64, 128) if max(h, w) / f >= blocksize / 2]
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmpdir:
-        plain = Path(tmpdir) / "plain.tif"
+    sides = {
+        suffix: path.with_name(path.name + suffix) if suffix == ".aux.xml" else path.with_suffix(suffix)
+        for suffix in side_files
+    }
+    with contextlib.ExitStack() as stack:  # every file through the output set: one set with the run's
+        cog = stack.enter_context(atomic_output(path, overwrite=overwrite))
+        # GDAL's own sidecar of the map is the map's: replaced with it
+        tmp = {
+            s: stack.enter_context(atomic_output(p, overwrite=overwrite or s == ".aux.xml"))
+            for s, p in sides.items()
+        }
+        work = cog.with_name(cog.name + ".work")  # a temporary of the map: a later run removes it
+        work.mkdir()
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        plain = work / "plain.tif"
         with rasterio.open(plain, "w", **profile) as dst:
             y0 = 0
             for ch in data.chunks[1]:
@@ -603,11 +617,10 @@ def _write_cog(
                 dst.build_overviews(factors, getattr(R, resampling))
         with rasterio.open(plain, "r+") as dst:
             finish(dst)
-        cog = Path(tmpdir) / "cog.tif"
         options = {"PREDICTOR": "YES"} if profile["dtype"].startswith("float") else {}
         rasterio.shutil.copy(
             plain,
-            cog,
+            work / "cog.tif",
             driver="COG",
             COMPRESS="DEFLATE",
             BLOCKSIZE=blocksize,
@@ -615,14 +628,9 @@ def _write_cog(
             BIGTIFF="IF_SAFER",
             **options,
         )
+        (work / "cog.tif").rename(cog)
         for suffix, text in side_files.items():
-            (Path(tmpdir) / f"side{suffix}").write_text(text)
-        if path.exists():
-            path.unlink()
-        for suffix in side_files:
-            target = path.with_name(path.name + suffix) if suffix == ".aux.xml" else path.with_suffix(suffix)
-            shutil.move(str(Path(tmpdir) / f"side{suffix}"), str(target))
-        cog.replace(path)
+            tmp[suffix].write_text(text)
     return path
 
 
@@ -696,6 +704,7 @@ def write_cog(
             ".aux.xml": _aux_xml(lut.tolist(), names, categories=not codes),
             ".qml": qgis_style(lut[1:].tolist(), list(legend.names), list(legend.colors)),
         },
+        overwrite=overwrite,
     )
 
 
@@ -725,4 +734,5 @@ def write_image_cog(
         resampling="average",
         finish=finish,
         side_files={},
+        overwrite=overwrite,
     )

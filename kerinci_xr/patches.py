@@ -18,10 +18,11 @@ import pandas as pd
 import xarray as xr
 
 from ._chunks import BlockGrid, cut_windows
-from ._outputs import atomic_output, refuse_temporary, settle
+from ._outputs import atomic_output
+from ._products import Kind
 from .cluster import compute
-from .cube import checked_reads
-from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
+from .cube import open_store
+from .errors import InvalidInputError, RasterReadError
 from .sampling import SPLITS, SplitLayout, split_layout
 
 __all__ = ["band_stats", "manifest_of", "open_patches", "stored_layout", "write_patches"]
@@ -202,20 +203,10 @@ def write_patches(
 
 def open_patches(path: str | Path) -> xr.Dataset:
     """Open a patch store lazily (one dask chunk per patch)."""
-    path = Path(path)
-    refuse_temporary(path)
-    settle(path)
-    if not path.exists():
-        raise InputFileNotFoundError(f"{path}: patch store not found. Fix: run `kerinci-xr sample` first.")
-    try:
-        ds = xr.open_zarr(path, consolidated=False)
-    except Exception as exc:  # zarr raises several unrelated types for a non-store
-        raise RasterReadError(
-            f"{path}: expected a patch store written by kerinci-xr sample ({exc})."
-        ) from exc
-    if "image" not in ds or "patch" not in ds.attrs:
+    ds = open_store(path, Kind.PATCHES, require="image")
+    if "patch" not in ds.attrs:
         raise RasterReadError(f"{path}: expected a patch store written by kerinci-xr sample.")
-    return checked_reads(ds, path)
+    return ds
 
 
 def manifest_of(ds: xr.Dataset) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from typing import Any
 from ._options import OptionSpec, check, option, specs
 from ._outputs import write_text
 from .cluster import dask_scheduler
-from .errors import InputFileNotFoundError, InvalidInputError
+from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 from .stages import STAGES, Stage
 from .stages._base import RECORD, Context, flat, options_record, read_record
 
@@ -50,6 +50,8 @@ class Step:
 
     stage: Stage
     options: Any
+    #: The run folder every output must resolve to (``None`` with ``outputs_anywhere``).
+    inside: Path | None = None
 
 
 def demo_config() -> dict[str, Any]:
@@ -111,6 +113,7 @@ def plan(
                         "Fix: a path inside it, or [pipeline] outputs_anywhere = true."
                     )
     made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
+    _one_writer(made, source)
     products = {p for paths in made.values() for p in flat(paths)}
     steps = []
     for st in stages:
@@ -131,8 +134,23 @@ def plan(
                 vals[s.name] = tuple(map(str, made_path)) if isinstance(made_path, tuple) else str(made_path)
         if any(s.name == "overwrite" for s in st.specs):
             vals["overwrite"] = True  # a rerun replaces what the pipeline wrote before
-        steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]")))
+        inside = None if head.outputs_anywhere else root
+        steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]"), inside))
     return _order(steps, source), root
+
+
+def _one_writer(made: Mapping[str, Mapping[str, Any]], source: str) -> None:
+    """Refuse two stages that write one path (symlinks followed): one output would be lost."""
+    seen: dict[str, str] = {}
+    for name, paths in made.items():
+        for p in flat(dict(paths)):
+            real = os.path.realpath(p)
+            if real in seen and seen[real] != name:
+                raise InvalidInputError(
+                    f"{source}: [{seen[real]}] and [{name}] both write {p}; one would be lost. "
+                    "Fix: give each output its own path."
+                )
+            seen[real] = name
 
 
 def _many(value: Any) -> tuple:
@@ -224,10 +242,30 @@ def run_pipeline(
                 raise InputFileNotFoundError(
                     f"[{step.stage.name}] {key}: {path} not found. Fix: check the path."
                 )
+    _only_ours(steps, root)
     root.mkdir(parents=True, exist_ok=True)
     cluster = workers is not None or scheduler is not None
     with dask_scheduler(workers=workers, address=scheduler) if cluster else contextlib.nullcontext():
         return _run_steps(steps, root, force=force, ctx=Context(progress=progress, echo=echo))
+
+
+def _only_ours(steps: list[Step], root: Path) -> None:
+    """Refuse, before any stage runs, an existing output that this run folder's record does not
+    list as a product of an earlier run: a pipeline replaces what it wrote, never a user's file."""
+    record = read_record(root) if root.is_dir() else {}
+    ours = {
+        os.path.realpath(p)
+        for st in record.values()
+        for p in st.get("paths", st.get("products", {}).values())
+    }
+    for step in steps:
+        for path in flat(step.stage.products(step.options)):
+            if (path.exists() or path.is_symlink()) and os.path.realpath(path) not in ours:
+                raise OutputExistsError(
+                    f"[{step.stage.name}] {path}: exists, and the run folder's record ({root / RECORD}) "
+                    "does not list it as written by this pipeline; it is never replaced. Fix: move it "
+                    "away, or choose another out_dir."
+                )
 
 
 def _run_steps(steps: list[Step], root: Path, *, force: bool, ctx: Context) -> dict[str, dict[str, Path]]:
@@ -239,10 +277,11 @@ def _run_steps(steps: list[Step], root: Path, *, force: bool, ctx: Context) -> d
             ctx.echo(f"[{name}] up to date, skipped (use --force to redo)")
         else:
             ctx.echo(f"[{name}] running")
-            step.stage.execute(step.options, ctx)
+            step.stage.execute(step.options, ctx, inside=step.inside)
         record[name] = {
             "params": options_record(step.options),
             "products": {k: str(p) for k, p in products.items()},
+            "paths": [str(p) for p in flat(products)],
         }
         write_text(root / RECORD, json.dumps(record, indent=2))
         results[name] = products

@@ -26,10 +26,10 @@ import torch
 import xarray as xr
 
 from ._chunks import Region, Regions
-from ._outputs import refuse_temporary, settle
+from ._products import Kind, locate
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
-from .cube import checked_reads, consolidated
-from .errors import InputFileNotFoundError, InvalidInputError
+from .cube import open_store
+from .errors import InvalidInputError
 from .io import open_raster
 from .legend import Legend
 from .model import UNetConfig, pick_device
@@ -304,15 +304,7 @@ def open_prediction(path: str | Path, *, date: str | None = None, all_dates: boo
     A store of several dates (``predict --all-dates``) gives the map of ``date`` (default: the
     labels' date it records), or every date with ``all_dates=True``.
     """
-    path = Path(path)
-    refuse_temporary(path)
-    settle(path)
-    if not path.exists():
-        raise InputFileNotFoundError(f"{path}: prediction not found. Fix: run `kerinci-xr predict` first.")
-    ds = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")
-    if "classes" not in ds:
-        raise InvalidInputError(f"{path}: expected a prediction store with a 'classes' variable.")
-    ds = checked_reads(ds, path)
+    ds = open_store(path, Kind.PREDICTION, require="classes")
     ds["classes"].attrs["legend"] = ds.attrs.get("legend", "")
     if "time" in ds.dims and not all_dates:
         dates = [str(t)[:10] for t in ds["time"].values]
@@ -334,17 +326,17 @@ def open_class_map(
     """A class map of training ids and its legend: a prediction store, the COG ``predict`` writes,
     or a change store (its transitions as classes: ids 1..K of the transitions' legend)."""
     path = Path(path)
-    if path.is_dir() and (path / "transition").exists():
-        codes = xr.open_zarr(path, consolidated=consolidated(path), decode_coords="all")["transition"]
+    if path.suffix.lower() not in (".tif", ".tiff") and (path / "transition").exists():
+        codes = open_store(path, Kind.CHANGE, require="transition")["transition"]
         tl = Legend.from_json(codes.attrs["transition_legend"], source=str(path))
         ids = remap_labels(codes, tl)  # transition codes -> ids 1..K, as label codes are remapped
         return ids.rio.write_crs(codes.rio.crs).rio.write_transform(codes.rio.transform()), tl
-    if path.is_dir():
+    if path.suffix.lower() not in (".tif", ".tiff"):
         pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]
         return pred, Legend.from_json(pred.attrs["legend"], source=str(path))
     import rasterio
 
-    classes = open_raster(path).isel(band=0, drop=True)
+    classes = open_raster(locate(path, Kind.COG)).isel(band=0, drop=True)
     with rasterio.open(path) as src:
         text = src.tags().get("LEGEND")
     if not text:

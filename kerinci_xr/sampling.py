@@ -23,7 +23,8 @@ import xarray as xr
 
 from ._chunks import BlockGrid, assemble
 from ._hashing import hash_u64
-from ._outputs import refuse_temporary, settle, write_atomic
+from ._outputs import write_atomic
+from ._products import Kind, locate
 from .cluster import compute
 from .cube import cube_legend
 from .errors import InvalidInputError
@@ -632,7 +633,5 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by :func:`write_manifest`."""
-    path = Path(path)
-    refuse_temporary(path)
-    settle(path)
+    path = locate(path, Kind.MANIFEST)
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

@@ -11,7 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ._outputs import write_atomic, write_text
-from .cube import cube_legend, cube_view, open_cube
+from ._products import Kind, locate, read_json
+from .cube import cube_legend, cube_view, open_cube, open_store
 from .legend import Legend
 from .patches import manifest_of, open_patches
 from .prediction import open_class_map, open_prediction
@@ -443,7 +444,6 @@ def report_page(
     change, change_summary
         A change store and its summary (JSON), from ``change``.
     """
-    import json
 
     import pandas as pd
     from bokeh.layouts import column
@@ -464,7 +464,7 @@ def report_page(
         ("iou", "IoU"),
     ]
     for title, path in (metrics or {}).items():
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, Kind.METRICS)
         reports = {k: v for k, v in data.items() if isinstance(v, dict) and "classes" in v} or {"": data}
         for area, rep in reports.items():
             head = (
@@ -478,7 +478,7 @@ def report_page(
         if last["samples"]:
             parts.append(hv.render(confusion_heatmap(last)))
     if areas is not None:
-        table = pd.read_csv(areas)
+        table = pd.read_csv(locate(areas, Kind.AREAS))
         cols = [("name", "class"), ("code", "code")] + [
             (c, c.replace("_", " ")) for c in table.columns if c.startswith(("hectares", "percent"))
         ]
@@ -488,11 +488,11 @@ def report_page(
         column_name = "hectares_predicted" if "hectares_predicted" in table else "hectares"
         parts.append(hv.render(area_bars(table, column=column_name)))
     if assessment is not None:
-        parts += _assessment_parts(json.loads(Path(assessment).read_text()))
+        parts += _assessment_parts(read_json(assessment, Kind.ASSESSMENT))
     if change is not None:
         parts += _change_parts(change, change_summary, prediction, max_size=max_size)
     if history is not None:
-        h = pd.read_csv(history)
+        h = pd.read_csv(locate(history, Kind.HISTORY))
         cols = [(c, c.replace("_", " ")) for c in h.columns]
         parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
     return write_text(out, _standalone(column(*parts), "kerinci_xr report"))
@@ -547,7 +547,7 @@ def _change_parts(
     from bokeh.models import Div
 
     hv = _hv()
-    store = xr.open_zarr(change, consolidated=(Path(change) / ".zmetadata").exists(), decode_coords="all")
+    store = open_store(change, Kind.CHANGE, require="transition")
     legend = Legend.from_json(store.attrs["legend"])
     ids, tl = open_class_map(change)
     panels = []
@@ -567,7 +567,7 @@ def _change_parts(
         hv.render(linked_panels(panels)),
     ]
     if summary is not None:
-        data = json.loads(Path(summary).read_text())
+        data = read_json(summary, Kind.CHANGE_SUMMARY)
         table = pd.DataFrame(data["transitions"])
         changed = table[table["from_id"] != table["to_id"]]
         if len(changed):

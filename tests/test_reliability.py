@@ -336,5 +336,5 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
 
 def test_prediction_path_that_is_not_a_prediction__clear_message(cube, tmp_path):
     r = _cli("evaluate", str(cube), "--cube", str(cube), "--out", str(tmp_path / "m.json"))
-    assert r.returncode == 2 and "expected a prediction store with a 'classes' variable" in r.stderr
+    assert r.returncode == 2 and "expected a prediction store written by kerinci-xr predict (with a 'classes' variable)" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
+from .._products import check_outputs, companions
 from ..cluster import dask_scheduler
 from ..errors import InvalidInputError
 
@@ -59,6 +60,10 @@ class Stage:
     example: str
     args: tuple[str, ...] = ()
     extra_products: Callable[[Any], dict[str, Path]] | None = None
+    #: Options completed before the run (the report fills its inputs from a run folder's record).
+    complete: Callable[[Any], Any] | None = None
+    #: Whether a run may replace its existing outputs (``--overwrite``; a resumed run its own).
+    replaces: Callable[[Any], bool] = lambda o: bool(getattr(o, "overwrite", False))
 
     @functools.cached_property
     def specs(self) -> list[OptionSpec]:  # resolved once: type hints are not free to read
@@ -78,11 +83,15 @@ class Stage:
             (s, tuple(map(Path, v)) if isinstance(v, tuple) else Path(v)) for s, v in values if v is not None
         ]
 
-    def inputs(self, opts: Any) -> dict[str, Path]:
-        """Paths the run reads, by option name (``image[1]`` for the second of several)."""
+    def inputs(self, opts: Any, *, with_companions: bool = False) -> dict[str, Path]:
+        """Paths the run reads, by option name (``image[1]`` for the second of several); with
+        ``with_companions``, also the files that belong with them (a checkpoint's history)."""
         out: dict[str, Path] = {}
         for s, p in self._paths(opts, "in"):
-            out |= {f"{s.name}[{i}]": q for i, q in enumerate(p)} if isinstance(p, tuple) else {s.name: p}
+            paths = {f"{s.name}[{i}]": q for i, q in enumerate(p)} if isinstance(p, tuple) else {s.name: p}
+            out |= paths
+            if with_companions:
+                out |= {f"{k} ({c.name})": c for k, q in paths.items() for c in companions(q, s.meta["kind"])}
         return out
 
     def products(self, opts: Any) -> dict[str, Any]:
@@ -90,10 +99,30 @@ class Stage:
         out = {s.meta["kind"]: p for s, p in self._paths(opts, "out")}
         return out | (self.extra_products(opts) if self.extra_products else {})
 
-    def execute(self, opts: Any, ctx: Context | None = None) -> dict[str, Any]:
-        """Run with these options, on the Dask scheduler they name."""
+    def outputs(self, opts: Any) -> dict[str, Path]:
+        """Every path the run writes, by kind (``image_2023``-style keys for several)."""
+        out: dict[str, Path] = {}
+        for kind, p in self.products(opts).items():
+            out |= {f"{kind}[{i}]": q for i, q in enumerate(p)} if isinstance(p, tuple) else {kind: p}
+        return out
+
+    def execute(self, opts: Any, ctx: Context | None = None, *, inside: Path | None = None) -> dict[str, Any]:
+        """Run with these options, on the Dask scheduler they name.
+
+        Before any work, every output is checked against the run's inputs, its other outputs and
+        the overwrite rule, and claimed (locked) until the run's output set commits; ``inside``
+        (a pipeline's run folder) is where every output must resolve to.
+        """
         ctx = ctx or Context()
+        opts = self.complete(opts) if self.complete else opts
         with output_set():  # the run's outputs are committed (or undone) as one set
+            check_outputs(
+                self.outputs(opts),
+                self.inputs(opts, with_companions=True),
+                overwrite=self.replaces(opts),
+                stage=self.name,
+                inside=inside,
+            )
             if isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None):
                 with dask_scheduler(workers=opts.workers, address=opts.scheduler):
                     return self.run(opts, ctx)

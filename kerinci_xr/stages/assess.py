@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from .._options import option
-from .._outputs import check_output, write_atomic
+from .._outputs import write_atomic
+from .._products import Kind, locate
 from ..accuracy import stratified_estimates
 from ..cube import cube_view, open_cube
-from ..errors import GridMismatchError, InputFileNotFoundError, InvalidInputError
+from ..errors import GridMismatchError, InvalidInputError
 from ..io import grid_differences
 from ..legend import Legend
 from ..metrics import class_areas, write_report
@@ -29,29 +30,25 @@ class AssessOptions(DaskOptions):
         help="class map: prediction.zarr or the COG predict wrote",
         positional=True,
         io="in",
-        kind="prediction",
+        kind=Kind.PREDICTION,
     )
     reference: str = option(
-        help="the labelled sample (.gpkg, .geojson or .csv)", io="in", kind="sample_design"
+        help="the labelled sample (.gpkg, .geojson or .csv)", io="in", kind=Kind.SAMPLE_DESIGN
     )
     field: str = option("reference", "the sample's field of reference classes (legend codes or names)")
     truth: str | None = option(
         None, "simulate the interpreter: fill the field from this cube's labels", io="in"
     )
-    out: str = option(help="estimates (JSON)", io="out", kind="assessment", run_name="accuracy.json")
+    out: str = option(help="estimates (JSON)", io="out", kind=Kind.ASSESSMENT, run_name="accuracy.json")
     csv: str | None = option(
-        None, "also the table per class (CSV)", io="out", kind="assessment_csv", run_name="accuracy.csv"
+        None, "also the table per class (CSV)", io="out", kind=Kind.ASSESSMENT_CSV, run_name="accuracy.csv"
     )
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
 def read_points(path: str | Path) -> tuple[pd.DataFrame, Any]:
     """A sample's table and CRS (``None`` for CSV: its x/y are in the map's CRS)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileNotFoundError(
-            f"{path}: sample not found. Fix: draw one with `kerinci-xr design-sample`."
-        )
+    path = locate(path, Kind.SAMPLE_DESIGN)
     if path.suffix.lower() == ".csv":
         return pd.read_csv(path, keep_default_na=True), None
     import geopandas as gpd
@@ -104,9 +101,6 @@ def _reference_ids(values: pd.Series, legend: Legend, source: str) -> np.ndarray
 
 
 def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
-    for path in (o.out, o.csv):
-        if path is not None:
-            check_output(path, overwrite=o.overwrite)
     classes, legend = open_class_map(o.map)
     table, crs = read_points(o.reference)
     rows, cols = _pixels(table, crs, classes)

@@ -11,7 +11,8 @@ import numpy as np
 import xarray as xr
 
 from .._options import option
-from .._outputs import check_output, write_atomic, write_text
+from .._outputs import write_atomic, write_text
+from .._products import Kind
 from ..changes import change_codes, gross_net, transition_legend, transition_matrix, transitions_table
 from ..cube import write_cube
 from ..errors import InvalidInputError
@@ -30,7 +31,7 @@ class ChangeOptions(DaskOptions):
         help="the earlier map (prediction.zarr or COG), or one store with dates",
         positional=True,
         io="in",
-        kind="prediction",
+        kind=Kind.PREDICTION,
     )
     map_b: str | None = option(None, "the later map (same grid and legend)", positional=True, io="in")
     from_date: str | None = option(None, "with one store of several dates: the earlier (default: first)")
@@ -39,28 +40,28 @@ class ChangeOptions(DaskOptions):
     out: str = option(
         help="change store (.zarr): transition codes (and the low-confidence mask)",
         io="out",
-        kind="change",
+        kind=Kind.CHANGE,
         run_name="change.zarr",
     )
     cog: str | None = option(
         None,
         "also the from-to map as a COG with colours and names",
         io="out",
-        kind="change_cog",
+        kind=Kind.CHANGE_COG,
         run_name="change.tif",
     )
     transitions: str | None = option(
         None,
         "transition table (CSV): pixels and hectares per pair",
         io="out",
-        kind="transitions",
+        kind=Kind.TRANSITIONS,
         run_name="transitions.csv",
     )
     summary: str | None = option(
         None,
         "gross loss, gain and net change per class, and the matrix (JSON)",
         io="out",
-        kind="change_summary",
+        kind=Kind.CHANGE_SUMMARY,
         run_name="change.json",
     )
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
@@ -111,9 +112,6 @@ def _maps(o: ChangeOptions) -> tuple[list[xr.DataArray], list[Any], Legend, list
 
 
 def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
-    products = STAGE.products(o)
-    for path in products.values():
-        check_output(path, overwrite=o.overwrite)
     (a, b), conf, legend, names = _maps(o)
     codes = change_codes(a, b, legend, names=(names[0], names[1]))
     matrix = transition_matrix(codes, legend)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .._options import option
-from .._outputs import MARKER, atomic_output, check_output
+from .._outputs import MARKER, atomic_output
+from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
 from ..sampling import fold_layouts_of
@@ -29,7 +30,7 @@ class CrossvalOptions(TrainConfig, WindowOptions):
     out: str = option(
         help="output folder: crossval.json, and per fold its patches and model",
         io="out",
-        kind="crossval",
+        kind=Kind.CROSSVAL,
         run_name="crossval",
     )
     overwrite: bool = option(False, "replace an existing folder written by crossval", pipeline=False)
@@ -49,7 +50,6 @@ def summarize(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
-    check_output(o.out, overwrite=o.overwrite)
     ds = cube_view(open_cube(o.cube), date=o.date, temporal=o.temporal)
     if "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: the cube has no labels. Fix: prepare it with --labels.")

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .._options import option
-from .._outputs import check_output, write_atomic
+from .._outputs import write_atomic
+from .._products import Kind
 from ..accuracy import Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
 from ..errors import InvalidInputError
 from ..legend import Legend
@@ -29,7 +30,7 @@ class DesignOptions(DaskOptions):
         help="class map: prediction.zarr or the COG predict wrote",
         positional=True,
         io="in",
-        kind="prediction",
+        kind=Kind.PREDICTION,
     )
     n: int = option(600, "total sample units (see --target-se)")
     min_per_class: int = option(50, "at least this many units in every mapped class")
@@ -40,7 +41,10 @@ class DesignOptions(DaskOptions):
     target_se: float | None = option(None, "choose n for this standard error of overall accuracy (Cochran)")
     seed: int = option(0, "same seed, same points, whatever the chunking")
     out: str = option(
-        help="sample points: .gpkg, .geojson or .csv", io="out", kind="sample_design", run_name="sample.gpkg"
+        help="sample points: .gpkg, .geojson or .csv",
+        io="out",
+        kind=Kind.SAMPLE_DESIGN,
+        run_name="sample.gpkg",
     )
     overwrite: bool = option(False, "replace an existing sample", pipeline=False)
 
@@ -84,7 +88,6 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
         raise InvalidInputError(
             f"{o.out}: expected a .gpkg, .geojson or .csv output, found {Path(o.out).suffix!r}."
         )
-    check_output(o.out, overwrite=o.overwrite)
     classes, legend = open_class_map(o.map)
     ua = expected_ua(o.expected_ua, legend)
 

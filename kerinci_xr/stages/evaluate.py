@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._options import option
-from .._outputs import check_output
+from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
 from ..metrics import evaluate_features, evaluate_prediction, feature_table, format_report, write_report
@@ -28,9 +28,11 @@ class EvaluateOptions(DaskOptions):
         help="patch store (with --model), or a map: prediction.zarr or its COG (with --cube or --reference)",
         positional=True,
         io="in",
-        kind="patches",
+        kind=Kind.PATCHES,
     )
-    model: str | None = option(None, "checkpoint (.pt), to evaluate on a patch store", io="in", kind="model")
+    model: str | None = option(
+        None, "checkpoint (.pt), to evaluate on a patch store", io="in", kind=Kind.MODEL
+    )
     cube: str | None = option(
         None, "cube whose labels (or reference features) a map is compared with", io="in"
     )
@@ -48,7 +50,7 @@ class EvaluateOptions(DaskOptions):
     )
     split: Literal["train", "val", "test"] = option("test", "patch-store split to evaluate")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
-    out: str = option(help="metrics JSON", io="out", kind="metrics", run_name="metrics.json")
+    out: str = option(help="metrics JSON", io="out", kind=Kind.METRICS, run_name="metrics.json")
     overwrite: bool = option(False, "replace an existing report", pipeline=False)
 
 
@@ -58,7 +60,6 @@ def _echo_reports(report: dict[str, Any], ctx: Context) -> None:
 
 
 def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
-    check_output(o.out, overwrite=o.overwrite)
     if o.reference:
         classes, legend = open_class_map(o.source)
         shape = (classes.sizes["y"], classes.sizes["x"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._options import option
+from .._products import Kind
 from ..cube import open_cube
 from ..errors import InvalidInputError
 from ..io import write_image_cog
@@ -16,10 +17,10 @@ __all__ = ["STAGE", "ExportOptions"]
 
 @dataclass(kw_only=True)
 class ExportOptions(DaskOptions):
-    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind=Kind.CUBE)
     bands: tuple[str, ...] | None = option(None, "bands to export, comma-separated (default: all)")
     date: str | None = option(None, "the date to export from a cube with several (YYYY-MM-DD)")
-    out: str = option(help="output GeoTIFF (COG)", io="out", kind="image_cog", run_name="image.tif")
+    out: str = option(help="output GeoTIFF (COG)", io="out", kind=Kind.IMAGE_COG, run_name="image.tif")
     overwrite: bool = option(False, "replace an existing file", pipeline=False)
 
 

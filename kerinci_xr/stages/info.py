@@ -9,6 +9,7 @@ from typing import Any
 import xarray as xr
 
 from .._options import option
+from .._products import Kind
 from ..cube import cube_legend, cube_view, dates_of, open_cube
 from ..metrics import class_areas
 from ._base import Context, DaskOptions, Stage
@@ -18,7 +19,7 @@ __all__ = ["STAGE", "InfoOptions", "cube_summary"]
 
 @dataclass(kw_only=True)
 class InfoOptions(DaskOptions):
-    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind=Kind.CUBE)
     json: bool = option(False, "print JSON instead of a table")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._options import option
 from .._outputs import check_output
+from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..legend import Legend
 from ..patches import open_patches
@@ -21,24 +22,23 @@ __all__ = ["STAGE", "MapOptions"]
 
 @dataclass(kw_only=True)
 class MapOptions:
-    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind=Kind.CUBE)
     prediction: str | None = option(
-        None, "prediction.zarr to show with its errors", io="in", kind="prediction"
+        None, "prediction.zarr to show with its errors", io="in", kind=Kind.PREDICTION
     )
-    patches: str | None = option(None, "patch store whose windows to draw", io="in", kind="patches")
+    patches: str | None = option(None, "patch store whose windows to draw", io="in", kind=Kind.PATCHES)
     band_roles: tuple[str, ...] | None = option(
         None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
     )
     max_size: int = option(1000, "longest side of each map in pixels")
-    out: str = option(help="HTML file (works offline)", io="out", kind="map_page", run_name="map.html")
+    out: str = option(help="HTML file (works offline)", io="out", kind=Kind.MAP_PAGE, run_name="map.html")
     png: str | None = option(
-        None, "also write static PNG quick-looks of the maps into this folder", io="out", kind="map_pngs"
+        None, "also write static PNG quick-looks of the maps into this folder", io="out", kind=Kind.MAP_PNGS
     )
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
 
 
 def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
-    check_output(o.out, overwrite=o.overwrite)
     ds = cube_view(open_cube(o.cube))
     if o.band_roles:  # the composite on the page follows them too
         ds.attrs["band_roles"] = json.dumps(roles_of(ds, o.band_roles))

@@ -12,7 +12,8 @@ import pandas as pd
 import xarray as xr
 
 from .._options import option
-from .._outputs import check_output, write_atomic, write_text
+from .._outputs import write_atomic, write_text
+from .._products import Kind
 from ..checkpoint import load_checkpoint
 from ..cube import cube_legend, cube_view, dates_of, open_cube, write_cube
 from ..errors import InvalidInputError
@@ -28,36 +29,36 @@ __all__ = ["STAGE", "PredictOptions"]
 
 @dataclass(kw_only=True)
 class PredictOptions(DaskOptions):
-    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
-    model: str = option(help="checkpoint (.pt)", io="in", kind="model")
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind=Kind.CUBE)
+    model: str = option(help="checkpoint (.pt)", io="in", kind=Kind.MODEL)
     patches: str | None = option(
-        None, "patch store whose split layout gives per-split metrics", io="in", kind="patches"
+        None, "patch store whose split layout gives per-split metrics", io="in", kind=Kind.PATCHES
     )
     out: str = option(
         help="prediction store (.zarr): class and confidence",
         io="out",
-        kind="prediction",
+        kind=Kind.PREDICTION,
         run_name="prediction.zarr",
     )
     cog: str | None = option(
         None,
         "also write the class map as a Cloud-Optimised GeoTIFF",
         io="out",
-        kind="cog",
+        kind=Kind.COG,
         run_name="map.tif",
     )
     areas: str | None = option(
         None,
         "also write hectares per class (CSV, plus JSON beside it)",
         io="out",
-        kind="areas",
+        kind=Kind.AREAS,
         run_name="areas.csv",
     )
     metrics: str | None = option(
         None,
         "also write whole-scene accuracy against the cube's labels (JSON)",
         io="out",
-        kind="scene_metrics",
+        kind=Kind.SCENE_METRICS,
         run_name="metrics_scene.json",
     )
     zarr_format: Literal[2, 3] = option(2, "Zarr 2 (GDAL 3.4+ and QGIS open it) or 3")
@@ -88,8 +89,6 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     Every output is checked before any work; the map is computed once (into the Zarr store).
     """
     outputs = STAGE.products(o)
-    for p in outputs.values():
-        check_output(p, overwrite=o.overwrite)
     cube = open_cube(o.cube)
     dates = dates_of(cube)
     stacked = any("/" in str(b) for b in load_checkpoint(o.model)["bands"])  # trained on dates as channels

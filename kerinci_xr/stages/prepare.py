@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._options import option
-from .._outputs import check_output
+from .._products import Kind
 from ..cube import build_cube, build_series, check_content, write_cube
 from ..errors import InvalidInputError
 from ..io import expand_images, open_raster
@@ -25,7 +25,7 @@ class PrepareOptions(DaskOptions):
         help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates; a glob "
         "('Landsat_Kerinci_2023_v1-*.tif') or Earth Engine tiles of one export form one mosaic",
         io="in",
-        kind="image",
+        kind=Kind.IMAGE,
     )
     dates: tuple[str, ...] | None = option(
         None, "the images' dates, YYYY-MM-DD (default: from their tags or names)"
@@ -35,15 +35,15 @@ class PrepareOptions(DaskOptions):
         "label GeoTIFF with the legend's original codes (one, or one per date), or labelled points/"
         "polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet)",
         io="in",
-        kind="labels",
+        kind=Kind.LABELS,
     )
     label_field: str = option("lc", "vector labels: the field with the codes (or class names)")
     labels_date: str | None = option(
         None, "the date one label raster belongs to (default: its own, or the first)"
     )
-    legend: str | None = option(None, "lc.json with values, label, palette", io="in", kind="legend")
+    legend: str | None = option(None, "lc.json with values, label, palette", io="in", kind=Kind.LEGEND)
     radar: tuple[str, ...] | None = option(
-        None, "radar GeoTIFF on any grid (e.g. PALSAR HH,HV); one per date", io="in", kind="radar"
+        None, "radar GeoTIFF on any grid (e.g. PALSAR HH,HV); one per date", io="in", kind=Kind.RADAR
     )
     bands: tuple[str, ...] | None = option(
         None, "optical band names, comma-separated (default: from the file)"
@@ -68,7 +68,7 @@ class PrepareOptions(DaskOptions):
         "or with broken geometry)",
     )
     zarr_format: Literal[2, 3] = option(2, "Zarr 2 (GDAL 3.4+ and QGIS open it) or 3")
-    out: str = option(help="output cube (.zarr)", io="out", kind="cube", run_name="cube.zarr")
+    out: str = option(help="output cube (.zarr)", io="out", kind=Kind.CUBE, run_name="cube.zarr")
     overwrite: bool = option(False, "replace an existing cube", pipeline=False)
 
 
@@ -78,7 +78,6 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
     Everything that can be wrong with the inputs is checked before the output is touched;
     with ``strict`` label codes missing from the legend are an error, otherwise a warning.
     """
-    check_output(o.out, overwrite=o.overwrite)  # refuse an existing output before any work
     legend = read_legend(o.legend) if o.legend is not None else None
     if o.labels is not None and legend is None:
         raise InvalidInputError("--labels given without --legend. Fix: pass the lc.json legend.")

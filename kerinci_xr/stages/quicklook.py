@@ -8,6 +8,7 @@ from typing import Any
 
 from .._options import option
 from .._outputs import check_output
+from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..viz import class_map_png, false_colour_png, roles_of
 from ._base import Context, Stage
@@ -17,8 +18,8 @@ __all__ = ["STAGE", "QuicklookOptions"]
 
 @dataclass(kw_only=True)
 class QuicklookOptions:
-    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind="cube")
-    out: str = option(help="output folder", io="out", kind="quicklooks", run_name="quicklooks")
+    cube: str = option(help="cube (.zarr)", positional=True, io="in", kind=Kind.CUBE)
+    out: str = option(help="output folder", io="out", kind=Kind.QUICKLOOKS, run_name="quicklooks")
     band_roles: tuple[str, ...] | None = option(
         None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
     )

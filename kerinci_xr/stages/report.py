@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._options import option
-from .._outputs import check_output
+from .._products import Kind
 from ..errors import InputFileNotFoundError
 from ..viz import report_page
 from ._base import RECORD, Context, Stage, read_record
@@ -19,36 +19,23 @@ class ReportOptions:
     run_dir: str | None = option(
         None, "a pipeline's run folder: its record names every product", positional=True
     )
-    cube: str | None = option(None, "cube (.zarr)", io="in", kind="cube")
-    prediction: str | None = option(None, "prediction store (.zarr)", io="in", kind="prediction")
-    patches: str | None = option(None, "patch store (.zarr)", io="in", kind="patches")
-    metrics: str | None = option(None, "accuracy on the test patches (JSON)", io="in", kind="metrics")
+    cube: str | None = option(None, "cube (.zarr)", io="in", kind=Kind.CUBE)
+    prediction: str | None = option(None, "prediction store (.zarr)", io="in", kind=Kind.PREDICTION)
+    patches: str | None = option(None, "patch store (.zarr)", io="in", kind=Kind.PATCHES)
+    metrics: str | None = option(None, "accuracy on the test patches (JSON)", io="in", kind=Kind.METRICS)
     scene_metrics: str | None = option(
-        None, "whole-scene accuracy by split (JSON)", io="in", kind="scene_metrics"
+        None, "whole-scene accuracy by split (JSON)", io="in", kind=Kind.SCENE_METRICS
     )
-    areas: str | None = option(None, "class areas (CSV)", io="in", kind="areas")
-    history: str | None = option(None, "training history (CSV)", io="in", kind="history")
-    change: str | None = option(None, "a change store (change output)", io="in", kind="change")
-    change_summary: str | None = option(None, "its summary (JSON)", io="in", kind="change_summary")
+    areas: str | None = option(None, "class areas (CSV)", io="in", kind=Kind.AREAS)
+    history: str | None = option(None, "training history (CSV)", io="in", kind=Kind.HISTORY)
+    change: str | None = option(None, "a change store (change output)", io="in", kind=Kind.CHANGE)
+    change_summary: str | None = option(None, "its summary (JSON)", io="in", kind=Kind.CHANGE_SUMMARY)
     assessment: str | None = option(
-        None, "accuracy and areas from a sample (assess JSON)", io="in", kind="assessment"
+        None, "accuracy and areas from a sample (assess JSON)", io="in", kind=Kind.ASSESSMENT
     )
     max_size: int = option(1000, "longest side of each map in pixels")
-    out: str = option(help="HTML file (works offline)", io="out", kind="report", run_name="report.html")
+    out: str = option(help="HTML file (works offline)", io="out", kind=Kind.REPORT, run_name="report.html")
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
-
-
-_INPUTS = (
-    "cube",
-    "prediction",
-    "patches",
-    "metrics",
-    "scene_metrics",
-    "areas",
-    "history",
-    "assessment",
-    "change",
-)
 
 
 def _from_run(o: ReportOptions) -> ReportOptions:
@@ -62,12 +49,11 @@ def _from_run(o: ReportOptions) -> ReportOptions:
             "found none. Fix: pass --cube (and the other products) instead."
         )
     found = {k: v for st in record.values() for k, v in st.get("products", {}).items()}
-    return replace(o, **{k: found.get(k) for k in _INPUTS if getattr(o, k) is None})
+    kinds = {s.name: s.meta["kind"] for s in STAGE.specs if s.meta.get("io") == "in"}
+    return replace(o, **{k: found.get(kind) for k, kind in kinds.items() if getattr(o, k) is None})
 
 
 def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
-    check_output(o.out, overwrite=o.overwrite)
-    o = _from_run(o)
     if o.cube is None:
         raise InputFileNotFoundError("report: no cube. Fix: pass --cube or a run folder that has one.")
     sections = {"whole scene, by split area": o.scene_metrics, "test patches": o.metrics}
@@ -94,4 +80,5 @@ STAGE = Stage(
     run,
     "kerinci-xr report runs/demo --out report.html",
     args=("run_dir",),
+    complete=_from_run,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._options import option
-from .._outputs import check_output
+from .._products import Kind
 from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..patches import write_patches
@@ -21,7 +21,7 @@ __all__ = ["STAGE", "SampleOptions", "WindowOptions"]
 class WindowOptions:
     """The cube and the windows cut from it: shared by ``sample`` and ``crossval``."""
 
-    cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind="cube")
+    cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind=Kind.CUBE)
     per_class: int = option(20, "centres per class and split")
     patch: int = option(128, "window edge in pixels")
     max_nodata: float = option(0.0, "largest invalid fraction of a window")
@@ -42,12 +42,12 @@ class SampleOptions(DaskOptions, WindowOptions):
         "assign blocks to splits by labelled pixels per class (sparse labels reach every split) or by area "
         "(contiguous areas); auto: by labels when under half the valid pixels are labelled",
     )
-    out: str = option(help="output patch store (.zarr)", io="out", kind="patches", run_name="patches.zarr")
+    out: str = option(help="output patch store (.zarr)", io="out", kind=Kind.PATCHES, run_name="patches.zarr")
     manifest: str | None = option(
         None,
         "manifest CSV or .parquet (default: the store's name with .csv)",
         io="out",
-        kind="manifest",
+        kind=Kind.MANIFEST,
         run_name="patches.csv",
     )
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
@@ -108,8 +108,6 @@ def sample_windows(
 def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
     """Draw the centres, extract the store and save the manifest; both outputs checked first."""
     manifest = _manifest_path(o)
-    check_output(o.out, overwrite=o.overwrite)
-    check_output(manifest, overwrite=o.overwrite)
     ds = cube_view(open_cube(o.cube), date=o.date, temporal=o.temporal)
     if "labels" not in ds:
         raise InvalidInputError(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._options import option
+from .._products import Kind
 from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files
 from ._base import Context, Stage
 
@@ -15,7 +16,7 @@ __all__ = ["STAGE", "SynthOptions"]
 
 @dataclass(kw_only=True)
 class SynthOptions:
-    out: str = option(help="output folder", io="out", kind="scene", run_name="scene")
+    out: str = option(help="output folder", io="out", kind=Kind.SCENE, run_name="scene")
     height: int = option(2751, "scene rows in pixels (the Kerinci export has 2751)")
     width: int = option(2692, "scene columns in pixels (the Kerinci export has 2692)")
     seed: int = option(0, "same seed, same bytes; another seed, another landscape")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._options import option
+from .._products import Kind
 from ..training import TrainConfig, fit, history_paths
 from ._base import Context, Stage
 
@@ -16,12 +17,12 @@ __all__ = ["STAGE", "TrainOptions"]
 @dataclass(kw_only=True)
 class TrainOptions(TrainConfig):
     patches: str = option(
-        help="patch store (kerinci-xr sample output)", positional=True, io="in", kind="patches"
+        help="patch store (kerinci-xr sample output)", positional=True, io="in", kind=Kind.PATCHES
     )
     out: str = option(
         help="best checkpoint (.pt); <stem>.last.pt and <stem>.history.csv beside it",
         io="out",
-        kind="model",
+        kind=Kind.MODEL,
         run_name="model.pt",
     )
     resume: bool = option(False, "continue from <stem>.last.pt")
@@ -57,4 +58,5 @@ STAGE = Stage(
     "kerinci-xr train patches.zarr --epochs 30 --out model.pt",
     args=("patches",),
     extra_products=_history,
+    replaces=lambda o: o.overwrite or o.resume,
 )

@@ -1,0 +1,261 @@
+"""Products: every kind a stage reads or writes, and the one way a reader finds one on disk.
+
+A product is a :class:`Kind` with one :class:`Product` entry in :data:`PRODUCTS`: what it is
+called in messages, which stage makes it, and whether it is a file, a store (a folder written
+as one piece) or a folder of files. Readers call :func:`locate` before they open anything: it
+refuses temporaries of an unfinished write, settles an interrupted output set, and checks that
+the product is there in the shape its kind has, all once. Writers write through
+:mod:`._outputs`; the stage runner checks every declared output with :func:`check_outputs`
+before a stage does any work. A new kind of product is one entry here plus its reader and writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from ._outputs import check_folder, check_output, claim, refuse_temporary, settle
+from .errors import InputFileNotFoundError, InvalidInputError
+
+__all__ = ["PRODUCTS", "Kind", "Product", "check_outputs", "companions", "kind_of", "locate", "read_json"]
+
+
+class Kind(StrEnum):
+    """The kinds of product (the keys a stage's products come under)."""
+
+    SCENE = "scene"
+    IMAGE = "image"
+    LABELS = "labels"
+    RADAR = "radar"
+    LEGEND = "legend"
+    CUBE = "cube"
+    QUICKLOOKS = "quicklooks"
+    PATCHES = "patches"
+    MANIFEST = "manifest"
+    MODEL = "model"
+    MODEL_LAST = "model_last"
+    HISTORY = "history"
+    HISTORY_JSON = "history_json"
+    CROSSVAL = "crossval"
+    METRICS = "metrics"
+    PREDICTION = "prediction"
+    COG = "cog"
+    COG_STYLE = "cog_style"
+    AREAS = "areas"
+    AREAS_JSON = "areas_json"
+    SCENE_METRICS = "scene_metrics"
+    CHANGE = "change"
+    CHANGE_COG = "change_cog"
+    CHANGE_COG_STYLE = "change_cog_style"
+    TRANSITIONS = "transitions"
+    CHANGE_SUMMARY = "change_summary"
+    SAMPLE_DESIGN = "sample_design"
+    ASSESSMENT = "assessment"
+    ASSESSMENT_CSV = "assessment_csv"
+    MAP_PAGE = "map_page"
+    MAP_PNGS = "map_pngs"
+    REPORT = "report"
+    IMAGE_COG = "image_cog"
+    REFERENCE = "reference"
+
+
+Shape = Literal["file", "store", "folder"]
+
+
+@dataclass(frozen=True)
+class Product:
+    """What the registry knows of a kind.
+
+    ``shape``: a ``"file"``; a ``"store"`` (a folder written and replaced as one piece: Zarr,
+    the crossval folder); or a ``"folder"`` of files that are each checked and written on their
+    own (quicklook PNGs), which may already exist. ``made_by``: the command that makes one (for
+    the fix in a "not found" message); empty for the user's own inputs.
+    """
+
+    noun: str
+    shape: Shape = "file"
+    made_by: str = ""
+    #: The files that belong with one (a checkpoint's history, a COG's style): an input's
+    #: companions are inputs of the run too, never to be written over.
+    companions: Callable[[Path], tuple[Path, ...]] = lambda p: ()
+
+
+def _suffixes(*suffixes: str) -> Callable[[Path], tuple[Path, ...]]:
+    return lambda p: tuple(p.with_suffix(s) for s in suffixes)
+
+
+def _sidecars(path: Path) -> tuple[Path, ...]:
+    return (path.with_suffix(".qml"), path.with_name(path.name + ".aux.xml"))
+
+
+def _checkpoint_files(path: Path) -> tuple[Path, ...]:
+    return tuple(path.with_name(path.stem + s) for s in (".last.pt", ".history.csv", ".history.json"))
+
+
+PRODUCTS: dict[Kind, Product] = {
+    Kind.SCENE: Product("generated scene folder", "folder", "kerinci-xr synth"),
+    Kind.IMAGE: Product("image raster"),
+    Kind.LABELS: Product("label raster or vector file"),
+    Kind.RADAR: Product("radar raster"),
+    Kind.LEGEND: Product("legend (lc.json)"),
+    Kind.CUBE: Product("cube", "store", "kerinci-xr prepare"),
+    Kind.QUICKLOOKS: Product("quicklook folder", "folder", "kerinci-xr quicklook"),
+    Kind.PATCHES: Product("patch store", "store", "kerinci-xr sample", _suffixes(".csv", ".parquet")),
+    Kind.MANIFEST: Product("patch manifest", "file", "kerinci-xr sample"),
+    Kind.MODEL: Product("model checkpoint", "file", "kerinci-xr train", _checkpoint_files),
+    Kind.MODEL_LAST: Product("last-epoch checkpoint", "file", "kerinci-xr train"),
+    Kind.HISTORY: Product("training history", "file", "kerinci-xr train"),
+    Kind.HISTORY_JSON: Product("training history (JSON)", "file", "kerinci-xr train"),
+    Kind.CROSSVAL: Product("cross-validation folder", "store", "kerinci-xr crossval"),
+    Kind.METRICS: Product("metrics report", "file", "kerinci-xr evaluate"),
+    Kind.PREDICTION: Product("prediction store", "store", "kerinci-xr predict"),
+    Kind.COG: Product("class-map COG", "file", "kerinci-xr predict --cog", _sidecars),
+    Kind.COG_STYLE: Product("QGIS style of the COG", "file", "kerinci-xr predict --cog"),
+    Kind.AREAS: Product("class areas table", "file", "kerinci-xr predict --areas", _suffixes(".json")),
+    Kind.AREAS_JSON: Product("class areas (JSON)", "file", "kerinci-xr predict --areas"),
+    Kind.SCENE_METRICS: Product("whole-scene metrics", "file", "kerinci-xr predict --metrics"),
+    Kind.CHANGE: Product("change store", "store", "kerinci-xr change"),
+    Kind.CHANGE_COG: Product("change COG", "file", "kerinci-xr change --cog", _sidecars),
+    Kind.CHANGE_COG_STYLE: Product("QGIS style of the change COG", "file", "kerinci-xr change --cog"),
+    Kind.TRANSITIONS: Product("transition table", "file", "kerinci-xr change --transitions"),
+    Kind.CHANGE_SUMMARY: Product("change summary", "file", "kerinci-xr change --summary"),
+    Kind.SAMPLE_DESIGN: Product("accuracy sample", "file", "kerinci-xr design-sample"),
+    Kind.ASSESSMENT: Product("accuracy assessment", "file", "kerinci-xr assess"),
+    Kind.ASSESSMENT_CSV: Product("accuracy table", "file", "kerinci-xr assess --csv"),
+    Kind.MAP_PAGE: Product("map page", "file", "kerinci-xr map"),
+    Kind.MAP_PNGS: Product("map PNG folder", "folder", "kerinci-xr map --png"),
+    Kind.REPORT: Product("report page", "file", "kerinci-xr report"),
+    Kind.IMAGE_COG: Product("image COG", "file", "kerinci-xr export"),
+    Kind.REFERENCE: Product("reference points or polygons"),
+}
+
+_TAGGED = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<tag>\d{4})$")
+
+
+def kind_of(name: str) -> Kind:
+    """The kind of a product key: ``"image"``, ``"image_2023"`` (one year of a series) or
+    ``"image[1]"`` (the second of several)."""
+    name = name.split("[", 1)[0]
+    m = _TAGGED.match(name)
+    return Kind(name) if name in Kind.__members__.values() or m is None else Kind(m["kind"])
+
+
+def companions(path: str | os.PathLike, kind: Kind | None) -> tuple[Path, ...]:
+    """The files that belong with a product of ``kind`` at ``path`` (none for an unknown kind)."""
+    return PRODUCTS[kind].companions(Path(path)) if kind is not None else ()
+
+
+def locate(path: str | os.PathLike, kind: Kind) -> Path:
+    """The product of ``kind`` at ``path``, ready to open: a temporary of an unfinished write is
+    refused, an interrupted output set settled (its whole old or whole new version), and a
+    product that is missing, or a file where a store belongs (or the reverse), refused naming the
+    kind and the command that makes one."""
+    entry = PRODUCTS[kind]
+    path = Path(path)
+    refuse_temporary(path)
+    settle(path)
+    if not path.exists():
+        fix = f"run `{entry.made_by}` first" if entry.made_by else "check the path"
+        raise InputFileNotFoundError(f"{path}: {entry.noun} not found. Fix: {fix}.")
+    folder = entry.shape != "file"
+    if path.is_dir() != folder:
+        found = "a folder" if path.is_dir() else "a file"
+        expected = "a folder" if folder else "a file"
+        raise InvalidInputError(
+            f"{path}: expected a {entry.noun} ({expected}), found {found}. Fix: pass the {entry.noun}"
+            + (f" that `{entry.made_by}` wrote." if entry.made_by else ".")
+        )
+    return path
+
+
+def read_json(path: str | os.PathLike, kind: Kind) -> Any:
+    """A JSON product (a report, a summary), located through the registry first."""
+    path = locate(path, kind)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        entry = PRODUCTS[kind]
+        raise InvalidInputError(
+            f"{path}: expected a {entry.noun} (JSON), found a file that is not JSON ({exc}). Fix: pass the "
+            f"{entry.noun}" + (f" that `{entry.made_by}` wrote." if entry.made_by else ".")
+        ) from exc
+
+
+def _real(path: Path) -> Path:
+    """``path`` with every symlink followed (also when it does not exist yet)."""
+    return Path(os.path.realpath(path))
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_outputs(
+    outputs: Mapping[str, Path],
+    inputs: Mapping[str, Path],
+    *,
+    overwrite: bool,
+    stage: str,
+    inside: Path | None = None,
+) -> None:
+    """Refuse, before any work, an output that is (or lies in, or holds) one of the run's inputs
+    or another of its outputs (symlinks followed), an output outside ``inside`` (a pipeline's run
+    folder), or one :func:`~._outputs.check_output` refuses; then claim every output for this
+    run's output set, locked from here until the set commits.
+
+    A folder-shaped output (quicklook PNGs, a generated scene) holds files that are outputs of
+    their own, or the user's: only the folder itself may not be an input.
+    """
+    real_in = {name: _real(p) for name, p in inputs.items()}
+    folders = {name for name in outputs if PRODUCTS[kind_of(name)].shape == "folder"}
+    seen: dict[str, Path] = {}
+    for name, path in outputs.items():
+        real = _real(path)
+        for other, q in real_in.items():
+            if real == q or (name not in folders and _overlaps(real, q)):
+                raise InvalidInputError(
+                    f"{stage}: the output {name} ({path}) is the input {other} ({inputs[other]}) of this run"
+                    + ("" if real == q else ", or holds it, or lies inside it")
+                    + "; writing it would destroy the input. Fix: choose another output path."
+                )
+        for other, q in seen.items():
+            nested = (other in folders and real.is_relative_to(q)) or (
+                name in folders and q.is_relative_to(real)
+            )
+            if real == q or (_overlaps(real, q) and not nested):
+                raise InvalidInputError(
+                    f"{stage}: the outputs {other} and {name} are both {path}"
+                    + ("" if real == q else " (one inside the other)")
+                    + "; one would be lost. Fix: give each output its own path."
+                )
+        seen[name] = real
+        if inside is not None and not real.is_relative_to(_real(inside)):
+            raise InvalidInputError(
+                f"{stage}: the output {name} ({path}) lies outside the run folder {inside} (it resolves to "
+                f"{real}). Fix: an output path inside the run folder, with no symlink leading out of it."
+            )
+    new = set()
+    for name in folders:
+        path = outputs[name]
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(
+                f"{stage}: {path}: expected a folder for the {PRODUCTS[kind_of(name)].noun}, found a file. "
+                "Fix: choose another path."
+            )
+        check_folder(path)
+        if not path.exists():
+            new.add(_real(path))
+    files = {name: p for name, p in outputs.items() if name not in folders}
+    for path in files.values():  # a file in a folder this run creates cannot exist yet
+        if _real(path.parent) not in new:
+            check_output(path, overwrite=overwrite)
+    for name in folders:
+        outputs[name].mkdir(exist_ok=True)
+    for path in files.values():
+        claim(path, overwrite=overwrite)
