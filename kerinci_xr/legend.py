@@ -190,9 +190,13 @@ class Legend:
                 )
         return cls(values=data["values"], labels=data["label"], palette=data["palette"], source=source)
 
+    def to_text(self) -> str:
+        """The legend as ``lc.json`` text (pretty-printed, original key names)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def write(self, path: str | Path) -> Path:
-        """Write the legend as ``lc.json`` (pretty-printed, original key names)."""
-        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the legend as ``lc.json``, atomically."""
+        return write_text(path, self.to_text())
 
 
 def _validate(values: Sequence, labels: Sequence, palette: Sequence, source: str) -> None:

@@ -10,6 +10,7 @@ with flat memory, seamlessly, and byte-identically for one seed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._hashing import hash_uniform
+from ._outputs import atomic_output
 from .errors import InvalidInputError, OutputExistsError
 from .legend import Legend
 
@@ -454,8 +456,8 @@ def make_kerinci_scene(
             "or choose another folder."
         )
     out.mkdir(parents=True, exist_ok=True)
-    tmp = {p: p.with_name(f".{p.name}.tmp") for p in targets}
-    try:
+    with contextlib.ExitStack() as stack:  # through the output set: locked, all files or none
+        tmp = {p: stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in targets}
         transform = Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
         _write_windows(
             [
@@ -490,13 +492,7 @@ def make_kerinci_scene(
                 threads,
             )
             _describe(tmp[files.palsar], PALSAR_BANDS, date)
-        KLHK_LEGEND.write(tmp[files.legend])
-    except BaseException:
-        for t in tmp.values():
-            t.unlink(missing_ok=True)
-        raise
-    for final, t in tmp.items():
-        t.replace(final)
+        tmp[files.legend].write_text(KLHK_LEGEND.to_text(), encoding="utf-8")
     log.info("wrote Kerinci-like scene %d x %d (seed %d) to %s", height, width, seed, out)
     return files
 

@@ -83,3 +83,36 @@ def sampled_run(
             "patches"
         ]
     return scene, cube, store
+
+
+@pytest.fixture(scope="session")
+def small_run(small_scene, tmp_path_factory):
+    """One small run of the public stages on :func:`small_scene`, shared read-only: a cube
+    (64-px chunks), a patch store with its manifest, a tiny model and its prediction with a COG.
+    Tests that change a product copy it first."""
+    import warnings
+
+    from kerinci_xr import api
+
+    root = tmp_path_factory.mktemp("run")
+    cube = api.prepare(
+        small_scene.landsat,
+        labels=small_scene.labels,
+        legend=small_scene.legend,
+        chunk=64,
+        out=root / "cube.zarr",
+    )["cube"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small splits
+        store = api.sample(cube, out=root / "patches.zarr", per_class=3, patch=32, block=64, seed=0)
+    model = api.train(store["patches"], out=root / "model.pt", epochs=1, depth=2, base=8, batch_size=8)
+    pred = api.predict(cube, model=model["model"], out=root / "prediction.zarr", cog=root / "map.tif")
+    return {
+        "root": root,
+        "cube": Path(cube),
+        "patches": Path(store["patches"]),
+        "manifest": Path(store["manifest"]),
+        "model": Path(model["model"]),
+        "prediction": Path(pred["prediction"]),
+        "cog": Path(pred["cog"]),
+    }
