@@ -4,6 +4,7 @@ pipeline runner and the Python API alike; :func:`check` is the one type check al
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -29,6 +30,9 @@ def option(
     length: int | None = None,
     pipeline: bool = True,
     metavar: str | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
 ) -> Any:
     """A dataclass field declaring one option.
 
@@ -50,11 +54,14 @@ def option(
         Exact number of items of a tuple option.
     pipeline
         ``False`` for an option the pipeline runner sets itself (``overwrite``).
+    ge, gt, le
+        Bounds of a number (of each item of a tuple of numbers): at least, more than, at most.
+        Every float option must be finite.
     """
     if kind is not None and not isinstance(kind, Kind):  # a programming error: kinds come from the registry
         raise TypeError(f"option kind {kind!r}: expected a kerinci_xr._products.Kind")
     meta = dict(help=help, positional=positional, io=io, kind=kind, run_name=run_name)
-    meta |= dict(length=length, pipeline=pipeline, metavar=metavar)
+    meta |= dict(length=length, pipeline=pipeline, metavar=metavar, ge=ge, gt=gt, le=le)
     return dataclasses.field(default=default, metadata=meta, kw_only=True)
 
 
@@ -93,6 +100,22 @@ class OptionSpec:
         """Item type of a ``tuple[X, ...]`` option, else ``None``."""
         return typing.get_args(self.base)[0] if typing.get_origin(self.base) is tuple else None
 
+    def bounds(self) -> str:
+        """The bounds of a number, in words (empty when it has none)."""
+        words = [
+            f"{word} {_num(self.meta[key])}"
+            for key, word in (("ge", "at least"), ("gt", "more than"), ("le", "at most"))
+            if self.meta.get(key) is not None
+        ]
+        return " and ".join(words)
+
+    def within(self, value: Any) -> bool:
+        """Whether a number is finite and within the bounds."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        ge, gt, le = (self.meta.get(k) for k in ("ge", "gt", "le"))
+        return (ge is None or value >= ge) and (gt is None or value > gt) and (le is None or value <= le)
+
     def describe(self) -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
@@ -103,6 +126,10 @@ class OptionSpec:
 
 
 _NAMES = {str: "string", int: "integer", float: "number", bool: "boolean (true/false)"}
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def specs(cls: type) -> Iterator[OptionSpec]:
@@ -143,6 +170,8 @@ def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
             ok, v = _scalar(v, spec.item)
             if not ok:
                 raise bad
+            if spec.item in (int, float) and not spec.within(v):
+                raise _out_of_bounds(spec, v, where)
             out.append(v)
         n = spec.meta.get("length")
         if n is not None and len(out) != n:
@@ -151,7 +180,18 @@ def coerce(spec: OptionSpec, value: Any, *, where: str) -> Any:
     ok, value = _scalar(value, spec.base)
     if not ok:
         raise bad
+    if spec.base in (int, float) and not spec.within(value):
+        raise _out_of_bounds(spec, value, where)
     return value
+
+
+def _out_of_bounds(spec: OptionSpec, value: Any, where: str) -> InvalidInputError:
+    number = "a finite number" if float in (spec.base, spec.item) else "an integer"
+    want = f"{number} {spec.bounds()}".strip()
+    what = f" ({spec.meta['help']})" if spec.meta.get("help") else ""
+    return InvalidInputError(
+        f"{where + ': ' if where else ''}{spec.name}{what} must be {want}, found {value!r}. Fix: pass {want}."
+    )
 
 
 def check(options: typing.Iterable[OptionSpec], values: typing.Mapping[str, Any], *, where: str) -> dict:

@@ -92,7 +92,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: expected a complete checkpoint, found missing or badly typed {wrong}. "
             "Fix: retrain, or restore the file the training wrote."
         )
+    _check_values(ckpt, path)
     return ckpt
+
+
+def _check_values(ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose numbers cannot give a map: non-finite weights or statistics, or a
+    band whose standard deviation is not positive (normalising by it divides by zero)."""
+    mean, std = np.asarray(ckpt["band_mean"], dtype=float), np.asarray(ckpt["band_std"], dtype=float)
+    n = len(ckpt["bands"])
+    if mean.shape != (n,) or std.shape != (n,):
+        raise CheckpointError(
+            f"{path}: expected a mean and a standard deviation for each of its {n} bands, found "
+            f"{mean.size} and {std.size}. Fix: retrain, or restore the file the training wrote."
+        )
+    bad = [b for b, m, s in zip(ckpt["bands"], mean, std, strict=True) if not (np.isfinite(m) and s > 0)]
+    if bad or not np.isfinite(std).all():
+        raise CheckpointError(
+            f"{path}: the normalisation of bands {bad} is unusable (mean must be finite, standard deviation "
+            "finite and > 0). Fix: retrain on patches where those bands hold valid pixels."
+        )
+    broken = [
+        k
+        for k, v in ckpt["model_state"].items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if broken:
+        raise CheckpointError(
+            f"{path}: the model's weights hold NaN or infinite values ({broken[:3]}"
+            f"{' ...' if len(broken) > 3 else ''}): training diverged or the file was altered. "
+            "Fix: retrain (a lower --lr), or restore the file the training wrote."
+        )
 
 
 #: What every checkpoint holds, and of which type.

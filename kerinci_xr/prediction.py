@@ -241,6 +241,13 @@ def predict_scene(
         )
     config = UNetConfig.from_dict(ckpt["model_config"])
     mult, margin = config.multiple, margin_for(config)
+    if tile is not None and not (tile == 0 or tile >= mult):
+        raise InvalidInputError(
+            f"tile: expected 0 (one piece) or at least 2 ** depth = {mult} pixels for {checkpoint}, "
+            f"found {tile}. Fix: pass --tile 0, or {mult} or more (or leave it out)."
+        )
+    if chunk is not None and chunk < 1:
+        raise InvalidInputError(f"chunk: expected a chunk edge of 1 pixel or more, found {chunk}.")
     chunk = -(-(chunk or 2048) // mult) * mult
     height, width = cube.sizes["y"], cube.sizes["x"]
     image = cube["image"].sel(band=bands).data

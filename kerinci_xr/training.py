@@ -53,22 +53,22 @@ ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
 class TrainConfig:
     """Options of :func:`fit` (all stored in the checkpoint); the ``train`` stage's options too."""
 
-    epochs: int = option(30, "training epochs (at most: early stopping may end sooner)")
-    batch_size: int = option(16, "patches per training step")
-    lr: float = option(2e-3, "peak learning rate of the cosine one-cycle schedule")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
+    epochs: int = option(30, "training epochs (at most: early stopping may end sooner)", ge=1)
+    batch_size: int = option(16, "patches per training step", ge=1)
+    lr: float = option(2e-3, "peak learning rate of the cosine one-cycle schedule", gt=0)
+    weight_decay: float = option(1e-4, "AdamW weight decay", ge=0)
     class_weights: ClassWeights = option("inverse_sqrt", "loss weight per class from training pixel counts")
-    dice: float = option(0.0, "weight of the Dice term added to cross-entropy")
-    patience: int = option(8, "epochs without validation mIoU gain before stopping")
-    seed: int = option(0, "seeds weights, batch order and augmentation")
+    dice: float = option(0.0, "weight of the Dice term added to cross-entropy", ge=0)
+    patience: int = option(8, "epochs without validation mIoU gain before stopping", ge=1)
+    seed: int = option(0, "seeds weights, batch order and augmentation", ge=0)
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     amp: bool = option(True, "bf16 autocast on CUDA")
-    loader_workers: int = option(0, "DataLoader worker processes")
+    loader_workers: int = option(0, "DataLoader worker processes", ge=0)
     augment: bool = option(True, "random flips and 90-degree rotations of training patches")
-    depth: int = option(4, "U-Net depth: 2 ** depth must divide the patch size")
-    base: int = option(32, "channels of the first U-Net level")
+    depth: int = option(4, "U-Net depth: 2 ** depth must divide the patch size", ge=1)
+    base: int = option(32, "channels of the first U-Net level", ge=1)
     norm: Norm = option("batch", "normalisation after each convolution")
-    dropout: float = option(0.1, "dropout in the bottleneck and decoder")
+    dropout: float = option(0.1, "dropout in the bottleneck and decoder", ge=0, le=1)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import dask
@@ -116,3 +120,46 @@ def small_run(small_scene, tmp_path_factory):
         "prediction": Path(pred["prediction"]),
         "cog": Path(pred["cog"]),
     }
+
+
+#: A child that runs the CLI but waits, holding its outputs, until a file appears (bounded).
+WAITER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    go, ready, argv = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]
+    import kerinci_xr.stages._base as base
+    orig = base.check_outputs
+    def check_then_wait(*a, **k):
+        orig(*a, **k)
+        ready.write_text("claimed")
+        for _ in range(6000):  # 10 minutes at most: the test creates the file long before
+            if go.exists():
+                break
+            time.sleep(0.1)
+    base.check_outputs = check_then_wait
+    from kerinci_xr.cli import main
+    sys.exit(main(argv))
+    """
+)
+
+
+def waiting_child(tmp_path, *argv):
+    """The CLI in a child process that stops once its outputs are claimed (it writes ``ready``)
+    and goes on when the test writes ``go``: returns the process and both paths."""
+    script, go, ready = tmp_path / "waiter.py", tmp_path / "go", tmp_path / "ready"
+    script.write_text(WAITER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(go), str(ready), *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, go, ready
+
+
+def wait_for(path: Path, proc) -> None:
+    """Until ``path`` exists (the child says so), or the child ended early (then fail)."""
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the child ended early: {proc.communicate()[1]}")
+        time.sleep(0.05)  # polling the condition, not a guess at how long it takes

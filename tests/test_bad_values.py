@@ -11,6 +11,7 @@ import zarr
 import kerinci_xr as kx
 from kerinci_xr.cli import main
 from kerinci_xr.io import open_raster
+from kerinci_xr.prediction import open_prediction
 
 from .conftest import sampled_run
 from .test_cli import _prepare
@@ -75,8 +76,8 @@ def test_prepare__inputs_that_do_not_overlap_or_hold_nothing(small_scene, tmp_pa
         (("--nodata", "70000"), "cannot occur in uint16 pixels"),
         (("--nodata", "-1"), "cannot occur in uint16 pixels"),
         (("--nodata", "0.5"), "cannot occur in uint16 pixels"),
-        (("--offset", "nan"), "offset: expected a finite number"),
-        (("--chunk", "-5"), "chunks: expected a positive number"),
+        (("--offset", "nan"), "offset (reflectance offset added after scaling) must be a finite number, found nan"),
+        (("--chunk", "-5"), "chunk (chunk edge in pixels) must be an integer at least 16, found -5"),
     ],
 )
 def test_prepare__values_out_of_range(small_scene, tmp_path, capsys, extra, message):
@@ -87,7 +88,7 @@ def test_prepare__values_out_of_range(small_scene, tmp_path, capsys, extra, mess
 def test_sample_and_train__values_out_of_range(tmp_path, capsys):
     _, cube, store = sampled_run(tmp_path, height=200, width=200, seed=1, chunk=100, per_class=3, block=64)
     for extra, message in (
-        (("--block", "0"), "block: expected a positive"),
+        (("--block", "0"), "block (split block edge in pixels (default 4 x patch)) must be an integer at least 1"),
         (("--fractions", "nan,0.5,0.5"), "fractions"),
     ):
         assert (
@@ -125,7 +126,7 @@ def test_overwrite__never_replaces_a_folder_the_toolkit_did_not_write(small_scen
         "--overwrite",
     ]
     assert main(argv) == 2
-    assert "a folder this toolkit did not write" in capsys.readouterr().err
+    assert "or holds it, or lies inside it; writing it would destroy the input" in capsys.readouterr().err
     assert (inputs / "notes.txt").read_text() == "the user's own" and (
         inputs / small_scene.landsat.name
     ).exists()
@@ -188,3 +189,75 @@ def test_train__its_other_files_obey_overwrite_too_and_dot_is_no_output(tmp_path
         == 2
     )
     assert "a folder this toolkit did not write" in capsys.readouterr().err
+
+
+# ---- numbers no run can use: refused by their declaration (CLI, TOML and Python alike) --------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["predict", "{cube}", "--model", "{model}", "--chunk", "0"],
+            "chunk (output chunk edge in pixels) must",
+        ),
+        (["predict", "{cube}", "--model", "{model}", "--tile", "-8"], "tile (sub-tile edge"),
+        (
+            ["predict", "{cube}", "--model", "{model}", "--tile", "1"],
+            "expected 0 (one piece) or at least 2 ** depth",
+        ),
+        (["prepare", "--image", "{image}", "--scale", "-1"], "scale (reflectance scale"),
+        (
+            ["prepare", "--image", "{image}", "--scale", "nan"],
+            "must be a finite number more than 0, found nan",
+        ),
+        (
+            ["quicklook", "{cube}", "--max-size", "-1"],
+            "max_size (longest side of the PNGs in pixels) must be an",
+        ),
+        (["design-sample", "{cog}", "--n", "1000000000000"], "more sample units than the"),
+    ],
+)
+def test_cli__impossible_numbers_are_refused_before_any_output(
+    small_run, small_scene, tmp_path, capsys, argv, message
+):
+    fill = {k: str(v) for k, v in small_run.items()} | {"image": str(small_scene.landsat)}
+    out = tmp_path / "out.zarr" if argv[0] != "design-sample" else tmp_path / "sample.gpkg"
+    out = tmp_path / "ql" if argv[0] == "quicklook" else out
+    assert main(["-q", *(a.format(**fill) for a in argv), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict__tile_0_is_one_piece_and_the_same_map(small_run, tmp_path):
+    pred = kx.predict(small_run["cube"], model=small_run["model"], out=tmp_path / "p.zarr", tile=0)
+    np.testing.assert_array_equal(
+        open_prediction(pred["prediction"])["classes"].values,
+        open_prediction(small_run["prediction"])["classes"].values,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        ("weights", "weights hold NaN or infinite values"),
+        ("mean", "normalisation of bands ['B1'] is unusable"),
+        ("std", "normalisation of bands ['B1'] is unusable"),
+    ],
+)
+def test_predict__checkpoint_with_unusable_numbers__refused(small_run, tmp_path, capsys, spoil, message):
+    import torch
+
+    ckpt = torch.load(small_run["model"], weights_only=True)
+    if spoil == "weights":
+        key = next(k for k, v in ckpt["model_state"].items() if v.is_floating_point())
+        ckpt["model_state"][key] = ckpt["model_state"][key] * float("nan")
+    elif spoil == "mean":
+        ckpt["band_mean"][0] = float("nan")
+    else:
+        ckpt["band_std"][0] = 0.0
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    argv = ["-q", "predict", str(small_run["cube"]), "--model", str(bad), "--out", str(tmp_path / "p.zarr")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.zarr").exists()

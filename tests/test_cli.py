@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -240,30 +241,21 @@ def test_prepare__not_a_terminal_writes_few_lines_and_plain_warnings(tmp_path):
 
 def test_cli__interrupt_exits_130_with_one_line(tmp_path):
     import signal
-    import time
 
+    out = tmp_path / "s"
+    argv = ["synth", "--out", str(out), "--height", "6000", "--width", "6000", "--no-radar"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kerinci_xr",
-            "synth",
-            "--out",
-            str(tmp_path / "s"),
-            "--height",
-            "6000",
-            "--width",
-            "6000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "kerinci_xr", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(4)
+    # interrupted while it writes: once the scene's temporary holds its first window
+    while not any(p.stat().st_size > 0 for p in out.glob(".Landsat_Kerinci_2023_v1.tif.tmp-*")):
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)  # polling the condition, not a guess at how long it takes
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["kerinci-xr synth: interrupted"]
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing half-written is left
 
 
 def test_cli__reader_gone_no_traceback_and_unexpected_errors_one_line(tmp_path, nc_paths):

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError, OutputE
 from kerinci_xr.pipeline import plan, run_pipeline
 from kerinci_xr.prediction import open_class_map, open_prediction
 from kerinci_xr.stages import STAGES
+
+from .conftest import wait_for, waiting_child
 
 
 def _digest(path: Path) -> str:
@@ -159,53 +160,12 @@ def test_pipeline__symlink_in_the_run_folder_leading_out__refused(run, tmp_path)
 
 
 # ---- the lock is held from the check until the set commits -------------------------------------
-#: A child that runs the CLI but waits, holding its outputs, until a file appears (bounded).
-WAITER = textwrap.dedent(
-    """
-    import pathlib, sys, time
-    go, ready, argv = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]
-    import kerinci_xr.stages._base as base
-    orig = base.check_outputs
-    def check_then_wait(*a, **k):
-        orig(*a, **k)
-        ready.write_text("claimed")
-        for _ in range(6000):  # 10 minutes at most: the test creates the file long before
-            if go.exists():
-                break
-            time.sleep(0.1)
-    base.check_outputs = check_then_wait
-    from kerinci_xr.cli import build_parser, main
-    sys.exit(main(argv))
-    """
-)
-
-
-def _waiting_child(tmp_path, *argv):
-    script, go, ready = tmp_path / "waiter.py", tmp_path / "go", tmp_path / "ready"
-    script.write_text(WAITER)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(go), str(ready), *map(str, argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    return proc, go, ready
-
-
-def _wait_for(path: Path, proc) -> None:
-    """Until ``path`` exists (the child says so), or the child ended early (then fail)."""
-    while not path.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the child ended early: {proc.communicate()[1]}")
-        time.sleep(0.05)  # polling the condition, not a guess at how long it takes
-
-
 def test_two_predicts_sharing_a_cog__the_second_fails_and_the_first_writes_it(run, tmp_path):
     cog = tmp_path / "shared.tif"
-    first, go, ready = _waiting_child(
+    first, go, ready = waiting_child(
         tmp_path, "predict", run["cube"], "--model", run["model"], "--out", tmp_path / "a.zarr", "--cog", cog
     )
-    _wait_for(ready, first)  # the first run has checked and claimed its outputs
+    wait_for(ready, first)  # the first run has checked and claimed its outputs
     argv = ["predict", run["cube"], "--model", run["model"], "--out", tmp_path / "b.zarr", "--cog", cog]
     second = subprocess.run(
         [sys.executable, "-m", "kerinci_xr", *map(str, argv), "--overwrite"],

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import numpy as np
@@ -24,12 +23,13 @@ from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.patches import open_patches
 from kerinci_xr.sampling import read_manifest
 
+from .conftest import wait_for, waiting_child
 from .test_cli import _cli
 
 #: A child that runs the CLI after arranging its own SIGKILL at a chosen point.
 KILLER = textwrap.dedent(
     """
-    import os, pathlib, signal, sys, time
+    import os, pathlib, signal, sys
     mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
     if mode == "rename":  # die when this temporary is about to be renamed into place (the N-th time)
         orig = pathlib.Path.rename
@@ -42,15 +42,13 @@ KILLER = textwrap.dedent(
                     os.kill(os.getpid(), signal.SIGKILL)
             return orig(self, dst)
         pathlib.Path.rename = rename
-    elif mode in ("groups", "slow"):  # die after N groups of patches are written, or go slowly
+    elif mode == "groups":  # die after N groups of patches are written
         import kerinci_xr.patches as p
         orig_cut, n = p._cut_group, [0]
         def cut(*a, **k):
             n[0] += 1
-            if mode == "groups" and n[0] > int(arg):
+            if n[0] > int(arg):
                 os.kill(os.getpid(), signal.SIGKILL)
-            if mode == "slow":
-                time.sleep(float(arg))
             return orig_cut(*a, **k)
         p._cut_group = cut
     from kerinci_xr.cli import main
@@ -156,17 +154,14 @@ def test_kill_mid_write__old_output_intact_temporary_refused_then_cleaned(cube, 
 
 
 def test_two_writers_at_once__the_second_fails_naming_the_first(cube, tmp_path):
-    slow = _child(tmp_path, "slow", 0.5, *_sample_argv(cube, tmp_path, 0))
-    lock = tmp_path / ".patches.zarr.lock"
-    for _ in range(600):  # until the first run holds its lock
-        if lock.exists() and lock.read_text().strip():
-            break
-        time.sleep(0.05)
+    first, go, ready = waiting_child(tmp_path, *_sample_argv(cube, tmp_path, 0))
+    wait_for(ready, first)  # the first run has checked and locked its outputs, and holds them
     second = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
     assert second.returncode == 2
-    assert f"another kerinci-xr run (process {slow.pid}) is writing this output now" in second.stderr
-    _, err = slow.communicate(timeout=300)
-    assert slow.returncode == 0, err
+    assert f"another kerinci-xr run (process {first.pid}) is writing this output now" in second.stderr
+    go.write_text("go")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
     m = read_manifest(tmp_path / "patches.csv")
     assert (m["seed"] == 0).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
     assert _hidden(tmp_path) == []
@@ -336,5 +331,9 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
 
 def test_prediction_path_that_is_not_a_prediction__clear_message(cube, tmp_path):
     r = _cli("evaluate", str(cube), "--cube", str(cube), "--out", str(tmp_path / "m.json"))
-    assert r.returncode == 2 and "expected a prediction store written by kerinci-xr predict (with a 'classes' variable)" in r.stderr
+    assert (
+        r.returncode == 2
+        and "expected a prediction store written by kerinci-xr predict (with a 'classes' variable)"
+        in r.stderr
+    )
     assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()

@@ -37,7 +37,7 @@ class Context:
 class DaskOptions:
     """Options of the stages that compute with Dask: where they run."""
 
-    workers: int | None = option(None, "start a LocalCluster of N worker processes", metavar="N")
+    workers: int | None = option(None, "start a LocalCluster of N worker processes", metavar="N", ge=1)
     scheduler: str | None = option(
         None, "connect to a running Dask scheduler instead (tcp://host:8786)", metavar="ADDRESS"
     )

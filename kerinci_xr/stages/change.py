@@ -36,7 +36,9 @@ class ChangeOptions(DaskOptions):
     map_b: str | None = option(None, "the later map (same grid and legend)", positional=True, io="in")
     from_date: str | None = option(None, "with one store of several dates: the earlier (default: first)")
     to_date: str | None = option(None, "with one store of several dates: the later (default: last)")
-    min_confidence: float | None = option(None, "also mark pixels below this confidence at either date")
+    min_confidence: float | None = option(
+        None, "also mark pixels below this confidence at either date", ge=0, le=1
+    )
     out: str = option(
         help="change store (.zarr): transition codes (and the low-confidence mask)",
         io="out",

@@ -26,7 +26,7 @@ METRICS = ("overall_accuracy", "kappa", "macro_f1", "mean_iou")
 
 @dataclass(kw_only=True)
 class CrossvalOptions(TrainConfig, WindowOptions):
-    folds: int = option(5, "number of spatial folds (each is the test area once)")
+    folds: int = option(5, "number of spatial folds (each is the test area once)", ge=2)
     out: str = option(
         help="output folder: crossval.json, and per fold its patches and model",
         io="out",

@@ -32,14 +32,16 @@ class DesignOptions(DaskOptions):
         io="in",
         kind=Kind.PREDICTION,
     )
-    n: int = option(600, "total sample units (see --target-se)")
-    min_per_class: int = option(50, "at least this many units in every mapped class")
+    n: int = option(600, "total sample units (see --target-se)", ge=1)
+    min_per_class: int = option(50, "at least this many units in every mapped class", ge=0)
     allocation: Allocation = option("proportional", "units per class: by mapped area, equal, or Neyman")
     expected_ua: tuple[str, ...] | None = option(
         None, "expected user's accuracy per class as CODE=UA pairs (others 0.9), for neyman and --target-se"
     )
-    target_se: float | None = option(None, "choose n for this standard error of overall accuracy (Cochran)")
-    seed: int = option(0, "same seed, same points, whatever the chunking")
+    target_se: float | None = option(
+        None, "choose n for this standard error of overall accuracy (Cochran)", gt=0
+    )
+    seed: int = option(0, "same seed, same points, whatever the chunking", ge=0)
     out: str = option(
         help="sample points: .gpkg, .geojson or .csv",
         io="out",
@@ -89,6 +91,11 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
             f"{o.out}: expected a .gpkg, .geojson or .csv output, found {Path(o.out).suffix!r}."
         )
     classes, legend = open_class_map(o.map)
+    if o.n > classes.size:  # before any pass over the map
+        raise InvalidInputError(
+            f"--n {o.n}: more sample units than the {classes.size:,} pixels of {o.map}. Fix: a sample "
+            "of at most that many units (a few hundred to a few thousand is usual)."
+        )
     ua = expected_ua(o.expected_ua, legend)
 
     def units_for(size: np.ndarray) -> np.ndarray:  # from the pixel counts of the same pass
@@ -96,6 +103,11 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
         if o.target_se is not None:
             n = sample_size_for_overall_accuracy(size[1 : legend.n_classes + 1], ua, target_se=o.target_se)
             ctx.echo(f"n = {n} for a standard error of overall accuracy of {o.target_se}")
+        if n > size[1:].sum():
+            raise InvalidInputError(
+                f"n = {n}: more sample units than the {int(size[1:].sum()):,} mapped pixels of {o.map}. "
+                "Fix: a smaller --n (or a larger --target-se)."
+            )
         alloc = allocate(
             size[1 : legend.n_classes + 1],
             n,

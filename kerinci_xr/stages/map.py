@@ -30,7 +30,7 @@ class MapOptions:
     band_roles: tuple[str, ...] | None = option(
         None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
     )
-    max_size: int = option(1000, "longest side of each map in pixels")
+    max_size: int = option(1000, "longest side of each map in pixels", ge=1)
     out: str = option(help="HTML file (works offline)", io="out", kind=Kind.MAP_PAGE, run_name="map.html")
     png: str | None = option(
         None, "also write static PNG quick-looks of the maps into this folder", io="out", kind=Kind.MAP_PNGS

@@ -65,10 +65,12 @@ class PredictOptions(DaskOptions):
     cog_values: Literal["ids", "codes"] = option(
         "ids", "COG pixel values: training ids, or the legend's codes"
     )
-    chunk: int = option(2048, "output chunk edge in pixels")
+    chunk: int = option(2048, "output chunk edge in pixels", ge=16)
     tile: int | None = option(
         None,
-        "sub-tile edge of the forward pass (default: ~9 context margins on a CPU, one piece on a GPU)",
+        "sub-tile edge of the forward pass, 0 for one piece (default: ~9 context margins on a CPU, one piece "
+        "on a GPU)",
+        ge=0,
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     probabilities: bool = option(False, "also store per-class probabilities")

@@ -53,11 +53,11 @@ class PrepareOptions(DaskOptions):
         None, "roles of bands the sensor table does not know, e.g. nir=B4,swir1=B5,swir2=B7"
     )
     radar_bands: tuple[str, ...] = option(("HH", "HV"), "radar band names")
-    scale: float = option(1e-4, "reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)")
+    scale: float = option(1e-4, "reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)", gt=0)
     offset: float = option(0.0, "reflectance offset added after scaling")
     nodata: float | None = option(None, "optical nodata value (default: from the file)")
-    radar_scale: float = option(1e-3, "radar scale (1e-3 for dB x1e3, 1 for dB)")
-    chunk: int = option(1024, "chunk edge in pixels")
+    radar_scale: float = option(1e-3, "radar scale (1e-3 for dB x1e3, 1 for dB)", gt=0)
+    chunk: int = option(1024, "chunk edge in pixels", ge=16)
     sensor: Literal["auto", "landsat8", "landsat7", "sentinel2"] = option(
         "auto", "which bands play which role"
     )

@@ -23,8 +23,10 @@ class QuicklookOptions:
     band_roles: tuple[str, ...] | None = option(
         None, "band roles for the composite where the cube has none, e.g. nir=B4,swir1=B5,swir2=B7"
     )
-    max_size: int = option(2048, "longest side of the PNGs in pixels")
-    percentiles: tuple[float, ...] = option((2.0, 98.0), "stretch between these percentiles", length=2)
+    max_size: int = option(2048, "longest side of the PNGs in pixels", ge=1)
+    percentiles: tuple[float, ...] = option(
+        (2.0, 98.0), "stretch between these percentiles", length=2, ge=0, le=100
+    )
     overwrite: bool = option(False, "replace PNGs that exist in the folder", pipeline=False)
 
 

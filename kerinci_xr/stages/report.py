@@ -33,7 +33,7 @@ class ReportOptions:
     assessment: str | None = option(
         None, "accuracy and areas from a sample (assess JSON)", io="in", kind=Kind.ASSESSMENT
     )
-    max_size: int = option(1000, "longest side of each map in pixels")
+    max_size: int = option(1000, "longest side of each map in pixels", ge=1)
     out: str = option(help="HTML file (works offline)", io="out", kind=Kind.REPORT, run_name="report.html")
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
 

@@ -22,11 +22,11 @@ class WindowOptions:
     """The cube and the windows cut from it: shared by ``sample`` and ``crossval``."""
 
     cube: str = option(help="cube (.zarr) with labels", positional=True, io="in", kind=Kind.CUBE)
-    per_class: int = option(20, "centres per class and split")
-    patch: int = option(128, "window edge in pixels")
-    max_nodata: float = option(0.0, "largest invalid fraction of a window")
-    block: int | None = option(None, "split block edge in pixels (default 4 x patch)")
-    buffer: int = option(0, "extra pixels around windows kept in their split")
+    per_class: int = option(20, "centres per class and split", ge=1)
+    patch: int = option(128, "window edge in pixels", ge=8)
+    max_nodata: float = option(0.0, "largest invalid fraction of a window", ge=0, le=1)
+    block: int | None = option(None, "split block edge in pixels (default 4 x patch)", ge=1)
+    buffer: int = option(0, "extra pixels around windows kept in their split", ge=0)
     date: str | None = option(None, "a cube of several dates: the date to cut (default: the labels' date)")
     temporal: Literal["date", "stack"] = option(
         "date", "a cube of several dates: one date, or all stacked as bands"
@@ -35,8 +35,10 @@ class WindowOptions:
 
 @dataclass(kw_only=True)
 class SampleOptions(DaskOptions, WindowOptions):
-    seed: int = option(0, "same seed, same centres and split layout")
-    fractions: tuple[float, ...] = option((0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3)
+    seed: int = option(0, "same seed, same centres and split layout", ge=0)
+    fractions: tuple[float, ...] = option(
+        (0.7, 0.15, 0.15), "train,val,test shares of the blocks", length=3, ge=0, le=1
+    )
     split_by: Literal["auto", "labels", "area"] = option(
         "auto",
         "assign blocks to splits by labelled pixels per class (sparse labels reach every split) or by area "

@@ -17,12 +17,15 @@ __all__ = ["STAGE", "SynthOptions"]
 @dataclass(kw_only=True)
 class SynthOptions:
     out: str = option(help="output folder", io="out", kind=Kind.SCENE, run_name="scene")
-    height: int = option(2751, "scene rows in pixels (the Kerinci export has 2751)")
-    width: int = option(2692, "scene columns in pixels (the Kerinci export has 2692)")
-    seed: int = option(0, "same seed, same bytes; another seed, another landscape")
+    height: int = option(2751, "scene rows in pixels (the Kerinci export has 2751)", ge=16)
+    width: int = option(2692, "scene columns in pixels (the Kerinci export has 2692)", ge=16)
+    seed: int = option(0, "same seed, same bytes; another seed, another landscape", ge=0)
     radar: bool = option(True, "also write the PALSAR file (HH, HV in dB x1e3 on another grid)")
     years: tuple[int, ...] | None = option(
-        None, "one scene per year, the later ones with known change (e.g. 2015,2023); files named by year"
+        None,
+        "one scene per year, the later ones with known change (e.g. 2015,2023); files named by year",
+        ge=1900,
+        le=2200,
     )
     overwrite: bool = option(False, "replace the scene files if they exist", pipeline=False)
 

@@ -26,7 +26,7 @@ class TrainOptions(TrainConfig):
         run_name="model.pt",
     )
     resume: bool = option(False, "continue from <stem>.last.pt")
-    until_epoch: int | None = option(None, "stop after this epoch (continue later with --resume)")
+    until_epoch: int | None = option(None, "stop after this epoch (continue later with --resume)", ge=1)
     overwrite: bool = option(False, "replace an existing checkpoint", pipeline=False)
 
 
