@@ -371,6 +371,15 @@ def _encoding(ds: xr.Dataset, clevel: int, zarr_format: int) -> dict[str, dict]:
 def _georeferenced(ds: xr.Dataset) -> xr.Dataset:
     """CF and GDAL georeferencing on every layer: ``grid_mapping``, ``_CRS``, x/y attributes."""
     out = ds.rio.write_coordinate_system()  # CF standard_name/units on x and y
+    # strings as fixed-width unicode: GDAL's Zarr driver (and QGIS) refuse variable-length ones
+    # ("Invalid or unsupported format for dtype: |O") on every open
+    text = {
+        name: np.asarray([str(v) for v in var.values.ravel()]).reshape(var.shape)
+        for name, var in out.variables.items()
+        if var.dtype.kind in "OTU" and var.size
+    }
+    out = out.assign_coords({k: (out[k].dims, v, out[k].attrs) for k, v in text.items() if k in out.coords})
+    out = out.assign({k: (out[k].dims, v, out[k].attrs) for k, v in text.items() if k not in out.coords})
     wkt = ds.rio.crs.to_wkt() if ds.rio.crs is not None else None
     for name in out.variables:  # encodings read from another store (codecs, format) do not carry over
         out[name].encoding = {}

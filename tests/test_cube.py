@@ -203,6 +203,7 @@ def gdal_georeference(path, layer):
         ["gdalinfo", "-json", f'ZARR:"{path}":/{layer}'], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
+    assert "ERROR" not in res.stderr, res.stderr  # QGIS shows each one to the user
     info = json.loads(res.stdout)
     return info["coordinateSystem"]["wkt"], info["geoTransform"]
 

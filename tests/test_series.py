@@ -110,3 +110,18 @@ def test_prepare_sample_train_predict__two_dates_and_stacked(years, tmp_path, ca
     import xarray as xr
 
     assert xr.open_zarr(pred)["classes"].dims == ("y", "x")
+
+
+def test_write_cube__gdal_opens_a_cube_of_several_dates_without_an_error(years, tmp_path):
+    import pyproj
+
+    from .test_cube import gdal_georeference
+
+    _, (f15, f23) = years
+    ds = build_series([f15.landsat, f23.landsat], labels=[f15.labels], legend=kx.read_legend(f15.legend))
+    path = kx.write_cube(ds, tmp_path / "series.zarr")
+    wkt, gt = gdal_georeference(path, "image:1:0")  # the second date's first band; no ERROR line
+    expect = tuple(ds.rio.transform())
+    assert pyproj.CRS(wkt).equals(pyproj.CRS(ds.rio.crs.to_wkt()))
+    assert gt == pytest.approx([expect[2], expect[0], expect[1], expect[5], expect[3], expect[4]])
+    assert [str(b) for b in kx.open_cube(path)["band"].values] == [str(b) for b in ds["band"].values]
