@@ -42,6 +42,7 @@ __all__ = [
     "VECTOR_SUFFIXES",
     "ReferenceFeatures",
     "is_vector",
+    "parse_codes",
     "rasterize_reference",
     "read_reference",
 ]
@@ -140,11 +141,16 @@ def _batches(path: Path, batch: int = BATCH) -> Iterator[Any]:
         ) from exc
 
 
-def _codes(values: pd.Series, legend: Legend, source: str, label_field: str) -> np.ndarray:
-    """The field as legend codes: integers, integer strings, or class names of the legend."""
+def parse_codes(values: pd.Series, legend: Legend, *, source: str, label_field: str) -> np.ndarray:
+    """A field of reference classes as legend codes (float, NaN where it is empty).
+
+    Integers, integer strings (``"2001"``, ``" 2001 "``) or class names of the legend (any case)
+    are codes; an empty cell is NaN; anything else (``2001.7``, ``"inf"``, an unknown name) is
+    refused naming the field and examples. Used for vector labels and for accuracy samples.
+    """
     if pd.api.types.is_numeric_dtype(values):
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.isfinite(v) & (v != np.round(v))
+        bad = ~np.isnan(v) & ~(np.isfinite(v) & (v == np.round(v)))
         if bad.any():
             raise InvalidInputError(
                 f"{source}: field {label_field!r} must hold integer class codes, found "
@@ -153,7 +159,7 @@ def _codes(values: pd.Series, legend: Legend, source: str, label_field: str) -> 
             )
         return v
     text = values.astype("string").str.strip()
-    out = np.full(len(text), np.nan)
+    text = text.mask(text == "")  # an empty cell: no class given
     numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     by_name = {name.casefold(): code for name, code in zip(legend.labels, legend.values, strict=True)}
     names = text.str.casefold().map(by_name).to_numpy(dtype=np.float64, na_value=np.nan)
@@ -306,7 +312,7 @@ def _read_batch(
             f"{unsupported}. Fix: buffer lines into polygons or convert them to points first."
         )
     invalid = ~empty & ~shapely.is_valid(geoms)
-    codes = _codes(gdf[label_field], legend, src, label_field)
+    codes = parse_codes(gdf[label_field], legend, source=src, label_field=label_field)
     null_code = ~np.isfinite(codes)
     lut = legend.lut
     icodes = np.where(np.isfinite(codes), codes, -1).astype(np.int64)

@@ -159,16 +159,24 @@ def test_assess__filled_sample_codes_names_and_empty_values(maps, tmp_path, caps
     table = pd.read_csv(csv)
     assert {"area_ha", "area_ha_se", "area_ha_ci95_low", "users_accuracy_ci95_high"} <= set(table.columns)
     # bad input: codes not in the legend; the sample of another map; a missing field
-    pts.loc[6, "reference"] = "9999"
-    pts.to_file(tmp_path / "bad.gpkg", driver="GPKG")
-    assert main([*argv[:3], str(tmp_path / "bad.gpkg"), "--out", str(tmp_path / "b.json")]) == 2
-    assert "['9999'] are neither codes nor names" in capsys.readouterr().err
+    for value, message in (
+        ("9999", "reference codes [9999] are not in the legend"),
+        ("2001.7", "field 'reference' must hold integer class codes"),  # never truncated to 2001
+        ("inf", "neither class codes nor class names of the legend, e.g. ['inf']"),
+        ("Forest?", "neither class codes nor class names of the legend, e.g. ['Forest?']"),
+    ):
+        bad = pts.copy()
+        bad.loc[6, "reference"] = value
+        bad.to_file(tmp_path / "bad.gpkg", driver="GPKG")
+        assert main([*argv[:3], str(tmp_path / "bad.gpkg"), "--out", str(tmp_path / "b.json")]) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
     assert (
         main(["assess", str(maps["perfect"]), "--reference", str(sample), "--out", str(tmp_path / "c.json")])
         == 2
     )
     assert "differ from the map's classes" in capsys.readouterr().err
-    assert main([*argv[:3], str(sample), "--field", "label", "--out", str(tmp_path / "d.json")]) == 2
+    assert main([*argv[:3], str(sample), "--label-field", "label", "--out", str(tmp_path / "d.json")]) == 2
     assert "expected a field 'label'" in capsys.readouterr().err
     assert not [name for name in ("b.json", "c.json", "d.json") if (tmp_path / name).exists()]
 
@@ -183,7 +191,7 @@ def test_assess__simple_random_sample_is_post_stratified(maps, tmp_path):
     pd.DataFrame({"x": x, "y": y, "lc": np.where(codes > 0, codes, -1).astype(str)}).replace("-1", "").to_csv(
         tmp_path / "srs.csv", index=False
     )
-    res = kx.assess(maps["noisy"], reference=tmp_path / "srs.csv", field="lc", out=tmp_path / "a.json")[
+    res = kx.assess(maps["noisy"], reference=tmp_path / "srs.csv", label_field="lc", out=tmp_path / "a.json")[
         "result"
     ]
     assert res["estimator"].startswith("post-stratified") and res["sample_size"] == int((codes > 0).sum())

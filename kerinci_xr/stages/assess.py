@@ -19,6 +19,7 @@ from ..io import grid_differences
 from ..legend import Legend
 from ..metrics import class_areas, write_report
 from ..prediction import open_class_map
+from ..vector import parse_codes
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "AssessOptions", "format_assessment", "read_points"]
@@ -35,7 +36,7 @@ class AssessOptions(DaskOptions):
     reference: str = option(
         help="the labelled sample (.gpkg, .geojson or .csv)", io="in", kind=Kind.SAMPLE_DESIGN
     )
-    field: str = option("reference", "the sample's field of reference classes (legend codes or names)")
+    label_field: str = option("reference", "the sample's field of reference classes (legend codes or names)")
     truth: str | None = option(
         None, "simulate the interpreter: fill the field from this cube's labels", io="in"
     )
@@ -77,25 +78,18 @@ def _pixels(table: pd.DataFrame, crs: Any, classes) -> tuple[np.ndarray, np.ndar
     return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
 
 
-def _reference_ids(values: pd.Series, legend: Legend, source: str) -> np.ndarray:
-    """Training ids of reference values (codes or names); 0 where the interpreter left it empty."""
-    names = {n.lower(): i + 1 for i, n in enumerate(legend.names)}
-    out, bad = np.zeros(len(values), dtype=np.int64), set()
-    for i, v in enumerate(values):
-        if pd.isna(v) or str(v).strip() == "":
-            continue
-        text = str(v).strip()
-        try:
-            k = legend.id_of(int(float(text)))
-        except ValueError:
-            k = names.get(text.lower(), 0)
-        if k == 0:
-            bad.add(text)
-        out[i] = k
-    if bad:
+def _reference_ids(values: pd.Series, legend: Legend, source: str, label_field: str) -> np.ndarray:
+    """Training ids of reference values (codes or names, parsed as vector labels are); 0 where the
+    interpreter left the field empty."""
+    codes = parse_codes(values, legend, source=source, label_field=label_field)
+    given = ~np.isnan(codes)
+    out = np.zeros(len(codes), dtype=np.int64)
+    out[given] = [legend.id_of(int(c)) for c in codes[given]]
+    unknown = sorted({int(c) for c in codes[given & (out == 0)]})
+    if unknown:
         raise InvalidInputError(
-            f"{source}: reference values {sorted(bad)[:10]} are neither codes nor names of the legend "
-            f"{legend.source}. Fix: use the codes of lc.json (e.g. {legend.values[0]}) or its class names."
+            f"{source}: reference codes {unknown[:10]} are not in the legend {legend.source}. "
+            f"Fix: use the codes of lc.json (e.g. {legend.values[0]}) or its class names."
         )
     return out
 
@@ -131,13 +125,13 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
                 f"{o.truth}: expected the map's grid, found differences: {'; '.join(diffs)}."
             )
         ref = cube["labels"].data.vindex[rows, cols].compute().astype(np.int64)
-    elif o.field not in table.columns:
+    elif o.label_field not in table.columns:
         raise InvalidInputError(
-            f"{o.reference}: expected a field {o.field!r} of reference classes, found {list(table.columns)}. "
-            "Fix: name the field with --field."
+            f"{o.reference}: expected a field {o.label_field!r} of reference classes, found "
+            f"{list(table.columns)}. Fix: name the field with --label-field."
         )
     else:
-        ref = _reference_ids(table[o.field], legend, str(o.reference))
+        ref = _reference_ids(table[o.label_field], legend, str(o.reference), o.label_field)
     used = (ref > 0) & (mapped > 0)
     k = legend.n_classes
     counts = np.zeros((k, k))
@@ -152,7 +146,7 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
             else "post-stratified by map class (simple random or systematic sample)"
         )
         + " (Olofsson et al. 2014, eqs. 1-10)",
-        "reference": {"file": str(o.reference), "field": o.field, "simulated_from": o.truth},
+        "reference": {"file": str(o.reference), "field": o.label_field, "simulated_from": o.truth},
         "sample_size": int(used.sum()),
         "empty_reference": int((ref == 0).sum()),
         "on_map_nodata": int((mapped == 0).sum()),
@@ -244,6 +238,6 @@ STAGE = Stage(
     "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014)",
     AssessOptions,
     run,
-    "kerinci-xr assess prediction.zarr --reference sample.gpkg --field reference --out accuracy.json",
+    "kerinci-xr assess prediction.zarr --reference sample.gpkg --label-field reference --out accuracy.json",
     args=("map",),
 )
