@@ -33,6 +33,7 @@ def option(
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
+    off: str | None = None,
 ) -> Any:
     """A dataclass field declaring one option.
 
@@ -57,11 +58,13 @@ def option(
     ge, gt, le
         Bounds of a number (of each item of a tuple of numbers): at least, more than, at most.
         Every float option must be finite.
+    off
+        For a switch that is on by default: what its ``--no-`` flag does (its help text).
     """
     if kind is not None and not isinstance(kind, Kind):  # a programming error: kinds come from the registry
         raise TypeError(f"option kind {kind!r}: expected a kerinci_xr._products.Kind")
     meta = dict(help=help, positional=positional, io=io, kind=kind, run_name=run_name)
-    meta |= dict(length=length, pipeline=pipeline, metavar=metavar, ge=ge, gt=gt, le=le)
+    meta |= dict(length=length, pipeline=pipeline, metavar=metavar, ge=ge, gt=gt, le=le, off=off)
     return dataclasses.field(default=default, metadata=meta, kw_only=True)
 
 

@@ -42,6 +42,8 @@ def _add(p: argparse.ArgumentParser, spec: OptionSpec) -> None:
     if spec.base is bool:  # a switch: --name turns on an option that is off, --no-name the reverse
         on = spec.default is not True
         flag = flag if on else "--no-" + flag[2:]
+        if not on:  # the flag's help says what the flag does, not what the option is
+            text = spec.meta.get("off") or f"turn off: {text}"
         p.add_argument(flag, dest=spec.name, action="store_true" if on else "store_false", help=text)
         return
     if spec.choices:

@@ -3,8 +3,9 @@
 The original study's rasters (a Google Earth Engine export over Kerinci Regency, Jambi,
 Sumatra) cannot be downloaded here, so this module writes files with the same names, bands,
 data types, grids and class structure. Every field is a pure function of the pixel's position
-and the seed (hashed value noise on a fixed lattice), so the scene is produced window by window
-with flat memory, seamlessly, and byte-identically for one seed.
+and the seed (hashed value noise on a fixed lattice, and per-pixel noise hashed from the pixel's
+row, column and band), so the scene is produced window by window with flat memory, seamlessly, and
+byte-identically for one seed, whatever the window size.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import ndtri
 
-from ._hashing import hash_uniform
+from ._hashing import hash_u64, hash_uniform
 from ._outputs import atomic_output
 from .errors import InvalidInputError, OutputExistsError
 from .legend import Legend
@@ -290,8 +292,14 @@ def _change(codes, rows, cols, elev, road, seed: int, years: int) -> np.ndarray:
     return out
 
 
-def _pixel_rng(seed: int, what: int, window: tuple[int, int]) -> np.random.Generator:
-    return np.random.default_rng([seed, what, window[0], window[1]])
+def _pixel_noise(seed: int, what: int, r0: int, c0: int, h: int, w: int, bands: int) -> np.ndarray:
+    """Standard normal noise ``(h, w, bands)`` float32, a pure function of (seed, what, row, col,
+    band): the same pixel gets the same noise whatever window it is generated in."""
+    rows = np.arange(r0, r0 + h, dtype=np.uint64)[:, None, None]
+    cols = np.arange(c0, c0 + w, dtype=np.uint64)[None, :, None] * np.uint64(bands)
+    key = int(hash_u64(np.array([seed]), np.array([what]), 0x5EED)[0])
+    bits = hash_u64(rows, cols + np.arange(bands, dtype=np.uint64), key) >> np.uint64(11)
+    return ndtri((bits.astype(np.float64) + 0.5) * (1.0 / (1 << 53))).astype(np.float32)
 
 
 def _landsat_window(
@@ -313,8 +321,7 @@ def _landsat_window(
         spec[paddy] = (1 - mix) * _SPEC[np.searchsorted(_CODES, WATER)] + mix * _SPEC[
             np.searchsorted(_CODES, MIXED_AGRI)
         ]
-    rng = _pixel_rng(seed, 1 + 10 * years, (r0, c0))  # another acquisition, other noise
-    noise = rng.standard_normal(spec.shape, dtype=np.float32)
+    noise = _pixel_noise(seed, 1 + 10 * years, r0, c0, h, w, spec.shape[-1])  # another year, other noise
     refl = spec * (illum[..., None] * (1 + texture[..., None])) + noise * (0.004 + 0.04 * spec)
     dn = np.clip(np.rint(refl * 1e4), 1, 65535).astype(np.uint16)
     # clouds: scattered cumulus plus one bank that every scene has (at 30 % down, 70 % across)
@@ -336,8 +343,7 @@ def _radar_window(
     cols = (lons - ORIGIN[0]) / RES
     codes = _classes(rows, cols, seed, shape, years)
     sar = _SAR[np.searchsorted(_CODES, codes)]  # (h, w, 2)
-    rng = _pixel_rng(seed, 2 + 10 * years, (r0, c0))
-    speckle = rng.standard_normal(sar.shape, dtype=np.float32) * 1.2
+    speckle = _pixel_noise(seed, 2 + 10 * years, r0, c0, h, w, sar.shape[-1]) * 1.2
     db = sar + speckle
     return np.moveaxis(np.clip(np.rint(db * 1e3), -32767, 32767).astype(np.int16), -1, 0)
 

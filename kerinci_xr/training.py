@@ -62,9 +62,15 @@ class TrainConfig:
     patience: int = option(8, "epochs without validation mIoU gain before stopping", ge=1)
     seed: int = option(0, "seeds weights, batch order and augmentation", ge=0)
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    amp: bool = option(True, "bf16 autocast on CUDA")
+    amp: bool = option(
+        True, "bf16 autocast on CUDA", off="train in float32 on CUDA too (no bf16 autocast; slower)"
+    )
     loader_workers: int = option(0, "DataLoader worker processes", ge=0)
-    augment: bool = option(True, "random flips and 90-degree rotations of training patches")
+    augment: bool = option(
+        True,
+        "random flips and 90-degree rotations of training patches",
+        off="train on the patches as sampled (no random flips or 90-degree rotations)",
+    )
     depth: int = option(4, "U-Net depth: 2 ** depth must divide the patch size", ge=1)
     base: int = option(32, "channels of the first U-Net level", ge=1)
     norm: Norm = option("batch", "normalisation after each convolution")

@@ -139,3 +139,15 @@ def test_layers__linter_fails_when_a_lower_module_imports_a_higher_one(tmp_path)
     assert (
         bad.returncode != 0 and "BROKEN" in bad.stdout and "kerinci_xr.legend -> kerinci_xr.viz" in bad.stdout
     )
+
+
+def test_switches_on_by_default__their_no_flag_says_what_it_does():
+    from kerinci_xr.cli import build_parser
+
+    for stage in STAGES.values():
+        for s in stage.specs:
+            if s.base is bool and s.default is True:
+                flag = f"{stage.name} --no-{s.name.replace('_', '-')}"
+                assert s.meta.get("off"), f"{flag} has no help of its own"
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "--no-augment" in text and "no random flips" in " ".join(text.split())

@@ -20,7 +20,11 @@ class SynthOptions:
     height: int = option(2751, "scene rows in pixels (the Kerinci export has 2751)", ge=16)
     width: int = option(2692, "scene columns in pixels (the Kerinci export has 2692)", ge=16)
     seed: int = option(0, "same seed, same bytes; another seed, another landscape", ge=0)
-    radar: bool = option(True, "also write the PALSAR file (HH, HV in dB x1e3 on another grid)")
+    radar: bool = option(
+        True,
+        "also write the PALSAR file (HH, HV in dB x1e3 on another grid)",
+        off="write no PALSAR file (Landsat, labels and lc.json only)",
+    )
     years: tuple[int, ...] | None = option(
         None,
         "one scene per year, the later ones with known change (e.g. 2015,2023); files named by year",
