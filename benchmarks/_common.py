@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # measure this checkout's kerinci_xr, whatever is installed
     sys.path.insert(1, str(HERE.parent))
 WORK = Path(os.environ.get("KERINCI_BENCH_WORK", HERE / "_work"))
-RESULTS = HERE / "results"
+#: Where results are saved; the smoke run (``benchmarks/smoke.py``) points it elsewhere.
+RESULTS = Path(os.environ.get("KERINCI_BENCH_RESULTS", HERE / "results"))
 
 
 def peak_rss_mb() -> float:

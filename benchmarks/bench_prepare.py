@@ -56,7 +56,7 @@ def eager(folder: Path, out: Path) -> None:
             "x": transform.c + (np.arange(w) + 0.5) * transform.a,
         },
     ).rio.write_crs(crs)
-    enc = _encoding(ds, 3)
+    enc = _encoding(ds, 3, 3)
     enc["image"]["chunks"] = (8, 1024, 1024)
     enc["labels"]["chunks"] = enc["valid"]["chunks"] = (1024, 1024)
     ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False, encoding=enc)

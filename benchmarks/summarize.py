@@ -5,11 +5,13 @@ python benchmarks/summarize.py
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("KERINCI_BENCH_RESULTS", HERE / "results"))
 
 
 def load(name: str) -> dict | None:
@@ -43,6 +45,9 @@ def section(title: str, what: str, rows: list[str], res: dict | None, head: str)
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=HERE / "README.md", help="the page to write")
+    out = ap.parse_args().out
     lines = [
         "# Benchmarks",
         "",
@@ -213,8 +218,8 @@ def main() -> None:
         r,
         "| scene | shown at most (px) | seconds | HTML MB | peak RSS MiB |",
     )
-    (HERE / "README.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {HERE / 'README.md'}")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

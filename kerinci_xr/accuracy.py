@@ -25,6 +25,7 @@ from .cluster import compute
 from .errors import InvalidInputError
 
 __all__ = [
+    "MIN_PER_CLASS",
     "Z95",
     "Allocation",
     "allocate",
@@ -33,6 +34,9 @@ __all__ = [
     "sample_size_for_overall_accuracy",
     "stratified_estimates",
 ]
+
+#: Sample units every mapped class gets at least (Olofsson et al. 2014 suggest 50 to 100).
+MIN_PER_CLASS = 50
 
 Allocation = Literal["proportional", "equal", "neyman"]
 
@@ -177,7 +181,7 @@ def allocate(
     stratum_sizes: Sequence[int],
     n: int,
     *,
-    min_per_class: int = 0,
+    min_per_class: int = MIN_PER_CLASS,
     method: Allocation = "proportional",
     expected_users_accuracy: Sequence[float] | None = None,
 ) -> np.ndarray:

@@ -82,7 +82,7 @@ def build_cube(
     radar_scale: float = 1e-3,
     radar_nodata: float | None = None,
     align_labels: bool = False,
-    chunks: int | Mapping[str, int] | None = None,
+    chunks: int | Mapping[str, int] | None = kio.DEFAULT_CHUNK,
     sensor: str = "auto",
     select: Sequence[str] | None = None,
     roles: Sequence[str] | None = None,
@@ -564,7 +564,7 @@ def build_series(
     labels_date: str | None = None,
     legend: Legend | None = None,
     radar: Sequence[str | Path] | None = None,
-    chunks: int | Mapping[str, int] | None = None,
+    chunks: int | Mapping[str, int] | None = kio.DEFAULT_CHUNK,
     **kw: Any,
 ) -> xr.Dataset:
     """A lazy cube of several dates: ``image`` (time, band, y, x) and ``valid`` (time, y, x).

@@ -40,7 +40,7 @@ class UNetConfig:
     depth: int = 4
     base: int = 32
     norm: Norm = "batch"
-    dropout: float = 0.0
+    dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.n_classes < 1:

@@ -35,7 +35,10 @@ from .legend import Legend
 from .model import UNetConfig, pick_device
 from .preprocess import remap_labels
 
-__all__ = ["margin_for", "open_class_map", "open_prediction", "predict_scene"]
+__all__ = ["PREDICT_CHUNK", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
+
+#: The edge of prediction windows (and output chunks) in pixels, before rounding to the pooling grid.
+PREDICT_CHUNK = 2048
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,7 @@ def predict_scene(
     cube: xr.Dataset,
     checkpoint: str | Path,
     *,
-    chunk: int | None = None,
+    chunk: int = PREDICT_CHUNK,
     device: str = "auto",
     probabilities: bool = False,
     tile: int | None = None,
@@ -246,9 +249,9 @@ def predict_scene(
             f"tile: expected 0 (one piece) or at least 2 ** depth = {mult} pixels for {checkpoint}, "
             f"found {tile}. Fix: pass --tile 0, or {mult} or more (or leave it out)."
         )
-    if chunk is not None and chunk < 1:
+    if chunk < 1:
         raise InvalidInputError(f"chunk: expected a chunk edge of 1 pixel or more, found {chunk}.")
-    chunk = -(-(chunk or 2048) // mult) * mult
+    chunk = -(-chunk // mult) * mult
     height, width = cube.sizes["y"], cube.sizes["x"]
     image = cube["image"].sel(band=bands).data
     image = image if isinstance(image, da.Array) else da.from_array(image)

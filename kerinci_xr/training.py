@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
 
 
+def _unet(name: str) -> Any:
+    """The architecture's default of ``name``: declared once, by :class:`UNetConfig`."""
+    return UNetConfig.__dataclass_fields__[name].default
+
+
 @dataclass
 class TrainConfig:
     """Options of :func:`fit` (all stored in the checkpoint); the ``train`` stage's options too."""
@@ -71,10 +76,10 @@ class TrainConfig:
         "random flips and 90-degree rotations of training patches",
         off="train on the patches as sampled (no random flips or 90-degree rotations)",
     )
-    depth: int = option(4, "U-Net depth: 2 ** depth must divide the patch size", ge=1)
-    base: int = option(32, "channels of the first U-Net level", ge=1)
-    norm: Norm = option("batch", "normalisation after each convolution")
-    dropout: float = option(0.1, "dropout in the bottleneck and decoder", ge=0, le=1)
+    depth: int = option(_unet("depth"), "U-Net depth: 2 ** depth must divide the patch size", ge=1)
+    base: int = option(_unet("base"), "channels of the first U-Net level", ge=1)
+    norm: Norm = option(_unet("norm"), "normalisation after each convolution")
+    dropout: float = option(_unet("dropout"), "dropout in the bottleneck and decoder", ge=0, le=1)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

@@ -113,10 +113,10 @@ def test_allocate__proportional_with_minimum_equal_and_neyman():
     assert a.sum() == 600 and a[5] == 0 and a[4] == 30 and a[3] == 50 and a[2] == 50
     rest = 600 - 130  # the two largest share what the minimums leave, in proportion 2:1
     assert abs(a[0] - rest * 2 / 3) <= 1 and abs(a[1] - rest / 3) <= 1
-    e = allocate(size, 100, method="equal")
+    e = allocate(size, 100, method="equal", min_per_class=0)
     assert e.sum() == 100 and e[5] == 0 and e[4] == 20 and set(e[:4]) == {20}
     ua = [0.95, 0.8, 0.6, 0.9, 0.9, 0.9]
-    n = allocate(size, 500, method="neyman", expected_users_accuracy=ua)
+    n = allocate(size, 500, method="neyman", expected_users_accuracy=ua, min_per_class=0)
     ws = size * np.sqrt(np.array(ua) * (1 - np.array(ua)))
     assert n.sum() == 500 and np.all(np.abs(n - 500 * ws / ws.sum()) <= 1)
     assert allocate([10, 10], 600, min_per_class=50).tolist() == [10, 10]  # never more than a stratum has

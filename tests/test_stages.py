@@ -151,3 +151,46 @@ def test_switches_on_by_default__their_no_flag_says_what_it_does():
                 assert s.meta.get("off"), f"{flag} has no help of its own"
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "--no-augment" in text and "no random flips" in " ".join(text.split())
+
+
+#: The library functions (and classes) each stage hands its options to, and the library's names
+#: for options it spells otherwise.
+_LIBRARY_OF_STAGE = {
+    "prepare": ["cube.build_cube", "cube.build_series", "cube.write_cube", "vector.read_reference"],
+    "sample": ["stages.sample.sample_windows", "sampling.draw_centres", "patches.write_patches"],
+    "crossval": ["stages.sample.sample_windows", "sampling.draw_centres", "training.fit"],
+    "train": ["training.fit", "model.UNetConfig"],
+    "predict": ["prediction.predict_scene", "io.write_cog", "cube.write_cube"],
+    "evaluate": ["metrics.evaluate_features", "training.evaluate_store", "vector.read_reference"],
+    "design-sample": ["accuracy.allocate", "accuracy.draw_stratified"],
+    "quicklook": ["viz.false_colour_png", "viz.class_map_png"],
+    "map": ["viz.scene_maps"],
+    "report": ["viz.report_page"],
+    "change": ["changes.change_codes", "io.write_cog"],
+    "export": ["io.write_image_cog"],
+    "synth": ["synthetic.make_kerinci_scene", "synthetic.make_kerinci_series"],
+}
+_SPELT = {"chunks": "chunk", "roles": "band_roles", "rule": "polygon_rule", "values": "cog_values"}
+_SPELT |= {"method": "allocation", "expected_users_accuracy": "expected_ua"}
+
+
+def test_library_defaults__equal_the_stage_defaults():
+    import importlib
+
+    drifts = []
+    for name, targets in _LIBRARY_OF_STAGE.items():
+        declared = {s.name: s.default for s in kx.stages.STAGES[name].specs if not s.required}
+        for target in targets:
+            module, attr = target.rsplit(".", 1)
+            obj = getattr(importlib.import_module(f"kerinci_xr.{module}"), attr)
+            if dataclasses.is_dataclass(obj):
+                params = {f.name: f.default for f in dataclasses.fields(obj)}
+            else:
+                params = {p.name: p.default for p in inspect.signature(obj).parameters.values()}
+            for param, default in params.items():
+                option = _SPELT.get(param, param)
+                if default in (inspect.Parameter.empty, dataclasses.MISSING) or option not in declared:
+                    continue  # required in the library, or not an option of this stage
+                if default != declared[option]:
+                    drifts.append(f"{target}({param}={default!r}) vs {name} --{option} {declared[option]!r}")
+    assert drifts == []

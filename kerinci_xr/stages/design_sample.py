@@ -12,7 +12,7 @@ import pandas as pd
 from .._options import option
 from .._outputs import write_atomic
 from .._products import Kind
-from ..accuracy import Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
+from ..accuracy import MIN_PER_CLASS, Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
 from ..errors import InvalidInputError
 from ..legend import Legend
 from ..prediction import open_class_map
@@ -33,7 +33,7 @@ class DesignOptions(DaskOptions):
         kind=Kind.PREDICTION,
     )
     n: int = option(600, "total sample units (see --target-se)", ge=1)
-    min_per_class: int = option(50, "at least this many units in every mapped class", ge=0)
+    min_per_class: int = option(MIN_PER_CLASS, "at least this many units in every mapped class", ge=0)
     allocation: Allocation = option("proportional", "units per class: by mapped area, equal, or Neyman")
     expected_ua: tuple[str, ...] | None = option(
         None, "expected user's accuracy per class as CODE=UA pairs (others 0.9), for neyman and --target-se"

@@ -21,7 +21,7 @@ from ..io import write_cog
 from ..legend import Legend
 from ..metrics import area_table, evaluate_prediction, write_report
 from ..patches import stored_layout
-from ..prediction import open_prediction, predict_scene
+from ..prediction import PREDICT_CHUNK, open_prediction, predict_scene
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "PredictOptions"]
@@ -65,7 +65,7 @@ class PredictOptions(DaskOptions):
     cog_values: Literal["ids", "codes"] = option(
         "ids", "COG pixel values: training ids, or the legend's codes"
     )
-    chunk: int = option(2048, "output chunk edge in pixels", ge=16)
+    chunk: int = option(PREDICT_CHUNK, "output chunk edge in pixels", ge=16)
     tile: int | None = option(
         None,
         "sub-tile edge of the forward pass, 0 for one piece (default: ~9 context margins on a CPU, one piece "

@@ -10,7 +10,7 @@ from .._options import option
 from .._products import Kind
 from ..cube import build_cube, build_series, check_content, write_cube
 from ..errors import InvalidInputError
-from ..io import expand_images, open_raster
+from ..io import DEFAULT_CHUNK, expand_images, open_raster
 from ..legend import read_legend
 from ..preprocess import check_label_codes, label_code_counts
 from ..vector import is_vector
@@ -57,7 +57,7 @@ class PrepareOptions(DaskOptions):
     offset: float = option(0.0, "reflectance offset added after scaling")
     nodata: float | None = option(None, "optical nodata value (default: from the file)")
     radar_scale: float = option(1e-3, "radar scale (1e-3 for dB x1e3, 1 for dB)", gt=0)
-    chunk: int = option(1024, "chunk edge in pixels", ge=16)
+    chunk: int = option(DEFAULT_CHUNK, "chunk edge in pixels", ge=16)
     sensor: Literal["auto", "landsat8", "landsat7", "sentinel2"] = option(
         "auto", "which bands play which role"
     )
