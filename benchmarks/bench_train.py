@@ -21,18 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WORK, cube, peak_rss_mb, run_child, save
 
 
-def store_path(size: int = 4000) -> Path:
-    path = WORK / f"patches_train_{size}.zarr"
+def store_path(size: int = 4000, per_class: int = 30) -> Path:
+    path = WORK / f"patches_train_{size}_{per_class}.zarr"
     if not path.exists():
         from kerinci_xr.api import sample
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sample(cube(size), out=path, per_class=30, patch=128, seed=0, fractions=(0.85, 0.15, 0.0))
+            sample(cube(size), out=path, per_class=per_class, patch=128, seed=0, fractions=(0.85, 0.15, 0.0))
     return path
 
 
-def child(case: str, device: str, batch: int, epochs: int, size: int) -> dict:
+def child(case: str, device: str, batch: int, epochs: int, size: int, per_class: int) -> dict:
     import torch
 
     from kerinci_xr.model import pick_device
@@ -43,7 +43,7 @@ def child(case: str, device: str, batch: int, epochs: int, size: int) -> dict:
     if case == "project":
         target = WORK / f"bench_model_{dev.type}.pt"
         res = fit(
-            store_path(size),
+            store_path(size, per_class),
             target,
             config=TrainConfig(epochs=epochs, batch_size=batch, device=device),
             overwrite=True,
@@ -61,7 +61,7 @@ def child(case: str, device: str, batch: int, epochs: int, size: int) -> dict:
 
         from kerinci_xr.model import UNetConfig, build_unet
 
-        ds = xr.open_zarr(store_path(size), consolidated=False)
+        ds = xr.open_zarr(store_path(size, per_class), consolidated=False)
         ds = ds.isel(patch=ds["split"].values == "train")
         dims = {"band": ds.sizes["band"], "y": 128, "x": 128}
         xg = xbatcher.BatchGenerator(ds["image"].fillna(0), input_dims=dims, batch_dims={"patch": batch})
@@ -106,14 +106,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=4000, help="edge of the scene the patches come from")
+    ap.add_argument("--per-class", type=int, default=30, help="training patches per class")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.case, args.device, args.batch_size, args.epochs, args.size)))
+        print(
+            json.dumps(child(args.case, args.device, args.batch_size, args.epochs, args.size, args.per_class))
+        )
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    store_path(args.size)
+    store_path(args.size, args.per_class)
     common = ["--device", args.device, "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
-    common += ["--size", str(args.size)]
+    common += ["--size", str(args.size), "--per-class", str(args.per_class)]
     rows = {c: run_child(Path(__file__), "--case", c, *common) for c in ("project", "xbatcher")}
     for c, r in rows.items():
         print(

@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numpy.typing import ArrayLike
 
 from ._hashing import hash_u64
 from .cluster import compute
@@ -243,7 +244,7 @@ def _block_candidates(block: np.ndarray, r0: int, c0: int, caps: np.ndarray, see
 
 def draw_stratified(
     classes: xr.DataArray,
-    per_stratum: Sequence[int] | Callable[[np.ndarray], Sequence[int]],
+    per_stratum: ArrayLike | Callable[[np.ndarray], ArrayLike],
     *,
     seed: int = 0,
     max_units: int | None = None,

@@ -40,3 +40,54 @@ def _function(stage: Stage) -> Callable[..., dict[str, Any]]:
 
 
 globals().update({name.replace("-", "_"): _function(stage) for name, stage in STAGES.items()})
+
+
+def _annotation(tp: Any) -> str:
+    """A type as stub source text (``str | None``, ``Literal['a', 'b']``, ``tuple[str, ...]``)."""
+    text = inspect.formatannotation(tp)
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def stub_text() -> str:
+    """The source of ``api.pyi``: every generated stage function with its real signature, so
+    type checkers and editors see the options (``python -m kerinci_xr.api`` rewrites the file)."""
+    lines = [
+        '"""Signatures of the generated stage functions (written by ``python -m kerinci_xr.api``)."""',
+        "",
+        "import os",
+        "from collections.abc import Callable, Sequence",
+        "from typing import Any, Literal",
+        "",
+        "PathLike = str | os.PathLike[str]",
+        "",
+        f"__all__ = {__all__!r}",
+        "",
+    ]
+    for name, stage in STAGES.items():
+        sig = inspect.signature(globals()[name.replace("-", "_")])
+        paths = {s.name for s in stage.specs if s.meta.get("io")}
+        params, star = [], False
+        for p in sig.parameters.values():
+            if p.kind is p.KEYWORD_ONLY and not star:
+                params.append("*")
+                star = True
+            annotation = _annotation(p.annotation)
+            if p.name in paths:  # a location: a str or a path (several where the option takes a list)
+                many = annotation.startswith("tuple[")
+                annotation = "PathLike | Sequence[PathLike]" if many else "PathLike"
+                annotation += " | None" if p.default is None else ""
+            annotation = {"echo": "Callable[[str], Any] | None", "progress": "bool"}.get(p.name, annotation)
+            default = "" if p.default is p.empty else " = ..."
+            params.append(f"{p.name}: {annotation}{default}")
+        lines += [
+            f"def {name.replace('-', '_')}({', '.join(params)}) -> dict[str, Any]:",
+            f'    """{stage.help[0].upper()}{stage.help[1:]}."""',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    Path(__file__).with_suffix(".pyi").write_text(stub_text(), encoding="utf-8")

@@ -148,10 +148,10 @@ def transition_legend(matrix: ChangeMatrix) -> Legend:
     n1 = lg.n_classes + 1
     i, j = np.nonzero(matrix.pixels)
     return Legend(
-        values=[int(a * n1 + b) for a, b in zip(i, j, strict=True)],
-        labels=[f"{lg.name_of(int(a))} -> {lg.name_of(int(b))}" for a, b in zip(i, j, strict=True)],
-        palette=[
+        values=tuple(int(a * n1 + b) for a, b in zip(i, j, strict=True)),
+        labels=tuple(f"{lg.name_of(int(a))} -> {lg.name_of(int(b))}" for a, b in zip(i, j, strict=True)),
+        palette=tuple(
             _lighter(lg.colors[b - 1]) if a == b else lg.palette[b - 1] for a, b in zip(i, j, strict=True)
-        ],
+        ),
         source="transitions",
     )

@@ -69,7 +69,7 @@ def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks, select=None) ->
 
 
 def build_cube(
-    image: str | Path | xr.DataArray,
+    image: str | Path | tuple[Path, ...] | xr.DataArray,
     labels: str | Path | xr.DataArray | None = None,
     *,
     legend: Legend | None = None,
@@ -557,7 +557,7 @@ def file_date(path: str | Path | tuple[Path, ...]) -> str | None:
 
 
 def build_series(
-    images: Sequence[str | Path],
+    images: Sequence[str | Path | tuple[Path, ...]],
     *,
     dates: Sequence[str] | None = None,
     labels: Sequence[str | Path] | None = None,

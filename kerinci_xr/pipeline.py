@@ -233,7 +233,7 @@ def run_pipeline(
     if isinstance(config, (str, Path)):
         (raw, base), source = load_pipeline(config), str(config)
     else:
-        raw, base, source = config, Path.cwd(), "<config>"
+        raw, base, source = dict(config), Path.cwd(), "<config>"
     steps, root = plan(raw, base=base, out_dir=out_dir, source=source)
     written = {p for step in steps for p in flat(step.stage.products(step.options))}
     for step in steps:

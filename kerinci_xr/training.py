@@ -7,6 +7,7 @@ on CUDA. Same seed, same weights on CPU; ``resume`` continues exactly where the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -136,7 +137,8 @@ class TrainResult:
 def history_paths(out: str | Path) -> tuple[Path, Path, Path]:
     """``<stem>.last.pt``, ``<stem>.history.csv`` and ``<stem>.history.json`` beside a checkpoint."""
     out = Path(out)
-    return tuple(out.with_name(out.stem + suffix) for suffix in (".last.pt", ".history.csv", ".history.json"))
+    last, csv, js = (out.with_name(out.stem + s) for s in (".last.pt", ".history.csv", ".history.json"))
+    return last, csv, js
 
 
 # ---- loss and evaluation -----------------------------------------------------------------
@@ -395,11 +397,11 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
     model = UNet(mcfg).to(device)
-    loader = dict(batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.loader_workers)
-    train_loader = make_loader(
-        store, split="train", augment=cfg.augment, pin_memory=device.type == "cuda", **loader
+    loader = functools.partial(
+        make_loader, store, batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.loader_workers
     )
-    val_loader = make_loader(store, split="val", **loader) if (splits == "val").any() else None
+    train_loader = loader(split="train", augment=cfg.augment, pin_memory=device.type == "cuda")
+    val_loader = loader(split="val") if (splits == "val").any() else None
     steps = len(train_loader) * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = (

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import kerinci_xr as kx
+from kerinci_xr import api
 from kerinci_xr.cli import build_parser, stage_values
 from kerinci_xr.pipeline import plan
-from kerinci_xr.stages import STAGES
+from kerinci_xr.stages import STAGES, Stage
 
 from .conftest import ROOT
 
@@ -27,7 +28,8 @@ def _other(spec):
         n = spec.meta.get("length") or 2
         if spec.item is float:
             return tuple(spec.item(v) for v in (0.25, 0.5, 0.25)[:n])
-        return (3, 4) if spec.item is int else ("A", "B")
+        lo = int(spec.meta.get("ge") or 0)  # within the option's bounds
+        return (lo + 3, lo + 4) if spec.item is int else ("A", "B")
     if spec.base is bool:
         return not spec.default
     if spec.base is int:
@@ -58,7 +60,7 @@ def _required(stage):
 
 
 @pytest.mark.parametrize(("stage", "spec"), CASES, ids=[f"{st.name}.{sp.name}" for st, sp in CASES])
-def test_option__settable_from_cli_toml_and_python_with_one_default(stage, spec, tmp_path):
+def test_option__settable_from_cli_toml_and_python_with_one_default(stage, spec, tmp_path, monkeypatch):
     value = _other(spec)
     parser = build_parser()
     # defaults: the CLI's and the Python API's equal the declaration's
@@ -74,8 +76,12 @@ def test_option__settable_from_cli_toml_and_python_with_one_default(stage, spec,
     opts = stage.make(stage_values(stage, ns), where="")
     got = getattr(opts, spec.name)
     assert got == value
-    # set from Python (the options the API call builds)
-    assert getattr(stage.make(_required(stage) | {spec.name: value}, where=""), spec.name) == value
+    # set from Python: the generated function, called with the value, runs the stage with it
+    ran = []
+    monkeypatch.setattr(Stage, "execute", lambda self, opts, ctx=None, **kw: ran.append(opts) or {})
+    getattr(api, stage.name.replace("-", "_"))(**(_required(stage) | {spec.name: value}))
+    assert [getattr(o, spec.name) for o in ran] == [value]
+    monkeypatch.undo()
     # set from a pipeline file (paths resolved against its folder or the run folder)
     if not spec.meta.get("pipeline", True):
         assert spec.name == "overwrite"  # the runner sets it: a rerun replaces what it wrote
@@ -194,3 +200,11 @@ def test_library_defaults__equal_the_stage_defaults():
                 if default != declared[option]:
                     drifts.append(f"{target}({param}={default!r}) vs {name} --{option} {declared[option]!r}")
     assert drifts == []
+
+
+def test_api_stub__is_the_one_the_declarations_generate():
+    from kerinci_xr import api
+
+    stub = Path(api.__file__).with_suffix(".pyi")
+    assert stub.read_text(encoding="utf-8") == api.stub_text(), "run: python -m kerinci_xr.api"
+    assert "def predict(cube: PathLike, *," in stub.read_text() and "chunk: int = ..." in stub.read_text()

@@ -86,7 +86,7 @@ def _maps(o: ChangeOptions) -> tuple[list[xr.DataArray], list[Any], Legend, list
         if pick[0] == pick[1]:
             raise InvalidInputError(f"{o.map_a}: the two dates are the same ({pick[0]}).")
         maps = [first.sel(time=d).drop_vars("time") for d in pick]
-        conf = (
+        conf: list[Any] = (
             [open_prediction(o.map_a, all_dates=True)["confidence"].sel(time=d) for d in pick]
             if o.min_confidence
             else [None] * 2
@@ -102,7 +102,7 @@ def _maps(o: ChangeOptions) -> tuple[list[xr.DataArray], list[Any], Legend, list
             f"{o.map_b}: expected the legend of {o.map_a} (codes {list(legend.values)}), found codes "
             f"{list(legend_b.values)}. Fix: compare maps predicted with one legend."
         )
-    conf: list[Any] = [None, None]
+    conf = [None, None]
     if o.min_confidence is not None:
         for k, path in enumerate((o.map_a, o.map_b)):
             if not Path(path).is_dir():

@@ -78,7 +78,7 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
                 if classes.chunks is None
                 else classes.chunks
             )
-            ids = classes.copy(data=rasterize_reference(feats, chunks)[1])
+            ids = classes.copy(data=rasterize_reference(feats, (chunks[0], chunks[1]))[1])
         layout = stored_layout(o.patches, shape) if o.patches else None
         report = evaluate_features(
             classes, feats.table, legend, reference_id=ids, rule=o.polygon_rule, layout=layout

@@ -94,7 +94,7 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     cube = open_cube(o.cube)
     dates = dates_of(cube)
     stacked = any("/" in str(b) for b in load_checkpoint(o.model)["bands"])  # trained on dates as channels
-    temporal = "stack" if stacked else "date"
+    temporal: Literal["date", "stack"] = "stack" if stacked else "date"
     if o.all_dates and (not dates or stacked):
         raise InvalidInputError(
             f"--all-dates: needs a cube of several dates and a model of one date's bands; "
@@ -104,15 +104,20 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     if o.metrics is not None and "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: metrics need labels, and the cube has none.")
     layout = stored_layout(o.patches, (ds.sizes["y"], ds.sizes["x"])) if o.patches is not None else None
-    run_kw = {"chunk": o.chunk, "device": o.device, "probabilities": o.probabilities, "tile": o.tile}
+
+    def predict(view: xr.Dataset) -> xr.Dataset:
+        return predict_scene(
+            view, o.model, chunk=o.chunk, device=o.device, probabilities=o.probabilities, tile=o.tile
+        )
+
     if o.all_dates:
-        maps = [predict_scene(cube_view(cube, date=d), o.model, **run_kw) for d in dates]
+        maps = [predict(cube_view(cube, date=d)) for d in dates]
         pred = xr.concat(maps, dim=pd.Index(np.array(dates, dtype="datetime64[ns]"), name="time")).chunk(
             {"time": 1}
         )
         pred.attrs = maps[0].attrs | {"dates": json.dumps(dates), "labels_date": ds.attrs.get("date", "")}
     else:
-        pred = predict_scene(ds, o.model, **run_kw)
+        pred = predict(ds)
         pred.attrs["date"] = ds.attrs.get("date", "")
     pred.attrs["cube"] = str(o.cube)
     write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,43 +82,42 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
     legend = read_legend(o.legend) if o.legend is not None else None
     if o.labels is not None and legend is None:
         raise InvalidInputError("--labels given without --legend. Fix: pass the lc.json legend.")
-    kw = {
-        "legend": legend,
-        "bands": o.bands,
-        "radar_bands": o.radar_bands,
-        "scale": o.scale,
-        "offset": o.offset,
-        "nodata": o.nodata,
-        "radar_scale": o.radar_scale,
-        "align_labels": o.align_labels,
-        "chunks": o.chunk,
-        "sensor": o.sensor,
-        "select": o.select,
-        "roles": o.band_roles,
-        "label_field": o.label_field,
-        "strict": o.strict,
-    }
+    build = functools.partial(  # what every date is built with
+        build_cube,
+        legend=legend,
+        bands=o.bands,
+        radar_bands=o.radar_bands,
+        scale=o.scale,
+        offset=o.offset,
+        nodata=o.nodata,
+        radar_scale=o.radar_scale,
+        align_labels=o.align_labels,
+        chunks=o.chunk,
+        sensor=o.sensor,
+        select=o.select,
+        roles=o.band_roles,
+        label_field=o.label_field,
+        strict=o.strict,
+    )
     images = expand_images(o.image)  # a glob, or consecutive Earth Engine tiles, is one mosaic
     if len(images) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
         if o.radar is not None and len(o.radar) != 1:
             raise InvalidInputError(f"radar: one image takes one radar file, found {len(o.radar)}.")
         if o.labels is not None and len(o.labels) != 1:
             raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
-        ds = build_cube(
-            images[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None, **kw
-        )
+        ds = build(images[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None)
     else:
         ds = build_series(
-            images, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **kw
+            images, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **build.keywords
         )
     unknown: dict[int, int] = {}
     if "reference_id" in ds:
         ctx.echo(_reference_summary(ds))
-    for path in [p for p in o.labels or () if not is_vector(p)]:
+    for path in [p for p in o.labels or () if not is_vector(p) and legend is not None]:
         raw = open_raster(path, chunks=o.chunk)
         unknown |= check_label_codes(
             label_code_counts(raw, source=path),
-            legend,
+            legend,  # type: ignore[arg-type]  # (given whenever labels are: refused above otherwise)
             nodata=raw.attrs.get("nodata"),
             strict=o.strict,
             source=path,

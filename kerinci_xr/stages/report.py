@@ -50,7 +50,8 @@ def _from_run(o: ReportOptions) -> ReportOptions:
         )
     found = {k: v for st in record.values() for k, v in st.get("products", {}).items()}
     kinds = {s.name: s.meta["kind"] for s in STAGE.specs if s.meta.get("io") == "in"}
-    return replace(o, **{k: found.get(kind) for k, kind in kinds.items() if getattr(o, k) is None})
+    filled: dict[str, Any] = {k: found.get(kind) for k, kind in kinds.items() if getattr(o, k) is None}
+    return replace(o, **filled)
 
 
 def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:

@@ -48,11 +48,20 @@ def _files(o: SynthOptions) -> dict[str, Path]:
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
-    kw = {"height": o.height, "width": o.width, "seed": o.seed, "radar": o.radar, "overwrite": o.overwrite}
     if o.years:
-        make_kerinci_series(o.out, list(o.years), **kw)
+        make_kerinci_series(
+            o.out,
+            list(o.years),
+            height=o.height,
+            width=o.width,
+            seed=o.seed,
+            radar=o.radar,
+            overwrite=o.overwrite,
+        )
     else:
-        make_kerinci_scene(o.out, **kw)
+        make_kerinci_scene(
+            o.out, height=o.height, width=o.width, seed=o.seed, radar=o.radar, overwrite=o.overwrite
+        )
     return _files(o)
 
 

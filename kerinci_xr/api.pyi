@@ -1,0 +1,54 @@
+"""Signatures of the generated stage functions (written by ``python -m kerinci_xr.api``)."""
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+PathLike = str | os.PathLike[str]
+
+__all__ = ['assess', 'change', 'crossval', 'design_sample', 'evaluate', 'export', 'info', 'map', 'predict', 'prepare', 'quicklook', 'report', 'sample', 'synth', 'train']
+
+def synth(out: PathLike, *, height: int = ..., width: int = ..., seed: int = ..., radar: bool = ..., years: tuple[int, ...] | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Write a Kerinci-like scene (Landsat, PALSAR, labels, lc.json)."""
+
+def prepare(image: PathLike | Sequence[PathLike], *, workers: int | None = ..., scheduler: str | None = ..., dates: tuple[str, ...] | None = ..., labels: PathLike | Sequence[PathLike] | None = ..., label_field: str = ..., labels_date: str | None = ..., legend: PathLike | None = ..., radar: PathLike | Sequence[PathLike] | None = ..., bands: tuple[str, ...] | None = ..., select: tuple[str, ...] | None = ..., band_roles: tuple[str, ...] | None = ..., radar_bands: tuple[str, ...] = ..., scale: float = ..., offset: float = ..., nodata: float | None = ..., radar_scale: float = ..., chunk: int = ..., sensor: Literal['auto', 'landsat8', 'landsat7', 'sentinel2'] = ..., align_labels: bool = ..., strict: bool = ..., zarr_format: Literal[2, 3] = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Build the analysis-ready Zarr cube from imagery, labels and radar."""
+
+def info(cube: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., json: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Grid, bands, class pixel counts and hectares of a cube."""
+
+def quicklook(cube: PathLike, *, out: PathLike, band_roles: tuple[str, ...] | None = ..., max_size: int = ..., percentiles: tuple[float, ...] = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """False-colour and class-map PNGs of a cube."""
+
+def sample(cube: PathLike, *, per_class: int = ..., patch: int = ..., max_nodata: float = ..., block: int | None = ..., buffer: int = ..., date: str | None = ..., temporal: Literal['date', 'stack'] = ..., workers: int | None = ..., scheduler: str | None = ..., seed: int = ..., fractions: tuple[float, ...] = ..., split_by: Literal['auto', 'labels', 'area'] = ..., out: PathLike, manifest: PathLike | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Draw N patches per class in spatial splits into a Zarr patch store."""
+
+def train(patches: PathLike, *, epochs: int = ..., batch_size: int = ..., lr: float = ..., weight_decay: float = ..., class_weights: Literal['none', 'inverse', 'inverse_sqrt'] = ..., dice: float = ..., patience: int = ..., seed: int = ..., device: str = ..., amp: bool = ..., loader_workers: int = ..., augment: bool = ..., depth: int = ..., base: int = ..., norm: Literal['batch', 'group', 'instance', 'none'] = ..., dropout: float = ..., out: PathLike, resume: bool = ..., until_epoch: int | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Train the U-Net on a patch store (validation each epoch)."""
+
+def crossval(cube: PathLike, *, per_class: int = ..., patch: int = ..., max_nodata: float = ..., block: int | None = ..., buffer: int = ..., date: str | None = ..., temporal: Literal['date', 'stack'] = ..., epochs: int = ..., batch_size: int = ..., lr: float = ..., weight_decay: float = ..., class_weights: Literal['none', 'inverse', 'inverse_sqrt'] = ..., dice: float = ..., patience: int = ..., seed: int = ..., device: str = ..., amp: bool = ..., loader_workers: int = ..., augment: bool = ..., depth: int = ..., base: int = ..., norm: Literal['batch', 'group', 'instance', 'none'] = ..., dropout: float = ..., folds: int = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Spatial k-fold cross-validation: train and test the U-Net once per fold."""
+
+def evaluate(source: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., model: PathLike | None = ..., cube: PathLike | None = ..., reference: PathLike | None = ..., label_field: str = ..., polygon_rule: Literal['majority', 'pixels'] = ..., patches: PathLike | None = ..., split: Literal['train', 'val', 'test'] = ..., device: str = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Accuracy of a model on a patch store split, or of a map against the cube or a reference file."""
+
+def predict(cube: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., model: PathLike, patches: PathLike | None = ..., out: PathLike, cog: PathLike | None = ..., areas: PathLike | None = ..., metrics: PathLike | None = ..., zarr_format: Literal[2, 3] = ..., cog_values: Literal['ids', 'codes'] = ..., chunk: int = ..., tile: int | None = ..., device: str = ..., probabilities: bool = ..., date: str | None = ..., all_dates: bool = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Predict a whole cube: prediction.zarr, COG, class areas, metrics."""
+
+def change(map_a: PathLike, map_b: PathLike | None = ..., *, workers: int | None = ..., scheduler: str | None = ..., from_date: str | None = ..., to_date: str | None = ..., min_confidence: float | None = ..., out: PathLike, cog: PathLike | None = ..., transitions: PathLike | None = ..., summary: PathLike | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """From-to map, transition matrix and gross/net change between two class maps."""
+
+def design_sample(map: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., n: int = ..., min_per_class: int = ..., allocation: Literal['proportional', 'equal', 'neyman'] = ..., expected_ua: tuple[str, ...] | None = ..., target_se: float | None = ..., seed: int = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """A stratified random sample of a map's pixels, for accuracy and area estimation."""
+
+def assess(map: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., reference: PathLike, label_field: str = ..., truth: PathLike | None = ..., out: PathLike, csv: PathLike | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014)."""
+
+def map(cube: PathLike, *, prediction: PathLike | None = ..., patches: PathLike | None = ..., band_roles: tuple[str, ...] | None = ..., max_size: int = ..., out: PathLike, png: PathLike | None = ..., overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Interactive linked maps of a cube (and prediction) as standalone HTML."""
+
+def report(run_dir: str | None = ..., *, cube: PathLike | None = ..., prediction: PathLike | None = ..., patches: PathLike | None = ..., metrics: PathLike | None = ..., scene_metrics: PathLike | None = ..., areas: PathLike | None = ..., history: PathLike | None = ..., change: PathLike | None = ..., change_summary: PathLike | None = ..., assessment: PathLike | None = ..., max_size: int = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """One HTML page for a run: maps, accuracy, areas, training."""
+
+def export(cube: PathLike, *, workers: int | None = ..., scheduler: str | None = ..., bands: tuple[str, ...] | None = ..., date: str | None = ..., out: PathLike, overwrite: bool = ..., progress: bool = ..., echo: Callable[[str], Any] | None = ...) -> dict[str, Any]:
+    """Write a cube's imagery as a Cloud-Optimised GeoTIFF with its band names."""
