@@ -163,7 +163,7 @@ def test_python_dash_m__help_for_every_command():
 
 def test_info__not_a_cube(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
-    assert "expected a Zarr cube" in capsys.readouterr().err
+    assert "expected a cube written by kerinci-xr prepare" in capsys.readouterr().err
 
 
 def test_sample__cli_writes_store_and_manifest(tmp_path, small_scene, capsys):
