@@ -19,7 +19,7 @@ import torch
 from ._outputs import write_atomic
 from ._products import Kind, locate
 from .errors import CheckpointError
-from .legend import Legend
+from .legend import Legend, legend_of
 from .model import UNet, UNetConfig
 
 __all__ = [
@@ -144,7 +144,7 @@ def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend |
             f"{list(bands)}. Fix: prepare the data with the same bands, or train a new model."
         )
     if legend is not None:
-        mine = Legend.from_dict(ckpt["legend"])
+        mine = legend_of(ckpt)
         if mine.values != legend.values:
             raise CheckpointError(
                 f"{source}: the model was trained for classes {list(mine.values)}, the data's legend "

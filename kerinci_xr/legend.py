@@ -6,18 +6,20 @@ The legend is the single source of truth for the label remap (``lut``), the loss
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._outputs import write_text
 from .errors import InputFileNotFoundError, LegendError
 
-__all__ = ["NODATA_ID", "Legend", "read_legend"]
+__all__ = ["NODATA_ID", "Legend", "legend_of", "read_legend"]
 
 #: Training id of nodata / ignored pixels; real classes are 1..N.
 NODATA_ID = 0
@@ -158,7 +160,12 @@ class Legend:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "<attrs>") -> Legend:
-        """Parse the ``lc.json`` structure from a JSON string."""
+        """Parse the ``lc.json`` structure from a JSON string; each text is parsed once (a legend
+        is immutable, so every product and stage that carries the same text shares one object)."""
+        return _parsed(cls, text, source)
+
+    @classmethod
+    def _from_json(cls, text: str, source: str) -> Legend:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -197,6 +204,30 @@ class Legend:
     def write(self, path: str | Path) -> Path:
         """Write the legend as ``lc.json``, atomically."""
         return write_text(path, self.to_text())
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(cls: type[Legend], text: str, source: str) -> Legend:
+    return cls._from_json(text, source)
+
+
+def legend_of(obj: Any, *, key: str = "legend") -> Legend:
+    """The legend a product carries, parsed once: a Dataset or DataArray (its ``key`` attribute),
+    a checkpoint (its ``key`` entry), a JSON text, or a :class:`Legend` itself."""
+    if isinstance(obj, Legend):
+        return obj
+    if isinstance(obj, str):
+        return Legend.from_json(obj)
+    attrs = getattr(obj, "attrs", None)
+    value = attrs.get(key) if attrs is not None else obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(value, dict):
+        value = json.dumps(value, separators=(",", ":"))
+    if not value:
+        raise LegendError(
+            f"expected a product that carries its legend (a {key!r} attribute), found none. "
+            "Fix: pass the product kerinci-xr wrote (a cube with labels, a prediction, a checkpoint)."
+        )
+    return Legend.from_json(value, source=f"{key} of the product")
 
 
 def _validate(values: Sequence, labels: Sequence, palette: Sequence, source: str) -> None:

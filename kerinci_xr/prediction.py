@@ -31,7 +31,7 @@ from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_m
 from .cube import open_store
 from .errors import InvalidInputError
 from .io import open_raster
-from .legend import Legend
+from .legend import Legend, legend_of
 from .model import UNetConfig, pick_device
 from .preprocess import remap_labels
 
@@ -237,10 +237,10 @@ def predict_scene(
             f"{checkpoint}: the model needs bands {missing} that the cube lacks (it has {have}). "
             "Fix: prepare the cube with those bands, or use a model trained on these."
         )
-    legend = Legend.from_dict(ckpt["legend"])
+    legend = legend_of(ckpt)
     if cube.attrs.get("legend"):
         check_compatible(
-            ckpt, bands=bands, legend=Legend.from_json(cube.attrs["legend"]), source=str(checkpoint)
+            ckpt, bands=bands, legend=legend_of(cube), source=str(checkpoint)
         )
     config = UNetConfig.from_dict(ckpt["model_config"])
     mult, margin = config.multiple, margin_for(config)
@@ -338,12 +338,12 @@ def open_class_map(
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff") and (path / "transition").exists():
         codes = open_store(path, Kind.CHANGE, require="transition")["transition"]
-        tl = Legend.from_json(codes.attrs["transition_legend"], source=str(path))
+        tl = legend_of(codes, key="transition_legend")
         ids = remap_labels(codes, tl)  # transition codes -> ids 1..K, as label codes are remapped
         return ids.rio.write_crs(codes.rio.crs).rio.write_transform(codes.rio.transform()), tl
     if path.suffix.lower() not in (".tif", ".tiff"):
         pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]
-        return pred, Legend.from_json(pred.attrs["legend"], source=str(path))
+        return pred, legend_of(pred)
     import rasterio
 
     classes = open_raster(locate(path, Kind.COG)).isel(band=0, drop=True)

@@ -30,7 +30,7 @@ from .batching import make_loader
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
 from .cluster import live_progress
 from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError, TrainingDivergedError
-from .legend import Legend
+from .legend import Legend, legend_of
 from .metrics import accuracy_report, confusion_matrix
 from .model import Norm, UNet, UNetConfig, pick_device
 from .patches import open_patches
@@ -368,7 +368,7 @@ def fit(
 def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> _Run:
     """Check the store, build the model, loaders, optimiser and schedule (seeded)."""
     ds = open_patches(store)
-    legend = Legend.from_json(ds.attrs["legend"])
+    legend = legend_of(ds)
     bands = [str(b) for b in ds["band"].values]
     splits = np.asarray(ds["split"].values, dtype=object)
     if not (splits == "train").any():
@@ -580,7 +580,7 @@ def evaluate_store(
     Inputs are normalised with the statistics the model was trained with, not the store's own.
     """
     ds = open_patches(store)
-    legend = Legend.from_json(ds.attrs["legend"])
+    legend = legend_of(ds)
     ckpt = load_checkpoint(checkpoint)
     check_compatible(ckpt, bands=[str(b) for b in ds["band"].values], legend=legend, source=str(checkpoint))
     dev = pick_device(device)

@@ -13,7 +13,7 @@ import xarray as xr
 from ._outputs import write_atomic, write_text
 from ._products import Kind, locate, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
-from .legend import Legend
+from .legend import Legend, legend_of
 from .patches import manifest_of, open_patches
 from .prediction import open_class_map, open_prediction
 from .preprocess import false_colour, parse_band_roles
@@ -356,14 +356,14 @@ def scene_maps(
     max_size: int = 1000,
 ):
     """Linked panels of a scene: composite, labels, prediction, errors, sampled windows."""
-    legend = Legend.from_json(cube.attrs["legend"]) if cube.attrs.get("legend") else None
+    legend = legend_of(cube) if cube.attrs.get("legend") else None
     panels = []
     fc = false_colour_map(cube["image"], max_size=max_size, roles=roles_of(cube))
     panels.append(fc)
     if "labels" in cube and legend is not None:
         panels.append(class_map(cube["labels"], cube_legend(cube), title="labels", max_size=max_size))
     if prediction is not None:
-        plg = legend or Legend.from_json(prediction.attrs["legend"])
+        plg = legend or legend_of(prediction)
         panels.append(class_map(prediction, plg, title="prediction", max_size=max_size))
         if "labels" in cube:
             panels.append(error_map(cube["labels"], prediction, max_size=max_size))
@@ -548,7 +548,7 @@ def _change_parts(
 
     hv = _hv()
     store = open_store(change, Kind.CHANGE, require="transition")
-    legend = Legend.from_json(store.attrs["legend"])
+    legend = legend_of(store)
     ids, tl = open_class_map(change)
     panels = []
     if prediction is not None:

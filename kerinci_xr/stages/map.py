@@ -11,7 +11,7 @@ from .._options import option
 from .._outputs import check_output
 from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
-from ..legend import Legend
+from ..legend import legend_of
 from ..patches import open_patches
 from ..prediction import open_prediction
 from ..viz import class_map_png, error_png, false_colour_png, roles_of, save_html, scene_maps
@@ -66,7 +66,7 @@ def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
         if "labels" in ds and legend is not None:
             written["labels_png"] = class_map_png(ds["labels"], legend, folder / "labels.png", max_size=size)
         if pred is not None:
-            plg = legend or Legend.from_json(pred.attrs["legend"])
+            plg = legend or legend_of(pred)
             written["prediction_png"] = class_map_png(pred, plg, folder / "prediction.png", max_size=size)
             if "labels" in ds:
                 written["errors_png"] = error_png(ds["labels"], pred, folder / "errors.png", max_size=size)

@@ -18,7 +18,7 @@ from ..checkpoint import load_checkpoint
 from ..cube import cube_legend, cube_view, dates_of, open_cube, write_cube
 from ..errors import InvalidInputError
 from ..io import write_cog
-from ..legend import Legend
+from ..legend import legend_of
 from ..metrics import area_table, evaluate_prediction, write_report
 from ..patches import stored_layout
 from ..prediction import PREDICT_CHUNK, open_prediction, predict_scene
@@ -122,7 +122,7 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     pred.attrs["cube"] = str(o.cube)
     write_cube(pred, o.out, overwrite=o.overwrite, progress=ctx.progress, zarr_format=o.zarr_format)
     stored = open_prediction(o.out)["classes"]
-    legend = Legend.from_json(stored.attrs["legend"])
+    legend = legend_of(stored)
     if o.cog is not None:
         write_cog(stored, o.cog, legend=legend, values=o.cog_values, overwrite=o.overwrite)
     labels = ds["labels"] if "labels" in ds else None
