@@ -239,9 +239,7 @@ def predict_scene(
         )
     legend = legend_of(ckpt)
     if cube.attrs.get("legend"):
-        check_compatible(
-            ckpt, bands=bands, legend=legend_of(cube), source=str(checkpoint)
-        )
+        check_compatible(ckpt, bands=bands, legend=legend_of(cube), source=str(checkpoint))
     config = UNetConfig.from_dict(ckpt["model_config"])
     mult, margin = config.multiple, margin_for(config)
     if tile is not None and not (tile == 0 or tile >= mult):
