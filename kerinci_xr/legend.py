@@ -162,7 +162,7 @@ class Legend:
     def from_json(cls, text: str, *, source: str = "<attrs>") -> Legend:
         """Parse the ``lc.json`` structure from a JSON string; each text is parsed once (a legend
         is immutable, so every product and stage that carries the same text shares one object)."""
-        return _parsed(cls, text, source)
+        return _parsed(text, source)
 
     @classmethod
     def _from_json(cls, text: str, source: str) -> Legend:
@@ -207,8 +207,8 @@ class Legend:
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed(cls: type[Legend], text: str, source: str) -> Legend:
-    return cls._from_json(text, source)
+def _parsed(text: str, source: str) -> Legend:
+    return Legend._from_json(text, source)
 
 
 def legend_of(obj: Any, *, key: str = "legend") -> Legend:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kerinci_xr.api import prepare, sample
+from kerinci_xr.api import sample
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.patches import open_patches
 from kerinci_xr.sampling import read_manifest
@@ -58,14 +60,8 @@ KILLER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def cube(small_scene, tmp_path_factory):
-    return prepare(
-        small_scene.landsat,
-        labels=small_scene.labels,
-        legend=small_scene.legend,
-        chunk=64,
-        out=tmp_path_factory.mktemp("rel") / "cube.zarr",
-    )["cube"]
+def cube(small_run):
+    return small_run["cube"]  # the shared cube of the small scene (64-px chunks), only read here
 
 
 def _sample(cube, folder, seed):
@@ -256,14 +252,8 @@ def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
     assert "Traceback" not in r.stderr and not out.exists() and _hidden(tmp_path) == []
 
 
-def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_scene, tmp_path):
-    cube = prepare(
-        small_scene.landsat,
-        labels=small_scene.labels,
-        legend=small_scene.legend,
-        chunk=64,
-        out=tmp_path / "cube.zarr",
-    )["cube"]
+def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_run, tmp_path):
+    cube = Path(shutil.copytree(small_run["cube"], tmp_path / "cube.zarr"))  # a copy to damage
     with open(cube / "image" / "0.1.1", "r+b") as f:
         f.seek(20)
         f.write(b"garbage" * 30)
