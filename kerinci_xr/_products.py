@@ -62,7 +62,6 @@ class Kind(StrEnum):
     MAP_PNGS = "map_pngs"
     REPORT = "report"
     IMAGE_COG = "image_cog"
-    REFERENCE = "reference"
 
 
 Shape = Literal["file", "store", "folder"]
@@ -132,7 +131,6 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.MAP_PNGS: Product("map PNG folder", "folder", "kerinci-xr map --png"),
     Kind.REPORT: Product("report page", "file", "kerinci-xr report"),
     Kind.IMAGE_COG: Product("image COG", "file", "kerinci-xr export"),
-    Kind.REFERENCE: Product("reference points or polygons"),
 }
 
 _TAGGED = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<tag>\d{4})$")
