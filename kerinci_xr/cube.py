@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,33 +146,13 @@ def build_cube(
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
     _check_nodata(nodata, raw, "--nodata")
     optical = scale_values(raw, scale=scale, offset=offset, nodata=nodata)
-    parts = [optical]
     inputs: dict[str, Any] = {"image": str(raw.attrs.get("source", "<memory>"))}
+    img = optical
     if radar is not None:
-        rraw = _as_raster(radar, bands=None, chunks=chunks)
-        _check_overlap(raw, rraw, "radar")
-        _check_nodata(radar_nodata, rraw, "radar nodata")
-        if (
-            radar_bands is not None
-            and not isinstance(radar, xr.DataArray)
-            and len(radar_bands) == rraw.sizes["band"]
-            and all(b.startswith("band_") for b in rraw["band"].values)
-        ):
-            rraw = rraw.assign_coords(band=list(radar_bands))
-        rdb = scale_values(rraw, scale=radar_scale, offset=0.0, nodata=radar_nodata)
-        if kio.grid_differences(raw, rdb):
-            rdb = kio.align_to(rdb, optical, resampling="bilinear")
-        else:
-            rdb = rdb.assign_coords(y=optical["y"], x=optical["x"])
-        clash = set(rdb["band"].values) & set(optical["band"].values)
-        if clash:
-            raise InvalidInputError(
-                f"radar band names {sorted(clash)} clash with optical band names. "
-                "Fix: rename the radar bands (--radar-bands; radar_bands=... in Python)."
-            )
-        parts.append(rdb.chunk(chunks))
-        inputs["radar"] = str(rraw.attrs.get("source", "<memory>"))
-    img = xr.concat(parts, dim="band", combine_attrs="drop") if len(parts) > 1 else optical
+        rdb, inputs["radar"] = _radar_layer(
+            radar, raw, optical, bands=radar_bands, scale=radar_scale, nodata=radar_nodata, chunks=chunks
+        )
+        img = xr.concat([optical, rdb], dim="band", combine_attrs="drop")
     img = img.chunk({"band": -1}).rename("image")
     img.attrs = {
         "long_name": "surface reflectance (optical bands), backscatter in dB (radar bands)",
@@ -184,57 +165,114 @@ def build_cube(
         "flag_meanings": "invalid valid",
     }
     data_vars: dict[str, xr.DataArray] = {"image": img, "valid": valid}
-    if labels is not None and is_vector(labels):
+    if labels is not None:
         assert legend is not None
-        data_vars |= reference_layers(
-            labels, optical, legend=legend, label_field=label_field, strict=strict, chunks=chunks
+        layers, inputs["labels"] = _label_layers(
+            labels,
+            raw,
+            optical,
+            legend=legend,
+            align=align_labels,
+            label_field=label_field,
+            strict=strict,
+            chunks=chunks,
         )
-        inputs["labels"] = str(labels)
-    elif labels is not None:
-        assert legend is not None
-        lraw = _as_raster(labels, bands=None, chunks=chunks)
-        if lraw.sizes["band"] != 1:
-            raise RasterReadError(
-                f"{lraw.attrs.get('source', 'labels')}: expected a single-band label raster, "
-                f"found {lraw.sizes['band']} bands."
-            )
-        lraw = lraw.isel(band=0, drop=True)
-        if kio.grid_differences(raw, lraw):
-            if not align_labels:
-                kio.require_same_grid(raw, lraw, what="labels")
-            _check_overlap(raw, lraw, "labels")
-            lraw = kio.align_to(lraw, optical, resampling="nearest")
-        else:
-            lraw = lraw.assign_coords(y=optical["y"], x=optical["x"])
-        data_vars["labels"] = remap_labels(lraw, legend)
-        inputs["labels"] = str(lraw.attrs.get("source", "<memory>"))
+        data_vars |= layers
     ds = xr.Dataset(data_vars)
     ds = ds.rio.write_crs(raw.rio.crs).rio.write_transform(raw.rio.transform())
     names = [str(b) for b in img["band"].values]
-    roles = band_roles(names, sensor=sensor) | parse_band_roles(roles, names)
+    provenance = {
+        "inputs": inputs,
+        "scale": scale,
+        "offset": offset,
+        "nodata": nodata,
+        "radar_scale": radar_scale if radar is not None else None,
+        "align_labels": align_labels,
+    }
+    if "reference_id" in data_vars:
+        provenance["reference"] = json.loads(data_vars["reference_id"].attrs["reference_report"])
     ds.attrs = {
         "title": "kerinci_xr analysis-ready cube",
         "legend": legend.to_json() if legend is not None else "",
-        "band_roles": json.dumps(roles),
+        "band_roles": json.dumps(band_roles(names, sensor=sensor) | parse_band_roles(roles, names)),
         "provenance": json.dumps(
-            {
-                "inputs": inputs,
-                "scale": scale,
-                "offset": offset,
-                "nodata": nodata,
-                "radar_scale": radar_scale if radar is not None else None,
-                "align_labels": align_labels,
-                **(
-                    {"reference": json.loads(data_vars["reference_id"].attrs["reference_report"])}
-                    if "reference_id" in data_vars
-                    else {}
-                ),
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                "versions": _versions(),
-            }
+            provenance
+            | {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "versions": _versions()}
         ),
     }
     return ds
+
+
+def _radar_layer(
+    radar: str | Path | xr.DataArray,
+    raw: xr.DataArray,
+    optical: xr.DataArray,
+    *,
+    bands: Sequence[str] | None,
+    scale: float,
+    nodata: float | None,
+    chunks: Mapping[str, int],
+) -> tuple[xr.DataArray, str]:
+    """The radar bands in dB on the optical grid (aligned bilinearly when on another grid), and
+    where they came from."""
+    rraw = _as_raster(radar, bands=None, chunks=chunks)
+    _check_overlap(raw, rraw, "radar")
+    _check_nodata(nodata, rraw, "radar nodata")
+    if (
+        bands is not None
+        and not isinstance(radar, xr.DataArray)
+        and len(bands) == rraw.sizes["band"]
+        and all(b.startswith("band_") for b in rraw["band"].values)
+    ):
+        rraw = rraw.assign_coords(band=list(bands))
+    rdb = scale_values(rraw, scale=scale, offset=0.0, nodata=nodata)
+    if kio.grid_differences(raw, rdb):
+        rdb = kio.align_to(rdb, optical, resampling="bilinear")
+    else:
+        rdb = rdb.assign_coords(y=optical["y"], x=optical["x"])
+    clash = set(rdb["band"].values) & set(optical["band"].values)
+    if clash:
+        raise InvalidInputError(
+            f"radar band names {sorted(clash)} clash with optical band names. "
+            "Fix: rename the radar bands (--radar-bands; radar_bands=... in Python)."
+        )
+    return rdb.chunk(chunks), str(rraw.attrs.get("source", "<memory>"))
+
+
+def _label_layers(
+    labels: str | Path | xr.DataArray,
+    raw: xr.DataArray,
+    optical: xr.DataArray,
+    *,
+    legend: Legend,
+    align: bool,
+    label_field: str,
+    strict: bool,
+    chunks: Mapping[str, int],
+) -> tuple[dict[str, xr.DataArray], str]:
+    """The cube's reference layers (``labels``, and for vector references ``reference_id`` and the
+    feature table) on the image grid, and where they came from."""
+    if is_vector(labels):
+        assert not isinstance(labels, xr.DataArray)
+        layers = reference_layers(
+            labels, optical, legend=legend, label_field=label_field, strict=strict, chunks=chunks
+        )
+        return layers, str(labels)
+    lraw = _as_raster(labels, bands=None, chunks=chunks)
+    if lraw.sizes["band"] != 1:
+        raise RasterReadError(
+            f"{lraw.attrs.get('source', 'labels')}: expected a single-band label raster, "
+            f"found {lraw.sizes['band']} bands."
+        )
+    lraw = lraw.isel(band=0, drop=True)
+    if kio.grid_differences(raw, lraw):
+        if not align:
+            kio.require_same_grid(raw, lraw, what="labels")
+        _check_overlap(raw, lraw, "labels")
+        lraw = kio.align_to(lraw, optical, resampling="nearest")
+    else:
+        lraw = lraw.assign_coords(y=optical["y"], x=optical["x"])
+    return {"labels": remap_labels(lraw, legend)}, str(lraw.attrs.get("source", "<memory>"))
 
 
 def reference_layers(
@@ -556,6 +594,71 @@ def file_date(path: str | Path | tuple[Path, ...]) -> str | None:
     return f"{m.group(1)}-01-01" if m else None
 
 
+def _series_dates(images: Sequence[Any], dates: Sequence[str] | None) -> list[str]:
+    """One distinct ``YYYY-MM-DD`` date per image: given, or read from each file."""
+    if dates is None:
+        found = [file_date(p) for p in images]
+        missing = [str(p) for p, d in zip(images, found, strict=True) if d is None]
+        if missing:
+            raise InvalidInputError(
+                f"{missing}: no date in the file's tags or name. Fix: pass them (--dates 2015-07-01,...)."
+            )
+        dates = [d for d in found if d is not None]
+    out = [str(np.datetime64(d, "D")) for d in dates]
+    if len(out) != len(images):
+        raise InvalidInputError(f"dates: expected one date per image ({len(images)}), found {len(out)}.")
+    if len(set(out)) != len(out):
+        raise InvalidInputError(f"dates: expected distinct dates, found {out}. Fix: one image per date.")
+    return out
+
+
+@dataclass(frozen=True)
+class _SeriesLabels:
+    """Which reference goes with which date of a series."""
+
+    per_date: bool  # one label raster per date, stored (time, y, x)
+    vector: bool  # one vector file, rasterised once onto the series grid
+    date: str | None  # the date of a single reference
+    of_image: tuple[str | Path | None, ...]  # the label raster each date's cube is built with
+
+
+def _plan_series_labels(
+    labels: Sequence[str | Path] | None, dates: Sequence[str], labels_date: str | None
+) -> _SeriesLabels:
+    n = len(dates)
+    if labels is None:
+        return _SeriesLabels(False, False, None, (None,) * n)
+    per_date = len(labels) == n and n > 1
+    vector = any(is_vector(p) for p in labels)
+    if vector and per_date:
+        raise InvalidInputError(
+            "labels: a cube of several dates takes one vector reference file (for --labels-date), "
+            f"found {len(labels)}. Fix: pass one file, or label rasters per date."
+        )
+    if per_date:
+        return _SeriesLabels(True, False, None, tuple(labels))
+    if len(labels) != 1:
+        raise InvalidInputError(f"labels: expected one raster or one per image, found {len(labels)}.")
+    if labels_date is None:
+        own = None if vector else file_date(labels[0])
+        labels_date = own if own in dates else dates[0]
+    if labels_date not in dates:
+        raise InvalidInputError(f"labels_date: expected one of the image dates {dates}, found {labels_date}.")
+    of_image = tuple(None if vector or d != labels_date else labels[0] for d in dates)
+    return _SeriesLabels(False, vector, labels_date, of_image)
+
+
+def _check_same_bands(dates: Sequence[str], cubes: Sequence[xr.Dataset]) -> None:
+    bands = [str(b) for b in cubes[0]["band"].values]
+    for d, c in zip(dates[1:], cubes[1:], strict=True):
+        other = [str(b) for b in c["band"].values]
+        if other != bands:
+            raise InvalidInputError(
+                f"the image of {d} has bands {other}, the image of {dates[0]} {bands}. Fix: export the same "
+                "bands for every date (or name them alike with --bands)."
+            )
+
+
 def build_series(
     images: Sequence[str | Path | tuple[Path, ...]],
     *,
@@ -578,102 +681,67 @@ def build_series(
     All dates must have the same bands.
     """
     images = [p if isinstance(p, tuple) else Path(p) for p in images]  # a tuple: the tiles of one mosaic
-    if dates is None:
-        found = [file_date(p) for p in images]
-        missing = [str(p) for p, d in zip(images, found, strict=True) if d is None]
-        if missing:
-            raise InvalidInputError(
-                f"{missing}: no date in the file's tags or name. Fix: pass them (--dates 2015-07-01,...)."
-            )
-        dates = found  # type: ignore[assignment]
-    dates = [str(np.datetime64(d, "D")) for d in dates]  # type: ignore[union-attr]
-    if len(dates) != len(images):
-        raise InvalidInputError(f"dates: expected one date per image ({len(images)}), found {len(dates)}.")
-    if len(set(dates)) != len(dates):
-        raise InvalidInputError(f"dates: expected distinct dates, found {dates}. Fix: one image per date.")
+    unsorted = _series_dates(images, dates)
     if radar is not None and len(radar) != len(images):
         raise InvalidInputError(
             f"radar: expected one radar file per image ({len(images)}), found {len(radar)}."
         )
-    per_date_labels = labels is not None and len(labels) == len(images) and len(images) > 1
-    vector = labels is not None and any(is_vector(p) for p in labels)
-    if vector and per_date_labels:
-        raise InvalidInputError(
-            "labels: a cube of several dates takes one vector reference file (for --labels-date), "
-            f"found {len(labels)}. Fix: pass one file, or label rasters per date."
+    plan = _plan_series_labels(labels, unsorted, labels_date)
+    order = np.argsort(unsorted, kind="stable")
+    cubes = [
+        build_cube(
+            images[i],
+            plan.of_image[i],
+            legend=legend,
+            radar=None if radar is None else radar[i],
+            chunks=chunks,
+            **kw,
         )
-    if labels is not None and not per_date_labels and len(labels) != 1:
-        raise InvalidInputError(f"labels: expected one raster or one per image, found {len(labels)}.")
-    if labels is not None and not per_date_labels:
-        labels_date = labels_date or (
-            dates[0] if vector else (d if (d := file_date(labels[0])) in dates else dates[0])
-        )
-        if labels_date not in dates:
-            raise InvalidInputError(
-                f"labels_date: expected one of the image dates {dates}, found {labels_date}."
-            )
-    order = np.argsort(dates, kind="stable")
-    cubes = []
-    for i in order:
-        lab = (
-            labels[i]
-            if per_date_labels
-            else (labels[0] if labels is not None and not vector and dates[i] == labels_date else None)
-        )
-        cubes.append(
-            build_cube(
-                images[i], lab, legend=legend, radar=None if radar is None else radar[i], chunks=chunks, **kw
-            )
-        )
-    dates = [dates[i] for i in order]
-    ref = cubes[0]
-    bands = [str(b) for b in ref["band"].values]
-    for d, c in zip(dates[1:], cubes[1:], strict=True):
-        other = [str(b) for b in c["band"].values]
-        if other != bands:
-            raise InvalidInputError(
-                f"the image of {d} has bands {other}, the image of {dates[0]} {bands}. Fix: export the same "
-                "bands for every date (or name them alike with --bands)."
-            )
-    aligned = [ref] + [_on_grid(c, ref) for c in cubes[1:]]
-    time = xr.DataArray(np.array(dates, dtype="datetime64[ns]"), dims="time", name="time")
-    out = xr.Dataset(
-        {
-            "image": xr.concat([c["image"] for c in aligned], dim=time).chunk({"time": 1}),
-            "valid": xr.concat([c["valid"] for c in aligned], dim=time).chunk({"time": 1}),
-        }
-    )
-    out["image"].attrs, out["valid"].attrs = ref["image"].attrs, ref["valid"].attrs
-    if per_date_labels:
-        out["labels"] = xr.concat([c["labels"] for c in aligned], dim=time).chunk({"time": 1})
-        out["labels"].attrs = ref["labels"].attrs
-    elif vector:
+        for i in order
+    ]
+    dates = [unsorted[i] for i in order]
+    _check_same_bands(dates, cubes)
+    out = _stack_dates(dates, cubes, per_date_labels=plan.per_date, labels_date=plan.date)
+    if plan.vector:
         assert labels is not None and legend is not None
         layers = reference_layers(
             labels[0],
-            ref["image"],
+            cubes[0]["image"],
             legend=legend,
             label_field=kw.get("label_field", "lc"),
             strict=kw.get("strict", False),
-            chunks=chunks
-            if isinstance(chunks, Mapping)
-            else {"y": chunks or kio.DEFAULT_CHUNK, "x": chunks or kio.DEFAULT_CHUNK},
+            chunks=kio.normalize_chunks(chunks),
         )
         out = out.assign(layers)
-    elif labels is not None:
-        out["labels"] = next(c["labels"] for c, d in zip(aligned, dates, strict=True) if d == labels_date)
-    out = out.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
     prov = [json.loads(c.attrs["provenance"]) for c in cubes]
-    out.attrs = ref.attrs | {
+    out.attrs = cubes[0].attrs | {
         "dates": json.dumps(dates),
-        "labels_date": labels_date or "",
+        "labels_date": plan.date or "",
         "provenance": json.dumps(
             prov[0]
             | {"inputs": {d: p["inputs"] for d, p in zip(dates, prov, strict=True)}}
-            | ({"labels": str(labels[0])} if vector and labels else {})
+            | ({"labels": str(labels[0])} if plan.vector and labels else {})
         ),
     }
     return out
+
+
+def _stack_dates(
+    dates: Sequence[str], cubes: Sequence[xr.Dataset], *, per_date_labels: bool, labels_date: str | None
+) -> xr.Dataset:
+    """The dates' layers on the first date's grid, stacked along ``time`` (one chunk per date)."""
+    ref = cubes[0]
+    aligned = [ref] + [_on_grid(c, ref) for c in cubes[1:]]
+    time = xr.DataArray(np.array(dates, dtype="datetime64[ns]"), dims="time", name="time")
+    names = ["image", "valid"] + (["labels"] if per_date_labels else [])
+    out = xr.Dataset({v: xr.concat([c[v] for c in aligned], dim=time).chunk({"time": 1}) for v in names})
+    for v in names:
+        out[v].attrs = ref[v].attrs
+    if not per_date_labels:
+        with_labels = [c for c, d in zip(aligned, dates, strict=True) if d == labels_date and "labels" in c]
+        if with_labels:
+            out["labels"] = with_labels[0]["labels"]
+    return out.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
 
 
 def _on_grid(cube: xr.Dataset, ref: xr.Dataset) -> xr.Dataset:

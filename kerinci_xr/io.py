@@ -199,6 +199,158 @@ def _mosaic_block(
     return out
 
 
+def _tile_meta(f: Path) -> dict[str, Any]:
+    """What a tile declares (CRS, transform, shape, bands, data type, nodata); no pixel is read."""
+    import rasterio
+
+    try:
+        with rasterio.open(f) as src:
+            return {
+                "crs": src.crs,
+                "transform": src.transform,
+                "shape": src.shape,
+                "count": src.count,
+                "names": _file_band_names(src.descriptions, src.count),
+                "dtype": src.dtypes[0],
+                "nodata": src.nodata,
+            }
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(
+            f"{f}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
+            "Fix: pass a GeoTIFF."
+        ) from exc
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and bool(np.isnan(a) and np.isnan(b)))
+
+
+def _check_first_tile(first: Path, ref: Mapping[str, Any]) -> None:
+    if ref["crs"] is None:
+        raise RasterReadError(
+            f"{first}: expected a georeferenced raster, found no CRS. Fix: assign one "
+            "(e.g. gdal_edit.py -a_srs EPSG:4326)."
+        )
+    t0 = ref["transform"]
+    if t0.b != 0 or t0.d != 0:
+        raise RasterReadError(
+            f"{first}: expected a north-up grid, found a rotated transform {tuple(t0)[:6]}. "
+            "Fix: warp it first (gdalwarp)."
+        )
+
+
+def _tile_offset(f: Path, m: Mapping[str, Any], first: Path, ref: Mapping[str, Any]) -> tuple[int, int]:
+    """The (row, column) offset of tile ``f`` on the grid of the first tile; refuses a tile of
+    another export (CRS, bands, data type, nodata, resolution, or off the pixel grid)."""
+    for key, what in (
+        ("crs", "CRS"),
+        ("count", "band count"),
+        ("names", "band names"),
+        ("dtype", "data type"),
+    ):
+        if m[key] != ref[key]:
+            raise InvalidInputError(
+                f"{f}: expected the {what} of {first} ({ref[key]}), found {m[key]}. "
+                "Fix: pass tiles of one export."
+            )
+    if not _same_nodata(m["nodata"], ref["nodata"]):
+        raise InvalidInputError(
+            f"{f}: expected the nodata value of {first} ({ref['nodata']}), found {m['nodata']}."
+        )
+    tr, t0 = m["transform"], ref["transform"]
+    if abs(tr.a - t0.a) > 1e-9 * abs(t0.a) or abs(tr.e - t0.e) > 1e-9 * abs(t0.e) or tr.b or tr.d:
+        raise InvalidInputError(
+            f"{f}: expected the resolution of {first} ({t0.a}, {t0.e}), found ({tr.a}, {tr.e}). "
+            "Fix: pass tiles of one export (or warp them onto one grid first)."
+        )
+    dc, dr = (tr.c - t0.c) / t0.a, (tr.f - t0.f) / t0.e
+    if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
+        raise InvalidInputError(
+            f"{f}: not aligned on the pixel grid of {first}: its origin is {dr - np.floor(dr):.3f} rows "
+            f"and {dc - np.floor(dc):.3f} columns off. Fix: pass tiles of one export (or warp them onto "
+            "one grid)."
+        )
+    return round(dr), round(dc)
+
+
+def _place_tiles(
+    files: Sequence[Path], metas: Sequence[Mapping[str, Any]]
+) -> tuple[list[tuple[str, int, int, int, int]], int, int, Any]:
+    """Where each tile lies in the mosaic: ``(path, row, col, height, width)`` per tile, the
+    mosaic's height and width and its transform. Refuses an uncovered part without nodata."""
+    first, ref = files[0], metas[0]
+    offsets = [_tile_offset(f, m, first, ref) for f, m in zip(files, metas, strict=True)]
+    r_min = min(r for r, _ in offsets)
+    c_min = min(c for _, c in offsets)
+    placed = [
+        (str(f), r - r_min, c - c_min, m["shape"][0], m["shape"][1])
+        for f, (r, c), m in zip(files, offsets, metas, strict=True)
+    ]
+    height = max(r + h for _, r, _, h, _ in placed)
+    width = max(c + w for _, _, c, _, w in placed)
+    # pixels no tile covers: nodata (refused when the tiles declare none)
+    redges = sorted({v for _, r, _, h, _ in placed for v in (r, r + h)})
+    cedges = sorted({v for _, _, c, _, w in placed for v in (c, c + w)})
+    cover = np.zeros((len(redges) - 1, len(cedges) - 1), dtype=bool)
+    for _, r, c, h, w in placed:
+        cover[redges.index(r) : redges.index(r + h), cedges.index(c) : cedges.index(c + w)] = True
+    if not cover.all() and ref["nodata"] is None:
+        raise InvalidInputError(
+            f"{first}: the tiles leave part of their bounding rectangle uncovered and declare no nodata "
+            "value for it. Fix: pass every tile of the export."
+        )
+    t0 = ref["transform"]
+    return placed, height, width, t0 * t0.translation(c_min, r_min)
+
+
+def _band_selection(
+    first: Path, in_file: Sequence[str], count: int, bands: Sequence[str] | None, select: Sequence[str] | None
+) -> tuple[list[str], list[int]]:
+    """The band names kept and their 1-based indexes in the file."""
+    names = list(bands) if bands is not None else list(in_file)
+    if len(names) != count:
+        raise InvalidInputError(
+            f"{first}: {len(names)} band names given ({', '.join(names)}) but the file has "
+            f"{count} band(s). Fix: name exactly {count} bands."
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{first}: band names must be unique, found {names}.")
+    keep = list(select) if select else names
+    missing = [b for b in keep if b not in names]
+    if missing:
+        raise InvalidInputError(
+            f"{first}: bands {missing} to select are not in the file, which has {names}. Fix: name "
+            "bands that exist (see --bands for files without band names)."
+        )
+    return keep, [names.index(b) + 1 for b in keep]
+
+
+def _mosaic_array(
+    placed: list[tuple[str, int, int, int, int]],
+    shape: tuple[int, int],
+    indexes: list[int],
+    dtype: str,
+    fill: float,
+    chunks: int | Mapping[str, int] | None,
+) -> da.Array:
+    """The lazy ``(band, y, x)`` array of a mosaic: one task per chunk, reading only its windows."""
+    spec = normalize_chunks(chunks)
+    ych = da.core.normalize_chunks(spec["y"], (shape[0],))[0]
+    xch = da.core.normalize_chunks(spec["x"], (shape[1],))[0]
+    blocks, r0 = [], 0
+    for ch in ych:
+        row, c0 = [], 0
+        for cw in xch:
+            task = dask.delayed(_mosaic_block, pure=True)(
+                placed, (r0, r0 + ch), (c0, c0 + cw), indexes, dtype, fill
+            )
+            row.append(da.from_delayed(task, shape=(len(indexes), ch, cw), dtype=dtype))
+            c0 += cw
+        blocks.append(row)
+        r0 += ch
+    return da.block(blocks)
+
+
 def open_mosaic(
     paths: Sequence[str | Path],
     *,
@@ -214,137 +366,22 @@ def open_mosaic(
     pixel grid; the mosaic covers their union, pixels no tile covers are nodata, and where tiles
     overlap their values must agree. Each chunk reads only the windows of the tiles it needs.
     """
-    import rasterio
     from rioxarray.rioxarray import affine_to_coords
 
     files = [Path(p) for p in paths]
     for f in files:
         if not f.exists():
             raise InputFileNotFoundError(f"{f}: raster not found. Fix: check the path.")
-    metas = []
-    for f in files:
-        try:
-            with rasterio.open(f) as src:
-                metas.append(
-                    {
-                        "crs": src.crs,
-                        "transform": src.transform,
-                        "shape": src.shape,
-                        "count": src.count,
-                        "names": _file_band_names(src.descriptions, src.count),
-                        "dtype": src.dtypes[0],
-                        "nodata": src.nodata,
-                    }
-                )
-        except rasterio.errors.RasterioIOError as exc:
-            raise RasterReadError(
-                f"{f}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
-                "Fix: pass a GeoTIFF."
-            ) from exc
-    ref, first = metas[0], files[0]
-    if ref["crs"] is None:
-        raise RasterReadError(
-            f"{first}: expected a georeferenced raster, found no CRS. Fix: assign one "
-            "(e.g. gdal_edit.py -a_srs EPSG:4326)."
-        )
-    t0 = ref["transform"]
-    if t0.b != 0 or t0.d != 0:
-        raise RasterReadError(
-            f"{first}: expected a north-up grid, found a rotated transform {tuple(t0)[:6]}. "
-            "Fix: warp it first (gdalwarp)."
-        )
-    offsets = []
-    for f, m in zip(files, metas, strict=True):
-        tr = m["transform"]
-        for key, what in (
-            ("crs", "CRS"),
-            ("count", "band count"),
-            ("names", "band names"),
-            ("dtype", "data type"),
-        ):
-            if m[key] != ref[key]:
-                raise InvalidInputError(
-                    f"{f}: expected the {what} of {first} ({ref[key]}), found {m[key]}. "
-                    "Fix: pass tiles of one export."
-                )
-        same_nodata = m["nodata"] == ref["nodata"] or (
-            m["nodata"] is not None
-            and ref["nodata"] is not None
-            and np.isnan(m["nodata"])
-            and np.isnan(ref["nodata"])
-        )
-        if not same_nodata:
-            raise InvalidInputError(
-                f"{f}: expected the nodata value of {first} ({ref['nodata']}), found {m['nodata']}."
-            )
-        if abs(tr.a - t0.a) > 1e-9 * abs(t0.a) or abs(tr.e - t0.e) > 1e-9 * abs(t0.e) or tr.b or tr.d:
-            raise InvalidInputError(
-                f"{f}: expected the resolution of {first} ({t0.a}, {t0.e}), found ({tr.a}, {tr.e}). "
-                "Fix: pass tiles of one export (or warp them onto one grid first)."
-            )
-        dc, dr = (tr.c - t0.c) / t0.a, (tr.f - t0.f) / t0.e
-        if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
-            raise InvalidInputError(
-                f"{f}: not aligned on the pixel grid of {first}: its origin is {dr - np.floor(dr):.3f} rows "
-                f"and {dc - np.floor(dc):.3f} columns off. Fix: pass tiles of one export (or warp them onto "
-                "one grid)."
-            )
-        offsets.append((round(dr), round(dc)))
-    r_min = min(r for r, _ in offsets)
-    c_min = min(c for _, c in offsets)
-    placed = [
-        (str(f), r - r_min, c - c_min, m["shape"][0], m["shape"][1])
-        for f, (r, c), m in zip(files, offsets, metas, strict=True)
-    ]
-    height = max(r + h for _, r, _, h, _ in placed)
-    width = max(c + w for _, _, c, _, w in placed)
-    transform = t0 * t0.translation(c_min, r_min)
-    # pixels no tile covers: nodata (refused when the tiles declare none)
-    redges = sorted({v for _, r, _, h, _ in placed for v in (r, r + h)})
-    cedges = sorted({v for _, _, c, _, w in placed for v in (c, c + w)})
-    cover = np.zeros((len(redges) - 1, len(cedges) - 1), dtype=bool)
-    for _, r, c, h, w in placed:
-        cover[redges.index(r) : redges.index(r + h), cedges.index(c) : cedges.index(c + w)] = True
+    metas = [_tile_meta(f) for f in files]
+    first, ref = files[0], metas[0]
+    _check_first_tile(first, ref)
+    placed, height, width, transform = _place_tiles(files, metas)
+    keep, indexes = _band_selection(first, ref["names"], ref["count"], bands, select)
     nodata = ref["nodata"]
-    if not cover.all() and nodata is None:
-        raise InvalidInputError(
-            f"{first}: the tiles leave part of their bounding rectangle uncovered and declare no nodata "
-            "value for it. Fix: pass every tile of the export."
-        )
-    names = list(bands) if bands is not None else list(ref["names"])
-    if len(names) != ref["count"]:
-        raise InvalidInputError(
-            f"{first}: {len(names)} band names given ({', '.join(names)}) but the file has "
-            f"{ref['count']} band(s). Fix: name exactly {ref['count']} bands."
-        )
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"{first}: band names must be unique, found {names}.")
-    keep = list(select) if select else names
-    missing = [b for b in keep if b not in names]
-    if missing:
-        raise InvalidInputError(
-            f"{first}: bands {missing} to select are not in the file, which has {names}. Fix: name "
-            "bands that exist (see --bands for files without band names)."
-        )
-    indexes = [names.index(b) + 1 for b in keep]
     fill = nodata if nodata is not None else 0
-    spec = normalize_chunks(chunks)
-    ych = da.core.normalize_chunks(spec["y"], (height,))[0]
-    xch = da.core.normalize_chunks(spec["x"], (width,))[0]
-    blocks, r0 = [], 0
-    for ch in ych:
-        row, c0 = [], 0
-        for cw in xch:
-            task = dask.delayed(_mosaic_block, pure=True)(
-                placed, (r0, r0 + ch), (c0, c0 + cw), indexes, ref["dtype"], fill
-            )
-            row.append(da.from_delayed(task, shape=(len(indexes), ch, cw), dtype=ref["dtype"]))
-            c0 += cw
-        blocks.append(row)
-        r0 += ch
     coords = affine_to_coords(transform, width, height)
     out = xr.DataArray(
-        da.block(blocks),
+        _mosaic_array(placed, (height, width), indexes, ref["dtype"], fill, chunks),
         dims=("band", "y", "x"),
         coords={"band": np.array(keep, dtype=object), "y": coords["y"], "x": coords["x"]},
         attrs={"nodata": None if nodata is None else float(nodata), "source": source or str(first)},

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -83,6 +83,26 @@ def plan(
     config: Mapping[str, Any], *, base: Path, out_dir: str | Path | None = None, source: str = "<config>"
 ) -> tuple[list[Step], Path]:
     """Validate a whole pipeline and return its steps in running order, and the run folder."""
+    head, stages = _sections(config, source)
+    root = Path(out_dir) if out_dir is not None else base / head.out_dir
+    values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
+    if not head.outputs_anywhere:  # a stage of a pipeline never writes outside its run folder by accident
+        _check_inside(stages, values, root, source)
+    made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
+    _one_writer(made, source)
+    products = {p for paths in made.values() for p in flat(paths)}
+    steps = []
+    for st in stages:
+        vals = _wire_inputs(st, values[st.name], made, products, root=root, base=base, source=source)
+        if any(s.name == "overwrite" for s in st.specs):
+            vals["overwrite"] = True  # a rerun replaces what the pipeline wrote before
+        inside = None if head.outputs_anywhere else root
+        steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]"), inside))
+    return _order(steps, source), root
+
+
+def _sections(config: Mapping[str, Any], source: str) -> tuple[PipelineOptions, list[Stage]]:
+    """The ``[pipeline]`` options and the stages of a pipeline file, in file order."""
     if not isinstance(config, Mapping):
         raise InvalidInputError(f"{source}: expected a table of sections, found {type(config).__name__}.")
     unknown = [s for s in config if s != "pipeline" and s not in STAGES]
@@ -91,52 +111,62 @@ def plan(
             f"{source}: unknown section(s) {unknown}; expected [pipeline] and some of {list(STAGES)}."
         )
     head = PipelineOptions(**_section(config, "pipeline", specs(PipelineOptions), source))
-    root = Path(out_dir) if out_dir is not None else base / head.out_dir
     stages = [STAGES[name] for name in config if name != "pipeline"]
     if not stages:
         raise InvalidInputError(f"{source}: expected at least one stage section, e.g. [synth] or [prepare].")
-    values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
-    if not head.outputs_anywhere:  # a stage of a pipeline never writes outside its run folder by accident
-        for st in stages:
-            for s in st.specs:
-                value = values[st.name].get(s.name)
-                outside = [
-                    v
-                    for v in _many(value)
-                    if s.meta.get("io") == "out"
-                    and v is not None
-                    and not Path(os.path.normpath(v)).is_relative_to(os.path.normpath(root))
-                ]
-                if outside:
-                    raise InvalidInputError(
-                        f"{source}: [{st.name}] {s.name} = {outside[0]} lies outside the run folder {root}. "
-                        "Fix: a path inside it, or [pipeline] outputs_anywhere = true."
-                    )
-    made = {st.name: st.products(_partial(st, values[st.name])) for st in stages}
-    _one_writer(made, source)
-    products = {p for paths in made.values() for p in flat(paths)}
-    steps = []
+    return head, stages
+
+
+def _check_inside(
+    stages: Sequence[Stage], values: Mapping[str, Mapping[str, Any]], root: Path, source: str
+) -> None:
+    """Refuse an output outside the run folder (unless ``outputs_anywhere``)."""
     for st in stages:
-        vals = values[st.name]
-        for s in st.specs:  # inputs left out: from the stage that writes that kind of product
-            kind = s.meta.get("kind")
-            makers = [m for m in made if m != st.name and kind in made[m]]
-            if s.meta.get("io") == "in" and vals.get(s.name) is not None:  # the run's own, or the file's
-                given = vals[s.name]
-                resolved = [str(root / v if root / v in products else base / v) for v in _many(given)]
-                vals[s.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
-            elif s.meta.get("io") == "in" and kind and vals.get(s.name) is None and makers:
-                if len(makers) > 1:
-                    raise InvalidInputError(
-                        f"{source}: [{st.name}] {s.name}: {makers} all write a {kind}; set it."
-                    )
-                made_path = made[makers[0]][kind]
-                vals[s.name] = tuple(map(str, made_path)) if isinstance(made_path, tuple) else str(made_path)
-        if any(s.name == "overwrite" for s in st.specs):
-            vals["overwrite"] = True  # a rerun replaces what the pipeline wrote before
-        inside = None if head.outputs_anywhere else root
-        steps.append(Step(st, st.make(vals, where=f"{source}: [{st.name}]"), inside))
-    return _order(steps, source), root
+        for s in st.specs:
+            if s.meta.get("io") != "out":
+                continue
+            outside = [
+                v
+                for v in _many(values[st.name].get(s.name))
+                if v is not None and not Path(os.path.normpath(v)).is_relative_to(os.path.normpath(root))
+            ]
+            if outside:
+                raise InvalidInputError(
+                    f"{source}: [{st.name}] {s.name} = {outside[0]} lies outside the run folder {root}. "
+                    "Fix: a path inside it, or [pipeline] outputs_anywhere = true."
+                )
+
+
+def _wire_inputs(
+    st: Stage,
+    vals: dict[str, Any],
+    made: Mapping[str, Mapping[str, Any]],
+    products: set[Path],
+    *,
+    root: Path,
+    base: Path,
+    source: str,
+) -> dict[str, Any]:
+    """A stage's inputs: given ones resolved (the run's own products, else next to the file), and
+    those left out taken from the one stage that writes that kind of product."""
+    for s in st.specs:
+        if s.meta.get("io") != "in":
+            continue
+        kind = s.meta.get("kind")
+        if vals.get(s.name) is not None:
+            given = vals[s.name]
+            resolved = [str(root / v if root / v in products else base / v) for v in _many(given)]
+            vals[s.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
+            continue
+        if not kind:
+            continue
+        makers = [m for m in made if m != st.name and kind in made[m]]
+        if len(makers) > 1:
+            raise InvalidInputError(f"{source}: [{st.name}] {s.name}: {makers} all write a {kind}; set it.")
+        if makers:
+            made_path = made[makers[0]][kind]
+            vals[s.name] = tuple(map(str, made_path)) if isinstance(made_path, tuple) else str(made_path)
+    return vals
 
 
 def _one_writer(made: Mapping[str, Mapping[str, Any]], source: str) -> None:

@@ -9,11 +9,13 @@ over labels and the valid mask serves scenes far larger than memory.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -433,6 +435,101 @@ def format_split_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _check_window(cube: xr.Dataset, per_class: int, patch: int, max_nodata: float, buffer: int) -> None:
+    if not isinstance(per_class, int) or per_class < 1:
+        raise InvalidInputError(f"per_class: expected an integer >= 1, found {per_class!r}.")
+    if not isinstance(patch, int) or patch < 2:
+        raise InvalidInputError(f"patch: expected an integer >= 2, found {patch!r}.")
+    if not 0 <= max_nodata <= 1:
+        raise InvalidInputError(f"max_nodata: expected a fraction in [0, 1], found {max_nodata!r}.")
+    if buffer < 0:
+        raise InvalidInputError(f"buffer: expected >= 0 pixels, found {buffer}.")
+    height, width = cube.sizes["y"], cube.sizes["x"]
+    if patch + 2 * buffer > min(height, width):
+        raise InvalidInputError(
+            f"patch: a {patch} x {patch} window (plus buffer {buffer}) does not fit in the "
+            f"{height} x {width} scene. Fix: use a smaller --patch."
+        )
+
+
+def _candidate_tasks(
+    labels: da.Array,
+    valid: da.Array,
+    layout: SplitLayout,
+    *,
+    patch: int,
+    max_nodata: float,
+    buffer: int,
+    n_classes: int,
+    per_class: int,
+    seed: int,
+) -> list[Any]:
+    """One task per chunk of the labels: the chunk's eligible centres (read with a halo)."""
+    height, width = labels.shape
+    grids = BlockGrid(labels), BlockGrid(valid)
+    halo = patch // 2 + patch % 2 + buffer + 1
+    max_invalid = int(np.floor(max_nodata * patch * patch + 1e-9))
+    tasks = []
+    for (r0, r1), (c0, c1) in itertools.product(*(_spans(c) for c in labels.chunks)):
+        ya, yb = max(r0 - halo, 0), min(r1 + halo, height)
+        xa, xb = max(c0 - halo, 0), min(c1 + halo, width)
+        tasks.append(
+            dask.delayed(_chunk_candidates, pure=True)(
+                *[g.parts(slice(ya, yb), slice(xa, xb)) for g in grids],
+                (ya, xa),
+                (r0, r1, c0, c1),
+                patch=patch,
+                max_invalid=max_invalid,
+                buffer=buffer,
+                layout=layout,
+                n_classes=n_classes,
+                per_class=per_class,
+                seed=seed,
+            )
+        )
+    return tasks
+
+
+def _spans(chunks: Sequence[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum([0, *chunks])
+    return [(int(a), int(b)) for a, b in itertools.pairwise(ends)]
+
+
+def _pick(
+    results: Sequence[Mapping[str, Any]], legend: Legend, per_class: int, fr: Sequence[float]
+) -> list[tuple]:
+    """The ``per_class`` centres with the smallest keys per split and class (warning for a class
+    with fewer eligible centres)."""
+    counts = sum(r["counts"] for r in results)
+    present = np.flatnonzero(sum(r["present"] for r in results)[1:]) + 1
+    rows: list[tuple[str, int, int, int]] = []
+    for s, split in enumerate(SPLITS):
+        short = [(int(k), int(counts[s, k])) for k in present if counts[s, k] < per_class]
+        if short and fr[s] > 0:
+            warnings.warn(
+                f"{split} split: fewer eligible centres than per_class={per_class} for "
+                + ", ".join(f"class {k} '{legend.name_of(k)}' ({c})" for k, c in short)
+                + "; all of them are used.",
+                UserWarning,
+                stacklevel=3,
+            )
+        for k in range(1, legend.n_classes + 1):
+            cands = [c for r in results for c in r["cands"] if c[0] == s and c[1] == k]
+            if not cands:
+                continue
+            keys, ys, xs = (np.concatenate([c[i] for c in cands]) for i in (2, 3, 4))
+            order = np.lexsort((xs, ys, keys))[:per_class]
+            rows.extend((split, k, int(y), int(x)) for y, x in zip(ys[order], xs[order], strict=True))
+    if not rows:
+        raise InvalidInputError(
+            "no eligible patch centre in any class: every window of this size crosses nodata, "
+            "the scene border or a split boundary, or the labels hold no class. Fix: a smaller "
+            "--patch, a larger --max-nodata or a larger split --block."
+        )
+    log.info("sampled %d centres for %d classes present", len(rows), len(present))
+    return rows
+
+
 def draw_centres(
     cube: xr.Dataset,
     *,
@@ -486,20 +583,8 @@ def draw_centres(
         patches per class and split (:func:`split_table`).
     """
     legend = legend or cube_legend(cube)
-    if not isinstance(per_class, int) or per_class < 1:
-        raise InvalidInputError(f"per_class: expected an integer >= 1, found {per_class!r}.")
-    if not isinstance(patch, int) or patch < 2:
-        raise InvalidInputError(f"patch: expected an integer >= 2, found {patch!r}.")
-    if not 0 <= max_nodata <= 1:
-        raise InvalidInputError(f"max_nodata: expected a fraction in [0, 1], found {max_nodata!r}.")
-    if buffer < 0:
-        raise InvalidInputError(f"buffer: expected >= 0 pixels, found {buffer}.")
+    _check_window(cube, per_class, patch, max_nodata, buffer)
     height, width = cube.sizes["y"], cube.sizes["x"]
-    if patch + 2 * buffer > min(height, width):
-        raise InvalidInputError(
-            f"patch: a {patch} x {patch} window (plus buffer {buffer}) does not fit in the "
-            f"{height} x {width} scene. Fix: use a smaller --patch."
-        )
     labels, valid = (
         a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=1024)
         for a in (cube["labels"].data, cube["valid"].data)
@@ -520,75 +605,23 @@ def draw_centres(
         per_block = block_label_counts(labels, valid, layout.yedges, layout.xedges, n)
     labelled = np.zeros((3, n + 1), dtype=np.int64)
     np.add.at(labelled, layout.blocks.ravel(), per_block[0])
-    grids = BlockGrid(labels), BlockGrid(valid)
-    halo = patch // 2 + patch % 2 + buffer + 1
-    ychunks, xchunks = labels.chunks
-    max_invalid = int(np.floor(max_nodata * patch * patch + 1e-9))
-    tasks = []
-    r0 = 0
-    for ch in ychunks:
-        c0 = 0
-        for cw in xchunks:
-            ya, yb = max(r0 - halo, 0), min(r0 + ch + halo, height)
-            xa, xb = max(c0 - halo, 0), min(c0 + cw + halo, width)
-            tasks.append(
-                dask.delayed(_chunk_candidates, pure=True)(
-                    *[g.parts(slice(ya, yb), slice(xa, xb)) for g in grids],
-                    (ya, xa),
-                    (r0, r0 + ch, c0, c0 + cw),
-                    patch=patch,
-                    max_invalid=max_invalid,
-                    buffer=buffer,
-                    layout=layout,
-                    n_classes=n,
-                    per_class=per_class,
-                    seed=seed,
-                )
-            )
-            c0 += cw
-        r0 += ch
-    results = compute(*tasks)
-    counts = sum(r["counts"] for r in results)
-    present = np.flatnonzero(sum(r["present"] for r in results)[1:]) + 1
+    tasks = _candidate_tasks(
+        labels,
+        valid,
+        layout,
+        patch=patch,
+        max_nodata=max_nodata,
+        buffer=buffer,
+        n_classes=n,
+        per_class=per_class,
+        seed=seed,
+    )
     fr = _check_fractions(fractions)
-    rows = []
-    for s, split in enumerate(SPLITS):
-        short = [(int(k), int(counts[s, k])) for k in present if counts[s, k] < per_class]
-        if short and fr[s] > 0:
-            warnings.warn(
-                f"{split} split: fewer eligible centres than per_class={per_class} for "
-                + ", ".join(f"class {k} '{legend.name_of(k)}' ({c})" for k, c in short)
-                + "; all of them are used.",
-                UserWarning,
-                stacklevel=2,
-            )
-        for k in range(1, n + 1):
-            cands = [c for r in results for c in r["cands"] if c[0] == s and c[1] == k]
-            if not cands:
-                continue
-            keys = np.concatenate([c[2] for c in cands])
-            ys = np.concatenate([c[3] for c in cands])
-            xs = np.concatenate([c[4] for c in cands])
-            order = np.lexsort((xs, ys, keys))[:per_class]
-            for y, x in zip(ys[order], xs[order], strict=True):
-                rows.append((split, k, int(y), int(x)))
-    if not rows:
-        raise InvalidInputError(
-            "no eligible patch centre in any class: every window of this size crosses nodata, "
-            "the scene border or a split boundary, or the labels hold no class. Fix: a smaller "
-            "--patch, a larger --max-nodata or a larger split --block."
-        )
-    log.info("sampled %d centres for %d classes present", len(rows), len(present))
+    rows = _pick(compute(*tasks), legend, per_class, fr)
     manifest = _manifest(rows, cube, legend, patch=patch, seed=seed)
     drawn = np.zeros((3, n + 1), dtype=np.int64)
-    np.add.at(
-        drawn,
-        (
-            manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(),
-            manifest["class_id"].to_numpy(),
-        ),
-        1,
-    )
+    split_index = manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
+    np.add.at(drawn, (split_index, manifest["class_id"].to_numpy()), 1)
     return Draw(manifest, layout, split_table(labelled, drawn, legend, fr))
 
 
