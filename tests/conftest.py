@@ -63,6 +63,42 @@ def small_scene(tmp_path_factory):
     return make_kerinci_scene(tmp_path_factory.mktemp("scene"), height=320, width=300, seed=3)
 
 
+@pytest.fixture(scope="session")
+def cube_path(small_scene, tmp_path_factory):
+    """The cube of :func:`small_scene` with its radar (64-px chunks), written once per session
+    by the library (``build_cube`` + ``write_cube``); shared read-only."""
+    from kerinci_xr.cube import build_cube, write_cube
+    from kerinci_xr.legend import read_legend
+
+    ds = build_cube(
+        small_scene.landsat,
+        small_scene.labels,
+        legend=read_legend(small_scene.legend),
+        radar=small_scene.palsar,
+        chunks=64,
+    )
+    return write_cube(ds, tmp_path_factory.mktemp("cube") / "cube.zarr")
+
+
+def grid_map(arr, *, crs=32748, res=30.0, origin=(0.0, 1000.0), chunks=None):
+    """A georeferenced ``(y, x)`` DataArray of ``arr`` (north-up, ``res`` m pixels, top-left
+    corner at ``origin``); dask-backed when ``chunks`` is given."""
+    import dask.array as da
+    import numpy as np
+    import xarray as xr
+    from affine import Affine
+
+    h, w = arr.shape
+    x0, y0 = origin
+    data = da.from_array(arr, chunks=chunks) if chunks is not None else arr
+    out = xr.DataArray(
+        data,
+        dims=("y", "x"),
+        coords={"y": y0 - res * (np.arange(h) + 0.5), "x": x0 + res * (np.arange(w) + 0.5)},
+    )
+    return out.rio.write_crs(crs).rio.write_transform(Affine(res, 0, x0, 0, -res, y0))
+
+
 def sampled_run(
     root: Path, *, height: int, width: int, seed: int, chunk: int, per_class: int, block: int = 96
 ):

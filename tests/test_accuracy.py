@@ -57,11 +57,10 @@ def test_stratified_estimates__olofsson_2014_worked_example():
     ]:
         assert round(by[name]["producers_accuracy"]["estimate"], 2) == pa
     assert round(_half(by["deforestation"]["producers_accuracy"]), 2) == 0.21
-    assert (
-        round(res["overall_accuracy"]["estimate"], 2) == 0.95
-        and round(_half(res["overall_accuracy"]), 2) == 0.02
-    )
-    assert res["sample_size"] == 640 and res["error_matrix_proportions"]["rows"] == "map"
+    assert round(res["overall_accuracy"]["estimate"], 2) == 0.95
+    assert round(_half(res["overall_accuracy"]), 2) == 0.02
+    assert res["sample_size"] == 640
+    assert res["error_matrix_proportions"]["rows"] == "map"
     # the section's sample size: target SE 0.01 of overall accuracy, expected UA 0.7, 0.6, 0.9, 0.95
     assert sample_size_for_overall_accuracy(MAPPED_PX, [0.7, 0.6, 0.9, 0.95], target_se=0.01) == 641
 
@@ -97,7 +96,8 @@ def test_stratified_estimates__bad_input_and_tiny_strata():
     with pytest.raises(InvalidInputError, match="non-negative"):
         stratified_estimates([[1, 0], [0, -1]], [5, 5])
     res = stratified_estimates([[5, 1], [0, 1]], [90, 10], names=["a", "b"])
-    assert "fewer than 2 sample units" in res["warnings"][0] and "'b'" in res["warnings"][0]
+    assert "fewer than 2 sample units" in res["warnings"][0]
+    assert "'b'" in res["warnings"][0]
     assert res["classes"][1]["users_accuracy"]["se"] is None
     assert "10 % of the mapped area" in res["warnings"][0]
     # stratum a alone: W = 0.9, UA = 5/6, V(O) = W^2 UA (1 - UA) / (n - 1)
@@ -110,15 +110,24 @@ def test_stratified_estimates__bad_input_and_tiny_strata():
 def test_allocate__proportional_with_minimum_equal_and_neyman():
     size = np.array([600_000, 300_000, 90_000, 9_000, 30, 0])
     a = allocate(size, 600, min_per_class=50)
-    assert a.sum() == 600 and a[5] == 0 and a[4] == 30 and a[3] == 50 and a[2] == 50
+    assert a.sum() == 600
+    assert a[5] == 0
+    assert a[4] == 30
+    assert a[3] == 50
+    assert a[2] == 50
     rest = 600 - 130  # the two largest share what the minimums leave, in proportion 2:1
-    assert abs(a[0] - rest * 2 / 3) <= 1 and abs(a[1] - rest / 3) <= 1
+    assert abs(a[0] - rest * 2 / 3) <= 1
+    assert abs(a[1] - rest / 3) <= 1
     e = allocate(size, 100, method="equal", min_per_class=0)
-    assert e.sum() == 100 and e[5] == 0 and e[4] == 20 and set(e[:4]) == {20}
+    assert e.sum() == 100
+    assert e[5] == 0
+    assert e[4] == 20
+    assert set(e[:4]) == {20}
     ua = [0.95, 0.8, 0.6, 0.9, 0.9, 0.9]
     n = allocate(size, 500, method="neyman", expected_users_accuracy=ua, min_per_class=0)
     ws = size * np.sqrt(np.array(ua) * (1 - np.array(ua)))
-    assert n.sum() == 500 and np.all(np.abs(n - 500 * ws / ws.sum()) <= 1)
+    assert n.sum() == 500
+    assert np.all(np.abs(n - 500 * ws / ws.sum()) <= 1)
     assert allocate([10, 10], 600, min_per_class=50).tolist() == [10, 10]  # never more than a stratum has
 
 
@@ -158,7 +167,8 @@ def test_draw_stratified__uniform_within_a_stratum_chi_square():
     for seed in range(400):
         pts = draw_stratified(classes, [0, 0, 10], seed=seed)
         hits[pts["row"].to_numpy() * 40 + pts["col"].to_numpy()] += 1
-    assert hits[members].sum() == 4000 and hits.sum() == 4000
+    assert hits[members].sum() == 4000
+    assert hits.sum() == 4000
     assert chisquare(hits[members]).pvalue > 0.01
 
 
@@ -208,10 +218,10 @@ def test_stratified_estimates__a_class_mapped_nowhere_keeps_the_others_defined()
     counts = np.c_[counts, [0, 0, 2, 0, 0]]  # two stable-forest units are, in truth, a fifth class
     res = stratified_estimates(counts, [*(a * 0.09 for a in MAPPED_PX), 0.0], names=[*NAMES, "other"])
     for c in res["classes"][:4]:
-        assert c["producers_accuracy"]["se"] is not None and c["area"]["se"] is not None
-    assert (
-        res["classes"][4]["users_accuracy"]["estimate"] is None and res["classes"][4]["area"]["estimate"] > 0
-    )
+        assert c["producers_accuracy"]["se"] is not None
+        assert c["area"]["se"] is not None
+    assert res["classes"][4]["users_accuracy"]["estimate"] is None
+    assert res["classes"][4]["area"]["estimate"] > 0
     assert "warnings" not in res
 
 
@@ -225,8 +235,6 @@ def test_draw_stratified__allocation_from_the_same_single_pass():
         )
     size = np.bincount(classes.values.ravel(), minlength=5)
     units = np.r_[0, allocate(size[1:], 60, min_per_class=8)]
-    assert (
-        pts.attrs["stratum_sizes"][:5].tolist() == size.tolist()
-        and pts.attrs["units"][:5].tolist() == units.tolist()
-    )
+    assert pts.attrs["stratum_sizes"][:5].tolist() == size.tolist()
+    assert pts.attrs["units"][:5].tolist() == units.tolist()
     pd.testing.assert_frame_equal(pts, draw_stratified(classes, units))

@@ -58,7 +58,9 @@ def test_design_sample__gpkg_points_exact_counts_in_their_strata(maps, capsys):
     ]
     assert main(argv) == 0
     pts = gpd.read_file(out)
-    assert pts.crs.to_epsg() == 4326 and (pts.geometry.geom_type == "Point").all() and len(pts) == 200
+    assert pts.crs.to_epsg() == 4326
+    assert (pts.geometry.geom_type == "Point").all()
+    assert len(pts) == 200
     values = maps["noisy_values"]
     assert (values[pts["row"], pts["col"]] == pts["stratum"]).all()
     size = np.bincount(values.ravel(), minlength=23)
@@ -68,20 +70,20 @@ def test_design_sample__gpkg_points_exact_counts_in_their_strata(maps, capsys):
         pts["inclusion_probability"], counts[pts["stratum"]].to_numpy() / size[pts["stratum"]]
     )
     lg = maps["legend"]
-    assert (pts["map_code"] == [lg.values[k - 1] for k in pts["stratum"]]).all() and pts[
-        "reference"
-    ].isna().all()
+    assert (pts["map_code"] == [lg.values[k - 1] for k in pts["stratum"]]).all()
+    assert pts["reference"].isna().all()
     # the point lies in its pixel: map x/y at the pixel centre
     tr = open_cube(maps["cube"]).rio.transform()
     col, row = ~tr * (pts.geometry.x.to_numpy(), pts.geometry.y.to_numpy())
-    assert (np.floor(row) == pts["row"]).all() and (np.floor(col) == pts["col"]).all()
-    assert main(argv) == 2 and "output exists" in capsys.readouterr().err
-    assert (
-        main([*argv[:-1], str(maps["root"] / "s.shp")]) == 2
-        and ".gpkg, .geojson or .csv" in capsys.readouterr().err
-    )
+    assert (np.floor(row) == pts["row"]).all()
+    assert (np.floor(col) == pts["col"]).all()
+    assert main(argv) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert main([*argv[:-1], str(maps["root"] / "s.shp")]) == 2
+    assert ".gpkg, .geojson or .csv" in capsys.readouterr().err
     js = maps["root"] / "s.geojson"
-    assert main([*argv[:-1], str(js)]) == 0 and len(gpd.read_file(js)) == 200
+    assert main([*argv[:-1], str(js)]) == 0
+    assert len(gpd.read_file(js)) == 200
     capsys.readouterr()
     assert (
         main(
@@ -107,12 +109,13 @@ def test_assess__perfect_map_gives_its_own_areas_and_accuracy_one(maps):
     res = kx.assess(maps["perfect"], reference=sample, truth=maps["cube"], out=maps["root"] / "p.json")[
         "result"
     ]
-    assert res["overall_accuracy"]["estimate"] == pytest.approx(1.0) and res["sample_size"] == 150
+    assert res["overall_accuracy"]["estimate"] == pytest.approx(1.0)
+    assert res["sample_size"] == 150
     for c in res["classes"]:
-        assert c["area_ha"]["estimate"] == pytest.approx(c["map_area_ha"]) and c["area_ha"][
-            "se"
-        ] == pytest.approx(0)
-    assert res["reference"]["simulated_from"] and any("simulated" in w for w in res["warnings"])
+        assert c["area_ha"]["estimate"] == pytest.approx(c["map_area_ha"])
+        assert c["area_ha"]["se"] == pytest.approx(0)
+    assert res["reference"]["simulated_from"]
+    assert any("simulated" in w for w in res["warnings"])
 
 
 def test_assess__filled_sample_codes_names_and_empty_values(maps, tmp_path, capsys):
@@ -143,13 +146,12 @@ def test_assess__filled_sample_codes_names_and_empty_values(maps, tmp_path, caps
     argv = ["assess", str(maps["noisy"]), "--reference", str(sample), "--out", str(out), "--csv", str(csv)]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "overall accuracy" in text and "5 sample point(s) have no reference value" in text
+    assert "overall accuracy" in text
+    assert "5 sample point(s) have no reference value" in text
     res = json.loads(out.read_text())
-    assert (
-        res["sample_size"] == 115
-        and res["empty_reference"] == 5
-        and res["estimator"].startswith("stratified")
-    )
+    assert res["sample_size"] == 115
+    assert res["empty_reference"] == 5
+    assert res["estimator"].startswith("stratified")
     # the counts: user's accuracy of every class equals its share of correct units, independently counted
     used = pts["reference"].notna().to_numpy()
     for c in res["classes"]:
@@ -194,4 +196,5 @@ def test_assess__simple_random_sample_is_post_stratified(maps, tmp_path):
     res = kx.assess(maps["noisy"], reference=tmp_path / "srs.csv", label_field="lc", out=tmp_path / "a.json")[
         "result"
     ]
-    assert res["estimator"].startswith("post-stratified") and res["sample_size"] == int((codes > 0).sum())
+    assert res["estimator"].startswith("post-stratified")
+    assert res["sample_size"] == int((codes > 0).sum())

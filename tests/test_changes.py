@@ -3,13 +3,11 @@
 import json
 import xml.etree.ElementTree as ET
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 import xarray as xr
-from affine import Affine
 
 import kerinci_xr as kx
 from kerinci_xr.changes import change_codes, decode_change, gross_net, transition_matrix, transitions_table
@@ -19,18 +17,14 @@ from kerinci_xr.legend import Legend
 from kerinci_xr.preprocess import remap_labels
 from kerinci_xr.synthetic import KLHK_LEGEND, make_kerinci_series
 
+from .conftest import grid_map
+
 LG = Legend(values=(10, 20, 30), labels=("forest", "crop", "town"), palette=("006400", "FFD700", "FF0000"))
 
 
 def _map(arr, epsg=6933, chunks=32):
     """A class map on a 30 m equal-area grid (EASE-Grid 2.0: a pixel is 0.09 ha exactly)."""
-    h, w = arr.shape
-    out = xr.DataArray(
-        da.from_array(arr.astype(np.uint8), chunks=chunks),
-        dims=("y", "x"),
-        coords={"y": 5e6 - (np.arange(h) + 0.5) * 30, "x": 1e6 + (np.arange(w) + 0.5) * 30},
-    )
-    return out.rio.write_crs(epsg).rio.write_transform(Affine(30, 0, 1e6, 0, -30, 5e6))
+    return grid_map(arr.astype(np.uint8), crs=epsg, origin=(1e6, 5e6), chunks=chunks)
 
 
 def test_transition_matrix__equals_a_crosstab_and_decodes_back():
@@ -47,7 +41,8 @@ def test_transition_matrix__equals_a_crosstab_and_decodes_back():
     np.testing.assert_array_equal(np.where(both, a, 0), before)
     np.testing.assert_array_equal(np.where(both, b, 0), after)
     table = transitions_table(m)
-    assert table["pixels"].sum() == both.sum() and set(table.columns) == {
+    assert table["pixels"].sum() == both.sum()
+    assert set(table.columns) == {
         "from_id",
         "from_code",
         "from_name",
@@ -58,7 +53,8 @@ def test_transition_matrix__equals_a_crosstab_and_decodes_back():
         "hectares",
     }
     net = gross_net(m)
-    assert net["net_change"].sum() == pytest.approx(0) and (net["gross_loss"] >= 0).all()
+    assert net["net_change"].sum() == pytest.approx(0)
+    assert (net["gross_loss"] >= 0).all()
     forest = net.set_index("name").loc["forest"]
     assert forest["gross_loss"] == pytest.approx(want[1, 2:].sum() * 0.09)
     assert forest["net_change"] == pytest.approx((want[:, 1].sum() - want[1].sum()) * 0.09)
@@ -110,11 +106,11 @@ def test_change__recovers_the_generators_known_change_exactly(series, tmp_path, 
     pd.testing.assert_frame_equal(got, want.astype(int), check_names=False)
     # the generator's change: forest cleared for estate crops, farms turned into settlement
     changed = table[table["from_id"] != table["to_id"]].sort_values("pixels", ascending=False)
-    assert changed.iloc[0]["to_name"] == "Estate crop" and "forest" in changed.iloc[0]["from_name"]
+    assert changed.iloc[0]["to_name"] == "Estate crop"
+    assert "forest" in changed.iloc[0]["from_name"]
     summary = json.loads((tmp_path / "c.json").read_text())
-    assert summary["pixels_changed"] == int((a[both] != b[both]).sum()) and summary["pixels_excluded"] == int(
-        (~both).sum()
-    )
+    assert summary["pixels_changed"] == int((a[both] != b[both]).sum())
+    assert summary["pixels_excluded"] == int((~both).sum())
     # the from-to COG: its values decode to the two maps, its style names each transition
     with rasterio.open(tmp_path / "c.tif") as src:
         ids = src.read(1)
@@ -159,10 +155,10 @@ def test_change__predicted_maps_find_the_forest_loss(series, tmp_path):
     true_loss = ((np.isin(a, list(forest))) & (b == 7)).sum()  # cleared for estate crop (id 7)
     m = res["matrix"]
     found = sum(m.pixels[i, 7] for i in forest)
-    assert true_loss > 500 and abs(found / true_loss - 1) < 0.35, (found, true_loss)
-    assert res["summary"]["low_confidence_pixels"] > 0 and "low_confidence" in xr.open_zarr(
-        tmp_path / "ch.zarr"
-    )
+    assert true_loss > 500, (found, true_loss)
+    assert abs(found / true_loss - 1) < 0.35, (found, true_loss)
+    assert res["summary"]["low_confidence_pixels"] > 0
+    assert "low_confidence" in xr.open_zarr(tmp_path / "ch.zarr")
 
 
 def test_change__bad_input(series, tmp_path, capsys):
@@ -183,9 +179,8 @@ def test_change__bad_input(series, tmp_path, capsys):
 def test_design_and_assess__on_a_change_map_strata_are_transitions(series, tmp_path):
     change = kx.change(series["maps"][0], series["maps"][1], out=tmp_path / "c.zarr")["change"]
     sample = kx.design_sample(change, n=120, min_per_class=5, out=tmp_path / "s.gpkg")["points"]
-    assert sample["map_name"].str.contains(" -> ").all() and "Primary dryland forest -> Estate crop" in set(
-        sample["map_name"]
-    )
+    assert sample["map_name"].str.contains(" -> ").all()
+    assert "Primary dryland forest -> Estate crop" in set(sample["map_name"])
     # the truth of each point: its transition between the generator's two label rasters
     a, b = series["truth"]
     names = [

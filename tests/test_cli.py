@@ -60,7 +60,8 @@ def test_prepare_and_info__real_nc_pair(tmp_path, nc_paths, capsys):
             str(out),
         ]
     )
-    assert rc == 0 and out.exists()
+    assert rc == 0
+    assert out.exists()
     assert f"wrote {out}" in capsys.readouterr().out
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -68,7 +69,9 @@ def test_prepare_and_info__real_nc_pair(tmp_path, nc_paths, capsys):
     assert {r["name"]: r["pixels"] for r in info["classes"]}["sediment"] == 194
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "sediment" in text and "hectares" in text and "EPSG:32119" in text
+    assert "sediment" in text
+    assert "hectares" in text
+    assert "EPSG:32119" in text
 
 
 def test_prepare__with_radar_on_a_local_cluster(tmp_path, small_scene, capsys):
@@ -97,9 +100,12 @@ def test_prepare__unknown_codes_strict_writes_nothing(tmp_path, small_scene, cap
     ]
     assert main([*args, "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "code(s) missing from the legend" in err and "2002" in err
+    assert "code(s) missing from the legend" in err
+    assert "2002" in err
     # the text says what happened (refused), not what happens without --strict
-    assert "--strict refuses them" in err and "run without --strict" in err and "they become 0" not in err
+    assert "--strict refuses them" in err
+    assert "run without --strict" in err
+    assert "they become 0" not in err
     assert not (tmp_path / "cube.zarr").exists()
     with pytest.warns(UserWarning, match="missing from the legend"):
         assert main(args) == 0
@@ -145,7 +151,8 @@ def test_prepare__refuses_existing_output(tmp_path, small_scene, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     rc = main(["prepare", "--image", str(small_scene.landsat), "--out", str(out)])
-    assert rc == 2 and "output exists" in capsys.readouterr().err
+    assert rc == 2
+    assert "output exists" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
 
 
@@ -193,7 +200,8 @@ def test_sample__cli_writes_store_and_manifest(tmp_path, small_scene, capsys):
     from kerinci_xr.sampling import read_manifest
 
     m = read_manifest(tmp_path / "m.parquet")
-    assert len(m) == open_patches(out).sizes["patch"] and set(m["split"]) == {"train", "val", "test"}
+    assert len(m) == open_patches(out).sizes["patch"]
+    assert set(m["split"]) == {"train", "val", "test"}
     assert main([*argv[:-4], "--out", str(out)]) == 2  # exists
     assert "output exists" in capsys.readouterr().err
     assert main(["-q", "sample", str(cube), "--patch", "999", "--out", str(tmp_path / "x.zarr")]) == 2
@@ -233,10 +241,12 @@ def test_prepare__not_a_terminal_writes_few_lines_and_plain_warnings(tmp_path):
     lines = [ln for ln in re.split(r"[\r\n]+", res.stdout + res.stderr) if ln.strip()]
     assert len(lines) <= 15, lines  # no redrawn progress frames in a log
     warning = [ln for ln in lines if ln.startswith("warning:")]
-    assert warning and "missing from the legend" in warning[0]
+    assert warning
+    assert "missing from the legend" in warning[0]
     assert not [ln for ln in lines if ".py" in ln]  # no source file and line of the toolkit
     again = _cli("info", str(tmp_path / "cube.zarr"), "-q", check=False)  # -q after the subcommand
-    assert again.returncode == 0 and "grid" in again.stdout
+    assert again.returncode == 0
+    assert "grid" in again.stdout
 
 
 def test_cli__interrupt_exits_130_with_one_line(tmp_path):
@@ -266,7 +276,8 @@ def test_cli__reader_gone_no_traceback_and_unexpected_errors_one_line(tmp_path, 
     )
     assert "Traceback" not in (tmp_path / "err").read_text()
     res = _cli("info", str(tmp_path), check=False)  # a folder that is no cube: bad input
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_prepare__select_and_band_roles_for_unknown_sensors(small_scene, tmp_path, capsys):
@@ -302,4 +313,5 @@ def test_prepare__select_and_band_roles_for_unknown_sensors(small_scene, tmp_pat
         "--out",
         str(tmp_path / "b.zarr"),
     ]
-    assert main(bad) == 2 and "band roles: expected ROLE=BAND" in capsys.readouterr().err
+    assert main(bad) == 2
+    assert "band roles: expected ROLE=BAND" in capsys.readouterr().err

@@ -24,7 +24,8 @@ def test_fold_layouts__every_block_tested_once_and_classes_spread():
     layouts = fold_layouts(counts, (500, 600), block=100, folds=4, seed=0)
     test = np.stack([lay.blocks == 2 for lay in layouts])
     val = np.stack([lay.blocks == 1 for lay in layouts])
-    assert (test.sum(0) == 1).all() and (val.sum(0) == 1).all()  # each block tested once, validated once
+    assert (test.sum(0) == 1).all()
+    assert (val.sum(0) == 1).all()  # each block tested once, validated once
     rare = test.reshape(4, -1)[:, [3, 11, 19, 27]]
     assert (rare.sum(1) == 1).all()  # the rare class is in every fold's test area
     share = [counts[test[i].ravel(), 1].sum() / counts[:, 1].sum() for i in range(4)]

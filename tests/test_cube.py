@@ -33,7 +33,8 @@ def test_build_cube__computes_nothing(small_scene):
             chunks=64,
         )
     assert list(ds["band"].values) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "HH", "HV"]
-    assert ds["image"].dtype == np.float32 and ds["labels"].dtype == np.uint8
+    assert ds["image"].dtype == np.float32
+    assert ds["labels"].dtype == np.uint8
     assert ds["image"].chunks == ((10,), (64,) * 5, (64,) * 4 + (44,))
     assert ds.rio.crs.to_epsg() == 4326
     assert json.loads(ds.attrs["band_roles"])["nir"] == "B5"
@@ -48,7 +49,8 @@ def test_build_cube__radar_aligned_and_in_db(small_scene):
     hv = ds["image"].sel(band="HV").values
     ok = ds["valid"].values
     assert np.isfinite(hh[ok]).all()
-    assert -30 < np.nanmean(hh) < 0 and np.nanmean(hv) < np.nanmean(hh)
+    assert -30 < np.nanmean(hh) < 0
+    assert np.nanmean(hv) < np.nanmean(hh)
     # forest backscatters more than open land (what the generator promises, seen after alignment)
     lab = ds["labels"].values
     forest = lab == legend.id_of(2001)
@@ -75,9 +77,8 @@ def test_write_cube__nc_class_counts_match_label_file(nc_cube, nc_paths):
     x, y = ds.rio.transform() * (ds.sizes["x"] / 2, ds.sizes["y"] / 2)
     lon, lat = Transformer.from_crs(32119, 4326, always_xy=True).transform(x, y)
     scale = Proj("EPSG:32119").get_factors(lon, lat).areal_scale
-    assert area[7] == pytest.approx(194 * 28.5 * 28.5 / scale / 1e4, rel=1e-4) and scale != pytest.approx(
-        1, abs=1e-5
-    )
+    assert area[7] == pytest.approx(194 * 28.5 * 28.5 / scale / 1e4, rel=1e-4)
+    assert scale != pytest.approx(1, abs=1e-5)
     # invalid pixels: the nodata frame (any band 0)
     with rasterio.open(nc_paths["image"]) as src:
         img = src.read()
@@ -96,7 +97,8 @@ def test_open_cube__round_trip_keeps_crs_transform_values(nc_cube, nc_paths):
     np.testing.assert_allclose(ds["image"].values[:, ok], raw[:, ok] / 255, rtol=1e-6)
     assert np.isnan(ds["image"].values[:, ~ok]).all()
     meta = zarr.open_group(str(nc_cube), mode="r")["image"].metadata.to_dict()
-    assert meta["zarr_format"] == 2 and (nc_cube / ".zmetadata").exists()  # what GDAL 3.6 reads
+    assert meta["zarr_format"] == 2
+    assert (nc_cube / ".zmetadata").exists()  # what GDAL 3.6 reads
     assert "blosc" in json.dumps(meta.get("compressor") or meta.get("compressors"))
 
 
@@ -223,16 +225,12 @@ def test_write_cube__gdal_opens_every_layer_with_crs_and_geotransform(nc_cube):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plain = xr.open_zarr(nc_cube)  # default arguments, no warning
-    assert (
-        plain["labels"].attrs["flag_meanings"].split()[0] == "nodata"
-        and plain.attrs["Conventions"] == "CF-1.10"
-    )
-    assert plain["labels"].attrs["grid_mapping"] == "spatial_ref" and plain["valid"].attrs[
-        "long_name"
-    ].startswith("valid")
-    assert (
-        plain["x"].attrs["standard_name"] == "projection_x_coordinate" and "units" not in plain["valid"].attrs
-    )
+    assert plain["labels"].attrs["flag_meanings"].split()[0] == "nodata"
+    assert plain.attrs["Conventions"] == "CF-1.10"
+    assert plain["labels"].attrs["grid_mapping"] == "spatial_ref"
+    assert plain["valid"].attrs["long_name"].startswith("valid")
+    assert plain["x"].attrs["standard_name"] == "projection_x_coordinate"
+    assert "units" not in plain["valid"].attrs
 
 
 def test_export__cog_with_band_descriptions_equal_to_the_cube(nc_cube, tmp_path, capsys):
@@ -244,14 +242,16 @@ def test_export__cog_with_band_descriptions_equal_to_the_cube(nc_cube, tmp_path,
     with rasterio.open(out) as src:
         assert src.descriptions == ("B4_nir", "B5_swir1", "B7_swir2")
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert src.crs == ds.rio.crs and src.transform.almost_equals(ds.rio.transform())
+        assert src.crs == ds.rio.crs
+        assert src.transform.almost_equals(ds.rio.transform())
         expect = ds["image"].sel(band=["B4_nir", "B5_swir1", "B7_swir2"]).values
         np.testing.assert_array_equal(src.read(), expect)
     assert main(["-q", "export", str(nc_cube), "--out", str(tmp_path / "all.tif")]) == 0
     with rasterio.open(tmp_path / "all.tif") as src:
         assert list(src.descriptions) == [str(b) for b in ds["band"].values]
     assert main(["-q", "export", str(nc_cube), "--bands", "B9", "--out", str(tmp_path / "x.tif")]) == 2
-    assert "bands ['B9'] are not in the cube" in capsys.readouterr().err and not (tmp_path / "x.tif").exists()
+    assert "bands ['B9'] are not in the cube" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_write_cube__zarr_format_3_on_request(nc_cube, tmp_path):

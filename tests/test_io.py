@@ -57,7 +57,8 @@ def test_open_raster__lazy_with_band_names_from_file():
         "B5_swir1",
         "B7_swir2",
     ]
-    assert da_.chunks[0] == (6,) and da_.chunks[1][0] == 128
+    assert da_.chunks[0] == (6,)
+    assert da_.chunks[1][0] == 128
     assert da_.attrs["nodata"] == 0
     assert da_.rio.crs.to_epsg() == 32119
     with rasterio.open(path) as src:
@@ -100,7 +101,9 @@ def test_require_same_grid__names_every_difference(small_scene):
     with pytest.raises(GridMismatchError) as info:
         require_same_grid(landsat, palsar, what="labels")
     msg = str(info.value)
-    assert "Palsar_Kerinci_2023_v1.tif" in msg and "shape" in msg and "transform" in msg
+    assert "Palsar_Kerinci_2023_v1.tif" in msg
+    assert "shape" in msg
+    assert "transform" in msg
     assert "--align-labels" in msg
 
 
@@ -178,7 +181,13 @@ def test_align_to__bad_resampling(small_scene):
 
 
 def test_open_raster__in_memory_result_is_a_dataarray(small_scene):
-    assert isinstance(open_raster(small_scene.landsat), xr.DataArray)
+    loaded = open_raster(small_scene.landsat).compute()
+    assert isinstance(loaded, xr.DataArray)
+    assert isinstance(loaded.data, np.ndarray)  # in memory, no longer a dask array
+    with rasterio.open(small_scene.landsat) as src:
+        np.testing.assert_array_equal(loaded.values, src.read())
+        assert loaded.rio.crs == src.crs
+        assert loaded.rio.transform() == src.transform
 
 
 def test_open_raster__select_keeps_named_bands_and_never_reads_the_others(tmp_path):
@@ -187,10 +196,12 @@ def test_open_raster__select_keeps_named_bands_and_never_reads_the_others(tmp_pa
 
     scene = make_kerinci_scene(tmp_path / "s", height=80, width=70, radar=False)
     arr = open_raster(scene.landsat, select=["B5", "B6", "B7"], chunks=32)
-    assert list(arr["band"].values) == ["B5", "B6", "B7"] and arr.data.chunks[0] == (3,)
+    assert list(arr["band"].values) == ["B5", "B6", "B7"]
+    assert arr.data.chunks[0] == (3,)
     np.testing.assert_array_equal(arr.values, open_raster(scene.landsat).sel(band=["B5", "B6", "B7"]).values)
     graph = dict(arr.data.__dask_graph__())
     reads = [v.args[3] for k, v in graph.items() if str(k).startswith("_mosaic_block")]
-    assert len(reads) == 9 and all(r == [5, 6, 7] for r in reads)  # every chunk reads B5..B7 only (1-based)
+    assert len(reads) == 9
+    assert all(r == [5, 6, 7] for r in reads)  # every chunk reads B5..B7 only (1-based)
     with pytest.raises(InvalidInputError, match=r"bands \['B8'\] to select are not in the file"):
         open_raster(scene.landsat, select=["B8"])

@@ -14,7 +14,8 @@ from .conftest import shared_file
 def test_read_legend__real_kerinci_file():
     lg = read_legend(shared_file("kerinci", "lc.json"))
     assert lg.n_classes == 22
-    assert lg.values[0] == 2001 and lg.values[-1] == 50011
+    assert lg.values[0] == 2001
+    assert lg.values[-1] == 50011
     assert lg.ids == tuple(range(1, 23))
     assert lg.name_of(1) == "Primary dryland forest"
     assert lg.name_of(NODATA_ID) == "nodata"
@@ -22,7 +23,10 @@ def test_read_legend__real_kerinci_file():
     assert lg.rgb[1].tolist() == [0, 100, 0]
     assert lg.rgb[0].tolist() == [0, 0, 0]
     lut = lg.lut
-    assert lut[2001] == 1 and lut[50011] == 22 and lut[2003] == 0 and lut[0] == 0
+    assert lut[2001] == 1
+    assert lut[50011] == 22
+    assert lut[2003] == 0
+    assert lut[0] == 0
     assert lut.dtype == np.uint8
 
 
@@ -35,7 +39,9 @@ def test_legend__hex_with_and_without_hash():
 def test_legend__round_trips_through_json_attrs(tmp_path):
     lg = read_legend(shared_file("nc_landsat7", "nc_lc.json"))
     again = Legend.from_json(lg.to_json())
-    assert again.values == lg.values and again.labels == lg.labels and again.palette == lg.palette
+    assert again.values == lg.values
+    assert again.labels == lg.labels
+    assert again.palette == lg.palette
     lg.write(tmp_path / "lc.json")
     assert read_legend(tmp_path / "lc.json").to_dict() == lg.to_dict()
 

@@ -45,26 +45,29 @@ def test_accuracy_report__oa_kappa_per_class_by_hand():
     assert rep["overall_accuracy"] == pytest.approx(oa, abs=1e-6)
     assert rep["kappa"] == pytest.approx((oa - pe) / (1 - pe), abs=1e-6)
     forest, water, rice = rep["classes"]
-    assert forest["producers_accuracy"] == pytest.approx(3 / 4) and forest["users_accuracy"] == pytest.approx(
-        3 / 4
-    )
-    assert water["producers_accuracy"] == pytest.approx(2 / 3) and water["users_accuracy"] == pytest.approx(
-        2 / 3
-    )
-    assert rice["users_accuracy"] == pytest.approx(1.0) and rice["producers_accuracy"] == pytest.approx(2 / 3)
-    assert rice["iou"] == pytest.approx(2 / 3) and rice["f1"] == pytest.approx(4 / 5)
+    assert forest["producers_accuracy"] == pytest.approx(3 / 4)
+    assert forest["users_accuracy"] == pytest.approx(3 / 4)
+    assert water["producers_accuracy"] == pytest.approx(2 / 3)
+    assert water["users_accuracy"] == pytest.approx(2 / 3)
+    assert rice["users_accuracy"] == pytest.approx(1.0)
+    assert rice["producers_accuracy"] == pytest.approx(2 / 3)
+    assert rice["iou"] == pytest.approx(2 / 3)
+    assert rice["f1"] == pytest.approx(4 / 5)
     assert forest["iou"] == pytest.approx(3 / 5)
     assert rep["mean_iou"] == pytest.approx(np.mean([3 / 5, 2 / 4, 2 / 3]), abs=1e-6)
     assert [c["support"] for c in rep["classes"]] == [4, 3, 3]
     text = format_report(rep)
-    assert "forest" in text and "kappa" in text
+    assert "forest" in text
+    assert "kappa" in text
 
 
 def test_accuracy_report__perfect_and_empty(tmp_path):
     t = np.array([[1, 2, 3]])
     rep = accuracy_report(confusion_matrix(t, t, 3), LEGEND)
-    assert rep["overall_accuracy"] == 1.0 and rep["mean_iou"] == 1.0
+    assert rep["overall_accuracy"] == 1.0
+    assert rep["mean_iou"] == 1.0
     empty = accuracy_report(np.zeros((4, 4)), LEGEND)
-    assert empty["overall_accuracy"] is None and empty["mean_iou"] is None
+    assert empty["overall_accuracy"] is None
+    assert empty["mean_iou"] is None
     path = write_report(rep, tmp_path / "m.json")
     assert path.read_text().startswith("{")

@@ -35,20 +35,28 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     ):
         assert name in text
     cube = open_cube(out / "cube.zarr")
-    assert cube.sizes["y"] == 600 and "HH" in list(cube["band"].values)
-    assert cube.sizes["time"] == 2 and cube.attrs["labels_date"] == "2015-07-01"
+    assert cube.sizes["y"] == 600
+    assert "HH" in list(cube["band"].values)
+    assert cube.sizes["time"] == 2
+    assert cube.attrs["labels_date"] == "2015-07-01"
     change = json.loads((out / "change.json").read_text())
-    assert change["pixels_changed"] > 0 and change["classes"]
+    assert change["pixels_changed"] > 0
+    assert change["classes"]
     report = json.loads((out / "metrics.json").read_text())
-    assert report["source"]["split"] == "test" and report["pixels"] > 0
+    assert report["source"]["split"] == "test"
+    assert report["pixels"] > 0
     scene = json.loads((out / "metrics_scene.json").read_text())
-    assert {"all", "train", "val", "test"} <= set(scene) and scene["all"]["pixels"] > 300_000
-    assert (out / "map.tif").exists() and (out / "areas.csv").read_text().startswith("class_id,")
+    assert {"all", "train", "val", "test"} <= set(scene)
+    assert scene["all"]["pixels"] > 300_000
+    assert (out / "map.tif").exists()
+    assert (out / "areas.csv").read_text().startswith("class_id,")
     assert (out / "quicklooks" / "labels.png").stat().st_size > 1000
     assessed = json.loads((out / "accuracy.json").read_text())
-    assert assessed["sample_size"] == 500 and assessed["reference"]["simulated_from"].endswith("cube.zarr")
+    assert assessed["sample_size"] == 500
+    assert assessed["reference"]["simulated_from"].endswith("cube.zarr")
     patches = open_patches(out / "patches.zarr")
-    assert patches.sizes["y"] == 128 and patches.attrs["split_counts"]["train"] > 0
+    assert patches.sizes["y"] == 128
+    assert patches.attrs["split_counts"]["train"] > 0
     stamp = (out / "cube.zarr").stat().st_mtime_ns
     assert main(demo) == 0
     assert "[train] up to date, skipped" in capsys.readouterr().out
@@ -56,7 +64,9 @@ def test_demo__runs_end_to_end_then_skips(tmp_path, capsys):
     # other options: the scene is stale, and so is everything after it
     assert main([*demo, "--seed", "1"]) == 0
     text = capsys.readouterr().out
-    assert "[synth] running" in text and "[prepare] running" in text and "[train] running" in text
+    assert "[synth] running" in text
+    assert "[prepare] running" in text
+    assert "[train] running" in text
     assert main([*demo, "--seed", "1", "--force"]) == 0
     assert "[quicklook] running" in capsys.readouterr().out
 
@@ -78,22 +88,31 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
         "report",
     ]
     by = {s.stage.name: s.options for s in steps}
-    assert by["train"].epochs == 8 and by["prepare"].chunk == 512
-    assert by["sample"].cube == by["prepare"].out and by["predict"].patches == by["sample"].out
+    assert by["train"].epochs == 8
+    assert by["prepare"].chunk == 512
+    assert by["sample"].cube == by["prepare"].out
+    assert by["predict"].patches == by["sample"].out
     assert by["assess"].truth == by["prepare"].out  # an input named like a product of the run is that product
-    assert by["assess"].reference == by["design-sample"].out and by["assess"].map == by["predict"].out
-    assert by["change"].map_a == by["predict"].out and by["predict"].all_dates
+    assert by["assess"].reference == by["design-sample"].out
+    assert by["assess"].map == by["predict"].out
+    assert by["change"].map_a == by["predict"].out
+    assert by["predict"].all_dates
     images = [Path(p).name for p in by["prepare"].image]
     assert images == ["Landsat_Kerinci_2015_v1.tif", "Landsat_Kerinci_2023_v1.tif"]
     raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
     steps, root = plan(raw, base=base, source="kerinci.toml")
     by = {s.stage.name: s.options for s in steps}
     assert by["prepare"].bands == ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
-    assert by["prepare"].scale == 1e-4 and by["prepare"].radar_scale == 1e-3
+    assert by["prepare"].scale == 1e-4
+    assert by["prepare"].radar_scale == 1e-3
     assert by["prepare"].image[0].endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
-    assert by["sample"].patch == 128 and by["sample"].per_class == 20 and by["train"].epochs == 40
-    assert by["evaluate"].split == "test" and Path(by["predict"].cog) == root / "map.tif"
-    assert by["evaluate"].source == by["sample"].out and by["evaluate"].model == by["train"].out
+    assert by["sample"].patch == 128
+    assert by["sample"].per_class == 20
+    assert by["train"].epochs == 40
+    assert by["evaluate"].split == "test"
+    assert Path(by["predict"].cog) == root / "map.tif"
+    assert by["evaluate"].source == by["sample"].out
+    assert by["evaluate"].model == by["train"].out
 
 
 def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
@@ -110,9 +129,11 @@ def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
         assert main(["-q", "run", str(tmp_path / "p.toml")]) == 0
     out = tmp_path / "out"
     cube = open_cube(out / "c.zarr")
-    assert cube["image"].chunks[1][0] == 64 and "HH" not in list(cube["band"].values)
+    assert cube["image"].chunks[1][0] == 64
+    assert "HH" not in list(cube["band"].values)
     page = (out / "page.html").read_text()
-    assert "&lt;h2&gt;Training&lt;/h2&gt;" in page and "train loss" in page
+    assert "&lt;h2&gt;Training&lt;/h2&gt;" in page
+    assert "train loss" in page
     record = json.loads((out / ".kerinci-stages.json").read_text())
     assert record["train"]["products"]["history"] == str(out / "unet.history.csv")
     capsys.readouterr()

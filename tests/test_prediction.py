@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-from affine import Affine
 from pyproj import Geod
 
 from kerinci_xr.api import predict
@@ -19,7 +18,7 @@ from kerinci_xr.metrics import class_areas
 from kerinci_xr.prediction import predict_scene
 from kerinci_xr.training import TrainConfig, fit
 
-from .conftest import raise_if_dask_computes, sampled_run
+from .conftest import grid_map, raise_if_dask_computes, sampled_run
 from .test_cube import gdal_georeference
 
 
@@ -36,8 +35,10 @@ def test_predict_scene__lazy_and_invariant_to_chunking(trained):
     cube = open_cube(trained["cube"])
     with raise_if_dask_computes():
         a = predict_scene(cube, trained["model"], chunk=64)
-    assert a["classes"].dtype == np.uint8 and a["classes"].shape == (360, 330)
-    assert a.rio.crs == cube.rio.crs and a["classes"].chunks[0][0] == 64
+    assert a["classes"].dtype == np.uint8
+    assert a["classes"].shape == (360, 330)
+    assert a.rio.crs == cube.rio.crs
+    assert a["classes"].chunks[0][0] == 64
     ca = a["classes"].values
     cb = predict_scene(open_cube(trained["cube"], chunks={"y": 100, "x": 70}), trained["model"], chunk=96)[
         "classes"
@@ -46,9 +47,11 @@ def test_predict_scene__lazy_and_invariant_to_chunking(trained):
     np.testing.assert_array_equal(ca, cb)
     np.testing.assert_array_equal(ca, one)  # 0 pixels differ from the one-piece prediction
     valid = cube["valid"].values
-    assert (ca[~valid] == 0).all() and (ca[valid] > 0).all()
+    assert (ca[~valid] == 0).all()
+    assert (ca[valid] > 0).all()
     conf = a["confidence"].values
-    assert (conf[valid] > 0).all() and (conf <= 1).all()
+    assert (conf[valid] > 0).all()
+    assert (conf <= 1).all()
 
 
 def test_predict_scene__windows_share_no_chunk_tasks(trained):
@@ -61,7 +64,8 @@ def test_predict_scene__windows_share_no_chunk_tasks(trained):
     pred = predict_scene(cube, trained["model"], chunk=64)
     graph = dict(pred["classes"].data.__dask_graph__())
     cube_keys = {k for v in ("image", "valid") for k in cube[v].data.__dask_graph__()}
-    assert cube_keys and not cube_keys & graph.keys()
+    assert cube_keys
+    assert not cube_keys & graph.keys()
     windows = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith("_predict_window")]
     assert len(windows) == 6 * 6  # 360 x 330 in 64-pixel chunks
 
@@ -106,21 +110,27 @@ def test_predict__products_cog_areas_metrics(trained, tmp_path):
     assert pred.rio.crs == cube.rio.crs
     for layer in ("classes", "confidence"):  # GDAL (QGIS) reads the prediction's georeference
         wkt, gt = gdal_georeference(out["prediction"], layer)
-        assert "WGS 84" in wkt and gt[0] == pytest.approx(cube.rio.transform().c)
-    assert pred["classes"].attrs["flag_values"][1:] == list(range(1, 23)) and "class" not in pred
+        assert "WGS 84" in wkt
+        assert gt[0] == pytest.approx(cube.rio.transform().c)
+    assert pred["classes"].attrs["flag_values"][1:] == list(range(1, 23))
+    assert "class" not in pred
     legend = read_legend(trained["root"] / "scene" / "lc.json")
     with rasterio.open(out["cog"]) as src:
         assert src.crs == cube.rio.crs
         assert src.transform.almost_equals(cube.rio.transform())
-        assert src.nodata == 0 and src.dtypes[0] == "uint8" and src.compression.value == "DEFLATE"
+        assert src.nodata == 0
+        assert src.dtypes[0] == "uint8"
+        assert src.compression.value == "DEFLATE"
         assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert src.block_shapes[0] == (512, 512) or src.block_shapes[0][0] >= 256
         cmap = src.colormap(1)
-        assert cmap[1][:3] == tuple(legend.rgb[1]) and cmap[11][:3] == tuple(legend.rgb[11])
+        assert cmap[1][:3] == tuple(legend.rgb[1])
+        assert cmap[11][:3] == tuple(legend.rgb[11])
         np.testing.assert_array_equal(src.read(1), pred["classes"].values)
         assert json.loads(src.tags()["CLASS_NAMES"])[1] == "Primary dryland forest"
     cats = [c.text for c in ET.parse(str(out["cog"]) + ".aux.xml").iter("Category")]
-    assert cats[0] == "nodata" and cats[1:] == list(legend.names)
+    assert cats[0] == "nodata"
+    assert cats[1:] == list(legend.names)
     assert out["cog_style"].read_text().count("<paletteEntry") == legend.n_classes
     import pandas as pd
 
@@ -139,8 +149,7 @@ def test_write_cog__overviews_by_mode_on_a_larger_map(tmp_path):
     legend = Legend(values=(1, 2), labels=("a", "b"), palette=("FF0000", "00FF00"))
     cls = np.ones((2048, 2048), np.uint8)
     cls[:, 1024:] = 2
-    da_ = xr.DataArray(cls, dims=("y", "x"), coords={"y": np.arange(2048) + 0.5, "x": np.arange(2048) + 0.5})
-    da_ = da_.rio.write_crs(32748).rio.write_transform(Affine(30, 0, 0, 0, -30, 0))
+    da_ = grid_map(cls, origin=(0, 0))
     path = write_cog(da_.chunk(512), tmp_path / "m.tif", legend=legend)
     with rasterio.open(path) as src:
         assert src.overviews(1) == [2, 4, 8]
@@ -157,14 +166,14 @@ def test_write_cog__codes_with_qgis_style_and_attribute_table_no_gdal_warning(tm
     from kerinci_xr.synthetic import KLHK_LEGEND as lg
 
     ids = (np.arange(1200 * 1100) % (lg.n_classes + 1)).reshape(1200, 1100).astype(np.uint8)  # 0 = nodata too
-    da_ = xr.DataArray(ids, dims=("y", "x"), coords={"y": -np.arange(1200) - 0.5, "x": np.arange(1100) + 0.5})
-    da_ = da_.rio.write_crs(32748).rio.write_transform(Affine(30, 0, 0, 0, -30, 0))
+    da_ = grid_map(ids, origin=(0, 0))
     with caplog.at_level("WARNING"):
         path = write_cog(da_.chunk(512), tmp_path / "codes.tif", legend=lg, values="codes")
     assert not [r for r in caplog.records if "palette" in r.getMessage()]
     with rasterio.open(path) as src:
         data = src.read(1)
-        assert src.dtypes[0] == "uint16" and src.colormap(1)[2001][:3] == tuple(lg.rgb[1])
+        assert src.dtypes[0] == "uint16"
+        assert src.colormap(1)[2001][:3] == tuple(lg.rgb[1])
     assert set(np.unique(data)) <= {0, *lg.values}  # only legend codes (and nodata)
     np.testing.assert_array_equal(data, np.asarray([0, *lg.values])[ids])
     style = ET.parse(tmp_path / "codes.qml")
@@ -173,7 +182,9 @@ def test_write_cog__codes_with_qgis_style_and_attribute_table_no_gdal_warning(tm
     assert style.find(".//rasterrenderer").get("type") == "paletted"
     if shutil.which("gdalinfo"):  # GDAL reads the attribute table beside the COG
         info = subprocess.run(["gdalinfo", str(path)], capture_output=True, text=True, check=True).stdout
-        assert "<GDALRasterAttributeTable" in info and "Primary dryland forest" in info and "2001" in info
+        assert "<GDALRasterAttributeTable" in info
+        assert "Primary dryland forest" in info
+        assert "2001" in info
 
 
 @pytest.mark.parametrize("lat", [0.0, 60.0])
@@ -184,12 +195,7 @@ def test_class_areas__epsg4326_matches_geodesic_area(lat):
     lab = np.ones((h, w), np.uint8)
     lab[:, 40:] = 2
     top = lat + h * res / 2
-    da_ = xr.DataArray(
-        lab,
-        dims=("y", "x"),
-        coords={"y": top - (np.arange(h) + 0.5) * res, "x": 10 + (np.arange(w) + 0.5) * res},
-    )
-    da_ = da_.rio.write_crs(4326).rio.write_transform(Affine(res, 0, 10, 0, -res, top))
+    da_ = grid_map(lab, crs=4326, res=res, origin=(10, top))
     table = class_areas(da_.chunk(32), legend)
     geod = Geod(ellps="WGS84")
     for cls, (x0, x1) in ((1, (10, 10.4)), (2, (10.4, 10.8))):
@@ -209,12 +215,7 @@ def test_class_areas__web_mercator_on_the_ellipsoid(lat):
     res, h, w = 30.0, 600, 500
     lab = np.ones((h, w), np.uint8)
     lab[:, 250:] = 2
-    da_ = xr.DataArray(
-        lab,
-        dims=("y", "x"),
-        coords={"y": top - (np.arange(h) + 0.5) * res, "x": x0 + (np.arange(w) + 0.5) * res},
-    )
-    da_ = da_.rio.write_crs(3857).rio.write_transform(Affine(res, 0, x0, 0, -res, top))
+    da_ = grid_map(lab, crs=3857, res=res, origin=(x0, top))
     table = class_areas(da_.chunk(256), legend)
     to_geo, geod = Transformer.from_crs(3857, 4326, always_xy=True), Geod(ellps="WGS84")
     for cls, (c0, c1) in ((1, (0, 250)), (2, (250, 500))):
@@ -236,8 +237,7 @@ def test_pixel_area__equal_area_is_nominal_and_utm_divides_by_its_scale_factor()
     from kerinci_xr.metrics import pixel_area_m2
 
     def grid(epsg, x0, y0):
-        arr = xr.DataArray(np.zeros((64, 64)), dims=("y", "x"))
-        return arr.rio.write_crs(epsg).rio.write_transform(Affine(30, 0, x0, 0, -30, y0))
+        return grid_map(np.zeros((64, 64)), crs=epsg, origin=(x0, y0))
 
     assert pixel_area_m2(grid(6933, 1e6, 5e6)).ndim == 0  # EASE-Grid 2.0 preserves area
     utm = pixel_area_m2(grid(32748, 500_000 - 960, 9_700_000))  # on the central meridian, k0 = 0.9996
@@ -255,7 +255,8 @@ def test_predict__bad_input(trained, tmp_path):
     (tmp_path / "p.zarr").mkdir()
     with pytest.raises(OutputExistsError):
         predict(trained["cube"], model=trained["model"], out=tmp_path / "x.zarr", cog=tmp_path / "p.zarr")
-    assert not (tmp_path / "x.zarr").exists() and list((tmp_path / "p.zarr").iterdir()) == []
+    assert not (tmp_path / "x.zarr").exists()
+    assert list((tmp_path / "p.zarr").iterdir()) == []
     ckpt = load_checkpoint(trained["model"])
     assert ckpt["bands"][-1] == "HV"
 
@@ -277,7 +278,9 @@ def test_cli__predict_and_evaluate_prediction(trained, tmp_path, capsys):
             "128",
         ]
     )
-    assert rc == 0 and out.exists() and (tmp_path / "m.tif").exists()
+    assert rc == 0
+    assert out.exists()
+    assert (tmp_path / "m.tif").exists()
     rc = main(
         [
             "-q",
@@ -293,7 +296,8 @@ def test_cli__predict_and_evaluate_prediction(trained, tmp_path, capsys):
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "== test ==" in text and "overall accuracy" in text
+    assert "== test ==" in text
+    assert "overall accuracy" in text
     assert (
         main(
             [
@@ -331,7 +335,8 @@ def test_predict_scene__sub_tiles_equal_a_plain_one_piece_forward(trained):
     with torch.no_grad():
         plain = model(torch.from_numpy(x[None]))[0, :, :h, :w].argmax(0).numpy() + 1
     plain = np.where(ok, plain, 0)
-    assert sub_tile(2048, 112, 16, None) == 1024 and sub_tile(2048, 48, 8, None) == 416
+    assert sub_tile(2048, 112, 16, None) == 1024
+    assert sub_tile(2048, 48, 8, None) == 416
     for tile, chunk in ((32, 128), (48, 1024), (None, 1024), (0, 96)):
         got = predict_scene(cube, trained["model"], chunk=chunk, tile=tile)["classes"].values
         np.testing.assert_array_equal(got, plain, err_msg=f"tile {tile}, chunk {chunk}")

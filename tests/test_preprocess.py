@@ -47,8 +47,11 @@ def test_scale_values__reflectance_and_nodata(backend):
     assert out.dtype == np.float32
     vals = out.values
     raw = np.asarray(img.values, dtype=np.float64)
-    assert np.isnan(vals[:, 5, 7]).all() and np.isnan(vals[:, 9, 9]).all()
-    assert not mask.values[5, 7] and not mask.values[9, 9] and mask.values.sum() == 40 * 30 - 2
+    assert np.isnan(vals[:, 5, 7]).all()
+    assert np.isnan(vals[:, 9, 9]).all()
+    assert not mask.values[5, 7]
+    assert not mask.values[9, 9]
+    assert mask.values.sum() == 40 * 30 - 2
     ok = mask.values
     np.testing.assert_allclose(vals[:, ok], raw[:, ok] * 1e-4, rtol=1e-6)
 
@@ -156,10 +159,12 @@ def test_false_colour__default_nir_swir1_swir2_lazy_in_unit_range():
         rgb = false_colour(img)
     assert list(rgb["band"].values) == ["B5", "B6", "B7"]
     v = rgb.values
-    assert np.nanmin(v) == 0.0 and np.nanmax(v) == 1.0
+    assert np.nanmin(v) == 0.0
+    assert np.nanmax(v) == 1.0
     assert np.isnan(v[:, 5, 7]).all()
     # about 2 % of valid pixels saturate at each end
-    assert 0.01 < np.nanmean(v[0] == 0) < 0.035 and 0.01 < np.nanmean(v[0] == 1) < 0.035
+    assert 0.01 < np.nanmean(v[0] == 0) < 0.035
+    assert 0.01 < np.nanmean(v[0] == 1) < 0.035
 
 
 def test_false_colour__needs_three_known_bands():

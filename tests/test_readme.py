@@ -20,13 +20,16 @@ def test_readme__python_examples_run(tmp_path, capsys):
     finally:
         os.chdir(here)
     out = capsys.readouterr().out
-    assert "Primary dryland forest" in out and (tmp_path / "patches.zarr").exists()
+    assert "Primary dryland forest" in out
+    assert (tmp_path / "patches.zarr").exists()
 
 
 def test_repr__legend_as_text_and_as_a_notebook_table(small_scene):
     import kerinci_xr as kx
 
     legend = kx.read_legend(small_scene.legend)
-    assert repr(legend).startswith("Legend(22 classes") and "2001 Primary dryland forest" in repr(legend)
+    assert repr(legend).startswith("Legend(22 classes")
+    assert "2001 Primary dryland forest" in repr(legend)
     html = legend._repr_html_()
-    assert html.count("<tr>") == 23 and "#" in html
+    assert html.count("<tr>") == 23
+    assert "#" in html

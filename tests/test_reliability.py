@@ -119,14 +119,16 @@ def test_kill_between_two_outputs__readers_see_the_old_set_and_the_next_run_fini
     new_rows = read_manifest(tmp_path / "patches.csv")
     assert new_rows.equals(old_manifest)
     store = open_patches(tmp_path / "patches.zarr")
-    assert store.attrs["seed"] == 0 and store.sizes["patch"] == len(old_manifest)
+    assert store.attrs["seed"] == 0
+    assert store.sizes["patch"] == len(old_manifest)
     np.testing.assert_array_equal(store["row"].values, old_manifest["row"].values)
     assert not [n for n in _hidden(tmp_path) if ".tx-" in n or ".old-" in n]
     # the next run removes the leftover temporary and writes the whole new set
     out = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
     assert out.returncode == 0, out.stderr
     m = read_manifest(tmp_path / "patches.csv")
-    assert (m["seed"] == 1).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 1
+    assert (m["seed"] == 1).all()
+    assert open_patches(tmp_path / "patches.zarr").attrs["seed"] == 1
     assert _hidden(tmp_path) == []
 
 
@@ -141,7 +143,8 @@ def test_kill_mid_write__old_output_intact_temporary_refused_then_cleaned(cube, 
     with pytest.raises(InvalidInputError, match=r"temporary of an unfinished write of patches.zarr"):
         open_patches(temps[0])
     r = _cli("info", str(temps[0]))
-    assert r.returncode == 2 and "temporary of an unfinished write" in r.stderr
+    assert r.returncode == 2
+    assert "temporary of an unfinished write" in r.stderr
     assert read_manifest(tmp_path / "patches.csv").equals(before)
     assert open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
     out = _cli(*map(str, _sample_argv(cube, tmp_path, 1)))
@@ -159,7 +162,8 @@ def test_two_writers_at_once__the_second_fails_naming_the_first(cube, tmp_path):
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     m = read_manifest(tmp_path / "patches.csv")
-    assert (m["seed"] == 0).all() and open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
+    assert (m["seed"] == 0).all()
+    assert open_patches(tmp_path / "patches.zarr").attrs["seed"] == 0
     assert _hidden(tmp_path) == []
 
 
@@ -188,7 +192,8 @@ def test_read_only_output_folder__clear_message(cube, tmp_path):
         r = _cli(*map(str, _sample_argv(cube, ro, 0)))
         assert list(ro.iterdir()) == []
     assert r.returncode == 2, r.stderr
-    assert f"the output folder {ro} is not writable" in r.stderr and "Traceback" not in r.stderr
+    assert f"the output folder {ro} is not writable" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_unsafe_checkpoint__refused_without_advice_to_turn_the_safety_off(cube, tmp_path):
@@ -202,9 +207,13 @@ def test_unsafe_checkpoint__refused_without_advice_to_turn_the_safety_off(cube, 
 
     torch.save({"format": "kerinci_xr-checkpoint-v1", "model_state": Payload()}, tmp_path / "evil.pt")
     r = _cli("predict", str(cube), "--model", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "p.zarr"))
-    assert r.returncode == 2 and "refused" in r.stderr and "arbitrary code" in r.stderr
-    assert "weights_only" not in r.stderr and "False" not in r.stderr  # no advice to load it unsafely
-    assert not flag.exists() and not (tmp_path / "p.zarr").exists()
+    assert r.returncode == 2
+    assert "refused" in r.stderr
+    assert "arbitrary code" in r.stderr
+    assert "weights_only" not in r.stderr
+    assert "False" not in r.stderr  # no advice to load it unsafely
+    assert not flag.exists()
+    assert not (tmp_path / "p.zarr").exists()
 
 
 def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_path):
@@ -214,9 +223,11 @@ def test_map_png__existing_pngs_are_not_replaced_without_overwrite(cube, tmp_pat
     r = _cli(
         "map", str(cube), "--out", str(tmp_path / "map.html"), "--png", str(pngs), "--max-size", "100", "-q"
     )
-    assert r.returncode == 2 and "labels.png: output exists" in r.stderr
+    assert r.returncode == 2
+    assert "labels.png: output exists" in r.stderr
     assert (pngs / "labels.png").read_bytes() == b"the user's own picture"
-    assert not (tmp_path / "map.html").exists() and sorted(p.name for p in pngs.iterdir()) == ["labels.png"]
+    assert not (tmp_path / "map.html").exists()
+    assert sorted(p.name for p in pngs.iterdir()) == ["labels.png"]
 
 
 def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
@@ -249,7 +260,9 @@ def test_damaged_geotiff_tile__error_names_the_file_and_the_window(tmp_path):
     r = _cli("prepare", "--image", str(path), "--out", str(out), "--chunk", "256", "-q")
     assert r.returncode == 2, r.stderr
     assert f"{path}: pixels rows 256:512, columns 256:512 could not be read, the file is damaged" in r.stderr
-    assert "Traceback" not in r.stderr and not out.exists() and _hidden(tmp_path) == []
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+    assert _hidden(tmp_path) == []
 
 
 def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_run, tmp_path):
@@ -262,7 +275,8 @@ def test_damaged_zarr_chunk__error_names_the_store_variable_and_chunk(small_run,
     )
     assert r.returncode == 2, r.stderr
     assert f"{cube}: chunk 0.1.1 of 'image' (region 0:8, 64:128, 64:128) could not be read" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "p.zarr").exists()
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "p.zarr").exists()
     assert [n for n in _hidden(tmp_path) if "p.zarr" in n or "p.csv" in n] == []
 
 
@@ -287,8 +301,10 @@ def test_damaged_patch_store_chunk__training_names_the_store_and_patches(cube, t
         "-q",
     )
     assert r.returncode == 2, r.stderr
-    assert f"{store}: patches 0," in r.stderr and "could not be read: the store is damaged" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "m.pt").exists()
+    assert f"{store}: patches 0," in r.stderr
+    assert "could not be read: the store is damaged" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes_it(cube, tmp_path):
@@ -307,23 +323,21 @@ def test_kill_during_training__found_at_the_last_whole_epoch_and_resume_finishes
     proc.communicate(timeout=300)
     assert proc.returncode == -9
     last = load_checkpoint(tmp_path / "m.last.pt")  # a reader settles the interrupted epoch
-    assert last["epoch"] == 2 and len(last["history"]) == 2
+    assert last["epoch"] == 2
+    assert len(last["history"]) == 2
     assert len((tmp_path / "m.history.csv").read_text().strip().splitlines()) == 1 + 2
     assert load_checkpoint(tmp_path / "m.pt")["epoch"] <= 2
     res = _cli("train", str(store), "--out", str(tmp_path / "m.pt"), "--resume", *tiny)
     assert res.returncode == 0, res.stderr
     a, b = load_checkpoint(tmp_path / "ref.last.pt"), load_checkpoint(tmp_path / "m.last.pt")
-    assert b["epoch"] == 4 and all(
-        torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"]
-    )
+    assert b["epoch"] == 4
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     assert not [n for n in _hidden(tmp_path) if n.startswith((".m.", ".kerinci-set"))]
 
 
 def test_prediction_path_that_is_not_a_prediction__clear_message(cube, tmp_path):
     r = _cli("evaluate", str(cube), "--cube", str(cube), "--out", str(tmp_path / "m.json"))
-    assert (
-        r.returncode == 2
-        and "expected a prediction store written by kerinci-xr predict (with a 'classes' variable)"
-        in r.stderr
-    )
-    assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
+    assert r.returncode == 2
+    assert "expected a prediction store written by kerinci-xr predict (with a 'classes' variable)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m.json").exists()

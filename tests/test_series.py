@@ -32,13 +32,15 @@ def test_build_series__dates_sorted_values_per_date_equal_each_file(years):
     legend = kx.read_legend(f15.legend)
     ds = build_series([f23.landsat, f15.landsat], labels=[f15.labels], legend=legend, chunks=64)
     assert [str(t)[:10] for t in ds["time"].values] == ["2015-07-01", "2023-07-01"]  # read from the tags
-    assert ds["image"].dims == ("time", "band", "y", "x") and ds["valid"].dims == ("time", "y", "x")
+    assert ds["image"].dims == ("time", "band", "y", "x")
+    assert ds["valid"].dims == ("time", "y", "x")
     for t, f in (("2015-07-01", f15), ("2023-07-01", f23)):
         raw = open_raster(f.landsat).values.astype(np.float64)
         ok = (raw != 0).all(axis=0)
         np.testing.assert_array_equal(ds["valid"].sel(time=t).values, ok)
         np.testing.assert_allclose(ds["image"].sel(time=t).values[:, ok], raw[:, ok] * 1e-4, rtol=1e-6)
-    assert ds.attrs["labels_date"] == "2015-07-01" and ds["labels"].dims == ("y", "x")
+    assert ds.attrs["labels_date"] == "2015-07-01"
+    assert ds["labels"].dims == ("y", "x")
 
 
 def test_build_series__a_date_on_another_grid_is_aligned(years, tmp_path):
@@ -53,7 +55,8 @@ def test_build_series__a_date_on_another_grid_is_aligned(years, tmp_path):
     want = raw.values[:, 7:, 4:].astype(np.float64) * 1e-4
     ok = (raw.values[:, 7:, 4:] != 0).all(axis=0)
     np.testing.assert_allclose(later[:, 7:, 4:][:, ok], want[:, ok], rtol=1e-5)
-    assert np.isnan(later[:, :7, :]).all() and not ds["valid"].sel(time="2023-07-01").values[:7].any()
+    assert np.isnan(later[:, :7, :]).all()
+    assert not ds["valid"].sel(time="2023-07-01").values[:7].any()
 
 
 def test_build_series__bad_input(years, tmp_path):
@@ -91,22 +94,24 @@ def test_prepare_sample_train_predict__two_dates_and_stacked(years, tmp_path, ca
         str(cube),
     ]
     assert main(argv) == 0
-    assert main(["info", str(cube)]) == 0 and "dates     2015-07-01, 2023-07-01" in capsys.readouterr().out
+    assert main(["info", str(cube)]) == 0
+    assert "dates     2015-07-01, 2023-07-01" in capsys.readouterr().out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stack = kx.sample(cube, per_class=4, patch=32, block=64, temporal="stack", out=tmp_path / "s.zarr")[
             "patches"
         ]
     bands = [str(b) for b in kx.PatchDataset(stack, split="train").bands]
-    assert (
-        bands[:2] == ["2015-07-01/B1", "2015-07-01/B2"] and bands[-1] == "2023-07-01/B9" and len(bands) == 16
-    )
+    assert bands[:2] == ["2015-07-01/B1", "2015-07-01/B2"]
+    assert bands[-1] == "2023-07-01/B9"
+    assert len(bands) == 16
     model = kx.train(stack, epochs=1, depth=2, base=8, out=tmp_path / "m.pt")["model"]
     pred = kx.predict(cube, model=model, chunk=64, out=tmp_path / "p.zarr")["prediction"]
     with pytest.raises(kx.InvalidInputError, match="--all-dates"):
         kx.predict(cube, model=model, all_dates=True, out=tmp_path / "q.zarr")
     view = cube_view(open_cube(cube), temporal="stack")
-    assert view["image"].shape == (16, 200, 180) and view["valid"].dims == ("y", "x")
+    assert view["image"].shape == (16, 200, 180)
+    assert view["valid"].dims == ("y", "x")
     import xarray as xr
 
     assert xr.open_zarr(pred)["classes"].dims == ("y", "x")

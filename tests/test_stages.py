@@ -103,7 +103,8 @@ def test_help__every_stage_shows_every_option_and_an_example():
     parser = build_parser()
     for stage in STAGES.values():
         text = parser._subparsers._group_actions[0].choices[stage.name].format_help()
-        assert "example:" in text and "exit status" in text
+        assert "example:" in text
+        assert "exit status" in text
         for spec in stage.specs:
             flag = spec.name if spec.meta.get("positional") else spec.name.replace("_", "-")
             assert flag in text, (stage.name, spec.name)
@@ -116,7 +117,8 @@ def test_help__every_stage_shows_every_option_and_an_example():
 
 def test_python_api__exposes_every_stage_and_the_main_objects():
     for name in (n.replace("-", "_") for n in STAGES):
-        assert callable(getattr(kx, name)) and name in kx.__all__
+        assert callable(getattr(kx, name))
+        assert name in kx.__all__
     for name in ("fit", "TrainConfig", "UNet", "PatchDataset", "predict_scene", "run_pipeline", "open_cube"):
         assert getattr(kx, name) is not None
     res = subprocess.run(
@@ -142,9 +144,9 @@ def test_layers__linter_fails_when_a_lower_module_imports_a_higher_one(tmp_path)
     legend = tmp_path / "kerinci_xr" / "legend.py"
     legend.write_text(legend.read_text() + "\nfrom . import viz  # a lower module importing a higher one\n")
     bad = subprocess.run([lint], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
-    assert (
-        bad.returncode != 0 and "BROKEN" in bad.stdout and "kerinci_xr.legend -> kerinci_xr.viz" in bad.stdout
-    )
+    assert bad.returncode != 0
+    assert "BROKEN" in bad.stdout
+    assert "kerinci_xr.legend -> kerinci_xr.viz" in bad.stdout
 
 
 def test_switches_on_by_default__their_no_flag_says_what_it_does():
@@ -156,7 +158,8 @@ def test_switches_on_by_default__their_no_flag_says_what_it_does():
                 flag = f"{stage.name} --no-{s.name.replace('_', '-')}"
                 assert s.meta.get("off"), f"{flag} has no help of its own"
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    assert "--no-augment" in text and "no random flips" in " ".join(text.split())
+    assert "--no-augment" in text
+    assert "no random flips" in " ".join(text.split())
 
 
 #: The library functions (and classes) each stage hands its options to, and the library's names
@@ -207,4 +210,5 @@ def test_api_stub__is_the_one_the_declarations_generate():
 
     stub = Path(api.__file__).with_suffix(".pyi")
     assert stub.read_text(encoding="utf-8") == api.stub_text(), "run: python -m kerinci_xr.api"
-    assert "def predict(cube: PathLike, *," in stub.read_text() and "chunk: int = ..." in stub.read_text()
+    assert "def predict(cube: PathLike, *," in stub.read_text()
+    assert "chunk: int = ..." in stub.read_text()

@@ -25,22 +25,29 @@ def test_make_kerinci_scene__files_bands_crs_dtypes(scene):
     assert scene.labels.name == "LC_Image_v1.tif"
     landsat = open_raster(scene.landsat)
     assert list(landsat["band"].values) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"]
-    assert landsat.dtype == np.uint16 and landsat.attrs["nodata"] == 0
+    assert landsat.dtype == np.uint16
+    assert landsat.attrs["nodata"] == 0
     assert landsat.rio.crs.to_epsg() == 4326
     res = landsat.rio.resolution()
-    assert res[0] == pytest.approx(0.000269, rel=0.01) and res[1] < 0
+    assert res[0] == pytest.approx(0.000269, rel=0.01)
+    assert res[1] < 0
     left, bottom, right, top = landsat.rio.bounds()
-    assert 101.0 < left < right < 101.8 and -2.5 < bottom < top <= -1.8
+    assert 101.0 < left < right < 101.8
+    assert -2.5 < bottom < top <= -1.8
     with rasterio.open(scene.landsat) as src:
-        assert src.profile["tiled"] and src.compression is not None
+        assert src.profile["tiled"]
+        assert src.compression is not None
         assert src.block_shapes[0] == (256, 256)
     radar = open_raster(scene.palsar)
-    assert list(radar["band"].values) == ["HH", "HV"] and radar.dtype == np.int16
+    assert list(radar["band"].values) == ["HH", "HV"]
+    assert radar.dtype == np.int16
     assert radar.attrs["nodata"] == -32768
     diffs = grid_differences(landsat, radar)
-    assert any("transform" in d for d in diffs) and any("shape" in d for d in diffs)
+    assert any("transform" in d for d in diffs)
+    assert any("shape" in d for d in diffs)
     assert read_legend(scene.legend).to_dict() == KLHK_LEGEND.to_dict()
-    assert '"palette"' in scene.legend.read_text() and "#" not in scene.legend.read_text()
+    assert '"palette"' in scene.legend.read_text()
+    assert "#" not in scene.legend.read_text()
 
 
 def test_make_kerinci_scene__cloud_nodata_patch(scene):
@@ -58,7 +65,8 @@ def test_make_kerinci_scene__labels_coherent_and_imbalanced(scene):
     assert set(codes) <= set(KLHK_LEGEND.values)
     frac = counts / lab.size
     assert 10 <= len(codes) <= 15
-    assert codes[np.argmax(frac)] == 2001 and 0.35 < frac.max() < 0.8
+    assert codes[np.argmax(frac)] == 2001
+    assert 0.35 < frac.max() < 0.8
     assert (frac < 0.01).sum() >= 1  # rare classes
     # spatially coherent: most pixels share the class of their right neighbour
     assert (lab[:, 1:] == lab[:, :-1]).mean() > 0.9
@@ -70,7 +78,8 @@ def test_make_kerinci_scene__same_seed_same_bytes_other_seed_differs(tmp_path):
     c = make_kerinci_scene(tmp_path / "c", height=300, width=280, seed=8)
     for f in ("landsat", "palsar", "labels", "legend"):
         assert _sha(getattr(a, f)) == _sha(getattr(b, f))
-    assert _sha(a.landsat) != _sha(c.landsat) and _sha(a.labels) != _sha(c.labels)
+    assert _sha(a.landsat) != _sha(c.landsat)
+    assert _sha(a.labels) != _sha(c.labels)
 
 
 def test_make_kerinci_scene__window_size_does_not_change_pixels(tmp_path):

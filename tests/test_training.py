@@ -34,14 +34,17 @@ def test_fit__reaches_80_percent_on_the_test_split(store, tmp_path):
     res = fit(store, tmp_path / "m.pt", config=TrainConfig(epochs=10, **TINY))
     hist = res["history"]
     assert repr(res).startswith(f"TrainResult(epochs={len(hist)}, best_miou=")
-    assert len(hist) >= 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert len(hist) >= 3
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert {"val_mean_iou", "val_overall_accuracy", "data_wait_frac", "images_per_s"} <= set(hist[0])
     rep = evaluate_store(store, res["best"], split="test")
     assert rep["overall_accuracy"] >= 0.80, rep["overall_accuracy"]
     assert (tmp_path / "m.history.csv").read_text().startswith("epoch,")
     ckpt = load_checkpoint(res["best"])
-    assert ckpt["bands"][-2:] == ["HH", "HV"] and len(ckpt["band_mean"]) == 10
-    assert ckpt["legend"]["values"][0] == 2001 and ckpt["model_config"]["n_classes"] == 22
+    assert ckpt["bands"][-2:] == ["HH", "HV"]
+    assert len(ckpt["band_mean"]) == 10
+    assert ckpt["legend"]["values"][0] == 2001
+    assert ckpt["model_config"]["n_classes"] == 22
 
 
 def test_fit__same_seed_same_weights_and_resume_equals_uninterrupted(store, tmp_path):
@@ -118,13 +121,17 @@ def test_cli__train_then_evaluate(store, tmp_path, capsys):
             str(out),
         ]
     )
-    assert rc == 0 and out.exists() and (tmp_path / "model.last.pt").exists()
+    assert rc == 0
+    assert out.exists()
+    assert (tmp_path / "model.last.pt").exists()
     rc = main(["-q", "evaluate", str(store), "--model", str(out), "--out", str(tmp_path / "m.json")])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "overall accuracy" in text and "Primary dryland forest" in text
+    assert "overall accuracy" in text
+    assert "Primary dryland forest" in text
     report = json.loads((tmp_path / "m.json").read_text())
-    assert report["source"]["split"] == "test" and 0 <= report["overall_accuracy"] <= 1
+    assert report["source"]["split"] == "test"
+    assert 0 <= report["overall_accuracy"] <= 1
     assert main(["-q", "train", str(store), "--epochs", "1", "--out", str(out)]) == 2
     assert "output exists" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_text("junk")

@@ -19,7 +19,7 @@ from kerinci_xr.cube import build_cube
 from kerinci_xr.errors import InvalidInputError
 from kerinci_xr.legend import Legend, read_legend
 
-from .conftest import raise_if_dask_computes, shared_file
+from .conftest import grid_map, raise_if_dask_computes, shared_file
 from .test_cli import _cli
 
 L8 = ("landsat8_tiled", "LC08_L1TP_224078_20200518_20200518_01_RT.TIF")
@@ -78,7 +78,8 @@ def test_points__each_labels_the_pixel_that_contains_it(point_scene, kerinci_poi
     expected[rows[inside], cols[inside]] = ids[inside]
     np.testing.assert_array_equal(ds["labels"].values, expected)
     report = json.loads(ds.attrs["provenance"])["reference"]
-    assert report["outside"] == int((~inside).sum()) and report["used"] == int(inside.sum())
+    assert report["outside"] == int((~inside).sum())
+    assert report["used"] == int(inside.sum())
     # the feature table: one row per point inside, its pixel and its file row
     t = ds["feature_source_index"].values
     np.testing.assert_array_equal(np.sort(t), np.flatnonzero(inside))
@@ -176,8 +177,10 @@ def test_overlapping_polygons__different_classes_left_unlabelled(tmp_path, l8_le
     ds = build_cube(img, tmp_path / "v.gpkg", legend=read_legend(l8_legend), label_field="name", chunks=16)
     lab = ds["labels"].values
     assert (lab[20:30, 10:20] == 0).all()  # the shared ground of crop and water
-    assert (lab[10:20, 0:20] == 1).all() and (lab[30:40, 10:30] == 4).all()
-    assert (lab[5:10, 30:35] == 3).all() and (lab == 3).sum() == 100 + 81 - 25  # tree over tree stays tree
+    assert (lab[10:20, 0:20] == 1).all()
+    assert (lab[30:40, 10:30] == 4).all()
+    assert (lab[5:10, 30:35] == 3).all()
+    assert (lab == 3).sum() == 100 + 81 - 25  # tree over tree stays tree
     assert json.loads(ds["reference_id"].attrs["reference_report"])["conflicting_pairs"] == 1
     assert (ds["reference_id"].values[20:30, 10:20] == 0).all()
 
@@ -190,8 +193,10 @@ def test_multipoints_and_multipolygons(tmp_path, l8_legend):
     gdf.to_file(tmp_path / "m.geojson")
     ds = build_cube(img, tmp_path / "m.geojson", legend=read_legend(l8_legend), chunks=16)
     lab = ds["labels"].values
-    assert lab[0, 0] == 2 and lab[39, 39] == 2
-    assert (lab[8:10, 10:12] == 3).all() and lab[19, 20] == 3
+    assert lab[0, 0] == 2
+    assert lab[39, 39] == 2
+    assert (lab[8:10, 10:12] == 3).all()
+    assert lab[19, 20] == 3
     assert (lab > 0).sum() == 2 + 4 + 1
 
 
@@ -257,14 +262,7 @@ def _class_map(tmp_path, legend_path, classes):
     """A class-map COG on the tiny grid (what predict writes), from a numpy array of ids."""
     from kerinci_xr.io import write_cog
 
-    tr = rasterio.transform.from_origin(1000, 2000, 10, 10)
-    h, w = classes.shape
-    da_ = xr.DataArray(
-        classes.astype(np.uint8),
-        dims=("y", "x"),
-        coords={"y": 2000 - 10 * (np.arange(h) + 0.5), "x": 1000 + 10 * (np.arange(w) + 0.5)},
-    )
-    da_ = da_.rio.write_crs(32621).rio.write_transform(tr)
+    da_ = grid_map(classes.astype(np.uint8), crs=32621, res=10, origin=(1000, 2000))
     return write_cog(da_, tmp_path / "map.tif", legend=read_legend(legend_path))
 
 
@@ -304,9 +302,11 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     np.testing.assert_array_equal(
         np.asarray(rep["confusion_matrix"])[1:, 1:], sk_cm(ref, pred, labels=[1, 2, 3, 4])
     )
-    assert rep["samples"] == 32 and rep["sample_unit"] == "feature-majority"
+    assert rep["samples"] == 32
+    assert rep["sample_unit"] == "feature-majority"
     assert rep["features"] == {"counted": 32, "points": 30, "polygons": 2, "without_pixels": 0}
-    assert "32 independent samples" in r.stdout and "rows = reference, columns = map" in r.stdout
+    assert "32 independent samples" in r.stdout
+    assert "rows = reference, columns = map" in r.stdout
     # every pixel of a polygon instead: 400 + 9 pixels and the 30 points
     r = _cli(
         "evaluate",

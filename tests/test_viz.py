@@ -195,7 +195,8 @@ def _not_blank(browser) -> None:
     from PIL import Image
 
     shot = np.asarray(Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB"), dtype=np.int16)
-    assert shot.std() > 10 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 20
+    assert shot.std() > 10
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 20
 
 
 def _severe(browser) -> list[str]:
@@ -218,9 +219,12 @@ def test_map_html__renders_offline_with_hover_names(halves, browser, server):
     _not_blank(browser)
     labels = next(f for f in frames if f["title"] == "labels")
     left = _hover(browser, labels, 0.25, 0.5)
-    assert "class: Primary dryland forest" in left and "code: 2001" in left and f"id: {FOREST} " in left
+    assert "class: Primary dryland forest" in left
+    assert "code: 2001" in left
+    assert f"id: {FOREST} " in left
     right = _hover(browser, labels, 0.75, 0.5)
-    assert "class: Open water" in right and "code: 5001" in right
+    assert "class: Open water" in right
+    assert "code: 5001" in right
 
 
 def test_report_html__renders_in_the_browser(tmp_path, browser, server):
@@ -241,9 +245,13 @@ def test_report_html__renders_in_the_browser(tmp_path, browser, server):
         "{ if (el.shadowRoot) s += el.shadowRoot.textContent + t(el.shadowRoot); } return s; }"
         "return document.body.innerText + t(document);"
     )
-    assert "Accuracy: whole scene, by split area" in text and "Class areas" in text and "Training" in text
-    assert "Accuracy and area from the sample" in text and "error-adjusted ha" in text
-    assert "Land-cover change" in text and "pixels changed" in text
+    assert "Accuracy: whole scene, by split area" in text
+    assert "Class areas" in text
+    assert "Training" in text
+    assert "Accuracy and area from the sample" in text
+    assert "error-adjusted ha" in text
+    assert "Land-cover change" in text
+    assert "pixels changed" in text
     assert {"from-to map", "map 2015-07-01", "map 2023-07-01"} <= titles
     pred = next(f for f in frames if f["title"] == "prediction")
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
