@@ -158,6 +158,27 @@ def small_run(small_scene, tmp_path_factory):
     }
 
 
+#: The demo as the suite runs it: the whole packaged pipeline on a 600 x 600 scene, one epoch.
+DEMO_ARGS = ("--size", "600", "--epochs", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo pipeline run once per session through the CLI (its run folder and what it
+    printed), shared read-only by the tests of the demo, the pipeline runner and the report."""
+    import io
+    from contextlib import redirect_stdout
+
+    from kerinci_xr.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        code = main(["-q", "demo", "--out", str(out), *DEMO_ARGS])
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
 #: A child that runs the CLI but waits, holding its outputs, until a file appears (bounded).
 WAITER = textwrap.dedent(
     """

@@ -227,11 +227,9 @@ def test_map_html__renders_offline_with_hover_names(halves, browser, server):
     assert "code: 5001" in right
 
 
-def test_report_html__renders_in_the_browser(tmp_path, browser, server):
+def test_report_html__renders_in_the_browser(demo_run, browser, server):
     root, base = server
-    run = tmp_path / "run"
-    assert main(["-q", "demo", "--out", str(run), "--size", "600", "--epochs", "1"]) == 0
-    report = run / "report.html"
+    report = demo_run[0] / "report.html"
     assert report.exists()
     shutil.copy(report, root / "report.html")
     frames = _load(browser, f"{base}/report.html")
