@@ -113,18 +113,24 @@ class _LogLines(Callback):
 
 
 def _gather_with_lines(client: Any, futures: list) -> list:
+    """The results of ``futures``, with a progress line every :data:`LOG_EVERY_S` seconds while
+    they run. ``distributed.wait`` raises ``TimeoutError`` when its time is up with futures
+    pending: that is the moment for a line, not an error."""
     from distributed import wait
 
     t0 = time.monotonic()
     while True:
-        done, pending = wait(futures, timeout=LOG_EVERY_S, return_when="ALL_COMPLETED")
-        if not pending:
-            return client.gather(futures)
-        print(
-            f"progress: {len(done)} of {len(futures)} results, {time.monotonic() - t0:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:
+            wait(futures, timeout=LOG_EVERY_S, return_when="ALL_COMPLETED")
+        except TimeoutError:
+            done = sum(f.done() for f in futures)
+            print(
+                f"progress: {done} of {len(futures)} results, {time.monotonic() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        return client.gather(futures)
 
 
 def compute(*objs: Any, progress: bool = False) -> tuple:

@@ -158,6 +158,84 @@ def small_run(small_scene, tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A real Dask cluster shared by the session: ``dask scheduler`` and two ``dask worker``
+    processes, each started in its own working directory (so a relative path the client gives
+    means nothing to a worker). Yields the scheduler address; tests connect with ``Client``."""
+    import json
+
+    from distributed import Client
+
+    root = tmp_path_factory.mktemp("cluster")
+    info = root / "scheduler.json"
+    procs = []
+    log = open(root / "cluster.log", "w")
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--scheduler-file",
+                    str(info),
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    ":0",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        for i in range(2):
+            home = root / f"worker{i}"
+            home.mkdir()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(info),
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "4GiB",
+                        "--local-directory",
+                        str(home),
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    cwd=home,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        while not info.exists() or not info.read_text().strip():  # the scheduler writes it once up
+            if procs[0].poll() is not None:
+                pytest.fail(f"the scheduler did not start: {(root / 'cluster.log').read_text()}")
+            time.sleep(0.05)
+        address = json.loads(info.read_text())["address"]
+        with Client(address) as client:
+            client.wait_for_workers(2, timeout=300)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        log.close()
+
+
 #: The demo as the suite runs it: the whole packaged pipeline on a 600 x 600 scene, one epoch.
 DEMO_ARGS = ("--size", "600", "--epochs", "1")
 

@@ -140,7 +140,7 @@ def _classes(chunks, seed=5, shape=(120, 90), k=4):
     return xr.DataArray(da.from_array(arr.astype(np.uint8), chunks=chunks), dims=("y", "x"))
 
 
-def test_draw_stratified__exact_counts_in_their_strata_and_chunk_independent():
+def test_draw_stratified__exact_counts_in_their_strata_and_chunk_independent(cluster):
     units = [0, 30, 20, 25, 10]
     a = draw_stratified(_classes(40), units, seed=3)
     b = draw_stratified(_classes((33, 50)), units, seed=3)
@@ -149,11 +149,8 @@ def test_draw_stratified__exact_counts_in_their_strata_and_chunk_independent():
     assert np.bincount(a["stratum"], minlength=5).tolist() == units
     assert (values[a["row"], a["col"]] == a["stratum"]).all()
     assert not a.duplicated(["row", "col"]).any()
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        with distributed.Client(lc):
-            c = draw_stratified(_classes((25, 70)), units, seed=3)
+    with distributed.Client(cluster):
+        c = draw_stratified(_classes((25, 70)), units, seed=3)
     pd.testing.assert_frame_equal(a, c)
     assert not draw_stratified(_classes(40), units, seed=4).equals(a)
 

@@ -169,8 +169,8 @@ def test_build_cube__real_landsat8_with_sentinel1_same_grid():
     assert json.loads(ds.attrs["band_roles"])["swir2"] == "B7"
 
 
-def test_write_cube__local_cluster_equals_threads(tmp_path, small_scene):
-    from distributed import Client, LocalCluster
+def test_write_cube__cluster_equals_threads(tmp_path, small_scene, cluster):
+    from distributed import Client
 
     legend = read_legend(small_scene.legend)
 
@@ -184,10 +184,7 @@ def test_write_cube__local_cluster_equals_threads(tmp_path, small_scene):
         )
 
     a = write_cube(build(), tmp_path / "threads.zarr")
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster),
-    ):
+    with Client(cluster):
         b = write_cube(build(), tmp_path / "cluster.zarr")
     ta, tb = open_cube(a), open_cube(b)
     for name in ("image", "labels", "valid"):

@@ -82,16 +82,13 @@ def test_predict_scene__no_seams_along_chunk_borders(trained):
     assert diff.max() < 1e-6
 
 
-def test_predict_scene__local_cluster_equals_threads(trained, tmp_path):
-    from distributed import Client, LocalCluster
+def test_predict_scene__cluster_equals_threads(trained, tmp_path, cluster):
+    from distributed import Client
 
     threads = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["classes"].values
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
-        Client(lc),
-    ):
-        cluster = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["classes"].values
-    np.testing.assert_array_equal(threads, cluster)
+    with Client(cluster):
+        on_cluster = predict_scene(open_cube(trained["cube"]), trained["model"], chunk=96)["classes"].values
+    np.testing.assert_array_equal(threads, on_cluster)
 
 
 def test_predict__products_cog_areas_metrics(trained, tmp_path):

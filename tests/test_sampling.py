@@ -129,19 +129,15 @@ def test_sample_centres__no_pixel_shared_between_splits(cube_path):
     assert not (cover["val"] & cover["test"]).any()
 
 
-def test_sample_centres__same_for_two_chunkings_and_a_local_cluster(cube_path):
-    from distributed import Client, LocalCluster
+def test_sample_centres__same_for_two_chunkings_and_a_cluster(cube_path, cluster):
+    from distributed import Client
 
     kw = {"per_class": 6, "patch": 32, "seed": 9, "block": 80}
     with pytest.warns(UserWarning):
         a = sample_centres(open_cube(cube_path), **kw)
         b = sample_centres(open_cube(cube_path, chunks={"y": 100, "x": 77}), **kw)
     pd.testing.assert_frame_equal(a, b)
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
-        Client(lc),
-        pytest.warns(UserWarning),
-    ):
+    with Client(cluster), pytest.warns(UserWarning):
         c = sample_centres(open_cube(cube_path), **kw)
     pd.testing.assert_frame_equal(a, c)
     with pytest.warns(UserWarning):

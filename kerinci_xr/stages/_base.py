@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._locations import absolute
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
 from .._products import check_outputs, companions
@@ -106,6 +107,16 @@ class Stage:
             out |= {f"{kind}[{i}]": q for i, q in enumerate(p)} if isinstance(p, tuple) else {kind: p}
         return out
 
+    def absolute(self, opts: Any) -> Any:
+        """The options with every local input and output made absolute here, on the client: a
+        relative path in a task graph would be resolved in each worker's own directory."""
+        changes = {}
+        for s in self.specs:
+            value = getattr(opts, s.name)
+            if s.meta.get("io") and value is not None:
+                changes[s.name] = tuple(map(absolute, value)) if isinstance(value, tuple) else absolute(value)
+        return dataclasses.replace(opts, **changes)
+
     def execute(self, opts: Any, ctx: Context | None = None, *, inside: Path | None = None) -> dict[str, Any]:
         """Run with these options, on the Dask scheduler they name.
 
@@ -114,7 +125,7 @@ class Stage:
         (a pipeline's run folder) is where every output must resolve to.
         """
         ctx = ctx or Context()
-        opts = self.complete(opts) if self.complete else opts
+        opts = self.absolute(self.complete(opts) if self.complete else opts)
         with output_set():  # the run's outputs are committed (or undone) as one set
             check_outputs(
                 self.outputs(opts),
