@@ -2,7 +2,11 @@
 
 A path that goes into a Dask graph is run on a worker, whose working directory is its own: every
 local location is made absolute where the user gave it, before any graph is built. URLs
-(``s3://``, ``gs://``, ``az://``, ``http(s)://``) and GDAL's ``/vsi...`` paths are kept as given.
+(``s3://``, ``gs://``, ``az://``, ``http(s)://``) and GDAL's ``/vsi...`` paths are kept as given;
+rasters open through GDAL's network drivers (:func:`gdal_path`), small files (legends) and
+listings (globs) through fsspec. Credentials and endpoints come from the standard environment:
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and, for an S3-compatible server (MinIO, a local
+test server), ``AWS_ENDPOINT_URL``, which is passed on to GDAL (:func:`gdal_s3_env`).
 """
 
 from __future__ import annotations
@@ -10,10 +14,31 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
-__all__ = ["absolute", "is_url"]
+from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
+
+__all__ = [
+    "absolute",
+    "as_location",
+    "gdal_path",
+    "gdal_s3_env",
+    "glob_url",
+    "is_url",
+    "location_error",
+    "read_bytes",
+]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: URL schemes and the GDAL virtual file system that reads them (byte ranges, never whole files).
+_VSI = {"s3": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/", "az": "/vsiaz/", "abfs": "/vsiaz/"}
+_HTTP = ("http", "https")
+#: What each scheme needs beyond the base install, for the error that names it.
+_NEEDS = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+_CREDENTIALS = (
+    "Fix: check the URL; for S3 set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL "
+    "for an S3-compatible server such as MinIO)."
+)
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -29,3 +54,111 @@ def absolute(location: str | os.PathLike) -> str:
     if is_url(text):
         return text
     return os.path.abspath(Path(text).expanduser())
+
+
+def as_location(location: str | os.PathLike) -> Path | str:
+    """A local path as a ``Path``, a URL as the string it is (``Path`` would fold ``s3://`` to
+    ``s3:/``)."""
+    text = os.fspath(location)
+    return text if is_url(text) else Path(text)
+
+
+def scheme(location: str | os.PathLike) -> str:
+    text = os.fspath(location)
+    return urlsplit(text).scheme.lower() if _URL.match(text) else ""
+
+
+def gdal_path(location: str | os.PathLike) -> str:
+    """The name GDAL opens ``location`` by: ``s3://b/k`` -> ``/vsis3/b/k``, ``https://...`` ->
+    ``/vsicurl/https://...``; local paths and ``/vsi...`` names unchanged."""
+    text = os.fspath(location)
+    s = scheme(text)
+    if s in _VSI:
+        if s == "s3":
+            gdal_s3_env()  # the endpoint as set now (GDAL reads the environment at each open)
+        return _VSI[s] + text.split("://", 1)[1]
+    if s in _HTTP:
+        return "/vsicurl/" + text
+    if s and s != "file":
+        raise InvalidInputError(
+            f"{text}: expected a local path or an s3://, gs://, az:// or http(s):// URL, found the scheme "
+            f"{s!r}, which GDAL cannot read. Fix: copy the file to one of those."
+        )
+    return text.split("://", 1)[1] if s == "file" else text
+
+
+def gdal_s3_env(environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Pass ``AWS_ENDPOINT_URL`` (the variable boto3, s3fs and the AWS CLI read) on to GDAL, which
+    reads its own ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and ``AWS_VIRTUAL_HOSTING``; those already
+    set are kept."""
+    url = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if not url or "AWS_S3_ENDPOINT" in environ:
+        return
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    environ["AWS_S3_ENDPOINT"] = parts.netloc + parts.path.rstrip("/")
+    environ.setdefault("AWS_HTTPS", "NO" if parts.scheme == "http" else "YES")
+    environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")  # path-style, what S3-compatible servers take
+
+
+def _filesystem(location: str):
+    import fsspec
+
+    s = scheme(location) or "file"
+    try:
+        return fsspec.filesystem(s, **_fs_options(s))
+    except (ImportError, ValueError) as exc:
+        need = _NEEDS.get(s, "the fsspec implementation for it")
+        raise InvalidInputError(
+            f"{location}: the scheme {s!r} needs {need}, which is not installed ({exc}). "
+            f"Fix: pip install {need}."
+        ) from exc
+
+
+def _fs_options(s: str) -> dict:
+    if s == "s3":
+        url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return {"endpoint_url": url} if url else {}
+    return {}
+
+
+def location_error(location: str, exc: BaseException, what: str) -> Exception:
+    """One line for a failed read of ``location``: not found, access refused, or unreachable."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, FileNotFoundError) or "does not exist" in low or "404" in low or "nosuchkey" in low:
+        return InputFileNotFoundError(f"{location}: {what} not found there ({text}). {_CREDENTIALS}")
+    if isinstance(exc, PermissionError) or "403" in low or "access denied" in low or "credentials" in low:
+        return InvalidInputError(f"{location}: access to the {what} was refused ({text}). {_CREDENTIALS}")
+    if any(w in low for w in ("connect", "resolve", "timed out", "timeout", "unreachable")):
+        return InvalidInputError(
+            f"{location}: the {what} could not be reached ({text}). Fix: check the host, or AWS_ENDPOINT_URL "
+            "for an S3-compatible server, and the network."
+        )
+    return RasterReadError(f"{location}: the {what} could not be read ({text}). {_CREDENTIALS}")
+
+
+def read_bytes(location: str | os.PathLike, what: str) -> bytes:
+    """The bytes of a small file (a legend, a JSON table), local or by URL."""
+    text = os.fspath(location)
+    if not is_url(text):
+        path = Path(text)
+        if not path.is_file():
+            raise InputFileNotFoundError(f"{path}: {what} not found. Fix: check the path.")
+        return path.read_bytes()
+    fs = _filesystem(text)
+    try:
+        with fs.open(text, "rb") as f:
+            return f.read()
+    except Exception as exc:
+        raise location_error(text, exc, what) from exc
+
+
+def glob_url(pattern: str) -> list[str]:
+    """The objects a URL pattern (``s3://bucket/scenes/L8-*.tif``) matches, sorted, as URLs."""
+    fs = _filesystem(pattern)
+    s = scheme(pattern)
+    try:
+        found = sorted(fs.glob(pattern))
+    except Exception as exc:
+        raise location_error(pattern, exc, "listing") from exc
+    return [f"{s}://{p}" if s and "://" not in p else p for p in found]

@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from ._locations import is_url
 from ._outputs import check_folder, check_output, claim, refuse_temporary, settle
 from .errors import InputFileNotFoundError, InvalidInputError
 
@@ -146,7 +147,9 @@ def kind_of(name: str) -> Kind:
 
 def companions(path: str | os.PathLike, kind: Kind | None) -> tuple[Path, ...]:
     """The files that belong with a product of ``kind`` at ``path`` (none for an unknown kind)."""
-    return PRODUCTS[kind].companions(Path(path)) if kind is not None else ()
+    if kind is None or is_url(path):
+        return ()
+    return PRODUCTS[kind].companions(Path(path))
 
 
 def locate(path: str | os.PathLike, kind: Kind) -> Path:
@@ -155,6 +158,11 @@ def locate(path: str | os.PathLike, kind: Kind) -> Path:
     product that is missing, or a file where a store belongs (or the reverse), refused naming the
     kind and the command that makes one."""
     entry = PRODUCTS[kind]
+    if is_url(path):
+        raise InvalidInputError(
+            f"{path}: reading a {entry.noun} from object storage is not supported yet (rasters, vector "
+            "files and legends are). Fix: copy it to a local or shared disk first (aws s3 cp --recursive)."
+        )
     path = Path(path)
     refuse_temporary(path)
     settle(path)
@@ -210,7 +218,14 @@ def check_outputs(
     A folder-shaped output (quicklook PNGs, a generated scene) holds files that are outputs of
     their own, or the user's: only the folder itself may not be an input.
     """
-    real_in = {name: _real(p) for name, p in inputs.items()}
+    remote = [(name, p) for name, p in outputs.items() if is_url(p)]
+    if remote:
+        raise InvalidInputError(
+            f"{stage}: the output {remote[0][0]} ({remote[0][1]}) is a URL; writing products to object "
+            "storage is not supported yet. Fix: write to a local or shared disk, then copy it "
+            "(aws s3 cp --recursive)."
+        )
+    real_in = {name: _real(p) for name, p in inputs.items() if not is_url(p)}
     folders = {name for name in outputs if PRODUCTS[kind_of(name)].shape == "folder"}
     seen: dict[str, Path] = {}
     for name, path in outputs.items():

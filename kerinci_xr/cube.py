@@ -16,6 +16,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
+from ._locations import as_location
 from ._outputs import atomic_output
 from ._products import PRODUCTS, Kind, locate
 from .cluster import compute
@@ -585,7 +586,7 @@ def file_date(path: str | Path | tuple[Path, ...]) -> str | None:
 
     if isinstance(path, tuple):  # the tiles of one mosaic: the first one's
         path = path[0]
-    with rasterio.open(path) as src:
+    with rasterio.open(kio.gdal_path(path)) as src:
         tags = src.tags()
     for key in ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME"):
         if tags.get(key):
@@ -680,7 +681,7 @@ def build_series(
     the first) and stored as ``labels`` (y, x); or one per date, stored as (time, y, x).
     All dates must have the same bands.
     """
-    images = [p if isinstance(p, tuple) else Path(p) for p in images]  # a tuple: the tiles of one mosaic
+    images = [p if isinstance(p, tuple) else as_location(p) for p in images]  # a tuple: tiles of one mosaic
     unsorted = _series_dates(images, dates)
     if radar is not None and len(radar) != len(images):
         raise InvalidInputError(

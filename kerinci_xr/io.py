@@ -10,8 +10,9 @@ import re
 import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dask
 import dask.array as da
@@ -19,6 +20,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from ._locations import as_location, gdal_path, gdal_s3_env, glob_url, is_url, location_error
 from ._outputs import atomic_output, check_output
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
 
@@ -27,6 +29,7 @@ __all__ = [
     "Resampling",
     "align_to",
     "expand_images",
+    "gdal_path",
     "grid_differences",
     "normalize_chunks",
     "open_mosaic",
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 # the machine's memory, per process) holds memory without saving reads: on an 8000 x 8000 x 8
 # prepare it was 1 GiB of the 1.6 GiB peak. A smaller default, unless the user has set one.
 os.environ.setdefault("GDAL_CACHEMAX", "64")
+# a raster opened by URL: no listing of its "folder" (a LIST request per open on object storage)
+os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+# an S3-compatible endpoint given the way boto3 and s3fs take it (AWS_ENDPOINT_URL), for GDAL too
+gdal_s3_env()
 
 #: Default spatial chunk edge in pixels (all bands in one chunk).
 DEFAULT_CHUNK = 1024
@@ -120,18 +127,24 @@ def _is_glob(path: Any) -> bool:
     return isinstance(path, str | Path) and any(ch in str(path) for ch in "*?[")
 
 
-def _expand(path: Any) -> list[Path]:
-    """Files of a path, a glob or a list of paths (sorted for a glob)."""
+def _expand(path: Any) -> list[Any]:
+    """Files of a path, a glob or a list of paths (sorted for a glob); a URL pattern lists the
+    objects under its prefix (``s3://bucket/scenes/L8-*.tif``)."""
     if isinstance(path, str | Path):
         if not _is_glob(path):
-            return [Path(path)]
-        found = sorted(glob.glob(str(path)))
+            return [as_location(path)]
+        found: list[Any] = glob_url(str(path)) if is_url(path) else sorted(glob.glob(str(path)))
         if not found:
             raise InputFileNotFoundError(
                 f"{path}: no file matches this pattern. Fix: check the folder and name."
             )
-        return [Path(p) for p in found]
+        return [as_location(p) for p in found]
     return [p for item in path for p in _expand(item)]
+
+
+def _stem(location: Any) -> str:
+    """The file name without its suffix, for a path or a URL."""
+    return PurePosixPath(urlsplit(str(location)).path).stem if is_url(location) else Path(location).stem
 
 
 def expand_images(paths: Sequence[str | Path]) -> list[Path | tuple[Path, ...]]:
@@ -141,7 +154,7 @@ def expand_images(paths: Sequence[str | Path]) -> list[Path | tuple[Path, ...]]:
     stems: list[str | None] = []
     for arg in paths:
         files = _expand(arg)
-        m = _EE_TILE.match(files[0].stem) if len(files) == 1 else None
+        m = _EE_TILE.match(_stem(files[0])) if len(files) == 1 else None
         stem = m.group("stem") if m else None
         if stem is not None and stems and stems[-1] == stem:
             prev = out[-1]
@@ -173,7 +186,7 @@ def _mosaic_block(
         if ya >= yb or xa >= xb:
             continue
         try:
-            with rasterio.open(path) as src:
+            with rasterio.open(gdal_path(path)) as src:
                 vals = src.read(indexes, window=Window(xa - c0, ya - r0, xb - xa, yb - ya))
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(
@@ -199,12 +212,12 @@ def _mosaic_block(
     return out
 
 
-def _tile_meta(f: Path) -> dict[str, Any]:
+def _tile_meta(f: Path | str) -> dict[str, Any]:
     """What a tile declares (CRS, transform, shape, bands, data type, nodata); no pixel is read."""
     import rasterio
 
     try:
-        with rasterio.open(f) as src:
+        with rasterio.open(gdal_path(f)) as src:
             return {
                 "crs": src.crs,
                 "transform": src.transform,
@@ -215,6 +228,8 @@ def _tile_meta(f: Path) -> dict[str, Any]:
                 "nodata": src.nodata,
             }
     except rasterio.errors.RasterioIOError as exc:
+        if is_url(f):
+            raise location_error(str(f), exc, "raster") from exc
         raise RasterReadError(
             f"{f}: expected a raster GDAL can read (GeoTIFF/COG), found something else ({exc}). "
             "Fix: pass a GeoTIFF."
@@ -225,7 +240,7 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and bool(np.isnan(a) and np.isnan(b)))
 
 
-def _check_first_tile(first: Path, ref: Mapping[str, Any]) -> None:
+def _check_first_tile(first: Path | str, ref: Mapping[str, Any]) -> None:
     if ref["crs"] is None:
         raise RasterReadError(
             f"{first}: expected a georeferenced raster, found no CRS. Fix: assign one "
@@ -239,7 +254,9 @@ def _check_first_tile(first: Path, ref: Mapping[str, Any]) -> None:
         )
 
 
-def _tile_offset(f: Path, m: Mapping[str, Any], first: Path, ref: Mapping[str, Any]) -> tuple[int, int]:
+def _tile_offset(
+    f: Path | str, m: Mapping[str, Any], first: Path | str, ref: Mapping[str, Any]
+) -> tuple[int, int]:
     """The (row, column) offset of tile ``f`` on the grid of the first tile; refuses a tile of
     another export (CRS, bands, data type, nodata, resolution, or off the pixel grid)."""
     for key, what in (
@@ -274,7 +291,7 @@ def _tile_offset(f: Path, m: Mapping[str, Any], first: Path, ref: Mapping[str, A
 
 
 def _place_tiles(
-    files: Sequence[Path], metas: Sequence[Mapping[str, Any]]
+    files: Sequence[Path | str], metas: Sequence[Mapping[str, Any]]
 ) -> tuple[list[tuple[str, int, int, int, int]], int, int, Any]:
     """Where each tile lies in the mosaic: ``(path, row, col, height, width)`` per tile, the
     mosaic's height and width and its transform. Refuses an uncovered part without nodata."""
@@ -304,7 +321,11 @@ def _place_tiles(
 
 
 def _band_selection(
-    first: Path, in_file: Sequence[str], count: int, bands: Sequence[str] | None, select: Sequence[str] | None
+    first: Path | str,
+    in_file: Sequence[str],
+    count: int,
+    bands: Sequence[str] | None,
+    select: Sequence[str] | None,
 ) -> tuple[list[str], list[int]]:
     """The band names kept and their 1-based indexes in the file."""
     names = list(bands) if bands is not None else list(in_file)
@@ -368,9 +389,9 @@ def open_mosaic(
     """
     from rioxarray.rioxarray import affine_to_coords
 
-    files = [Path(p) for p in paths]
+    files = [as_location(p) for p in paths]
     for f in files:
-        if not f.exists():
+        if isinstance(f, Path) and not f.exists():
             raise InputFileNotFoundError(f"{f}: raster not found. Fix: check the path.")
     metas = [_tile_meta(f) for f in files]
     first, ref = files[0], metas[0]
@@ -385,7 +406,7 @@ def open_mosaic(
         dims=("band", "y", "x"),
         coords={"band": np.array(keep, dtype=object), "y": coords["y"], "x": coords["x"]},
         attrs={"nodata": None if nodata is None else float(nodata), "source": source or str(first)},
-        name=name or _EE_TILE.sub(r"\g<stem>", first.stem),
+        name=name or _EE_TILE.sub(r"\g<stem>", _stem(first)),
     )
     out = out.rio.write_crs(ref["crs"]).rio.write_transform(transform)
     log.info("mosaic of %d tiles: %d x %d pixels", len(files), height, width)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._locations import is_url, read_bytes
 from ._outputs import write_text
 from .errors import InputFileNotFoundError, LegendError
 
@@ -276,8 +277,9 @@ def read_legend(path: str | Path) -> Legend:
     Parameters
     ----------
     path
-        JSON file with lists ``values`` (original codes), ``label`` (names) and ``palette``
-        (hex colours with or without ``#``), all of the same length.
+        JSON file (a path, or a URL: ``s3://``, ``https://``) with lists ``values`` (original
+        codes), ``label`` (names) and ``palette`` (hex colours with or without ``#``), all of the
+        same length.
 
     Examples
     --------
@@ -285,13 +287,12 @@ def read_legend(path: str | Path) -> Legend:
     >>> lg.n_classes, lg.name_of(1)  # doctest: +SKIP
     (22, 'Primary dryland forest')
     """
-    path = Path(path)
-    if not path.is_file():
+    if not is_url(path) and not Path(path).is_file():
         raise InputFileNotFoundError(
             f"{path}: legend file not found. Fix: pass the path of an existing lc.json."
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, "legend file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LegendError(f"{path}: expected UTF-8 JSON text, found binary data.") from exc
     return Legend.from_json(text, source=str(path))

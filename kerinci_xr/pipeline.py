@@ -23,6 +23,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from ._locations import is_url
 from ._options import OptionSpec, check, option, specs
 from ._outputs import write_text
 from .cluster import dask_scheduler
@@ -128,7 +129,9 @@ def _check_inside(
             outside = [
                 v
                 for v in _many(values[st.name].get(s.name))
-                if v is not None and not Path(os.path.normpath(v)).is_relative_to(os.path.normpath(root))
+                if v is not None
+                and not is_url(v)
+                and not Path(os.path.normpath(v)).is_relative_to(os.path.normpath(root))
             ]
             if outside:
                 raise InvalidInputError(
@@ -155,7 +158,9 @@ def _wire_inputs(
         kind = s.meta.get("kind")
         if vals.get(s.name) is not None:
             given = vals[s.name]
-            resolved = [str(root / v if root / v in products else base / v) for v in _many(given)]
+            resolved = [
+                v if is_url(v) else str(root / v if root / v in products else base / v) for v in _many(given)
+            ]
             vals[s.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
             continue
         if not kind:
@@ -199,9 +204,8 @@ def _paths(stage: Stage, vals: dict[str, Any], root: Path) -> dict[str, Any]:
             vals[s.name] = s.meta["run_name"]
         if s.meta.get("io") == "out" and vals.get(s.name) is not None:
             given = vals[s.name]
-            vals[s.name] = (
-                tuple(str(root / v) for v in given) if isinstance(given, tuple) else str(root / given)
-            )
+            inside = [v if is_url(v) else str(root / v) for v in _many(given)]
+            vals[s.name] = tuple(inside) if isinstance(given, tuple) else inside[0]
     return vals
 
 
@@ -241,7 +245,7 @@ def _up_to_date(step: Step, record: Mapping[str, Any]) -> bool:
         return False
     if record.get(step.stage.name, {}).get("params") != options_record(step.options):
         return False
-    inputs = [_newest(p) for p in step.stage.inputs(step.options).values() if p.exists()]
+    inputs = [_newest(p) for p in step.stage.inputs(step.options).values() if not is_url(p) and p.exists()]
     return not inputs or min(p.stat().st_mtime for p in outputs) >= max(inputs)
 
 
@@ -268,7 +272,7 @@ def run_pipeline(
     written = {p for step in steps for p in flat(step.stage.products(step.options))}
     for step in steps:
         for key, path in step.stage.inputs(step.options).items():
-            if path not in written and not path.exists():
+            if path not in written and not is_url(path) and not path.exists():
                 raise InputFileNotFoundError(
                     f"[{step.stage.name}] {key}: {path} not found. Fix: check the path."
                 )

@@ -35,6 +35,7 @@ import shapely
 from affine import Affine
 from pyproj import CRS
 
+from ._locations import as_location, gdal_path, is_url, location_error
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 
@@ -105,12 +106,13 @@ class ReferenceFeatures:
 BATCH = 250_000
 
 
-def _batches(path: Path, batch: int = BATCH) -> Iterator[Any]:
-    """The file as GeoDataFrames of at most ``batch`` features (GeoParquet by row groups)."""
+def _batches(path: Path | str, batch: int = BATCH) -> Iterator[Any]:
+    """The file as GeoDataFrames of at most ``batch`` features (GeoParquet by row groups); a URL
+    is read by OGR's network drivers (``/vsis3/``, ``/vsicurl/``)."""
     import geopandas as gpd
 
     try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
+        if isinstance(path, Path) and path.suffix.lower() in (".parquet", ".geoparquet"):
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(path)
@@ -127,14 +129,17 @@ def _batches(path: Path, batch: int = BATCH) -> Iterator[Any]:
             return
         import pyogrio
 
-        n = int(pyogrio.read_info(path)["features"])
+        name = gdal_path(path)
+        n = int(pyogrio.read_info(name)["features"])
         for skip in range(0, max(n, 1), batch):
             yield gpd.read_file(
-                path, engine="pyogrio", use_arrow=True, skip_features=skip, max_features=batch
+                name, engine="pyogrio", use_arrow=True, skip_features=skip, max_features=batch
             )
     except (InvalidInputError, InputFileNotFoundError):
         raise
     except Exception as exc:  # pyogrio/arrow raise several types for unreadable files
+        if is_url(path):
+            raise location_error(str(path), exc, "vector file") from exc
         raise RasterReadError(
             f"{path}: expected a vector file GDAL/OGR can read (GeoJSON, GeoPackage, Shapefile, "
             f"GeoParquet), found something else ({type(exc).__name__}: {exc})."
@@ -204,9 +209,9 @@ def read_reference(
         Make features outside the grid, with empty/invalid geometry or codes missing from the
         legend errors instead of a warning.
     """
-    path = Path(path)
+    path = as_location(path)
     src = str(path)
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise InputFileNotFoundError(f"{path}: reference file not found. Fix: check the path.")
     grid_crs = CRS.from_user_input(crs)
     parts: list[dict[str, Any]] = []
@@ -272,7 +277,7 @@ def read_reference(
 
 def _read_batch(
     gdf,
-    path: Path,
+    path: Path | str,
     label_field: str,
     legend: Legend,
     grid_crs: CRS,

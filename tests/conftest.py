@@ -236,6 +236,70 @@ def cluster(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 (moto's server mode, a separate process), with
+    the standard variables set for this session: ``AWS_ENDPOINT_URL`` and test credentials.
+    Yields ``(endpoint, put)``: ``put(local_path, "bucket/key", public=False)`` uploads a file
+    (creating the bucket) and returns its ``s3://`` URL."""
+    import os
+    import socket
+
+    pytest.importorskip("moto", reason="moto[server] (the dev extra) runs the local S3 server")
+    import boto3
+
+    with socket.socket() as sock:  # a free port for the server
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    old = {k: os.environ.get(k) for k in [*env, "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"]}
+    os.environ.update(env)
+    for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        os.environ.pop(k, None)  # derived from AWS_ENDPOINT_URL by the toolkit
+    while True:  # the condition: the server accepts connections
+        if proc.poll() is not None:
+            pytest.fail("the S3 server did not start")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    buckets: set[str] = set()
+
+    def put(path, key, public=False):
+        bucket, name = key.split("/", 1)
+        if bucket not in buckets:
+            client.create_bucket(Bucket=bucket, ACL="public-read")
+            buckets.add(bucket)
+        client.upload_file(str(path), bucket, name, ExtraArgs={"ACL": "public-read"} if public else None)
+        return f"s3://{key}"
+
+    try:
+        yield endpoint, put
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 #: The demo as the suite runs it: the whole packaged pipeline on a 600 x 600 scene, one epoch.
 DEMO_ARGS = ("--size", "600", "--epochs", "1")
 

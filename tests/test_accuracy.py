@@ -169,6 +169,7 @@ def test_draw_stratified__uniform_within_a_stratum_chi_square():
     assert chisquare(hits[members]).pvalue > 0.01
 
 
+@pytest.mark.slow  # a statistical or quality check; the module is covered end to end without it
 def test_design_and_estimation__unbiased_with_95_percent_coverage_on_a_generated_scene(small_scene):
     """Design + simulated reference + estimation, 300 times, on a Kerinci-like scene's labels."""
     from kerinci_xr.io import open_raster

@@ -125,6 +125,7 @@ def test_change__recovers_the_generators_known_change_exactly(series, tmp_path, 
     np.testing.assert_array_equal(np.asarray([0, *tl.values])[ids], codes)
 
 
+@pytest.mark.slow  # a statistical or quality check; the module is covered end to end without it
 def test_change__predicted_maps_find_the_forest_loss(series, tmp_path):
     """Train on 2015, predict both years, compare the forest lost with the generator's truth."""
     import warnings

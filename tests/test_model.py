@@ -23,6 +23,7 @@ def test_unet__size_not_divisible_is_a_clear_error():
         UNetConfig(in_channels=3, n_classes=2, depth=9)
 
 
+@pytest.mark.slow  # a statistical or quality check; the module is covered end to end without it
 def test_unet__overfits_one_small_batch():
     torch.manual_seed(0)
     net = build_unet(UNetConfig(in_channels=4, n_classes=3, depth=2, base=8))

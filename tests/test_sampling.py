@@ -85,6 +85,7 @@ def test_sample_centres__rare_class_warning_names_it():
     assert (m["class_id"] == 1).sum() == 4
 
 
+@pytest.mark.slow  # a statistical or quality check; the module is covered end to end without it
 def test_sample_centres__draw_is_uniform_chi_square():
     """Over many seeds every eligible pixel of a class is drawn equally often."""
     labels = np.ones((24, 24), np.uint8)

@@ -30,6 +30,7 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # a statistical or quality check; the module is covered end to end without it
 def test_fit__reaches_80_percent_on_the_test_split(store, tmp_path):
     res = fit(store, tmp_path / "m.pt", config=TrainConfig(epochs=10, **TINY))
     hist = res["history"]
@@ -47,7 +48,8 @@ def test_fit__reaches_80_percent_on_the_test_split(store, tmp_path):
     assert ckpt["model_config"]["n_classes"] == 22
 
 
-def test_fit__same_seed_same_weights_and_resume_equals_uninterrupted(store, tmp_path):
+def test_fit__same_seed_same_weights_and_resume_equals_uninterrupted(small_run, tmp_path):
+    store = small_run["patches"]
     cfg = TrainConfig(epochs=2, **TINY)
     a = fit(store, tmp_path / "a.pt", config=cfg)
     b = fit(store, tmp_path / "b.pt", config=cfg)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._locations import absolute
+from .._locations import absolute, as_location
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
 from .._products import check_outputs, companions
@@ -78,10 +78,13 @@ class Stage:
             raise InvalidInputError(f"{where + ': ' if where else ''}{self.name} needs {', '.join(missing)}.")
         return self.options(**checked)
 
-    def _paths(self, opts: Any, io: str) -> list[tuple[OptionSpec, Path | tuple[Path, ...]]]:
+    def _paths(self, opts: Any, io: str) -> list[tuple[OptionSpec, Any]]:
+        """Locations of one direction: a ``Path`` for a local one, the URL string for a URL."""
         values = [(s, getattr(opts, s.name)) for s in self.specs if s.meta.get("io") == io]
         return [
-            (s, tuple(map(Path, v)) if isinstance(v, tuple) else Path(v)) for s, v in values if v is not None
+            (s, tuple(map(as_location, v)) if isinstance(v, tuple) else as_location(v))
+            for s, v in values
+            if v is not None
         ]
 
     def inputs(self, opts: Any, *, with_companions: bool = False) -> dict[str, Path]:
