@@ -11,9 +11,12 @@ test server), ``AWS_ENDPOINT_URL``, which is passed on to GDAL (:func:`gdal_s3_e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
@@ -26,6 +29,7 @@ __all__ = [
     "glob_url",
     "is_url",
     "location_error",
+    "open_gdal",
     "read_bytes",
 ]
 
@@ -85,6 +89,19 @@ def gdal_path(location: str | os.PathLike) -> str:
             f"{s!r}, which GDAL cannot read. Fix: copy the file to one of those."
         )
     return text.split("://", 1)[1] if s == "file" else text
+
+
+@contextlib.contextmanager
+def open_gdal(location: str | os.PathLike) -> Iterator[Any]:
+    """A raster opened read-only with rasterio by its GDAL name (:func:`gdal_path`). A URL is
+    opened without listing its "folder" (``GDAL_DISABLE_READDIR_ON_OPEN``: one LIST request
+    fewer per open on object storage); a local file keeps GDAL's sidecars (``.aux.xml``, ``.msk``,
+    ``.ovr``), so the setting applies to this open only, never to the process or its children."""
+    import rasterio
+
+    config = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if is_url(location) else {}
+    with rasterio.Env(**config), rasterio.open(gdal_path(location)) as src:
+        yield src
 
 
 def gdal_s3_env(environ: dict[str, str] | os._Environ = os.environ) -> None:

@@ -16,7 +16,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
-from ._locations import as_location
+from ._locations import as_location, open_gdal
 from ._outputs import atomic_output
 from ._products import PRODUCTS, Kind, locate
 from .cluster import compute
@@ -582,11 +582,9 @@ _YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
 def file_date(path: str | Path | tuple[Path, ...]) -> str | None:
     """A raster's date, ``YYYY-MM-DD``: from its ``ACQUISITION_DATE``/``DATE``/``TIFFTAG_DATETIME``
     tag, else from a year in its name (then the 1 January of that year); ``None`` if neither."""
-    import rasterio
-
     if isinstance(path, tuple):  # the tiles of one mosaic: the first one's
         path = path[0]
-    with rasterio.open(kio.gdal_path(path)) as src:
+    with open_gdal(path) as src:
         tags = src.tags()
     for key in ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME"):
         if tags.get(key):

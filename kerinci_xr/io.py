@@ -20,7 +20,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from ._locations import as_location, gdal_path, gdal_s3_env, glob_url, is_url, location_error
+from ._locations import as_location, gdal_path, gdal_s3_env, glob_url, is_url, location_error, open_gdal
 from ._outputs import atomic_output, check_output
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
 
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 # the machine's memory, per process) holds memory without saving reads: on an 8000 x 8000 x 8
 # prepare it was 1 GiB of the 1.6 GiB peak. A smaller default, unless the user has set one.
 os.environ.setdefault("GDAL_CACHEMAX", "64")
-# a raster opened by URL: no listing of its "folder" (a LIST request per open on object storage)
-os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
 # an S3-compatible endpoint given the way boto3 and s3fs take it (AWS_ENDPOINT_URL), for GDAL too
 gdal_s3_env()
 
@@ -186,7 +184,7 @@ def _mosaic_block(
         if ya >= yb or xa >= xb:
             continue
         try:
-            with rasterio.open(gdal_path(path)) as src:
+            with open_gdal(path) as src:
                 vals = src.read(indexes, window=Window(xa - c0, ya - r0, xb - xa, yb - ya))
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(
@@ -217,7 +215,7 @@ def _tile_meta(f: Path | str) -> dict[str, Any]:
     import rasterio
 
     try:
-        with rasterio.open(gdal_path(f)) as src:
+        with open_gdal(f) as src:
             return {
                 "crs": src.crs,
                 "transform": src.transform,

@@ -14,16 +14,10 @@ from kerinci_xr.io import write_cog
 
 
 @pytest.fixture(scope="module")
-def maps(small_scene, tmp_path_factory):
-    """A cube of the small scene, its labels as a map (perfect), and a map with errors, as COGs."""
+def maps(small_run, tmp_path_factory):
+    """The small run's cube, its labels as a map (perfect), and a map with errors, as COGs."""
     root = tmp_path_factory.mktemp("assess")
-    cube_path = kx.prepare(
-        small_scene.landsat,
-        labels=small_scene.labels,
-        legend=small_scene.legend,
-        chunk=128,
-        out=root / "c.zarr",
-    )["cube"]
+    cube_path = small_run["cube"]
     cube = open_cube(cube_path)
     legend = cube_legend(cube)
     labels = cube["labels"]
