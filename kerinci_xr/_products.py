@@ -32,6 +32,7 @@ class Kind(StrEnum):
 
     SCENE = "scene"
     IMAGE = "image"
+    STAC = "stac"
     LABELS = "labels"
     RADAR = "radar"
     LEGEND = "legend"
@@ -101,6 +102,7 @@ def _checkpoint_files(path: Path) -> tuple[Path, ...]:
 PRODUCTS: dict[Kind, Product] = {
     Kind.SCENE: Product("generated scene folder", "folder", "kerinci-xr synth"),
     Kind.IMAGE: Product("image raster"),
+    Kind.STAC: Product("STAC document (items, catalog or collection)"),
     Kind.LABELS: Product("label raster or vector file"),
     Kind.RADAR: Product("radar raster"),
     Kind.LEGEND: Product("legend (lc.json)"),

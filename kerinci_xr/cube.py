@@ -26,6 +26,7 @@ from .preprocess import band_roles, parse_band_roles, remap_labels, scale_values
 from .vector import is_vector, rasterize_reference, read_reference
 
 __all__ = [
+    "EXPORT_SCALE",
     "build_cube",
     "build_series",
     "checked_reads",
@@ -54,6 +55,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: The scale of reflectance stored as integers x1e4 (Earth Engine exports, the Kerinci rasters).
+EXPORT_SCALE = 1e-4
+
+
 def _as_raster(obj: str | Path | xr.DataArray, *, bands, chunks, select=None) -> xr.DataArray:
     if isinstance(obj, xr.DataArray) and select:
         return _as_raster(obj, bands=bands, chunks=chunks).sel(band=list(select))
@@ -78,8 +83,8 @@ def build_cube(
     radar: str | Path | xr.DataArray | None = None,
     bands: Sequence[str] | None = None,
     radar_bands: Sequence[str] | None = ("HH", "HV"),
-    scale: float = 1e-4,
-    offset: float = 0.0,
+    scale: float | None = None,
+    offset: float | None = None,
     nodata: float | None = None,
     radar_scale: float = 1e-3,
     radar_nodata: float | None = None,
@@ -111,7 +116,8 @@ def build_cube(
         Band names for the optical and radar files (default: from the file, then
         ``("HH", "HV")`` for radar when the file has as many bands).
     scale, offset
-        Optical scaling: ``1e-4`` for reflectance x1e4, ``1/255`` for 8-bit DN.
+        Optical scaling: ``1e-4`` for reflectance x1e4 (the default, :data:`EXPORT_SCALE`: the
+        convention of Earth Engine exports), ``1/255`` for 8-bit DN; offset 0 by default.
     nodata, radar_nodata
         Override the nodata values declared in the files.
     radar_scale
@@ -146,6 +152,8 @@ def build_cube(
         raise RasterReadError(f"{raw.attrs.get('source', 'image')}: the image has no CRS.")
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
     _check_nodata(nodata, raw, "--nodata")
+    scale = EXPORT_SCALE if scale is None else scale
+    offset = 0.0 if offset is None else offset
     optical = scale_values(raw, scale=scale, offset=offset, nodata=nodata)
     inputs: dict[str, Any] = {"image": str(raw.attrs.get("source", "<memory>"))}
     img = optical
@@ -659,13 +667,13 @@ def _check_same_bands(dates: Sequence[str], cubes: Sequence[xr.Dataset]) -> None
 
 
 def build_series(
-    images: Sequence[str | Path | tuple[Path, ...]],
+    images: Sequence[str | Path | tuple[Path, ...] | xr.DataArray],
     *,
     dates: Sequence[str] | None = None,
     labels: Sequence[str | Path] | None = None,
     labels_date: str | None = None,
     legend: Legend | None = None,
-    radar: Sequence[str | Path] | None = None,
+    radar: Sequence[str | Path | xr.DataArray] | None = None,
     chunks: int | Mapping[str, int] | None = kio.DEFAULT_CHUNK,
     **kw: Any,
 ) -> xr.Dataset:
@@ -679,7 +687,8 @@ def build_series(
     the first) and stored as ``labels`` (y, x); or one per date, stored as (time, y, x).
     All dates must have the same bands.
     """
-    images = [p if isinstance(p, tuple) else as_location(p) for p in images]  # a tuple: tiles of one mosaic
+    # a tuple: the tiles of one mosaic; a DataArray: an image loaded already (a STAC day)
+    images = [p if isinstance(p, tuple | xr.DataArray) else as_location(p) for p in images]
     unsorted = _series_dates(images, dates)
     if radar is not None and len(radar) != len(images):
         raise InvalidInputError(

@@ -27,7 +27,7 @@ def _other(spec):
     if spec.item is not None:
         n = spec.meta.get("length") or 2
         if spec.item is float:
-            return tuple(spec.item(v) for v in (0.25, 0.5, 0.25)[:n])
+            return tuple(spec.item(v) for v in (0.25, 0.5, 0.25, 0.75)[:n])
         lo = int(spec.meta.get("ge") or 0)  # within the option's bounds
         return (lo + 3, lo + 4) if spec.item is int else ("A", "B")
     if spec.base is bool:

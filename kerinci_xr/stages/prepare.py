@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from .._options import option
 from .._products import Kind
@@ -14,6 +17,7 @@ from ..errors import InvalidInputError
 from ..io import DEFAULT_CHUNK, expand_images, open_raster
 from ..legend import read_legend
 from ..preprocess import check_label_codes, label_code_counts
+from ..stac import load_stac
 from ..vector import is_vector
 from ._base import Context, DaskOptions, Stage
 
@@ -22,11 +26,36 @@ __all__ = ["STAGE", "PrepareOptions"]
 
 @dataclass(kw_only=True)
 class PrepareOptions(DaskOptions):
-    image: tuple[str, ...] = option(
-        help="optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates; a glob "
+    image: tuple[str, ...] | None = option(
+        None,
+        "optical GeoTIFF (e.g. Landsat_Kerinci_2023_v1.tif); repeat for several dates; a glob "
         "('Landsat_Kerinci_2023_v1-*.tif') or Earth Engine tiles of one export form one mosaic",
         io="in",
         kind=Kind.IMAGE,
+    )
+    stac: str | None = option(
+        None,
+        "instead of --image: STAC items (an ItemCollection, Catalog, Collection or Item JSON, a file "
+        "or URL), loaded with odc-stac; one date per day",
+        io="in",
+        kind=Kind.STAC,
+    )
+    assets: tuple[str, ...] | None = option(
+        None, "STAC: the bands to load (asset keys, band or common names; default the reflective ones)"
+    )
+    bbox: tuple[float, ...] | None = option(
+        None,
+        "STAC: west,south,east,north in degrees: the items that meet it, cropped to it "
+        "(--bbox=-94.2,44.0,-94.0,44.1 when west is negative)",
+        length=4,
+    )
+    datetime: str | None = option(None, "STAC: the items of a day or range, 2020-01-01/2020-06-30")
+    radar_stac: str | None = option(
+        None,
+        "instead of --radar: STAC items of a radar collection (assets named by --radar-bands); each "
+        "date takes the radar day nearest to it",
+        io="in",
+        kind=Kind.STAC,
     )
     dates: tuple[str, ...] | None = option(
         None, "the images' dates, YYYY-MM-DD (default: from their tags or names)"
@@ -54,8 +83,15 @@ class PrepareOptions(DaskOptions):
         None, "roles of bands the sensor table does not know, e.g. nir=B4,swir1=B5,swir2=B7"
     )
     radar_bands: tuple[str, ...] = option(("HH", "HV"), "radar band names")
-    scale: float = option(1e-4, "reflectance scale (1e-4 for x1e4, 0.00392 for 8-bit DN)", gt=0)
-    offset: float = option(0.0, "reflectance offset added after scaling")
+    scale: float | None = option(
+        None,
+        "reflectance scale (default: 1e-4 for GeoTIFF exports of reflectance x1e4; for STAC the "
+        "items' own; 0.00392 for 8-bit DN)",
+        gt=0,
+    )
+    offset: float | None = option(
+        None, "reflectance offset added after scaling (default: 0; for STAC the items' own)"
+    )
     nodata: float | None = option(None, "optical nodata value (default: from the file)")
     radar_scale: float = option(1e-3, "radar scale (1e-3 for dB x1e3, 1 for dB)", gt=0)
     chunk: int = option(DEFAULT_CHUNK, "chunk edge in pixels", ge=16)
@@ -99,16 +135,16 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         label_field=o.label_field,
         strict=o.strict,
     )
-    images = expand_images(o.image)  # a glob, or consecutive Earth Engine tiles, is one mosaic
-    if len(images) == 1 and o.dates is None:  # one date: the cube keeps its (band, y, x) layout
-        if o.radar is not None and len(o.radar) != 1:
-            raise InvalidInputError(f"radar: one image takes one radar file, found {len(o.radar)}.")
+    images, dates, radar, build = _images(o, build)
+    if len(images) == 1 and dates is None:  # one date: the cube keeps its (band, y, x) layout
+        if radar is not None and len(radar) != 1:
+            raise InvalidInputError(f"radar: one image takes one radar file, found {len(radar)}.")
         if o.labels is not None and len(o.labels) != 1:
             raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
-        ds = build(images[0], o.labels[0] if o.labels else None, radar=o.radar[0] if o.radar else None)
+        ds = build(images[0], o.labels[0] if o.labels else None, radar=radar[0] if radar else None)
     else:
         ds = build_series(
-            images, dates=o.dates, labels=o.labels, labels_date=o.labels_date, radar=o.radar, **build.keywords
+            images, dates=dates, labels=o.labels, labels_date=o.labels_date, radar=radar, **build.keywords
         )
     unknown: dict[int, int] = {}
     if "reference_id" in ds:
@@ -137,6 +173,56 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
             verify=check_content,
         )
     }
+
+
+def _images(o: PrepareOptions, build: functools.partial) -> tuple[list, Any, Any, functools.partial]:
+    """The optical images (paths, mosaics, or STAC days loaded lazily), their dates, the radar
+    of each, and the builder with what STAC decided (scaling applied already, band roles)."""
+    if (o.image is None) == (o.stac is None):
+        raise InvalidInputError("prepare needs --image or --stac (one of them). Fix: pass the imagery.")
+    stac_only = {"assets": o.assets, "bbox": o.bbox, "datetime": o.datetime, "radar_stac": o.radar_stac}
+    if o.image is not None:
+        given = [k for k, v in stac_only.items() if v is not None]
+        if given:
+            raise InvalidInputError(
+                f"--{given[0].replace('_', '-')} goes with --stac. Fix: pass --stac ITEMS."
+            )
+        # a glob, or the Earth Engine tiles of one export, is one mosaic
+        return expand_images(o.image), o.dates, o.radar, build
+    if o.bands or o.select or o.nodata is not None:
+        raise InvalidInputError(
+            "--bands, --select and --nodata are for GeoTIFF images; STAC items name their bands and nodata. "
+            "Fix: choose bands with --assets."
+        )
+    if o.radar is not None and o.radar_stac is not None:
+        raise InvalidInputError("--radar and --radar-stac: pass one of them.")
+    days = load_stac(
+        o.stac,  # type: ignore[arg-type]  # (given: checked above)
+        assets=o.assets,
+        bbox=o.bbox,
+        datetime_range=o.datetime,
+        chunks=o.chunk,
+        scale=o.scale,
+        offset=o.offset,
+    )
+    if o.dates is not None and len(o.dates) != len(days):
+        raise InvalidInputError(
+            f"--dates: {len(o.dates)} given for {len(days)} STAC day(s) ({', '.join(d.date for d in days)}). "
+            "Fix: leave --dates out (the items' dates are used)."
+        )
+    roles = o.band_roles or tuple(f"{r}={b}" for r, b in days[0].roles.items())
+    build = functools.partial(build, scale=1.0, offset=0.0, roles=roles)  # scaled by load_stac
+    dates = list(o.dates) if o.dates is not None else [d.date for d in days]
+    radar: Sequence[Any] | None = o.radar
+    if o.radar_stac is not None:  # (its values as stored: --radar-scale applies, as to a GeoTIFF)
+        found = load_stac(
+            o.radar_stac, assets=o.radar_bands, bbox=o.bbox, chunks=o.chunk, scale=1.0, offset=0.0
+        )
+        when = np.array([np.datetime64(r.date) for r in found])
+        nearest = [int(np.argmin(abs(when - np.datetime64(d)))) for d in dates]  # each date's radar day
+        radar = [found[i].image.assign_attrs(source=o.radar_stac) for i in nearest]
+    images = [d.image.assign_attrs(source=o.stac) for d in days]
+    return images, (None if len(days) == 1 and o.dates is None else dates), radar, build
 
 
 def _reference_summary(ds) -> str:
