@@ -15,15 +15,17 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 
 __all__ = [
+    "URLPath",
     "absolute",
     "as_location",
+    "filesystem",
     "gdal_path",
     "gdal_s3_env",
     "glob_url",
@@ -31,6 +33,8 @@ __all__ = [
     "location_error",
     "open_gdal",
     "read_bytes",
+    "scheme",
+    "split_ref",
 ]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -60,10 +64,69 @@ def absolute(location: str | os.PathLike) -> str:
     return os.path.abspath(Path(text).expanduser())
 
 
-def as_location(location: str | os.PathLike) -> Path | str:
-    """A local path as a ``Path``, a URL as the string it is (``Path`` would fold ``s3://`` to
-    ``s3:/``)."""
+class URLPath(os.PathLike):
+    """An object-storage URL with the path operations a product's companions need
+    (``.with_suffix``, ``.name``, ``/``), which ``Path`` cannot give: it folds ``s3://`` to
+    ``s3:/``. ``os.fspath`` and ``str`` give the URL back."""
+
+    __slots__ = ("_path", "_scheme")
+
+    def __init__(self, url: str | os.PathLike) -> None:
+        text = os.fspath(url)
+        self._scheme, sep, rest = text.partition("://")
+        if not sep:
+            raise ValueError(f"{text}: not a URL")
+        self._path = PurePosixPath(rest)
+
+    def _make(self, path: PurePosixPath) -> URLPath:
+        return URLPath(f"{self._scheme}://{path}")
+
+    def __fspath__(self) -> str:
+        return f"{self._scheme}://{self._path}"
+
+    __str__ = __fspath__
+
+    def __repr__(self) -> str:
+        return f"URLPath({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, URLPath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, part: str) -> URLPath:
+        return self._make(self._path / part)
+
+    @property
+    def name(self) -> str:
+        return self._path.name
+
+    @property
+    def stem(self) -> str:
+        return self._path.stem
+
+    @property
+    def suffix(self) -> str:
+        return self._path.suffix
+
+    @property
+    def parent(self) -> URLPath:
+        return self._make(self._path.parent)
+
+    def with_suffix(self, suffix: str) -> URLPath:
+        return self._make(self._path.with_suffix(suffix))
+
+    def with_name(self, name: str) -> URLPath:
+        return self._make(self._path.with_name(name))
+
+
+def as_location(location: str | os.PathLike) -> Any:
+    """A local path as a ``Path``, a URL as a :class:`URLPath` (``Path`` would fold ``s3://`` to
+    ``s3:/``), a GDAL ``/vsi...`` name as the string it is."""
     text = os.fspath(location)
+    if _URL.match(text):
+        return URLPath(text)
     return text if is_url(text) else Path(text)
 
 
@@ -117,7 +180,18 @@ def gdal_s3_env(environ: dict[str, str] | os._Environ = os.environ) -> None:
     environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")  # path-style, what S3-compatible servers take
 
 
-def _filesystem(location: str):
+def split_ref(location: str) -> tuple[str, str | None]:
+    """``s3://b/cube.zarr@v3`` -> (``s3://b/cube.zarr``, ``"v3"``): a version of a product on
+    object storage (a tag or snapshot id); local paths and URLs without ``@`` have none."""
+    if is_url(location) and "@" in location.rsplit("/", 1)[-1]:
+        head, _, ref = location.rpartition("@")
+        return head, ref or None
+    return location, None
+
+
+def filesystem(location: str):
+    """The fsspec file system of a URL's scheme (``s3fs`` for ``s3://``, with the endpoint of
+    ``AWS_ENDPOINT_URL``); a clear error naming the package when it is not installed."""
     import fsspec
 
     s = scheme(location) or "file"
@@ -132,9 +206,9 @@ def _filesystem(location: str):
 
 
 def _fs_options(s: str) -> dict:
-    if s == "s3":
+    if s == "s3":  # no listing cache: a set's journals and outputs are checked as they are now
         url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return {"endpoint_url": url} if url else {}
+        return {"use_listings_cache": False} | ({"endpoint_url": url} if url else {})
     return {}
 
 
@@ -162,7 +236,7 @@ def read_bytes(location: str | os.PathLike, what: str) -> bytes:
         if not path.is_file():
             raise InputFileNotFoundError(f"{path}: {what} not found. Fix: check the path.")
         return path.read_bytes()
-    fs = _filesystem(text)
+    fs = filesystem(text)
     try:
         with fs.open(text, "rb") as f:
             return f.read()
@@ -172,7 +246,7 @@ def read_bytes(location: str | os.PathLike, what: str) -> bytes:
 
 def glob_url(pattern: str) -> list[str]:
     """The objects a URL pattern (``s3://bucket/scenes/L8-*.tif``) matches, sorted, as URLs."""
-    fs = _filesystem(pattern)
+    fs = filesystem(pattern)
     s = scheme(pattern)
     try:
         found = sorted(fs.glob(pattern))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import _objects
+from ._locations import as_location, is_url
 from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 
 try:  # POSIX; elsewhere (Windows) outputs are written atomically but not locked against a second writer
@@ -25,12 +27,14 @@ except ImportError:  # pragma: no cover - not on the platforms CI runs
 __all__ = [
     "OutputSet",
     "atomic_output",
+    "atomic_store",
     "check_folder",
     "check_output",
     "claim",
     "commit_so_far",
     "output_set",
     "refuse_temporary",
+    "remote_set",
     "settle",
     "temporary_of",
     "write_atomic",
@@ -168,6 +172,12 @@ class OutputSet:
         self.entries: dict[Path, dict[str, Any]] = {}
         self.locks: list[_Lock] = []
         self.owned: set[Path] = set()  # claimed or written (and locked) by this run, across commit_so_far
+        self.remote: _objects.RemoteSet | None = None  # the outputs on object storage
+
+    def remote_part(self) -> _objects.RemoteSet:
+        if self.remote is None:
+            self.remote = _objects.RemoteSet(self.id)
+        return self.remote
 
     def _open_log(self, folder: Path) -> None:
         self.log = folder / f".kerinci-set-{self.id}.json"
@@ -206,6 +216,9 @@ class OutputSet:
         tmp.rename(path)
 
     def commit(self, *, keep_locks: bool = False) -> None:
+        remote = self.remote
+        if remote is not None:  # its own commit point (a journal on the object store), first
+            remote.commit()
         if self.log is not None:
             self._write_log("committed")  # the commit point: one atomic rename
             for path, mark in self.entries.items():
@@ -218,10 +231,13 @@ class OutputSet:
             self._close()
             self.__init__()  # type: ignore[misc]
             self.locks, self.owned = locks, owned
+            self.remote = remote.next(self.id) if remote is not None else None
             return
         self._close()
 
     def rollback(self) -> None:
+        if self.remote is not None:
+            self.remote.rollback()
         for path, mark in reversed(list(self.entries.items())):
             _restore(path, mark)
             path.with_name(f".{path.name}.tx-{self.id}").unlink(missing_ok=True)
@@ -265,12 +281,26 @@ def _key(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def claim(path: str | Path, *, overwrite: bool = False) -> None:
+def remote_set() -> _objects.RemoteSet | None:
+    """The object-storage part of the run's output set (``None`` outside a set)."""
+    tx = _SET.get()
+    return tx.remote_part() if tx is not None else None
+
+
+def claim(path: str | Path, *, overwrite: bool = False, store: bool = False) -> None:
     """Make ``path`` an output of the run's output set before any work: lock it (a second writer
     fails at once, naming this run), check it (:func:`check_output`, again under the lock, so
     a run that finished meanwhile is not replaced), settle what an interrupted run left and
-    remove stale temporaries. The lock is held until the set commits, however long the run."""
+    remove stale temporaries. The lock is held until the set commits, however long the run.
+
+    On object storage (a URL; ``store``: a Zarr product, an Icechunk repository) there is no
+    lock: the output is checked and what is there remembered, so that a writer that committed it
+    meanwhile is found at the commit point (:class:`._objects.RemoteSet`)."""
     tx = _SET.get()
+    if is_url(path):
+        part = tx.remote_part() if tx is not None else _objects.RemoteSet("check")
+        part.claim(str(path), overwrite=overwrite, store=store)
+        return
     path = Path(path)
     if tx is None:
         check_output(path, overwrite=overwrite)
@@ -328,7 +358,10 @@ def _live(log: Path) -> bool:
 def settle(path: str | Path) -> None:
     """Finish what an interrupted run left around ``path``: put back the old version of an
     uncommitted set (or drop the old version of a committed one). Readers and writers call it;
-    a set whose run is still alive is left alone."""
+    a set whose run is still alive is left alone. On object storage: finish a committed set."""
+    if is_url(path):
+        _objects.settle(str(path))
+        return
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
@@ -359,7 +392,61 @@ def settle(path: str | Path) -> None:
             log.with_name(log.name.replace(".json", ".lock")).unlink(missing_ok=True)
 
 
-class atomic_output:
+def atomic_output(path: str | Path, *, overwrite: bool = False) -> Any:
+    """Context manager: write into a temporary, then put it in place on success.
+
+    ``with atomic_output(path, overwrite=False) as tmp: ...`` yields a local path to write to.
+    A local output is written as :class:`_LocalOutput` says; an output on object storage (a URL)
+    is written to a local temporary that the run's output set uploads at its commit point
+    (:class:`._objects.RemoteSet`). Works for files and folders.
+    """
+    if is_url(path):
+        return _remote_output(str(path), overwrite=overwrite)
+    return _LocalOutput(path, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _in_a_set() -> Any:
+    """The run's output set, or (a library call outside any stage) a set of its own."""
+    tx = _SET.get()
+    if tx is not None:
+        yield tx
+        return
+    with output_set() as tx:
+        yield tx
+
+
+@contextlib.contextmanager
+def _remote_output(url: str, *, overwrite: bool) -> Any:
+    with _in_a_set() as tx:
+        part = tx.remote_part()
+        part.claim(url, overwrite=overwrite, store=False)
+        tmp = part.staging(url)
+        try:
+            yield tmp
+        except BaseException:
+            _remove(tmp)
+            raise
+        part.stage_file(url, tmp)
+
+
+@contextlib.contextmanager
+def atomic_store(path: str | Path, *, overwrite: bool = False) -> Any:
+    """Context manager for a Zarr product: a local path yields the temporary folder to write the
+    store into (:func:`atomic_output`); a URL yields the :class:`._objects.StoreTarget` of an
+    Icechunk repository there, written on the run's own branch and made the store's version at
+    the set's commit point."""
+    if not is_url(path):
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            yield tmp
+        return
+    with _in_a_set() as tx:
+        part = tx.remote_part()
+        part.claim(str(path), overwrite=overwrite, store=True)
+        yield part.begin_store(str(path))
+
+
+class _LocalOutput:
     """Context manager: write into a temporary sibling, then move it into place on success.
 
     ``with atomic_output(path, overwrite=False) as tmp: ...`` refuses an existing ``path``
@@ -426,14 +513,14 @@ class atomic_output:
                     self.lock.release()
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path | str:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it into place."""
     with atomic_output(path, overwrite=overwrite) as tmp:
         write(tmp)
-    return Path(path)
+    return as_location(path)
 
 
-def write_text(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
+def write_text(path: str | Path, text: str, *, overwrite: bool = True) -> Path | str:
     """Write a text file (UTF-8) atomically."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
 

@@ -17,14 +17,27 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Literal
 
-from ._locations import is_url
-from ._outputs import check_folder, check_output, claim, refuse_temporary, settle
+from . import _objects
+from ._locations import filesystem, is_url, location_error, read_bytes, split_ref
+from ._objects import StoreTarget, is_repository, read_store
+from ._outputs import check_folder, check_output, claim, refuse_temporary, remote_set, settle
 from .errors import InputFileNotFoundError, InvalidInputError
 
-__all__ = ["PRODUCTS", "Kind", "Product", "check_outputs", "companions", "kind_of", "locate", "read_json"]
+__all__ = [
+    "PRODUCTS",
+    "Kind",
+    "Product",
+    "check_outputs",
+    "companions",
+    "kind_of",
+    "locate",
+    "product_bytes",
+    "read_json",
+    "zarr_store",
+]
 
 
 class Kind(StrEnum):
@@ -85,6 +98,8 @@ class Product:
     #: The files that belong with one (a checkpoint's history, a COG's style): an input's
     #: companions are inputs of the run too, never to be written over.
     companions: Callable[[Path], tuple[Path, ...]] = lambda p: ()
+    #: A Zarr store (on object storage: an Icechunk repository).
+    zarr: bool = False
 
 
 def _suffixes(*suffixes: str) -> Callable[[Path], tuple[Path, ...]]:
@@ -106,9 +121,11 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.LABELS: Product("label raster or vector file"),
     Kind.RADAR: Product("radar raster"),
     Kind.LEGEND: Product("legend (lc.json)"),
-    Kind.CUBE: Product("cube", "store", "kerinci-xr prepare"),
+    Kind.CUBE: Product("cube", "store", "kerinci-xr prepare", zarr=True),
     Kind.QUICKLOOKS: Product("quicklook folder", "folder", "kerinci-xr quicklook"),
-    Kind.PATCHES: Product("patch store", "store", "kerinci-xr sample", _suffixes(".csv", ".parquet")),
+    Kind.PATCHES: Product(
+        "patch store", "store", "kerinci-xr sample", _suffixes(".csv", ".parquet"), zarr=True
+    ),
     Kind.MANIFEST: Product("patch manifest", "file", "kerinci-xr sample"),
     Kind.MODEL: Product("model checkpoint", "file", "kerinci-xr train", _checkpoint_files),
     Kind.MODEL_LAST: Product("last-epoch checkpoint", "file", "kerinci-xr train"),
@@ -116,13 +133,13 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.HISTORY_JSON: Product("training history (JSON)", "file", "kerinci-xr train"),
     Kind.CROSSVAL: Product("cross-validation folder", "store", "kerinci-xr crossval"),
     Kind.METRICS: Product("metrics report", "file", "kerinci-xr evaluate"),
-    Kind.PREDICTION: Product("prediction store", "store", "kerinci-xr predict"),
+    Kind.PREDICTION: Product("prediction store", "store", "kerinci-xr predict", zarr=True),
     Kind.COG: Product("class-map COG", "file", "kerinci-xr predict --cog", _sidecars),
     Kind.COG_STYLE: Product("QGIS style of the COG", "file", "kerinci-xr predict --cog"),
     Kind.AREAS: Product("class areas table", "file", "kerinci-xr predict --areas", _suffixes(".json")),
     Kind.AREAS_JSON: Product("class areas (JSON)", "file", "kerinci-xr predict --areas"),
     Kind.SCENE_METRICS: Product("whole-scene metrics", "file", "kerinci-xr predict --metrics"),
-    Kind.CHANGE: Product("change store", "store", "kerinci-xr change"),
+    Kind.CHANGE: Product("change store", "store", "kerinci-xr change", zarr=True),
     Kind.CHANGE_COG: Product("change COG", "file", "kerinci-xr change --cog", _sidecars),
     Kind.CHANGE_COG_STYLE: Product("QGIS style of the change COG", "file", "kerinci-xr change --cog"),
     Kind.TRANSITIONS: Product("transition table", "file", "kerinci-xr change --transitions"),
@@ -154,17 +171,15 @@ def companions(path: str | os.PathLike, kind: Kind | None) -> tuple[Path, ...]:
     return PRODUCTS[kind].companions(Path(path))
 
 
-def locate(path: str | os.PathLike, kind: Kind) -> Path:
+def locate(path: str | os.PathLike, kind: Kind) -> Any:
     """The product of ``kind`` at ``path``, ready to open: a temporary of an unfinished write is
     refused, an interrupted output set settled (its whole old or whole new version), and a
     product that is missing, or a file where a store belongs (or the reverse), refused naming the
-    kind and the command that makes one."""
+    kind and the command that makes one. Returns a ``Path``, or for a product on object storage
+    its URL (``URL@REF``: an earlier version of a store)."""
     entry = PRODUCTS[kind]
     if is_url(path):
-        raise InvalidInputError(
-            f"{path}: reading a {entry.noun} from object storage is not supported yet (rasters, vector "
-            "files and legends are). Fix: copy it to a local or shared disk first (aws s3 cp --recursive)."
-        )
+        return _locate_url(os.fspath(path), kind)
     path = Path(path)
     refuse_temporary(path)
     settle(path)
@@ -182,11 +197,57 @@ def locate(path: str | os.PathLike, kind: Kind) -> Path:
     return path
 
 
+def _locate_url(url: str, kind: Kind) -> str:
+    """:func:`locate` on object storage: what this run wrote there itself, or what is committed."""
+    entry = PRODUCTS[kind]
+    refuse_temporary(url)
+    part = remote_set()
+    if part is not None and part.staged(url) is not None:
+        return url
+    settle(url)
+    base, _ = split_ref(url)
+    if entry.zarr:
+        found = is_repository(base) and _objects.written_here(base)
+    else:
+        fs = filesystem(base)
+        try:
+            found = bool(fs.exists(base)) and (fs.isdir(base) == (entry.shape != "file"))
+        except Exception as exc:
+            raise location_error(base, exc, entry.noun) from exc
+    if not found:
+        fix = f"run `{entry.made_by}` first" if entry.made_by else "check the URL"
+        raise InputFileNotFoundError(f"{url}: {entry.noun} not found there. Fix: {fix}.")
+    return url
+
+
+def zarr_store(location: str | os.PathLike) -> Any:
+    """What ``xr.open_zarr``/``zarr.open_group`` open a located Zarr product as: its folder, or on
+    object storage the read-only store of its Icechunk repository (the version this run wrote
+    if it wrote one, else the committed one, or the one ``URL@REF`` names)."""
+    if not is_url(location):
+        return Path(location)
+    part = remote_set()
+    staged = part.staged(str(location)) if part is not None else None
+    if isinstance(staged, StoreTarget) and staged.snapshot is not None:
+        return read_store(str(location), snapshot=staged.snapshot)
+    return read_store(str(location))
+
+
+def product_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
+    """The bytes of a file product (a checkpoint, a table, a report), local or on object storage
+    (as this run staged it, or as committed), located through the registry first."""
+    where = locate(path, kind)
+    part = remote_set() if is_url(where) else None
+    staged = part.staged(where) if part is not None else None
+    if isinstance(staged, Path):
+        return staged.read_bytes()
+    return read_bytes(where, PRODUCTS[kind].noun)
+
+
 def read_json(path: str | os.PathLike, kind: Kind) -> Any:
     """A JSON product (a report, a summary), located through the registry first."""
-    path = locate(path, kind)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(product_bytes(path, kind).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         entry = PRODUCTS[kind]
         raise InvalidInputError(
@@ -195,22 +256,32 @@ def read_json(path: str | os.PathLike, kind: Kind) -> Any:
         ) from exc
 
 
-def _real(path: Path) -> Path:
-    """``path`` with every symlink followed (also when it does not exist yet)."""
-    return Path(os.path.realpath(path))
+def _real(path: str | os.PathLike) -> PurePath:
+    """``path`` with every symlink followed (also when it does not exist yet); a URL as a path
+    of its own kind (``s3://b/k`` and ``/vsis3/b/k`` alike: ``/s3:/b/k``), which never meets a
+    local one."""
+    text = os.fspath(path)
+    if is_url(text):
+        base, _ = split_ref(text)
+        for s, vsi in (("s3", "/vsis3/"), ("gs", "/vsigs/"), ("az", "/vsiaz/")):
+            if base.startswith(vsi):
+                base = f"{s}://{base[len(vsi) :]}"
+        s, _, rest = base.partition("://")
+        return PurePosixPath(f"/{s}:", rest)
+    return Path(os.path.realpath(text))
 
 
-def _overlaps(a: Path, b: Path) -> bool:
+def _overlaps(a: PurePath, b: PurePath) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
 def check_outputs(
-    outputs: Mapping[str, Path],
-    inputs: Mapping[str, Path],
+    outputs: Mapping[str, Any],
+    inputs: Mapping[str, Any],
     *,
     overwrite: bool,
     stage: str,
-    inside: Path | None = None,
+    inside: Path | str | None = None,
 ) -> None:
     """Refuse, before any work, an output that is (or lies in, or holds) one of the run's inputs
     or another of its outputs (symlinks followed), an output outside ``inside`` (a pipeline's run
@@ -220,16 +291,9 @@ def check_outputs(
     A folder-shaped output (quicklook PNGs, a generated scene) holds files that are outputs of
     their own, or the user's: only the folder itself may not be an input.
     """
-    remote = [(name, p) for name, p in outputs.items() if is_url(p)]
-    if remote:
-        raise InvalidInputError(
-            f"{stage}: the output {remote[0][0]} ({remote[0][1]}) is a URL; writing products to object "
-            "storage is not supported yet. Fix: write to a local or shared disk, then copy it "
-            "(aws s3 cp --recursive)."
-        )
-    real_in = {name: _real(p) for name, p in inputs.items() if not is_url(p)}
+    real_in = {name: _real(p) for name, p in inputs.items()}
     folders = {name for name in outputs if PRODUCTS[kind_of(name)].shape == "folder"}
-    seen: dict[str, Path] = {}
+    seen: dict[str, PurePath] = {}
     for name, path in outputs.items():
         real = _real(path)
         for other, q in real_in.items():
@@ -255,9 +319,14 @@ def check_outputs(
                 f"{stage}: the output {name} ({path}) lies outside the run folder {inside} (it resolves to "
                 f"{real}). Fix: an output path inside the run folder, with no symlink leading out of it."
             )
+    remote = {name: str(p) for name, p in outputs.items() if is_url(p)}
+    for name, url in remote.items():  # no folders to make on object storage: keys have none
+        if name not in folders:
+            claim(url, overwrite=overwrite, store=PRODUCTS[kind_of(name)].zarr)
+    local = {name: Path(p) for name, p in outputs.items() if name not in remote}
     new = set()
-    for name in folders:
-        path = outputs[name]
+    for name in folders & set(local):
+        path = local[name]
         if path.exists() and not path.is_dir():
             raise InvalidInputError(
                 f"{stage}: {path}: expected a folder for the {PRODUCTS[kind_of(name)].noun}, found a file. "
@@ -266,11 +335,11 @@ def check_outputs(
         check_folder(path)
         if not path.exists():
             new.add(_real(path))
-    files = {name: p for name, p in outputs.items() if name not in folders}
+    files = {name: p for name, p in local.items() if name not in folders}
     for path in files.values():  # a file in a folder this run creates cannot exist yet
         if _real(path.parent) not in new:
             check_output(path, overwrite=overwrite)
-    for name in folders:
-        outputs[name].mkdir(exist_ok=True)
+    for name in folders & set(local):
+        local[name].mkdir(exist_ok=True)
     for path in files.values():
         claim(path, overwrite=overwrite)

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
@@ -16,9 +16,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from . import io as kio
-from ._locations import as_location, open_gdal
-from ._outputs import atomic_output
-from ._products import PRODUCTS, Kind, locate
+from ._locations import absolute, as_location, open_gdal
+from ._objects import read_store
+from ._outputs import atomic_store
+from ._products import PRODUCTS, Kind, locate, zarr_store
 from .cluster import compute
 from .errors import InvalidInputError, RasterReadError
 from .legend import Legend
@@ -364,9 +365,10 @@ def _check_overlap(image: xr.DataArray, other: xr.DataArray, what: str) -> None:
         )
 
 
-def check_content(path: str | Path) -> None:
-    """Refuse a written cube with no valid pixel, or labels without one labelled pixel."""
-    ds = xr.open_zarr(path, consolidated=consolidated(path))
+def check_content(store: Any) -> None:
+    """Refuse a written cube (a folder or an Icechunk store) with no valid pixel, or labels
+    without one labelled pixel."""
+    ds = xr.open_zarr(store, consolidated=consolidated(store))
     valid = float(ds["valid"].mean().compute())
     if valid == 0:
         raise InvalidInputError(
@@ -462,31 +464,35 @@ def write_cube(
     """
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format: expected 2 or 3, found {zarr_format!r}.")
-    path = Path(path)
+    path = as_location(path)
     inputs = json.loads(ds.attrs.get("provenance", "{}")).get("inputs", {})
     sources = [v for x in inputs.values() for v in (x.values() if isinstance(x, dict) else [x])]
     for src in sources:  # (a series keeps its inputs by date)
-        if Path(src).resolve() == path.resolve():
+        if absolute(src) == absolute(path):
             raise InvalidInputError(f"{path}: the output would overwrite an input.")
     out = _georeferenced(ds)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        delayed = out.to_zarr(
-            tmp,
-            mode="w-",
-            zarr_format=zarr_format,
-            consolidated=zarr_format == 2,
-            compute=False,
-            encoding=_encoding(out, clevel, zarr_format),
-        )
-        compute(delayed, progress=progress)
+    with atomic_store(path, overwrite=overwrite) as target:
+        if isinstance(target, Path):
+            delayed = out.to_zarr(
+                target,
+                mode="w-",
+                zarr_format=zarr_format,
+                consolidated=zarr_format == 2,
+                compute=False,
+                encoding=_encoding(out, clevel, zarr_format),
+            )
+            compute(delayed, progress=progress)
+        else:  # an Icechunk repository on object storage: Zarr 3, chunks written by the workers
+            target.write_dataset(out, encoding=_encoding(out, clevel, 3))
         if verify is not None:  # before the store takes its place: a refusal leaves the old one
-            verify(tmp)
+            verify(target if isinstance(target, Path) else read_store(str(path), snapshot=target.snapshot))
     return path
 
 
-def consolidated(path: str | Path) -> bool:
-    """Whether a Zarr store has consolidated metadata (format 2 as written here): open it so."""
-    return (Path(path) / ".zmetadata").exists()
+def consolidated(path: Any) -> bool:
+    """Whether a Zarr store has consolidated metadata (format 2 as written here): open it so.
+    (An Icechunk store has none: its metadata is read from one snapshot anyway.)"""
+    return isinstance(path, str | Path) and (Path(path) / ".zmetadata").exists()
 
 
 class _CheckedZarr:
@@ -494,9 +500,10 @@ class _CheckedZarr:
     decoded (a damaged chunk file) instead of letting a bare codec error through."""
 
     def __init__(
-        self, store: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple
+        self, store: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple, where: str
     ) -> None:
         self.store, self.name, self.shape, self.dtype, self.chunks = store, name, shape, dtype, chunks
+        self.where = where
         self.ndim = len(shape)
         self._arr: Any = None
 
@@ -506,8 +513,8 @@ class _CheckedZarr:
     def __getitem__(self, key: tuple) -> np.ndarray:
         import zarr
 
-        if self._arr is None:
-            self._arr = zarr.open_array(str(self.store / self.name), mode="r")
+        if self._arr is None:  # a folder, or an Icechunk store (its read-only session travels)
+            self._arr = zarr.open_group(self.store, mode="r")[self.name]
         try:
             return np.asarray(self._arr[key])
         except Exception as exc:  # numcodecs/zarr raise several types for a damaged chunk
@@ -517,19 +524,21 @@ class _CheckedZarr:
             )
             region = ", ".join(f"{k.start}:{k.stop}" for k in key if isinstance(k, slice))
             raise RasterReadError(
-                f"{self.store}: chunk {'.'.join(map(str, index))} of {self.name!r} (region {region}) could "
+                f"{self.where}: chunk {'.'.join(map(str, index))} of {self.name!r} (region {region}) could "
                 f"not be read: the store is damaged there ({type(exc).__name__}: {exc}). Fix: write it again "
                 "with the stage that made it (--overwrite)."
             ) from exc
 
 
-def checked_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
-    """``ds`` (opened lazily from the Zarr store ``path``) with its chunked variables read through
-    :class:`_CheckedZarr`: the same values, and a damaged chunk is named when it is read."""
+def checked_reads(ds: xr.Dataset, store: Any, where: str | Path) -> xr.Dataset:
+    """``ds`` (opened lazily from the Zarr ``store``: a folder, or an Icechunk store; ``where``
+    names it) with its chunked variables read through :class:`_CheckedZarr`: the same values,
+    and a damaged chunk is named when it is read."""
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(str(path), mode="r")
+    group = zarr.open_group(store, mode="r")
+    version = getattr(getattr(store, "session", None), "snapshot_id", None)  # an Icechunk snapshot
     out = ds.copy()
     for name, var in ds.data_vars.items():
         if var.chunks is None or name not in group:
@@ -537,14 +546,15 @@ def checked_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
         arr = group[name]
         if np.dtype(arr.dtype) != var.dtype or tuple(arr.shape) != var.shape:
             continue  # a decoded (scaled, masked) variable: left to xarray
-        src = _CheckedZarr(path, name, tuple(arr.shape), var.dtype, var.data.chunks)
+        src = _CheckedZarr(store, name, tuple(arr.shape), var.dtype, var.data.chunks, str(where))
+        token = da.core.tokenize(str(where), version, name, var.data.chunks)
         data = da.from_array(
             src,
             chunks=var.data.chunks,
             lock=False,
             asarray=False,
             fancy=False,
-            name=f"read-{Path(path).name}-{name}-{da.core.tokenize(str(path), name, var.data.chunks)}",
+            name=f"read-{PurePosixPath(str(where)).name}-{name}-{token}",
         )
         out[name] = var.copy(data=data)
     return out
@@ -559,9 +569,13 @@ def open_store(
     damaged chunk is named (one dask chunk per Zarr chunk unless ``chunks`` says otherwise)."""
     path = locate(path, kind)
     entry = PRODUCTS[kind]
+    store = zarr_store(path)
     try:
         ds = xr.open_zarr(
-            path, chunks=dict(chunks) if chunks else {}, consolidated=consolidated(path), decode_coords="all"
+            store,
+            chunks=dict(chunks) if chunks else {},
+            consolidated=consolidated(store),
+            decode_coords="all",
         )
     except Exception as exc:  # zarr raises several unrelated types for a non-store
         raise RasterReadError(
@@ -573,7 +587,7 @@ def open_store(
             f"{path}: expected a {entry.noun} written by {entry.made_by} (with a {require!r} variable), "
             f"found the variables {list(ds.data_vars)}. Fix: pass the {entry.noun}."
         )
-    return checked_reads(ds, path)
+    return checked_reads(ds, store, path)
 
 
 def open_cube(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:

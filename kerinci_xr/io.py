@@ -111,7 +111,7 @@ def open_raster(
         ``.rio``, and ``attrs["nodata"]`` (``None`` if the file declares none).
     """
     files = _expand(path)
-    source = str(path) if isinstance(path, str | Path) else None
+    source = str(path) if isinstance(path, str | os.PathLike) else None
     # every raster is read by the windowed reader (one file is a mosaic of one tile): each chunk
     # reads only its window and the bands kept, and a damaged tile is named with its window
     return open_mosaic(files, bands=bands, chunks=chunks, name=name, select=select, source=source)
@@ -122,13 +122,13 @@ _EE_TILE = re.compile(r"^(?P<stem>.+)-(?P<row>\d{10})-(?P<col>\d{10})$")
 
 
 def _is_glob(path: Any) -> bool:
-    return isinstance(path, str | Path) and any(ch in str(path) for ch in "*?[")
+    return isinstance(path, str | os.PathLike) and any(ch in str(path) for ch in "*?[")
 
 
 def _expand(path: Any) -> list[Any]:
     """Files of a path, a glob or a list of paths (sorted for a glob); a URL pattern lists the
     objects under its prefix (``s3://bucket/scenes/L8-*.tif``)."""
-    if isinstance(path, str | Path):
+    if isinstance(path, str | os.PathLike):
         if not _is_glob(path):
             return [as_location(path)]
         found: list[Any] = glob_url(str(path)) if is_url(path) else sorted(glob.glob(str(path)))

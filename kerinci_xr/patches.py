@@ -18,7 +18,8 @@ import pandas as pd
 import xarray as xr
 
 from ._chunks import BlockGrid, cut_windows
-from ._outputs import atomic_output
+from ._locations import as_location
+from ._outputs import atomic_store
 from ._products import Kind
 from .cluster import compute
 from .cube import open_store
@@ -38,10 +39,11 @@ def _cut_group(
     valid_parts: list,
     origin: tuple[int, int],
     items: np.ndarray,
-    store: str,
+    store: Any,
     patch: int,
-) -> np.ndarray:
-    """Cut the windows of one group from its chunks and write them; return per-split stats."""
+) -> tuple:
+    """Cut the windows of one group from its chunks and write them; return per-split stats (and
+    an Icechunk store's fork session, holding what this task wrote, for the client to merge)."""
     import zarr
 
     oy, ox = origin
@@ -64,7 +66,7 @@ def _cut_group(
         zi[int(ids[a]) : int(ids[b - 1]) + 1] = wins[a:b]
     # labels and valid are 1/32 of the image's bytes: they go back to the caller, which writes
     # them in large chunks (per-patch chunks of 16 KiB cost as much to write as the image)
-    return stats, ids, labs, oks
+    return stats, ids, labs, oks, getattr(store, "session", None)
 
 
 def band_stats(stats: np.ndarray, split: int = 0) -> tuple[list[float], list[float]]:
@@ -87,7 +89,7 @@ def write_patches(
     overwrite: bool = False,
     progress: bool = False,
     attrs: dict[str, Any] | None = None,
-) -> Path:
+) -> Path | str:
     """Extract the manifest's windows from the cube into a Zarr patch store.
 
     The store has ``image`` (patch, band, y, x) float32, ``labels`` (patch, y, x) uint8 and
@@ -166,8 +168,21 @@ def write_patches(
     xbounds = np.cumsum((0, *image.chunks[2]))
     gy = np.searchsorted(ybounds, manifest["row"].to_numpy(), side="right") - 1
     gx = np.searchsorted(xbounds, manifest["col"].to_numpy(), side="right") - 1
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=enc)
+    with atomic_store(path, overwrite=overwrite) as target:
+        local = isinstance(target, Path)
+        if local:
+            store: Any = str(target)
+            template.to_zarr(
+                target, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=enc
+            )
+        else:  # an Icechunk repository: the metadata first, then each task writes into a fork
+            session = target.session()
+            template.to_zarr(
+                session.store, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=enc
+            )
+            target.commit(session, "metadata")
+            session, fork = target.forked()
+            store = fork.store
         grids = [BlockGrid(a) for a in (image, labels, valid)]
         tasks = []
         for key in sorted(set(zip(gy.tolist(), gx.tolist(), strict=True))):
@@ -179,11 +194,14 @@ def write_patches(
             region = (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
             tasks.append(
                 dask.delayed(_cut_group, pure=True)(
-                    *[g.parts(*region) for g in grids], (int(y0), int(x0)), its, str(tmp), patch
+                    *[g.parts(*region) for g in grids], (int(y0), int(x0)), its, store, patch
                 )
             )
         results = compute(*tasks, progress=progress)
-        group = zarr.open_group(str(tmp), mode="r+")
+        if not local:
+            target.merge(session, [r[4] for r in results], "patches")
+            session = target.session()
+        group = zarr.open_group(str(target) if local else session.store, mode="r+")
         order = np.concatenate([r[1] for r in results])
         labs = np.empty((n, patch, patch), dtype=np.uint8)
         oks = np.empty((n, patch, patch), dtype=bool)
@@ -198,7 +216,9 @@ def write_patches(
             attrs_update |= {"band_mean": mean, "band_std": std, "band_stats_split": "train"}
         attrs_update["split_counts"] = {s: int((split_idx == i).sum()) for i, s in enumerate(SPLITS)}
         group.attrs.update(attrs_update)
-    return Path(path)
+        if not local:
+            target.commit(session, "labels and statistics")
+    return as_location(path)
 
 
 def open_patches(path: str | Path) -> xr.Dataset:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dask
@@ -58,7 +59,9 @@ _KINDS = {"Point": POINT, "MultiPoint": MULTIPOINT, "Polygon": POLYGON, "MultiPo
 
 def is_vector(path: Any) -> bool:
     """Whether ``path`` names a vector file (by its ending)."""
-    return isinstance(path, str | Path) and Path(path).suffix.lower() in VECTOR_SUFFIXES
+    if not isinstance(path, str | os.PathLike):
+        return False
+    return PurePosixPath(os.fspath(path)).suffix.lower() in VECTOR_SUFFIXES
 
 
 @dataclass
