@@ -35,6 +35,7 @@ __all__ = [
     "read_bytes",
     "scheme",
     "split_ref",
+    "version",
 ]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -226,6 +227,18 @@ def location_error(location: str, exc: BaseException, what: str) -> Exception:
             "for an S3-compatible server, and the network."
         )
     return RasterReadError(f"{location}: the {what} could not be read ({text}). {_CREDENTIALS}")
+
+
+def version(location: str | os.PathLike) -> Any:
+    """A token that changes whenever the file at ``location`` does: its modification time, or
+    the ETag of an object (to cache what was read from it)."""
+    text = os.fspath(location)
+    if not is_url(text):
+        return Path(text).stat().st_mtime_ns
+    try:
+        return filesystem(text).info(split_ref(text)[0]).get("ETag")
+    except Exception as exc:
+        raise location_error(text, exc, "file") from exc
 
 
 def read_bytes(location: str | os.PathLike, what: str) -> bytes:

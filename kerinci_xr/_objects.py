@@ -42,6 +42,7 @@ from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 __all__ = [
     "RemoteSet",
     "StoreTarget",
+    "check_output",
     "is_repository",
     "open_repository",
     "read_store",
@@ -222,6 +223,33 @@ class StoreTarget:
         self.commit(session, message)
 
 
+def check_output(url: str, *, overwrite: bool, store: bool) -> str | None:
+    """Refuse an existing output at ``url`` (unless ``overwrite``), or one holding data this
+    toolkit did not write (even with ``overwrite``); finish what a killed run committed there
+    first. Returns the ETag of the object there (``None``: nothing, or a store)."""
+    settle(url)
+    fs = filesystem(url)
+    try:
+        exists = bool(fs.exists(url))
+    except Exception as exc:
+        raise location_error(url, exc, "output location") from exc
+    repo = is_repository(url) if store or exists else False
+    if exists and not overwrite:
+        raise OutputExistsError(
+            f"{url}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
+        )
+    if exists and store and not (repo and written_here(url)):
+        raise OutputExistsError(
+            f"{url}: expected an output location, found objects this toolkit did not write (they are "
+            "never replaced, --overwrite or not). Fix: choose another output URL."
+        )
+    if exists and not store and (repo or fs.isdir(url)):
+        raise OutputExistsError(
+            f"{url}: expected a file output, found a folder or store. Fix: choose another output URL."
+        )
+    return fs.info(url).get("ETag") if exists and not repo else None
+
+
 def _fs_put(fs: Any, local: Path, url: str) -> None:
     if local.is_dir():
         fs.put(str(local), url, recursive=True)
@@ -256,27 +284,7 @@ class RemoteSet:
         meanwhile is found at the commit point."""
         if url in self.claimed:
             return
-        settle(url)
-        fs = filesystem(url)
-        try:
-            exists = fs.exists(url)
-        except Exception as exc:
-            raise location_error(url, exc, "output location") from exc
-        repo = is_repository(url) if store or exists else False
-        if exists and not overwrite:
-            raise OutputExistsError(
-                f"{url}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
-            )
-        if exists and store and not (repo and written_here(url)):
-            raise OutputExistsError(
-                f"{url}: expected an output location, found objects this toolkit did not write (they are "
-                "never replaced, --overwrite or not). Fix: choose another output URL."
-            )
-        if exists and not store and (repo or fs.isdir(url)):
-            raise OutputExistsError(
-                f"{url}: expected a file output, found a folder or store. Fix: choose another output URL."
-            )
-        self.claimed[url] = fs.info(url).get("ETag") if exists and not repo else None
+        self.claimed[url] = check_output(url, overwrite=overwrite, store=store)
 
     # -- during the run ------------------------------------------------------------------------
     def begin_store(self, url: str) -> StoreTarget:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _objects
-from ._locations import as_location, is_url
+from ._locations import as_location, is_url, split_ref
 from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 
 try:  # POSIX; elsewhere (Windows) outputs are written atomically but not locked against a second writer
@@ -32,6 +32,7 @@ __all__ = [
     "check_output",
     "claim",
     "commit_so_far",
+    "output_folder",
     "output_set",
     "refuse_temporary",
     "remote_set",
@@ -61,9 +62,14 @@ def written_here(path: Path) -> bool:
     return False
 
 
-def check_output(path: str | Path, *, overwrite: bool = False) -> None:
+def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Refuse an existing output (unless ``overwrite``), a folder this toolkit did not write (even
     with ``overwrite``: it may hold the user's data), or a missing parent folder."""
+    if is_url(path):
+        tx = _SET.get()
+        if tx is None or split_ref(os.fspath(path))[0] not in tx.remote_part().claimed:
+            _objects.check_output(os.fspath(path), overwrite=overwrite, store=False)
+        return
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(
@@ -511,6 +517,15 @@ class _LocalOutput:
                     tx.locks.append(self.lock)  # held until the set commits
                 else:
                     self.lock.release()
+
+
+def output_folder(location: str | os.PathLike) -> Any:
+    """A folder of outputs, ready for its files: made if missing (on object storage a prefix,
+    which needs no making)."""
+    folder = as_location(location)
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path | str:

@@ -35,6 +35,7 @@ __all__ = [
     "kind_of",
     "locate",
     "product_bytes",
+    "product_exists",
     "read_json",
     "zarr_store",
 ]
@@ -231,6 +232,18 @@ def zarr_store(location: str | os.PathLike) -> Any:
     if isinstance(staged, StoreTarget) and staged.snapshot is not None:
         return read_store(str(location), snapshot=staged.snapshot)
     return read_store(str(location))
+
+
+def product_exists(location: str | os.PathLike) -> bool:
+    """Whether a product is at ``location`` (or this run has written one there)."""
+    if not is_url(location):
+        return Path(location).exists()
+    url = os.fspath(location)
+    part = remote_set()
+    if part is not None and part.staged(url) is not None:
+        return True
+    settle(url)
+    return bool(filesystem(url).exists(split_ref(url)[0]))
 
 
 def product_bytes(path: str | os.PathLike, kind: Kind) -> bytes:

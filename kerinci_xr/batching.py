@@ -19,6 +19,7 @@ import xarray as xr
 from torch.utils.data import DataLoader, Dataset
 
 from ._hashing import hash_u64
+from ._products import zarr_store
 from .checkpoint import normalize
 from .errors import InvalidInputError, RasterReadError
 from .patches import open_patches
@@ -196,7 +197,7 @@ class PatchDataset(Dataset):
         if self._arrays is None:
             import zarr
 
-            g = zarr.open_group(self.path, mode="r")
+            g = zarr.open_group(zarr_store(self.path), mode="r")
             self._arrays = (g["image"], g["labels"], g["valid"])
         return self._arrays
 

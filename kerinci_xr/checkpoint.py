@@ -9,6 +9,7 @@ patch loader and whole-scene prediction call.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ._outputs import write_atomic
-from ._products import Kind, locate
+from ._products import Kind, product_bytes
 from .errors import CheckpointError
 from .legend import Legend, legend_of
 from .model import UNet, UNetConfig
@@ -61,9 +62,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    path = locate(path, Kind.MODEL)
+    data = io.BytesIO(product_bytes(path, Kind.MODEL))
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(data, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():  # not torch's safety refusal: a damaged file
             raise CheckpointError(

@@ -731,7 +731,7 @@ def write_cog(
 
     if values not in ("ids", "codes"):
         raise InvalidInputError(f"values: expected 'ids' or 'codes', found {values!r}.")
-    path = Path(path)
+    path = as_location(path)
     for out in (path, path.with_suffix(".qml")):
         check_output(out, overwrite=overwrite)
     data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
@@ -772,7 +772,7 @@ def write_image_cog(
     Deflate with the floating-point predictor, NaN as nodata, overviews by average; one row of
     chunks in memory at a time; written beside the target and moved into place.
     """
-    path = Path(path)
+    path = as_location(path)
     check_output(path, overwrite=overwrite)
     image = image.transpose("band", "y", "x")
     data = image.data if isinstance(image.data, da.Array) else da.from_array(np.asarray(image.data))

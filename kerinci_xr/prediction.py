@@ -26,10 +26,11 @@ import torch
 import xarray as xr
 
 from ._chunks import Region, Regions
-from ._products import Kind, locate
+from ._locations import absolute, as_location, is_url, open_gdal, version
+from ._products import Kind, locate, zarr_store
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
 from .cube import open_store
-from .errors import InvalidInputError
+from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend, legend_of
 from .model import UNetConfig, pick_device
@@ -70,8 +71,9 @@ def margin_for(config: UNetConfig) -> int:
 
 
 def _model(checkpoint: str, device: str):
-    """The checkpoint's model on ``device``, loaded once per process (keyed by path and mtime)."""
-    key = (checkpoint, Path(checkpoint).stat().st_mtime_ns, device)
+    """The checkpoint's model on ``device``, loaded once per process (keyed by location and
+    version: a file's mtime, an object's ETag)."""
+    key = (checkpoint, version(checkpoint), device)
     with _MODELS_LOCK:
         if key not in _MODELS:
             ckpt = load_checkpoint(checkpoint)
@@ -227,7 +229,7 @@ def predict_scene(
         (y, x) float32, the winning class's probability; optionally ``probabilities``; CRS,
         legend and provenance in attrs.
     """
-    checkpoint = Path(checkpoint)
+    checkpoint = as_location(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     bands = [str(b) for b in ckpt["bands"]]
     have = [str(b) for b in cube["band"].values]
@@ -273,7 +275,7 @@ def predict_scene(
                 valid_regions.region(*win),
                 (wy0, wy1, wx0, wx1),
                 (int(r0), int(r1), int(c0), int(c1)),
-                str(checkpoint.resolve()),
+                absolute(checkpoint),
                 device,
                 probabilities,
                 tile,
@@ -328,13 +330,25 @@ def open_prediction(path: str | Path, *, date: str | None = None, all_dates: boo
     return ds
 
 
+def _holds(path: Any, name: str) -> bool:
+    """Whether the Zarr store at ``path`` (a folder or on object storage) has the array ``name``."""
+    if not is_url(path):
+        return (Path(path) / name).exists()
+    import zarr
+
+    try:
+        return name in zarr.open_group(zarr_store(locate(path, Kind.PREDICTION)), mode="r")
+    except (OSError, ValueError, KeyError, InputFileNotFoundError):
+        return False
+
+
 def open_class_map(
     path: str | Path, *, date: str | None = None, all_dates: bool = False
 ) -> tuple[xr.DataArray, Legend]:
     """A class map of training ids and its legend: a prediction store, the COG ``predict`` writes,
     or a change store (its transitions as classes: ids 1..K of the transitions' legend)."""
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff") and (path / "transition").exists():
+    path = as_location(path)
+    if path.suffix.lower() not in (".tif", ".tiff") and _holds(path, "transition"):
         codes = open_store(path, Kind.CHANGE, require="transition")["transition"]
         tl = legend_of(codes, key="transition_legend")
         ids = remap_labels(codes, tl)  # transition codes -> ids 1..K, as label codes are remapped
@@ -342,10 +356,8 @@ def open_class_map(
     if path.suffix.lower() not in (".tif", ".tiff"):
         pred = open_prediction(path, date=date, all_dates=all_dates)["classes"]
         return pred, legend_of(pred)
-    import rasterio
-
     classes = open_raster(locate(path, Kind.COG)).isel(band=0, drop=True)
-    with rasterio.open(path) as src:
+    with open_gdal(path) as src:
         text = src.tags().get("LEGEND")
     if not text:
         raise InvalidInputError(

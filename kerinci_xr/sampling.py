@@ -9,6 +9,7 @@ over labels and the valid mask serves scenes far larger than memory.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import warnings
@@ -25,8 +26,9 @@ import xarray as xr
 
 from ._chunks import BlockGrid, assemble
 from ._hashing import hash_u64
+from ._locations import as_location
 from ._outputs import write_atomic
-from ._products import Kind, locate
+from ._products import Kind, product_bytes
 from .cluster import compute
 from .cube import cube_legend
 from .errors import InvalidInputError
@@ -656,9 +658,9 @@ def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) 
     return out
 
 
-def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
+def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Any:
     """Save a manifest as CSV, or Parquet when the path ends in ``.parquet``; atomically."""
-    path = Path(path)
+    path = as_location(path)
     if path.suffix == ".parquet":
         return write_atomic(path, lambda tmp: manifest.to_parquet(tmp, index=False))
     return write_atomic(path, lambda tmp: manifest.to_csv(tmp, index=False, float_format="%.10g"))
@@ -666,5 +668,5 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by :func:`write_manifest`."""
-    path = locate(path, Kind.MANIFEST)
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    data = io.BytesIO(product_bytes(path, Kind.MANIFEST))
+    return pd.read_parquet(data) if as_location(path).suffix == ".parquet" else pd.read_csv(data)

@@ -24,8 +24,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ._locations import as_location
 from ._options import option
 from ._outputs import check_output, commit_so_far, write_atomic, write_text
+from ._products import product_exists, zarr_store
 from .batching import make_loader
 from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
 from .cluster import live_progress
@@ -136,7 +138,7 @@ class TrainResult:
 
 def history_paths(out: str | Path) -> tuple[Path, Path, Path]:
     """``<stem>.last.pt``, ``<stem>.history.csv`` and ``<stem>.history.json`` beside a checkpoint."""
-    out = Path(out)
+    out = as_location(out)
     last, csv, js = (out.with_name(out.stem + s) for s in (".last.pt", ".history.csv", ".history.json"))
     return last, csv, js
 
@@ -147,7 +149,7 @@ def _class_weights(store: str | Path, n: int, mode: ClassWeights):
 
     if mode == "none":
         return None
-    g = zarr.open_group(str(store), mode="r")
+    g = zarr.open_group(zarr_store(store), mode="r")
     split = np.asarray(g["split"][:], dtype=object)
     idx = np.flatnonzero(split == "train")
     labels, valid = g["labels"].oindex[idx], g["valid"].oindex[idx]
@@ -338,7 +340,7 @@ def fit(
     ``resume=True`` continues it and ends with the same weights as one uninterrupted run.
     """
     cfg = config or TrainConfig()
-    run = _setup(Path(store), Path(out), cfg, resume=resume, overwrite=overwrite)
+    run = _setup(as_location(store), as_location(out), cfg, resume=resume, overwrite=overwrite)
     if resume:
         _restore(run)
     for epoch in range(run.start, min(cfg.epochs, until_epoch or cfg.epochs)):
@@ -360,7 +362,7 @@ def fit(
             _print_epoch(run, row, improved)
         _save_epoch(run, epoch, improved)
     last, hist_csv, hist_json = run.paths
-    if not run.out.exists():  # resumed after the last improvement was saved elsewhere
+    if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
         save_checkpoint(run.out, load_checkpoint(last))
     return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best)
 
@@ -443,7 +445,7 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
 def _restore(run: _Run) -> None:
     """Continue from ``<out stem>.last.pt``: weights, optimiser, schedule, RNG and history."""
     last = run.paths[0]
-    if not last.exists():
+    if not product_exists(last):
         raise InputFileNotFoundError(f"{last}: nothing to resume from. Fix: train without --resume.")
     state = load_checkpoint(last)
     check_compatible(state, bands=run.payload["bands"], legend=run.legend, source=str(last))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._locations import absolute
 from ._outputs import write_atomic, write_text
 from ._products import Kind, locate, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
@@ -453,7 +454,7 @@ def report_page(
     ds = cube_view(open_cube(cube))
     pred = open_prediction(prediction)["classes"] if prediction is not None else None
     store = open_patches(patches) if patches is not None else None
-    parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{Path(cube).resolve()}</p>")]
+    parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{absolute(cube)}</p>")]
     parts.append(hv.render(scene_maps(ds, prediction=pred, patches=store, max_size=max_size)))
     metric_cols = [
         ("name", "class"),

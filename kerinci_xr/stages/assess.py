@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic
-from .._products import Kind, locate
+from .._products import Kind, locate, product_bytes
 from ..accuracy import stratified_estimates
 from ..cube import cube_view, open_cube
 from ..errors import GridMismatchError, InvalidInputError
@@ -49,13 +51,13 @@ class AssessOptions(DaskOptions):
 
 def read_points(path: str | Path) -> tuple[pd.DataFrame, Any]:
     """A sample's table and CRS (``None`` for CSV: its x/y are in the map's CRS)."""
-    path = locate(path, Kind.SAMPLE_DESIGN)
+    path = as_location(locate(path, Kind.SAMPLE_DESIGN))
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, keep_default_na=True), None
+        return pd.read_csv(io.BytesIO(product_bytes(path, Kind.SAMPLE_DESIGN)), keep_default_na=True), None
     import geopandas as gpd
 
     try:
-        layer = gpd.read_file(path)
+        layer = gpd.read_file(io.BytesIO(product_bytes(path, Kind.SAMPLE_DESIGN)))
     except Exception as exc:  # pyogrio raises its own types for unreadable files
         raise InvalidInputError(
             f"{path}: expected a point layer GDAL can read, found something else ({exc})."

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic, write_text
 from .._products import Kind
@@ -142,7 +143,7 @@ def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
     if o.cog is not None:
         ids = remap_labels(codes, tl).rio.write_crs(a.rio.crs).rio.write_transform(a.rio.transform())
         written["change_cog"] = write_cog(ids, o.cog, legend=tl, overwrite=o.overwrite)
-        written["change_cog_style"] = Path(o.cog).with_suffix(".qml")
+        written["change_cog_style"] = as_location(o.cog).with_suffix(".qml")
     if o.transitions is not None:
         written["transitions"] = write_atomic(
             o.transitions,
@@ -174,7 +175,7 @@ def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
 
 
 def _side(o: ChangeOptions) -> dict[str, Path]:
-    return {"change_cog_style": Path(o.cog).with_suffix(".qml")} if o.cog else {}
+    return {"change_cog_style": as_location(o.cog).with_suffix(".qml")} if o.cog else {}
 
 
 STAGE = Stage(

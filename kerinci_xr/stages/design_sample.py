@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic
 from .._products import Kind
@@ -69,9 +70,9 @@ def expected_ua(pairs: tuple[str, ...] | None, legend: Legend) -> np.ndarray:
     return out
 
 
-def write_points(table: pd.DataFrame, path: str | Path, crs: Any, *, overwrite: bool = False) -> Path:
+def write_points(table: pd.DataFrame, path: str | Path, crs: Any, *, overwrite: bool = False) -> Any:
     """Points with map x/y as a GeoPackage or GeoJSON layer in ``crs``, or as CSV."""
-    path = Path(path)
+    path = as_location(path)
     driver = DRIVERS[path.suffix.lower()]
     if driver is None:
         return write_atomic(
@@ -86,10 +87,9 @@ def write_points(table: pd.DataFrame, path: str | Path, crs: Any, *, overwrite: 
 
 
 def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
-    if Path(o.out).suffix.lower() not in DRIVERS:
-        raise InvalidInputError(
-            f"{o.out}: expected a .gpkg, .geojson or .csv output, found {Path(o.out).suffix!r}."
-        )
+    suffix = as_location(o.out).suffix
+    if suffix.lower() not in DRIVERS:
+        raise InvalidInputError(f"{o.out}: expected a .gpkg, .geojson or .csv output, found {suffix!r}.")
     classes, legend = open_class_map(o.map)
     if o.n > classes.size:  # before any pass over the map
         raise InvalidInputError(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .._locations import as_location
 from .._options import option
-from .._outputs import check_output
+from .._outputs import check_output, output_folder
 from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..legend import legend_of
@@ -48,16 +48,14 @@ def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
         names = ["false_colour.png", "labels.png"]
         if pred is not None:
             names += ["prediction.png", "errors.png"]
-        if Path(o.png).is_dir():
-            for name in names:
-                check_output(Path(o.png) / name, overwrite=o.overwrite)
+        folder = output_folder(o.png)
+        for name in names:
+            check_output(folder / name, overwrite=o.overwrite)
     maps = scene_maps(ds, prediction=pred, patches=store, max_size=o.max_size)
     written: dict[str, Any] = {
-        "map_page": save_html(maps, o.out, title=f"kerinci_xr map: {Path(o.cube).name}")
+        "map_page": save_html(maps, o.out, title=f"kerinci_xr map: {as_location(o.cube).name}")
     }
     if o.png is not None:
-        folder = Path(o.png)
-        folder.mkdir(parents=True, exist_ok=True)
         size = 2 * o.max_size
         written["false_colour"] = false_colour_png(
             ds["image"], folder / "false_colour.png", max_size=size, roles=roles_of(ds, o.band_roles)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic, write_text
 from .._products import Kind
@@ -79,10 +79,10 @@ class PredictOptions(DaskOptions):
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
-def _side_files(o: PredictOptions) -> dict[str, Path]:
+def _side_files(o: PredictOptions) -> dict[str, Any]:
     """The areas' JSON twin and the COG's QGIS style."""
-    out = {"areas_json": Path(o.areas).with_suffix(".json")} if o.areas else {}
-    return out | ({"cog_style": Path(o.cog).with_suffix(".qml")} if o.cog else {})
+    out = {"areas_json": as_location(o.areas).with_suffix(".json")} if o.areas else {}
+    return out | ({"cog_style": as_location(o.cog).with_suffix(".qml")} if o.cog else {})
 
 
 def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:

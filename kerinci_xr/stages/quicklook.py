@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .._options import option
-from .._outputs import check_output
+from .._outputs import check_output, output_folder
 from .._products import Kind
 from ..cube import cube_legend, cube_view, open_cube
 from ..viz import class_map_png, false_colour_png, roles_of
@@ -33,10 +32,9 @@ class QuicklookOptions:
 def run(o: QuicklookOptions, ctx: Context) -> dict[str, Any]:
     """Write ``false_colour.png`` and, with labels, ``labels.png`` into the folder."""
     ds = cube_view(open_cube(o.cube))
-    folder = Path(o.out)
+    folder = output_folder(o.out)
     labels = "labels" in ds and bool(ds.attrs.get("legend"))
     pngs = [folder / "false_colour.png"] + ([folder / "labels.png"] if labels else [])
-    folder.mkdir(parents=True, exist_ok=True)
     for png in pngs:
         check_output(png, overwrite=o.overwrite)
     lo, hi = o.percentiles

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .._locations import as_location
 from .._options import option
 from .._products import Kind
 from ..cube import cube_view, open_cube
@@ -55,8 +56,8 @@ class SampleOptions(DaskOptions, WindowOptions):
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
-def _manifest_path(o: SampleOptions) -> Path:
-    return Path(o.manifest) if o.manifest is not None else Path(o.out).with_suffix(".csv")
+def _manifest_path(o: SampleOptions) -> Any:
+    return as_location(o.manifest) if o.manifest is not None else as_location(o.out).with_suffix(".csv")
 
 
 def sample_windows(
