@@ -43,11 +43,13 @@ __all__ = [
     "RemoteSet",
     "StoreTarget",
     "check_output",
+    "committed_at",
     "is_repository",
     "open_repository",
     "read_store",
     "remote_exists",
     "settle",
+    "tag_stores",
     "written_here",
 ]
 
@@ -168,6 +170,20 @@ def read_store(url: str, *, snapshot: str | None = None) -> Any:
             f"{url}: no version {ref!r} in this store (tags: {sorted(repo.list_tags())}). Fix: pass a tag or "
             "snapshot id the store has, or the URL alone for the latest."
         ) from exc
+
+
+def committed_at(url: str) -> float:
+    """When the latest version of the store at ``url`` was committed (seconds since the epoch)."""
+    repo = open_repository(url)
+    return repo.lookup_snapshot(repo.lookup_branch("main")).written_at.timestamp()
+
+
+def tag_stores(urls: list[str], tag: str) -> None:
+    """Tag the latest version of each store (a pipeline run's name, to reopen it as ``URL@TAG``)."""
+    for url in urls:
+        repo = open_repository(url)
+        if tag not in repo.list_tags():
+            repo.create_tag(tag, repo.lookup_branch("main"))
 
 
 @dataclass

@@ -34,6 +34,7 @@ __all__ = [
     "companions",
     "kind_of",
     "locate",
+    "modified",
     "product_bytes",
     "product_exists",
     "read_json",
@@ -244,6 +245,24 @@ def product_exists(location: str | os.PathLike) -> bool:
         return True
     settle(url)
     return bool(filesystem(url).exists(split_ref(url)[0]))
+
+
+def modified(location: str | os.PathLike) -> float:
+    """When the product at ``location`` last changed (seconds since the epoch): the newest file
+    of a folder, an object's time, or the commit time of a store's latest version."""
+    if not is_url(location):
+        path = Path(location)
+        return max([path.stat().st_mtime, *(q.stat().st_mtime for q in path.rglob("*"))])
+    url = split_ref(os.fspath(location))[0]
+    if is_repository(url):
+        return _objects.committed_at(url)
+    fs = filesystem(url)
+    found = fs.find(url, detail=True) if fs.isdir(url) else {url: fs.info(url)}
+    return max(_epoch(info.get("LastModified", 0)) for info in found.values())
+
+
+def _epoch(value: Any) -> float:
+    return value.timestamp() if hasattr(value, "timestamp") else float(value or 0)
 
 
 def product_bytes(path: str | os.PathLike, kind: Kind) -> bytes:

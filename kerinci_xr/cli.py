@@ -17,6 +17,7 @@ from typing import Any
 from zarr.core import sync as zarr_sync
 
 from . import __version__
+from ._locations import URLPath, as_location, is_url
 from ._options import OptionSpec
 from .errors import KerinciError
 from .pipeline import demo_config, run_pipeline
@@ -127,14 +128,14 @@ def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
     opts = stage.make(stage_values(stage, args), where="")
     result = stage.execute(opts, Context(progress=not args.quiet, echo=print))
     for value in result.values():
-        if isinstance(value, Path):
+        if isinstance(value, Path | URLPath):
             print(f"wrote {value}")
     return 0
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        config, out_dir = demo_config(), Path(args.out)
+        config, out_dir = demo_config(), as_location(args.out)
         changes = {
             "synth": {"height": args.size, "width": args.size, "seed": args.seed},
             "train": {"epochs": args.epochs},
@@ -157,7 +158,8 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         for p in paths.values():
             print(f"  {stage:<10} {p}")
     if "report" in results:
-        print(f"\nopen the report in a browser: {results['report']['report'].resolve()}")
+        page = results["report"]["report"]
+        print(f"\nopen the report in a browser: {page if is_url(page) else page.resolve()}")
     return 0
 
 

@@ -13,6 +13,7 @@ made with the same options is skipped (unless ``force``).
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import logging
 import os
@@ -23,9 +24,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ._locations import is_url
+from ._locations import as_location, is_url
+from ._objects import tag_stores
 from ._options import OptionSpec, check, option, specs
-from ._outputs import write_text
+from ._outputs import output_folder, write_text
+from ._products import PRODUCTS, kind_of, modified, product_exists
 from .cluster import dask_scheduler
 from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 from .stages import STAGES, Stage
@@ -85,7 +88,8 @@ def plan(
 ) -> tuple[list[Step], Path]:
     """Validate a whole pipeline and return its steps in running order, and the run folder."""
     head, stages = _sections(config, source)
-    root = Path(out_dir) if out_dir is not None else base / head.out_dir
+    given = out_dir if out_dir is not None else head.out_dir
+    root = as_location(given) if is_url(given) else base / given
     values = {st.name: _paths(st, _section(config, st.name, _in_files(st), source), root) for st in stages}
     if not head.outputs_anywhere:  # a stage of a pipeline never writes outside its run folder by accident
         _check_inside(stages, values, root, source)
@@ -179,13 +183,18 @@ def _one_writer(made: Mapping[str, Mapping[str, Any]], source: str) -> None:
     seen: dict[str, str] = {}
     for name, paths in made.items():
         for p in flat(dict(paths)):
-            real = os.path.realpath(p)
+            real = _real(p)
             if real in seen and seen[real] != name:
                 raise InvalidInputError(
                     f"{source}: [{seen[real]}] and [{name}] both write {p}; one would be lost. "
                     "Fix: give each output its own path."
                 )
             seen[real] = name
+
+
+def _real(path: Any) -> str:
+    """A path with its symlinks followed; a URL as it is."""
+    return os.fspath(path) if is_url(path) else os.path.realpath(path)
 
 
 def _many(value: Any) -> tuple:
@@ -234,19 +243,19 @@ def _order(steps: list[Step], source: str) -> list[Step]:
     return out
 
 
-def _newest(path: Path) -> float:
-    return max([path.stat().st_mtime, *(q.stat().st_mtime for q in path.rglob("*"))])
-
-
 def _up_to_date(step: Step, record: Mapping[str, Any]) -> bool:
-    """Products newer than the inputs, made with the same options."""
+    """Products newer than the inputs, made with the same options (local or on object storage)."""
     outputs = flat(step.stage.products(step.options))
-    if not all(p.exists() for p in outputs):
+    if not all(product_exists(p) for p in outputs):
         return False
     if record.get(step.stage.name, {}).get("params") != options_record(step.options):
         return False
-    inputs = [_newest(p) for p in step.stage.inputs(step.options).values() if not is_url(p) and p.exists()]
-    return not inputs or min(p.stat().st_mtime for p in outputs) >= max(inputs)
+    inputs = [
+        modified(p)
+        for p in step.stage.inputs(step.options).values()
+        if (not is_url(p) or str(p).startswith(("s3://", "gs://", "az://"))) and product_exists(p)
+    ]
+    return not inputs or min(modified(p) for p in outputs) >= max(inputs)
 
 
 def run_pipeline(
@@ -272,12 +281,12 @@ def run_pipeline(
     written = {p for step in steps for p in flat(step.stage.products(step.options))}
     for step in steps:
         for key, path in step.stage.inputs(step.options).items():
-            if path not in written and not is_url(path) and not path.exists():
+            if path not in written and not is_url(path) and not path.exists():  # (URLs: by their readers)
                 raise InputFileNotFoundError(
                     f"[{step.stage.name}] {key}: {path} not found. Fix: check the path."
                 )
     _only_ours(steps, root)
-    root.mkdir(parents=True, exist_ok=True)
+    output_folder(root)
     cluster = workers is not None or scheduler is not None
     with dask_scheduler(workers=workers, address=scheduler) if cluster else contextlib.nullcontext():
         return _run_steps(steps, root, force=force, ctx=Context(progress=progress, echo=echo))
@@ -286,15 +295,12 @@ def run_pipeline(
 def _only_ours(steps: list[Step], root: Path) -> None:
     """Refuse, before any stage runs, an existing output that this run folder's record does not
     list as a product of an earlier run: a pipeline replaces what it wrote, never a user's file."""
-    record = read_record(root) if root.is_dir() else {}
-    ours = {
-        os.path.realpath(p)
-        for st in record.values()
-        for p in st.get("paths", st.get("products", {}).values())
-    }
+    record = read_record(root) if is_url(root) or root.is_dir() else {}
+    ours = {_real(p) for st in record.values() for p in st.get("paths", st.get("products", {}).values())}
     for step in steps:
         for path in flat(step.stage.products(step.options)):
-            if (path.exists() or path.is_symlink()) and os.path.realpath(path) not in ours:
+            exists = product_exists(path) or (not is_url(path) and path.is_symlink())
+            if exists and _real(path) not in ours:
                 raise OutputExistsError(
                     f"[{step.stage.name}] {path}: exists, and the run folder's record ({root / RECORD}) "
                     "does not list it as written by this pipeline; it is never replaced. Fix: move it "
@@ -319,4 +325,16 @@ def _run_steps(steps: list[Step], root: Path, *, force: bool, ctx: Context) -> d
         }
         write_text(root / RECORD, json.dumps(record, indent=2))
         results[name] = products
+    stores = [
+        str(p)
+        for products in results.values()
+        for kind, paths in products.items()
+        if PRODUCTS[kind_of(kind)].zarr
+        for p in _many(paths)
+        if is_url(p)
+    ]
+    if stores:  # one tag across the run's stores on object storage: reopen them as URL@TAG
+        tag = "run-" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        tag_stores(stores, tag)
+        ctx.echo(f"tagged the stores of this run {tag} (open an earlier run's as URL@TAG)")
     return results

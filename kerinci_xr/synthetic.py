@@ -20,7 +20,9 @@ import numpy as np
 from scipy.special import ndtri
 
 from ._hashing import hash_u64, hash_uniform
-from ._outputs import atomic_output
+from ._locations import as_location
+from ._outputs import atomic_output, output_folder
+from ._products import product_exists
 from .errors import InvalidInputError, OutputExistsError
 from .legend import Legend
 
@@ -165,7 +167,7 @@ class SceneFiles:
 def scene_files(out_dir: str | Path, year: int | None = None) -> SceneFiles:
     """The paths :func:`make_kerinci_scene` writes in ``out_dir``: the original export's names,
     or, for one year of a series, the same names with that year (``LC_Image_2015_v1.tif``)."""
-    out = Path(out_dir)
+    out = as_location(out_dir)
     y = year or 2023
     return SceneFiles(
         landsat=out / f"Landsat_Kerinci_{y}_v1.tif",
@@ -452,16 +454,16 @@ def make_kerinci_scene(
         raise InvalidInputError(f"scene size: expected at least 16 x 16 pixels, found {height} x {width}.")
     if seed < 0:
         raise InvalidInputError(f"seed: expected a non-negative integer, found {seed}.")
-    out = Path(out_dir)
+    out = as_location(out_dir)
     files = scene_files(out, year)
     targets = [files.landsat, files.labels, files.legend] + ([files.palsar] if radar else [])
-    existing = [str(p) for p in targets if p.exists()]
+    existing = [str(p) for p in targets if product_exists(p)]
     if existing and not overwrite:
         raise OutputExistsError(
             f"{out}: the scene files {existing} exist. Fix: pass overwrite=True (--overwrite) "
             "or choose another folder."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     with contextlib.ExitStack() as stack:  # through the output set: locked, all files or none
         tmp = {p: stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in targets}
         transform = Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
@@ -532,7 +534,7 @@ def make_kerinci_series(
         str(p)
         for y in years
         for p in (scene_files(out_dir, y).landsat, scene_files(out_dir, y).labels)
-        if p.exists()
+        if product_exists(p)
     ]
     if existing and not overwrite:
         raise OutputExistsError(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._locations import absolute, as_location
+from .._locations import absolute, as_location, read_bytes
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
-from .._products import check_outputs, companions
+from .._products import check_outputs, companions, product_exists
 from ..cluster import dask_scheduler
 from ..errors import InvalidInputError
 
@@ -166,5 +166,5 @@ def flat(products: dict[str, Any]) -> list[Path]:
 
 def read_record(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's record (empty when it has none)."""
-    path = Path(run_dir) / RECORD
-    return json.loads(path.read_text()) if path.exists() else {}
+    path = as_location(run_dir) / RECORD
+    return json.loads(read_bytes(path, "run record")) if product_exists(path) else {}
