@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 
 __all__ = [
+    "VECTOR_SUFFIXES",
     "URLPath",
     "absolute",
     "as_location",
@@ -38,6 +39,8 @@ __all__ = [
     "version",
 ]
 
+#: The endings of vector files (read with pyogrio, by the client).
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".fgb", ".gml", ".kml")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: URL schemes and the GDAL virtual file system that reads them (byte ranges, never whole files).
 _VSI = {"s3": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/", "az": "/vsiaz/", "abfs": "/vsiaz/"}

@@ -124,15 +124,21 @@ def open_repository(url: str, *, create: bool = False) -> Any:
         raise location_error(url, exc, "store") from exc
 
 
-def written_here(url: str) -> bool:
-    """Whether the repository at ``url`` holds a store this toolkit wrote (its root's ``title``)."""
+def _title(url: str) -> str | None:
+    """The ``title`` of the store in the repository at ``url`` (``None``: no store committed yet,
+    a repository a run made and has not committed to)."""
     import zarr
 
     try:
         group = zarr.open_group(open_repository(url).readonly_session(branch="main").store, mode="r")
-        return str(group.attrs.get("title", "")).startswith("kerinci_xr")
-    except Exception:
-        return False
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    return str(group.attrs.get("title", ""))
+
+
+def written_here(url: str) -> bool:
+    """Whether the repository at ``url`` holds a store this toolkit wrote (its root's ``title``)."""
+    return (_title(url) or "").startswith("kerinci_xr")
 
 
 def remote_exists(url: str) -> bool:
@@ -250,6 +256,8 @@ def check_output(url: str, *, overwrite: bool, store: bool) -> str | None:
     except Exception as exc:
         raise location_error(url, exc, "output location") from exc
     repo = is_repository(url) if store or exists else False
+    if repo and _title(url) is None:  # made by a run that has not committed yet: nothing to lose
+        return None
     if exists and not overwrite:
         raise OutputExistsError(
             f"{url}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."

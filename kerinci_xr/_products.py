@@ -21,7 +21,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Literal
 
 from . import _objects
-from ._locations import filesystem, is_url, location_error, read_bytes, split_ref
+from ._locations import VECTOR_SUFFIXES, filesystem, is_url, location_error, read_bytes, split_ref
 from ._objects import StoreTarget, is_repository, read_store
 from ._outputs import check_folder, check_output, claim, refuse_temporary, remote_set, settle
 from .errors import InputFileNotFoundError, InvalidInputError
@@ -38,6 +38,7 @@ __all__ = [
     "product_bytes",
     "product_exists",
     "read_json",
+    "read_on_workers",
     "zarr_store",
 ]
 
@@ -171,6 +172,28 @@ def companions(path: str | os.PathLike, kind: Kind | None) -> tuple[Path, ...]:
     if kind is None or is_url(path):
         return ()
     return PRODUCTS[kind].companions(Path(path))
+
+
+#: The kinds of input the Dask workers read themselves (the others are read by the client).
+_READ_ON_WORKERS = {
+    Kind.IMAGE,
+    Kind.LABELS,
+    Kind.RADAR,
+    Kind.CUBE,
+    Kind.PATCHES,
+    Kind.PREDICTION,
+    Kind.CHANGE,
+    Kind.MODEL,
+    Kind.COG,
+}
+
+
+def read_on_workers(kind: Kind | None, path: Any) -> bool:
+    """Whether the Dask workers read an input of ``kind`` at ``path`` themselves (a raster, a
+    store, a checkpoint); vector labels, legends, STAC documents and tables are read by the client."""
+    if kind == Kind.LABELS:
+        return PurePosixPath(os.fspath(path)).suffix.lower() not in VECTOR_SUFFIXES
+    return kind in _READ_ON_WORKERS
 
 
 def locate(path: str | os.PathLike, kind: Kind) -> Any:

@@ -14,7 +14,7 @@ from dask.callbacks import Callback
 
 from .errors import InvalidInputError
 
-__all__ = ["LOG_EVERY_S", "active_client", "compute", "dask_scheduler", "live_progress"]
+__all__ = ["LOG_EVERY_S", "active_client", "compute", "dask_scheduler", "live_progress", "workers_missing"]
 
 #: Where stderr is not a terminal (a log file, a batch job), progress is one line this often.
 LOG_EVERY_S = 10.0
@@ -72,6 +72,20 @@ def dask_scheduler(
     ):
         print(f"Dask LocalCluster of {workers} worker(s), dashboard {client.dashboard_link}", file=sys.stderr)
         yield client
+
+
+def _exist(paths: list[str]) -> list[bool]:
+    import os
+
+    return [os.path.exists(p) for p in paths]
+
+
+def workers_missing(client: Any, paths: list[str]) -> dict[str, str]:
+    """The paths some worker of ``client``'s cluster does not see, each with one such worker."""
+    if not paths:
+        return {}
+    seen = client.run(_exist, list(paths))
+    return {p: w for w, oks in sorted(seen.items()) for p, ok in zip(paths, oks, strict=True) if not ok}
 
 
 def active_client() -> Any:

@@ -36,7 +36,7 @@ import shapely
 from affine import Affine
 from pyproj import CRS
 
-from ._locations import as_location, gdal_path, is_url, location_error
+from ._locations import VECTOR_SUFFIXES, as_location, gdal_path, is_url, location_error
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 
@@ -52,7 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: File endings read as vector reference data (anything else is opened as a raster).
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".fgb", ".gml", ".kml")
 POINT, POLYGON, MULTIPOINT = 0, 1, 2
 _KINDS = {"Point": POINT, "MultiPoint": MULTIPOINT, "Polygon": POLYGON, "MultiPolygon": POLYGON}
 

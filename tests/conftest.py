@@ -163,11 +163,48 @@ def cluster(tmp_path_factory):
     """A real Dask cluster shared by the session: ``dask scheduler`` and two ``dask worker``
     processes, each started in its own working directory (so a relative path the client gives
     means nothing to a worker). Yields the scheduler address; tests connect with ``Client``."""
+    yield from _dask_cluster(tmp_path_factory.mktemp("cluster"))
+
+
+#: Run a command in a mount namespace of its own where a private tmpfs hides a folder ($1).
+PRIVATE = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    'mount -t tmpfs kx "$0" && exec "$@"',
+]
+
+
+@pytest.fixture(scope="session")
+def private_cluster(s3, tmp_path_factory):
+    """A Dask cluster whose workers share no disk with the client: the scheduler and two workers,
+    each in a mount namespace of its own with an empty tmpfs over the session's temporary folder,
+    where every file the tests write lives (the client's inputs and outputs), so every byte the
+    workers read or write goes through the S3 server. Skipped where namespaces cannot be made."""
+    import shutil
+    import tempfile
+
+    hidden = str(tmp_path_factory.getbasetemp())
+    probe = subprocess.run([*PRIVATE, hidden, "test", "!", "-e", f"{hidden}/.x"], capture_output=True)
+    if shutil.which("unshare") is None or probe.returncode != 0:
+        pytest.skip(f"no private mount namespaces here (unshare: {probe.stderr.decode().strip()[:200]})")
+    root = Path(tempfile.mkdtemp(prefix="kx-private-cluster-"))  # outside the hidden folder
+    try:
+        yield from _dask_cluster(root, wrap=[*PRIVATE, hidden])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _dask_cluster(root: Path, wrap: list[str] | None = None):
     import json
 
     from distributed import Client
 
-    root = tmp_path_factory.mktemp("cluster")
+    wrap = wrap or []
     info = root / "scheduler.json"
     procs = []
     log = open(root / "cluster.log", "w")
@@ -175,6 +212,7 @@ def cluster(tmp_path_factory):
         procs.append(
             subprocess.Popen(
                 [
+                    *wrap,
                     sys.executable,
                     "-m",
                     "distributed.cli.dask_scheduler",
@@ -198,6 +236,7 @@ def cluster(tmp_path_factory):
             procs.append(
                 subprocess.Popen(
                     [
+                        *wrap,
                         sys.executable,
                         "-m",
                         "distributed.cli.dask_worker",

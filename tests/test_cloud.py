@@ -158,11 +158,3 @@ def test_prepare__unreachable_endpoint_and_missing_legend(on_s3, tmp_path, capsy
     assert on_s3["landsat"] in err
     assert "AWS_ENDPOINT_URL" in err
     assert not (tmp_path / "c.zarr").exists()
-
-
-def test_outputs_by_url__refused_before_any_work(on_s3, tmp_path, capsys):
-    assert main(["-q", "prepare", "--image", on_s3["landsat"], "--out", "s3://kx-out/cube.zarr"]) == 2
-    err = capsys.readouterr().err
-    assert "the output cube (s3://kx-out/cube.zarr) is a URL" in err
-    assert "s3:/kx-out" not in err.replace("s3://", "")
-    assert not (tmp_path / "s3:").exists()

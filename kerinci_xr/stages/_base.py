@@ -6,16 +6,18 @@ import dataclasses
 import functools
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._locations import absolute, as_location, read_bytes
+from .._locations import absolute, as_location, is_url, read_bytes
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
-from .._products import check_outputs, companions, product_exists
-from ..cluster import dask_scheduler
+from .._products import PRODUCTS, check_outputs, companions, kind_of, product_exists, read_on_workers
+from ..cluster import active_client, dask_scheduler, workers_missing
 from ..errors import InvalidInputError
 
 __all__ = ["RECORD", "Context", "DaskOptions", "Stage", "flat", "read_record"]
@@ -137,10 +139,52 @@ class Stage:
                 stage=self.name,
                 inside=inside,
             )
-            if isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None):
-                with dask_scheduler(workers=opts.workers, address=opts.scheduler):
-                    return self.run(opts, ctx)
-            return self.run(opts, ctx)  # on the scheduler in use (threads, or the caller's client)
+            own = isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None)
+            # on the scheduler the options name, else the one in use (threads, or the caller's client)
+            with dask_scheduler(workers=opts.workers, address=opts.scheduler) if own else nullcontext():
+                client = active_client()
+                if client is not None:
+                    self.check_workers_see(opts, client)
+                return self.run(opts, ctx)
+
+    def check_workers_see(self, opts: Any, client: Any) -> None:
+        """Refuse, before any work, a local input the cluster's workers read, or a local output
+        they write (a Zarr store), on a disk some worker does not see (a cluster whose workers run
+        on other machines): they would fail, or leave the product on their own disks."""
+        inputs = {
+            name: p
+            for name, p in self.inputs(opts).items()
+            if not is_url(p) and read_on_workers(self._kind(name), p)
+        }
+        outputs = {
+            name: p
+            for name, p in self.outputs(opts).items()
+            if not is_url(p) and PRODUCTS[kind_of(name)].zarr
+        }
+        if not inputs and not outputs:
+            return
+        probes = {name: p.parent / f".kerinci-probe-{uuid.uuid4().hex[:12]}" for name, p in outputs.items()}
+        for probe in probes.values():
+            probe.touch()
+        try:
+            blind = workers_missing(client, [str(p) for p in [*inputs.values(), *probes.values()]])
+        finally:
+            for probe in probes.values():
+                probe.unlink(missing_ok=True)
+        for name, p in [*inputs.items(), *((n, outputs[n]) for n in probes)]:
+            where = str(probes[name]) if name in probes else str(p)
+            if where in blind:
+                what = "write" if name in probes else "read"
+                raise InvalidInputError(
+                    f"{self.name}: {name} {p} is on a disk the Dask cluster's workers do not see (worker "
+                    f"{blind[where]} finds no {'folder' if name in probes else 'file'} there), and the "
+                    f"workers {what} it. Fix: put it on object storage (s3://bucket/..., gs://, az://) or "
+                    "on a disk every worker mounts at the same path."
+                )
+
+    def _kind(self, name: str) -> Any:
+        spec = next(s for s in self.specs if s.name == name.split("[", 1)[0])
+        return spec.meta.get("kind")
 
     def __call__(self, *args: Any, progress: bool = False, echo: Callable | None = None, **kw: Any):
         """The Python API: positional ``args`` as declared, every other option by keyword."""
