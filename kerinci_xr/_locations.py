@@ -23,6 +23,7 @@ from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 
 __all__ = [
     "VECTOR_SUFFIXES",
+    "Location",
     "URLPath",
     "absolute",
     "as_location",
@@ -73,20 +74,20 @@ class URLPath(os.PathLike):
     (``.with_suffix``, ``.name``, ``/``), which ``Path`` cannot give: it folds ``s3://`` to
     ``s3:/``. ``os.fspath`` and ``str`` give the URL back."""
 
-    __slots__ = ("_path", "_scheme")
+    __slots__ = ("_path", "_prefix")
 
     def __init__(self, url: str | os.PathLike) -> None:
         text = os.fspath(url)
-        self._scheme, sep, rest = text.partition("://")
-        if not sep:
-            raise ValueError(f"{text}: not a URL")
-        self._path = PurePosixPath(rest)
+        m = _PREFIX.match(text)
+        if m is None:
+            raise ValueError(f"{text}: expected a URL or a GDAL /vsi... name")
+        self._prefix, self._path = m.group(0), PurePosixPath(text[m.end() :])
 
     def _make(self, path: PurePosixPath) -> URLPath:
-        return URLPath(f"{self._scheme}://{path}")
+        return URLPath(f"{self._prefix}{path}")
 
     def __fspath__(self) -> str:
-        return f"{self._scheme}://{self._path}"
+        return f"{self._prefix}{self._path}"
 
     __str__ = __fspath__
 
@@ -125,13 +126,18 @@ class URLPath(os.PathLike):
         return self._make(self._path.with_name(name))
 
 
-def as_location(location: str | os.PathLike) -> Any:
-    """A local path as a ``Path``, a URL as a :class:`URLPath` (``Path`` would fold ``s3://`` to
-    ``s3:/``), a GDAL ``/vsi...`` name as the string it is."""
+#: Where a location's own path begins: after ``s3://``, ``/vsis3/`` or ``/vsicurl/https://``.
+_PREFIX = re.compile(r"^(?:/vsi[a-z0-9_]+/)?(?:[A-Za-z][A-Za-z0-9+.-]*://)?")
+
+#: A location: a local path, or an object by URL (a GDAL ``/vsi...`` name included).
+Location = Path | URLPath
+
+
+def as_location(location: str | os.PathLike) -> Location:
+    """A local path as a ``Path``, a URL or GDAL ``/vsi...`` name as a :class:`URLPath`
+    (``Path`` would fold ``s3://`` to ``s3:/``)."""
     text = os.fspath(location)
-    if _URL.match(text):
-        return URLPath(text)
-    return text if is_url(text) else Path(text)
+    return URLPath(text) if is_url(text) else Path(text)
 
 
 def scheme(location: str | os.PathLike) -> str:

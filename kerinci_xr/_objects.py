@@ -228,7 +228,7 @@ class StoreTarget:
         session = self.session()
         group = zarr.open_group(session.fork().store, mode="r+")
         sources = [xr.conventions.encode_cf_variable(ds[n].variable, name=n).data for n in lazy]
-        merged = store_dask(sources=sources, targets=[group[n] for n in lazy])
+        merged = store_dask(sources=sources, targets=[group[n] for n in lazy])  # type: ignore[misc]
         session.merge(merged)
         self.commit(session, "chunks")
 
@@ -353,14 +353,14 @@ class RemoteSet:
                 _fs_put(fs_of[url], local, stage)
             except Exception as exc:
                 raise location_error(url, exc, "output location") from exc
-            entries.append({"staged": stage, "target": url, "folder": local.is_dir()})
+            entries.append({"staged": stage, "target": url, "folder": str(local.is_dir())})
         stores = [
             {"url": t.url, "base": t.base, "snapshot": t.snapshot, "branch": t.branch}
             for t in self.stores.values()
             if t.snapshot is not None
         ]
         journal = {"state": "committed", "id": self.id, "files": entries, "stores": stores}
-        targets = [e["target"] for e in entries] + [s["url"] for s in stores]
+        targets = [str(e["target"]) for e in entries] + [str(s["url"]) for s in stores]
         home = posixpath.join(parent(targets[0]), f".kerinci-set-{self.id}.json")
         pointers = sorted({posixpath.join(parent(t), posixpath.basename(home)) for t in targets} - {home})
         for p in pointers:  # before the journal: a reader of any output finds it
@@ -433,7 +433,7 @@ def _roll_forward(journal: dict) -> None:
     for e in journal["files"]:
         fs = filesystem(e["target"])
         try:
-            _fs_copy(fs, e["staged"], e["target"], e["folder"])
+            _fs_copy(fs, e["staged"], e["target"], e["folder"] == "True")
         except FileNotFoundError:
             continue  # another runner finished this set and removed its staging
     for s in journal["stores"]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _objects
-from ._locations import as_location, is_url, split_ref
+from ._locations import Location, as_location, is_url, split_ref
 from .errors import InputFileNotFoundError, InvalidInputError, OutputExistsError
 
 try:  # POSIX; elsewhere (Windows) outputs are written atomically but not locked against a second writer
@@ -398,7 +398,7 @@ def settle(path: str | Path) -> None:
             log.with_name(log.name.replace(".json", ".lock")).unlink(missing_ok=True)
 
 
-def atomic_output(path: str | Path, *, overwrite: bool = False) -> Any:
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Any:
     """Context manager: write into a temporary, then put it in place on success.
 
     ``with atomic_output(path, overwrite=False) as tmp: ...`` yields a local path to write to.
@@ -437,7 +437,7 @@ def _remote_output(url: str, *, overwrite: bool) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_store(path: str | Path, *, overwrite: bool = False) -> Any:
+def atomic_store(path: str | os.PathLike, *, overwrite: bool = False) -> Any:
     """Context manager for a Zarr product: a local path yields the temporary folder to write the
     store into (:func:`atomic_output`); a URL yields the :class:`._objects.StoreTarget` of an
     Icechunk repository there, written on the run's own branch and made the store's version at
@@ -464,7 +464,7 @@ class _LocalOutput:
     the old version is kept until all outputs of the run are in place. Works for files and folders.
     """
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
         # the suffix is kept, so that writers that pick a format by extension (GDAL) still can
@@ -528,14 +528,16 @@ def output_folder(location: str | os.PathLike) -> Any:
     return folder
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], Any], *, overwrite: bool = True) -> Path | str:
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[Path], Any], *, overwrite: bool = True
+) -> Location:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it into place."""
     with atomic_output(path, overwrite=overwrite) as tmp:
         write(tmp)
     return as_location(path)
 
 
-def write_text(path: str | Path, text: str, *, overwrite: bool = True) -> Path | str:
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Location:
     """Write a text file (UTF-8) atomically."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
 

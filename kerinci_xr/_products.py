@@ -336,7 +336,7 @@ def check_outputs(
     *,
     overwrite: bool,
     stage: str,
-    inside: Path | str | None = None,
+    inside: str | os.PathLike | None = None,
 ) -> None:
     """Refuse, before any work, an output that is (or lies in, or holds) one of the run's inputs
     or another of its outputs (symlinks followed), an output outside ``inside`` (a pipeline's run

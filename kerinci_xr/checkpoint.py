@@ -10,6 +10,7 @@ patch loader and whole-scene prediction call.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._locations import Location
 from ._outputs import write_atomic
 from ._products import Kind, product_bytes
 from .errors import CheckpointError
@@ -55,7 +57,7 @@ def band_stats_of(ckpt: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Location:
     """Save a checkpoint atomically (``payload`` must hold only tensors and plain containers)."""
     return write_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
 
@@ -97,7 +99,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _check_values(ckpt: dict[str, Any], path: Path) -> None:
+def _check_values(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     """Refuse a checkpoint whose numbers cannot give a map: non-finite weights or statistics, or a
     band whose standard deviation is not positive (normalising by it divides by zero)."""
     mean, std = np.asarray(ckpt["band_mean"], dtype=float), np.asarray(ckpt["band_std"], dtype=float)

@@ -702,7 +702,7 @@ def build_series(
     All dates must have the same bands.
     """
     # a tuple: the tiles of one mosaic; a DataArray: an image loaded already (a STAC day)
-    images = [p if isinstance(p, tuple | xr.DataArray) else as_location(p) for p in images]
+    images = [p if isinstance(p, tuple | xr.DataArray) else as_location(p) for p in images]  # type: ignore[misc]
     unsorted = _series_dates(images, dates)
     if radar is not None and len(radar) != len(images):
         raise InvalidInputError(

@@ -20,7 +20,16 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from ._locations import as_location, gdal_path, gdal_s3_env, glob_url, is_url, location_error, open_gdal
+from ._locations import (
+    Location,
+    as_location,
+    gdal_path,
+    gdal_s3_env,
+    glob_url,
+    is_url,
+    location_error,
+    open_gdal,
+)
 from ._outputs import atomic_output, check_output
 from .errors import GridMismatchError, InputFileNotFoundError, InvalidInputError, RasterReadError
 
@@ -210,7 +219,7 @@ def _mosaic_block(
     return out
 
 
-def _tile_meta(f: Path | str) -> dict[str, Any]:
+def _tile_meta(f: Location | str) -> dict[str, Any]:
     """What a tile declares (CRS, transform, shape, bands, data type, nodata); no pixel is read."""
     import rasterio
 
@@ -238,7 +247,7 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and bool(np.isnan(a) and np.isnan(b)))
 
 
-def _check_first_tile(first: Path | str, ref: Mapping[str, Any]) -> None:
+def _check_first_tile(first: Location | str, ref: Mapping[str, Any]) -> None:
     if ref["crs"] is None:
         raise RasterReadError(
             f"{first}: expected a georeferenced raster, found no CRS. Fix: assign one "
@@ -253,7 +262,7 @@ def _check_first_tile(first: Path | str, ref: Mapping[str, Any]) -> None:
 
 
 def _tile_offset(
-    f: Path | str, m: Mapping[str, Any], first: Path | str, ref: Mapping[str, Any]
+    f: Location | str, m: Mapping[str, Any], first: Location | str, ref: Mapping[str, Any]
 ) -> tuple[int, int]:
     """The (row, column) offset of tile ``f`` on the grid of the first tile; refuses a tile of
     another export (CRS, bands, data type, nodata, resolution, or off the pixel grid)."""
@@ -289,7 +298,7 @@ def _tile_offset(
 
 
 def _place_tiles(
-    files: Sequence[Path | str], metas: Sequence[Mapping[str, Any]]
+    files: Sequence[Location | str], metas: Sequence[Mapping[str, Any]]
 ) -> tuple[list[tuple[str, int, int, int, int]], int, int, Any]:
     """Where each tile lies in the mosaic: ``(path, row, col, height, width)`` per tile, the
     mosaic's height and width and its transform. Refuses an uncovered part without nodata."""
@@ -319,7 +328,7 @@ def _place_tiles(
 
 
 def _band_selection(
-    first: Path | str,
+    first: Location | str,
     in_file: Sequence[str],
     count: int,
     bands: Sequence[str] | None,
@@ -627,7 +636,7 @@ def qgis_style(values: list[int], names: list[str], colors: list[str]) -> str:
 
 
 def _write_cog(
-    path: Path,
+    path: Location,
     data: da.Array,
     profile: dict,
     *,
@@ -636,7 +645,7 @@ def _write_cog(
     finish: Callable[[Any], None],
     side_files: dict[str, str],
     overwrite: bool,
-) -> Path:
+) -> Location:
     """A COG from a ``(band, y, x)`` dask array: rows of chunks written one at a time (flat memory),
     overviews, then ``finish(dataset)`` (colour table, descriptions, tags), the COG copy, and side
     files (``{suffix: text}``) beside it; all of them written through the output set (in a
@@ -710,13 +719,13 @@ def _profile(grid: xr.DataArray, count: int, dtype: str, nodata: float, blocksiz
 
 def write_cog(
     classes: xr.DataArray,
-    path: str | Path,
+    path: str | os.PathLike,
     *,
     legend,
     values: Literal["ids", "codes"] = "ids",
     overwrite: bool = False,
     blocksize: int = 512,
-) -> Path:
+) -> Location:
     """Write a class map as a tiled Cloud-Optimised GeoTIFF that GIS tools show with names and colours.
 
     Deflate-compressed, nodata 0, overviews by mode (the majority class, so categories stay
@@ -731,8 +740,8 @@ def write_cog(
 
     if values not in ("ids", "codes"):
         raise InvalidInputError(f"values: expected 'ids' or 'codes', found {values!r}.")
-    path = as_location(path)
-    for out in (path, path.with_suffix(".qml")):
+    target = as_location(path)
+    for out in (target, target.with_suffix(".qml")):
         check_output(out, overwrite=overwrite)
     data = classes.data if isinstance(classes.data, da.Array) else da.from_array(np.asarray(classes.data))
     codes = values == "codes"
@@ -750,7 +759,7 @@ def write_cog(
         dst.update_tags(CLASS_NAMES=json.dumps(names), LEGEND=legend.to_json(), CLASS_VALUES=values)
 
     return _write_cog(
-        path,
+        target,
         data[None],
         _profile(classes, 1, dtype, 0, blocksize),
         prepare=lambda block: lut[np.clip(block.astype(np.int64), 0, legend.n_classes)].astype(dtype),
@@ -765,15 +774,15 @@ def write_cog(
 
 
 def write_image_cog(
-    image: xr.DataArray, path: str | Path, *, overwrite: bool = False, blocksize: int = 512
-) -> Path:
+    image: xr.DataArray, path: str | os.PathLike, *, overwrite: bool = False, blocksize: int = 512
+) -> Location:
     """Write ``(band, y, x)`` imagery as a float32 COG with band descriptions (the band names).
 
     Deflate with the floating-point predictor, NaN as nodata, overviews by average; one row of
     chunks in memory at a time; written beside the target and moved into place.
     """
-    path = as_location(path)
-    check_output(path, overwrite=overwrite)
+    target = as_location(path)
+    check_output(target, overwrite=overwrite)
     image = image.transpose("band", "y", "x")
     data = image.data if isinstance(image.data, da.Array) else da.from_array(np.asarray(image.data))
     bands = [str(b) for b in image["band"].values]
@@ -783,7 +792,7 @@ def write_image_cog(
             dst.set_band_description(i, name)
 
     return _write_cog(
-        path,
+        target,
         data,
         _profile(image, len(bands), "float32", float("nan"), blocksize),
         prepare=lambda block: block.astype(np.float32),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._locations import is_url, read_bytes
+from ._locations import Location, is_url, read_bytes
 from ._outputs import write_text
 from .errors import InputFileNotFoundError, LegendError
 
@@ -202,7 +203,7 @@ class Legend:
         """The legend as ``lc.json`` text (pretty-printed, original key names)."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | os.PathLike) -> Location:
         """Write the legend as ``lc.json``, atomically."""
         return write_text(path, self.to_text())
 

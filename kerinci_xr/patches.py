@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._chunks import BlockGrid, cut_windows
-from ._locations import as_location
+from ._locations import Location, as_location
 from ._outputs import atomic_store
 from ._products import Kind
 from .cluster import compute
@@ -89,7 +89,7 @@ def write_patches(
     overwrite: bool = False,
     progress: bool = False,
     attrs: dict[str, Any] | None = None,
-) -> Path | str:
+) -> Location:
     """Extract the manifest's windows from the cube into a Zarr patch store.
 
     The store has ``image`` (patch, band, y, x) float32, ``labels`` (patch, y, x) uint8 and

@@ -24,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ._locations import as_location, is_url
+from ._locations import Location, URLPath, as_location, is_url
 from ._objects import tag_stores
 from ._options import OptionSpec, check, option, specs
 from ._outputs import output_folder, write_text
@@ -55,7 +55,7 @@ class Step:
     stage: Stage
     options: Any
     #: The run folder every output must resolve to (``None`` with ``outputs_anywhere``).
-    inside: Path | None = None
+    inside: Location | None = None
 
 
 def demo_config() -> dict[str, Any]:
@@ -84,8 +84,12 @@ def _section(config: Mapping[str, Any], name: str, options: Any, source: str) ->
 
 
 def plan(
-    config: Mapping[str, Any], *, base: Path, out_dir: str | Path | None = None, source: str = "<config>"
-) -> tuple[list[Step], Path]:
+    config: Mapping[str, Any],
+    *,
+    base: Path,
+    out_dir: str | os.PathLike | None = None,
+    source: str = "<config>",
+) -> tuple[list[Step], Location]:
     """Validate a whole pipeline and return its steps in running order, and the run folder."""
     head, stages = _sections(config, source)
     given = out_dir if out_dir is not None else head.out_dir
@@ -123,7 +127,7 @@ def _sections(config: Mapping[str, Any], source: str) -> tuple[PipelineOptions, 
 
 
 def _check_inside(
-    stages: Sequence[Stage], values: Mapping[str, Mapping[str, Any]], root: Path, source: str
+    stages: Sequence[Stage], values: Mapping[str, Mapping[str, Any]], root: Location, source: str
 ) -> None:
     """Refuse an output outside the run folder (unless ``outputs_anywhere``)."""
     for st in stages:
@@ -150,7 +154,7 @@ def _wire_inputs(
     made: Mapping[str, Mapping[str, Any]],
     products: set[Path],
     *,
-    root: Path,
+    root: Location,
     base: Path,
     source: str,
 ) -> dict[str, Any]:
@@ -206,7 +210,7 @@ def _in_files(stage: Stage) -> list[OptionSpec]:
     return [s for s in stage.specs if s.meta.get("pipeline", True)]
 
 
-def _paths(stage: Stage, vals: dict[str, Any], root: Path) -> dict[str, Any]:
+def _paths(stage: Stage, vals: dict[str, Any], root: Location) -> dict[str, Any]:
     """Outputs made absolute in the run folder (unset ones get their usual names)."""
     for s in stage.specs:
         if s.meta.get("io") == "out" and vals.get(s.name) is None and s.meta.get("run_name"):
@@ -263,7 +267,7 @@ def run_pipeline(
     *,
     force: bool = False,
     progress: bool = False,
-    out_dir: str | Path | None = None,
+    out_dir: str | os.PathLike | None = None,
     echo: Callable[[str], Any] = log.info,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -292,10 +296,10 @@ def run_pipeline(
         return _run_steps(steps, root, force=force, ctx=Context(progress=progress, echo=echo))
 
 
-def _only_ours(steps: list[Step], root: Path) -> None:
+def _only_ours(steps: list[Step], root: Location) -> None:
     """Refuse, before any stage runs, an existing output that this run folder's record does not
     list as a product of an earlier run: a pipeline replaces what it wrote, never a user's file."""
-    record = read_record(root) if is_url(root) or root.is_dir() else {}
+    record = read_record(root) if isinstance(root, URLPath) or root.is_dir() else {}
     ours = {_real(p) for st in record.values() for p in st.get("paths", st.get("products", {}).values())}
     for step in steps:
         for path in flat(step.stage.products(step.options)):
@@ -308,7 +312,7 @@ def _only_ours(steps: list[Step], root: Path) -> None:
                 )
 
 
-def _run_steps(steps: list[Step], root: Path, *, force: bool, ctx: Context) -> dict[str, dict[str, Path]]:
+def _run_steps(steps: list[Step], root: Location, *, force: bool, ctx: Context) -> dict[str, dict[str, Path]]:
     record = read_record(root)
     results: dict[str, dict[str, Path]] = {}
     for step in steps:

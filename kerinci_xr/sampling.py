@@ -660,10 +660,10 @@ def _manifest(rows, cube: xr.Dataset, legend: Legend, *, patch: int, seed: int) 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Any:
     """Save a manifest as CSV, or Parquet when the path ends in ``.parquet``; atomically."""
-    path = as_location(path)
-    if path.suffix == ".parquet":
-        return write_atomic(path, lambda tmp: manifest.to_parquet(tmp, index=False))
-    return write_atomic(path, lambda tmp: manifest.to_csv(tmp, index=False, float_format="%.10g"))
+    target = as_location(path)
+    if target.suffix == ".parquet":
+        return write_atomic(target, lambda tmp: manifest.to_parquet(tmp, index=False))
+    return write_atomic(target, lambda tmp: manifest.to_csv(tmp, index=False, float_format="%.10g"))
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

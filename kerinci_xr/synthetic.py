@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ._hashing import hash_u64, hash_uniform
-from ._locations import as_location
+from ._locations import Location, as_location
 from ._outputs import atomic_output, output_folder
 from ._products import product_exists
 from .errors import InvalidInputError, OutputExistsError
@@ -158,13 +159,13 @@ _SAR = np.array([SIGNATURES[c][1] for c in _CODES], dtype=np.float32)
 class SceneFiles:
     """Paths of a generated scene, named as the original export."""
 
-    landsat: Path
-    palsar: Path
-    labels: Path
-    legend: Path
+    landsat: Location
+    palsar: Location
+    labels: Location
+    legend: Location
 
 
-def scene_files(out_dir: str | Path, year: int | None = None) -> SceneFiles:
+def scene_files(out_dir: str | os.PathLike, year: int | None = None) -> SceneFiles:
     """The paths :func:`make_kerinci_scene` writes in ``out_dir``: the original export's names,
     or, for one year of a series, the same names with that year (``LC_Image_2015_v1.tif``)."""
     out = as_location(out_dir)

@@ -36,7 +36,7 @@ import shapely
 from affine import Affine
 from pyproj import CRS
 
-from ._locations import VECTOR_SUFFIXES, as_location, gdal_path, is_url, location_error
+from ._locations import VECTOR_SUFFIXES, Location, as_location, gdal_path, is_url, location_error
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 
@@ -108,7 +108,7 @@ class ReferenceFeatures:
 BATCH = 250_000
 
 
-def _batches(path: Path | str, batch: int = BATCH) -> Iterator[Any]:
+def _batches(path: Location | str, batch: int = BATCH) -> Iterator[Any]:
     """The file as GeoDataFrames of at most ``batch`` features (GeoParquet by row groups); a URL
     is read by OGR's network drivers (``/vsis3/``, ``/vsicurl/``)."""
     import geopandas as gpd
@@ -211,15 +211,15 @@ def read_reference(
         Make features outside the grid, with empty/invalid geometry or codes missing from the
         legend errors instead of a warning.
     """
-    path = as_location(path)
-    src = str(path)
-    if isinstance(path, Path) and not path.exists():
-        raise InputFileNotFoundError(f"{path}: reference file not found. Fix: check the path.")
+    where = as_location(path)
+    src = str(where)
+    if isinstance(where, Path) and not where.exists():
+        raise InputFileNotFoundError(f"{where}: reference file not found. Fix: check the path.")
     grid_crs = CRS.from_user_input(crs)
     parts: list[dict[str, Any]] = []
     offset = 0
-    for gdf in _batches(path):
-        parts.append(_read_batch(gdf, path, label_field, legend, grid_crs, transform, shape, offset))
+    for gdf in _batches(where):
+        parts.append(_read_batch(gdf, where, label_field, legend, grid_crs, transform, shape, offset))
         offset += len(gdf)
         del gdf
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "report"}
@@ -279,7 +279,7 @@ def read_reference(
 
 def _read_batch(
     gdf,
-    path: Path | str,
+    path: Location | str,
     label_field: str,
     legend: Legend,
     grid_crs: CRS,

@@ -244,7 +244,7 @@ def test_second_writer_on_s3__the_one_that_commits_second_fails(s3_run, tmp_path
 
 
 def test_overwrite_on_s3__only_what_the_toolkit_wrote_and_earlier_versions_reopen(s3, s3_run, inputs, capsys):
-    endpoint, put = s3
+    _, put = s3
     url = f"{s3_run}/cube.zarr"
     assert main(["-q", "prepare", "--image", inputs["landsat"], "--out", url]) == 2
     assert f"{url}: output exists" in capsys.readouterr().err

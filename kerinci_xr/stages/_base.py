@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._locations import absolute, as_location, is_url, read_bytes
+from .._locations import Location, absolute, as_location, is_url, read_bytes
 from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
 from .._products import PRODUCTS, check_outputs, companions, kind_of, product_exists, read_on_workers
@@ -62,7 +63,7 @@ class Stage:
     run: Callable[[Any, Context], dict[str, Any]]
     example: str
     args: tuple[str, ...] = ()
-    extra_products: Callable[[Any], dict[str, Path]] | None = None
+    extra_products: Callable[[Any], dict[str, Any]] | None = None
     #: Options completed before the run (the report fills its inputs from a run folder's record).
     complete: Callable[[Any], Any] | None = None
     #: Whether a run may replace its existing outputs (``--overwrite``; a resumed run its own).
@@ -122,7 +123,9 @@ class Stage:
                 changes[s.name] = tuple(map(absolute, value)) if isinstance(value, tuple) else absolute(value)
         return dataclasses.replace(opts, **changes)
 
-    def execute(self, opts: Any, ctx: Context | None = None, *, inside: Path | None = None) -> dict[str, Any]:
+    def execute(
+        self, opts: Any, ctx: Context | None = None, *, inside: Location | None = None
+    ) -> dict[str, Any]:
         """Run with these options, on the Dask scheduler they name.
 
         Before any work, every output is checked against the run's inputs, its other outputs and
@@ -208,7 +211,7 @@ def flat(products: dict[str, Any]) -> list[Path]:
     return [q for p in products.values() for q in (p if isinstance(p, tuple) else (p,))]
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any]:
+def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run folder's record (empty when it has none)."""
     path = as_location(run_dir) / RECORD
     return json.loads(read_bytes(path, "run record")) if product_exists(path) else {}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,15 +49,16 @@ class AssessOptions(DaskOptions):
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
 
 
-def read_points(path: str | Path) -> tuple[pd.DataFrame, Any]:
+def read_points(path: str | os.PathLike) -> tuple[pd.DataFrame, Any]:
     """A sample's table and CRS (``None`` for CSV: its x/y are in the map's CRS)."""
-    path = as_location(locate(path, Kind.SAMPLE_DESIGN))
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(io.BytesIO(product_bytes(path, Kind.SAMPLE_DESIGN)), keep_default_na=True), None
+    where = as_location(locate(path, Kind.SAMPLE_DESIGN))
+    data = io.BytesIO(product_bytes(where, Kind.SAMPLE_DESIGN))
+    if where.suffix.lower() == ".csv":
+        return pd.read_csv(data, keep_default_na=True), None
     import geopandas as gpd
 
     try:
-        layer = gpd.read_file(io.BytesIO(product_bytes(path, Kind.SAMPLE_DESIGN)))
+        layer = gpd.read_file(data)
     except Exception as exc:  # pyogrio raises its own types for unreadable files
         raise InvalidInputError(
             f"{path}: expected a point layer GDAL can read, found something else ({exc})."

@@ -174,7 +174,7 @@ def run(o: ChangeOptions, ctx: Context) -> dict[str, Any]:
     return written | {"matrix": matrix, "summary": summary}
 
 
-def _side(o: ChangeOptions) -> dict[str, Path]:
+def _side(o: ChangeOptions) -> dict[str, Any]:
     return {"change_cog_style": as_location(o.cog).with_suffix(".qml")} if o.cog else {}
 
 

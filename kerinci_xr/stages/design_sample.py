@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,19 +70,19 @@ def expected_ua(pairs: tuple[str, ...] | None, legend: Legend) -> np.ndarray:
     return out
 
 
-def write_points(table: pd.DataFrame, path: str | Path, crs: Any, *, overwrite: bool = False) -> Any:
+def write_points(table: pd.DataFrame, path: str | os.PathLike, crs: Any, *, overwrite: bool = False) -> Any:
     """Points with map x/y as a GeoPackage or GeoJSON layer in ``crs``, or as CSV."""
-    path = as_location(path)
-    driver = DRIVERS[path.suffix.lower()]
+    target = as_location(path)
+    driver = DRIVERS[target.suffix.lower()]
     if driver is None:
         return write_atomic(
-            path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.10g"), overwrite=overwrite
+            target, lambda tmp: table.to_csv(tmp, index=False, float_format="%.10g"), overwrite=overwrite
         )
     import geopandas as gpd
 
     layer = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table["x"], table["y"]), crs=crs)
     return write_atomic(
-        path, lambda tmp: layer.to_file(tmp, driver=driver, layer=path.stem), overwrite=overwrite
+        target, lambda tmp: layer.to_file(tmp, driver=driver, layer=target.stem), overwrite=overwrite
     )
 
 

@@ -73,7 +73,7 @@ def sample_windows(
     overwrite: bool = False,
     progress: bool = False,
     echo: Any = None,
-) -> tuple[Draw, Path]:
+) -> tuple[Draw, Any]:
     """Draw the centres (or use ``layout``) and write the patch store with its layout and table."""
     draw = draw_centres(
         ds,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .._locations import Location
 from .._options import option
 from .._products import Kind
 from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files
@@ -34,10 +34,10 @@ class SynthOptions:
     overwrite: bool = option(False, "replace the scene files if they exist", pipeline=False)
 
 
-def _files(o: SynthOptions) -> dict[str, Path]:
+def _files(o: SynthOptions) -> dict[str, Location]:
     """The scene's files by kind; for a series, the first year's as the scene, every year's by year."""
     years = o.years or (None,)
-    out: dict[str, Path] = {}
+    out: dict[str, Location] = {}
     for i, year in enumerate(years):
         f = scene_files(o.out, year)
         tag = "" if i == 0 else f"_{year}"
