@@ -249,8 +249,19 @@ def check_output(url: str, *, overwrite: bool, store: bool) -> str | None:
     """Refuse an existing output at ``url`` (unless ``overwrite``), or one holding data this
     toolkit did not write (even with ``overwrite``); finish what a killed run committed there
     first. Returns the ETag of the object there (``None``: nothing, or a store)."""
-    settle(url)
     fs = filesystem(url)
+    bucket = url.split("://", 1)[0] + "://" + url.split("://", 1)[1].split("/", 1)[0]
+    try:
+        found = bool(fs.exists(bucket))
+    except Exception as exc:
+        raise location_error(url, exc, "output location") from exc
+    if not found:
+        raise InputFileNotFoundError(
+            f"{url}: the bucket {bucket} does not exist (or these credentials cannot see it). Fix: create "
+            "it first (aws s3 mb), or check the URL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and "
+            "AWS_ENDPOINT_URL."
+        )
+    settle(url)
     try:
         exists = bool(fs.exists(url))
     except Exception as exc:

@@ -79,7 +79,11 @@ def test_prepare__inputs_that_do_not_overlap_or_hold_nothing(small_scene, tmp_pa
         (("--nodata", "70000"), "cannot occur in uint16 pixels"),
         (("--nodata", "-1"), "cannot occur in uint16 pixels"),
         (("--nodata", "0.5"), "cannot occur in uint16 pixels"),
-        (("--offset", "nan"), "offset (reflectance offset added after scaling) must be a finite number"),
+        (
+            ("--offset", "nan"),
+            "offset (reflectance offset added after scaling (default: 0; for STAC the items' own)) "
+            "must be a finite number",
+        ),
         (("--chunk", "-5"), "chunk (chunk edge in pixels) must be an integer at least 16, found -5"),
     ],
 )

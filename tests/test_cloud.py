@@ -158,3 +158,25 @@ def test_prepare__unreachable_endpoint_and_missing_legend(on_s3, tmp_path, capsy
     assert on_s3["landsat"] in err
     assert "AWS_ENDPOINT_URL" in err
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_outputs_on_s3__missing_bucket_and_unreachable_endpoint_one_line(
+    on_s3, small_scene, tmp_path, capsys, monkeypatch
+):
+    argv = ["-q", "prepare", "--image", str(small_scene.landsat), "--chunk", "64"]
+    assert main([*argv, "--out", "s3://kx-no-such-bucket/cube.zarr"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://kx-no-such-bucket/cube.zarr: the bucket s3://kx-no-such-bucket does not exist" in err
+    assert "Traceback" not in err
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert main([*argv, "--out", "s3://kx-inputs/out/cube.zarr"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://kx-inputs/out/cube.zarr" in err
+    assert "AWS_ENDPOINT_URL" in err
+    assert "Traceback" not in err
