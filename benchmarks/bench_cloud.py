@@ -69,10 +69,14 @@ class _Counting(http.server.BaseHTTPRequestHandler):
             c[1] += len(data)
             c[2] += length
         self.send_response(resp.status, resp.reason)
+        head = self.command == "HEAD"  # (a HEAD answers the object's length, with no body)
         for k, v in resp.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+            if k.lower() not in ("transfer-encoding", "connection") and (
+                head or k.lower() != "content-length"
+            ):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        if not head:
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -299,7 +303,8 @@ def main() -> None:
     folder = scene(size)
     local = WORK / f"cloud_{size}"
     shutil.rmtree(local, ignore_errors=True)
-    (local / "prepare_disk").mkdir(parents=True)
+    for case in ("prepare_disk", "predict_disk"):
+        (local / case).mkdir(parents=True)
     input_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.name != "lc.json")
     rows, traffic = [], {}
     with S3() as s3:

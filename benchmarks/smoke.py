@@ -35,6 +35,7 @@ RUNS = [
         ["--size", "256", "--depth", "2", "--base", "8", "--chunk", "128", "--device", "cpu"],
         ["bench_predict_cpu"],
     ),
+    ("bench_cloud.py", ["--size", "256", "--depth", "2", "--base", "8"], ["bench_cloud"]),
     (
         "bench_accuracy.py",
         ["--epochs", "1", "--points", "20", "--per-class", "4", "--only", "nc_points"],

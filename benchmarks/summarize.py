@@ -218,6 +218,24 @@ def main() -> None:
         r,
         "| scene | shown at most (px) | seconds | HTML MB | peak RSS MiB |",
     )
+    r = load("bench_cloud")
+    rows = [
+        f"| {x['case']} | {x['size']}^2 | {x['seconds']:.1f} | {x['mpix_per_s']:.3f} | {x['peak_rss_mb']:.0f} | "
+        f"{x['get_requests']} | {x['get_bytes'] / 2**20:.1f} | {x['put_requests']} | {x['put_bytes'] / 2**20:.1f} |"
+        for x in (r or {}).get("rows", [])
+    ]
+    lines += section(
+        "Object storage and a cluster with no shared disk (`bench_cloud.py`)",
+        "prepare and predict (U-Net depth 3, base 16, untrained) from and to a local S3 server (moto, "
+        "behind a proxy that counts requests and bytes) against the same runs on local disk; then "
+        "prepare + predict from and to S3 on the threaded scheduler against a scheduler and two "
+        "workers (1 thread each) in mount namespaces of their own that see no file of the client's.",
+        rows,
+        r,
+        "| case | scene | seconds | Mpix/s | peak RSS MiB | GET | GET MiB | PUT | PUT MiB |",
+    )
+    if r:
+        lines += ["| ratio | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in r["ratios"].items()), ""]
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
