@@ -159,12 +159,32 @@ def child(case: str, size: int, scheduler: str | None) -> None:
     local = WORK / f"cloud_{size}"
     s3 = f"s3://{BUCKET}/{size}"
     src = {"disk": str(folder), "s3": f"{s3}/scene"}
-    where = "s3" if case.endswith(("s3", "threads", "private")) else "disk"
+    where = "s3" if case.endswith(("s3", "plain", "threads", "private")) else "disk"
     out = f"{s3}/{case}" if where == "s3" else str(local / case)
     inputs = src["s3" if where == "s3" else "disk"]
     t0 = time.perf_counter()
     extra = {"scheduler": scheduler} if scheduler else {}
-    if case.startswith(("prepare", "cluster")):
+    if case == "prepare_s3_plain":  # the alternative to Icechunk: plain Zarr through fsspec, no set
+        from kerinci_xr.cube import _encoding, _georeferenced, build_cube
+        from kerinci_xr.legend import read_legend
+
+        ds = _georeferenced(
+            build_cube(
+                f"{inputs}/Landsat_Kerinci_2023_v1.tif",
+                f"{inputs}/LC_Image_v1.tif",
+                legend=read_legend(f"{inputs}/lc.json"),
+                chunks=1024,
+            )
+        )
+        ds.to_zarr(
+            f"{out}/cube.zarr",
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            encoding=_encoding(ds, 3, 3),
+            storage_options={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]},
+        )
+    elif case.startswith(("prepare", "cluster")):
         api.prepare(
             f"{inputs}/Landsat_Kerinci_2023_v1.tif",
             labels=f"{inputs}/LC_Image_v1.tif",
@@ -310,7 +330,7 @@ def main() -> None:
     with S3() as s3:
         for p in folder.iterdir():
             s3.client.upload_file(str(p), BUCKET, f"{size}/scene/{p.name}")
-        for case in ("prepare_disk", "prepare_s3"):
+        for case in ("prepare_disk", "prepare_s3", "prepare_s3_plain"):
             s3.reset()
             rows.append(_child(case, size, s3.env))
             traffic[case] = s3.counts()
@@ -362,6 +382,9 @@ def main() -> None:
     ratios = {
         "prepare_s3_vs_disk": round(by["prepare_s3"]["mpix_per_s"] / by["prepare_disk"]["mpix_per_s"], 3),
         "predict_s3_vs_disk": round(by["predict_s3"]["mpix_per_s"] / by["predict_disk"]["mpix_per_s"], 3),
+        "prepare_icechunk_vs_plain_zarr": round(
+            by["prepare_s3"]["mpix_per_s"] / by["prepare_s3_plain"]["mpix_per_s"], 3
+        ),
         "prepare_s3_get_bytes_per_input_byte": round(by["prepare_s3"]["get_bytes"] / input_bytes, 3),
         "prepare_s3_get_requests": by["prepare_s3"]["get_requests"],
         "prepare_s3_rss_vs_disk": round(

@@ -227,7 +227,9 @@ def main() -> None:
     lines += section(
         "Object storage and a cluster with no shared disk (`bench_cloud.py`)",
         "prepare and predict (U-Net depth 3, base 16, untrained) from and to a local S3 server (moto, "
-        "behind a proxy that counts requests and bytes) against the same runs on local disk; then "
+        "behind a proxy that counts requests and bytes) against the same runs on local disk; the "
+        "cube written as plain Zarr through fsspec (`prepare_s3_plain`: no set, no versions, what "
+        "Icechunk is measured against); then "
         "prepare + predict from and to S3 on the threaded scheduler against a scheduler and two "
         "workers (1 thread each) in mount namespaces of their own that see no file of the client's.",
         rows,

@@ -140,6 +140,7 @@ def _classes(chunks, seed=5, shape=(120, 90), k=4):
     return xr.DataArray(da.from_array(arr.astype(np.uint8), chunks=chunks), dims=("y", "x"))
 
 
+@pytest.mark.xdist_group("cluster")
 def test_draw_stratified__exact_counts_in_their_strata_and_chunk_independent(cluster):
     units = [0, 30, 20, 25, 10]
     a = draw_stratified(_classes(40), units, seed=3)

@@ -13,6 +13,9 @@ from kerinci_xr.legend import read_legend
 
 from .test_mosaic import _cut
 
+#: the tests that share this group's session fixtures run on one xdist worker
+pytestmark = pytest.mark.xdist_group("s3")
+
 
 def _prepare(image, labels, legend, radar, out, *extra):
     return [

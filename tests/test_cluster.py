@@ -11,6 +11,9 @@ from kerinci_xr.cli import main
 from kerinci_xr.cube import open_cube
 from kerinci_xr.patches import open_patches
 
+#: the tests that share this group's session fixtures run on one xdist worker
+pytestmark = pytest.mark.xdist_group("cluster")
+
 
 class _NotATerminal:
     """stderr as a log file is (not a TTY); a progress line releases the task that waits for it."""

@@ -169,6 +169,7 @@ def test_build_cube__real_landsat8_with_sentinel1_same_grid():
     assert json.loads(ds.attrs["band_roles"])["swir2"] == "B7"
 
 
+@pytest.mark.xdist_group("cluster")
 def test_write_cube__cluster_equals_threads(tmp_path, small_scene, cluster):
     from distributed import Client
 

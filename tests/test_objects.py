@@ -28,6 +28,9 @@ from kerinci_xr.sampling import read_manifest
 
 from .conftest import wait_for
 
+#: the tests that share this group's session fixtures run on one xdist worker
+pytestmark = pytest.mark.xdist_group("s3")
+
 
 @pytest.fixture(scope="module")
 def inputs(s3, small_scene):
@@ -274,3 +277,25 @@ def test_overwrite_on_s3__only_what_the_toolkit_wrote_and_earlier_versions_reope
     old = open_cube(f"{url}@{before}")
     assert "labels" in old
     assert old["image"].chunks[1][0] == 64
+
+
+@pytest.mark.slow
+def test_demo_on_s3_and_a_private_cluster__equals_the_local_demo(demo_run, private_cluster, capsys):
+    """The whole demo pipeline with every input and output in a bucket, computed by workers that
+    see no file of the client's, gives the products of the local threaded demo."""
+    from .conftest import DEMO_ARGS
+
+    root = "s3://kx-obj/demo"
+    code = main(["-q", "demo", "--out", root, *DEMO_ARGS, "--scheduler", private_cluster])
+    assert code == 0, capsys.readouterr().err
+    local, _ = demo_run
+    stores = {"cube": open_cube, "patches": open_patches, "prediction": open_prediction}
+    for name, open_ in stores.items():
+        a, b = open_(f"{root}/{name}.zarr"), open_(local / f"{name}.zarr")
+        for v in b.data_vars:
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"{name}/{v}")
+    remote = torch.load(io.BytesIO(product_bytes(f"{root}/model.pt", Kind.MODEL)), weights_only=True)
+    for k, w in torch.load(local / "model.pt", weights_only=True)["model_state"].items():
+        assert torch.equal(remote["model_state"][k], w), k
+    for name in ("map.tif", "change.tif", "areas.csv", "transitions.csv", "patches.csv"):
+        assert product_bytes(f"{root}/{name}", Kind.AREAS) == (local / name).read_bytes(), name

@@ -12,6 +12,9 @@ from kerinci_xr.pipeline import demo_config, load_pipeline, plan
 
 from .conftest import DEMO_ARGS, ROOT
 
+#: the tests that share this group's session fixtures run on one xdist worker
+pytestmark = pytest.mark.xdist_group("demo")
+
 
 def test_demo__runs_end_to_end_then_skips(demo_run, capsys):
     out, text = demo_run

@@ -82,6 +82,7 @@ def test_predict_scene__no_seams_along_chunk_borders(trained):
     assert diff.max() < 1e-6
 
 
+@pytest.mark.xdist_group("cluster")
 def test_predict_scene__cluster_equals_threads(trained, tmp_path, cluster):
     from distributed import Client
 

@@ -130,6 +130,7 @@ def test_sample_centres__no_pixel_shared_between_splits(cube_path):
     assert not (cover["val"] & cover["test"]).any()
 
 
+@pytest.mark.xdist_group("cluster")
 def test_sample_centres__same_for_two_chunkings_and_a_cluster(cube_path, cluster):
     from distributed import Client
 

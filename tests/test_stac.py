@@ -16,6 +16,9 @@ from kerinci_xr.cube import open_cube
 
 from .conftest import shared_file
 
+#: the tests that share this group's session fixtures run on one xdist worker
+pytestmark = pytest.mark.xdist_group("s3")
+
 ITEMS = {
     "landsat8": "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json",
     "landsat7": "LE07_L2SP_044033_20210329_20210424_02_T1_SR.json",

@@ -227,6 +227,7 @@ def test_map_html__renders_offline_with_hover_names(halves, browser, server):
     assert "code: 5001" in right
 
 
+@pytest.mark.xdist_group("demo")
 def test_report_html__renders_in_the_browser(demo_run, browser, server):
     root, base = server
     report = demo_run[0] / "report.html"
