@@ -183,3 +183,17 @@ def test_outputs_on_s3__missing_bucket_and_unreachable_endpoint_one_line(
     assert "s3://kx-inputs/out/cube.zarr" in err
     assert "AWS_ENDPOINT_URL" in err
     assert "Traceback" not in err
+
+
+def test_prepare__a_truncated_object_one_line_naming_it(s3, small_scene, tmp_path, capsys):
+    _, put = s3
+    data = small_scene.landsat.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 3])  # an upload that stopped a third of the way
+    url = put(cut, "kx-inputs/broken/Landsat_Kerinci_2023_v1.tif")
+    code = main(["-q", "prepare", "--image", url, "--chunk", "64", "--out", str(tmp_path / "c.zarr")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert url in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "c.zarr").exists()

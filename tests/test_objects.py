@@ -280,9 +280,9 @@ def test_overwrite_on_s3__only_what_the_toolkit_wrote_and_earlier_versions_reope
 
 
 @pytest.mark.slow
-def test_demo_on_s3_and_a_private_cluster__equals_the_local_demo(demo_run, private_cluster, capsys):
-    """The whole demo pipeline with every input and output in a bucket, computed by workers that
-    see no file of the client's, gives the products of the local threaded demo."""
+def test_demo_on_s3_and_a_private_cluster__equals_the_local_demo(demo_run, private_cluster, inputs, capsys):
+    """The whole demo pipeline with every input and output in a bucket (the one ``inputs`` made),
+    computed by workers that see no file of the client's, gives the products of the local demo."""
     from .conftest import DEMO_ARGS
 
     root = "s3://kx-obj/demo"
