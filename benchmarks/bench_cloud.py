@@ -37,6 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WORK, peak_rss_mb, random_checkpoint, save, scene
 
+from kerinci_xr.testing import dask_processes, private_namespaces
+
 BUCKET = "kx-bench"
 
 
@@ -221,82 +223,6 @@ def child(case: str, size: int, scheduler: str | None) -> None:
     )
 
 
-PRIVATE = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "--",
-    "sh",
-    "-c",
-    'mount -t tmpfs kx "$0" && exec "$@"',
-]
-
-
-def private_cluster(hide: Path, root: Path) -> tuple[str, list]:
-    """A scheduler and two workers that see none of ``hide`` (a private tmpfs over it)."""
-    info = root / "scheduler.json"
-    log = open(root / "cluster.log", "w")
-    wrap = [*PRIVATE, str(hide)]
-    procs = [
-        subprocess.Popen(
-            [
-                *wrap,
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--scheduler-file",
-                str(info),
-                "--port",
-                "0",
-                "--dashboard-address",
-                ":0",
-                "--host",
-                "127.0.0.1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    ]
-    for i in range(2):
-        home = root / f"w{i}"
-        home.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    *wrap,
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_worker",
-                    "--scheduler-file",
-                    str(info),
-                    "--nthreads",
-                    "1",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "6GiB",
-                    "--local-directory",
-                    str(home),
-                    "--host",
-                    "127.0.0.1",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=home,
-            )
-        )
-    while not info.exists() or not info.read_text().strip():
-        if procs[0].poll() is not None:
-            raise SystemExit(f"the scheduler did not start: {(root / 'cluster.log').read_text()}")
-        time.sleep(0.05)
-    address = json.loads(info.read_text())["address"]
-    from distributed import Client
-
-    with Client(address) as c:
-        c.wait_for_workers(2, timeout=300)
-    return address, procs
-
-
 def _equal(a: str, b: str) -> bool:
     import numpy as np
 
@@ -345,29 +271,23 @@ def main() -> None:
         s3.reset()
         rows.append(_child("cluster_threads", size, s3.env))
         traffic["cluster_threads"] = s3.counts()
-        probe = subprocess.run([*PRIVATE, str(WORK), "true"], capture_output=True)
+        why = private_namespaces(WORK)
         equal = None
-        if probe.returncode == 0 and shutil.which("unshare"):
-            root = Path(tempfile.mkdtemp(prefix="kx-bench-cluster-"))
-            address, procs = private_cluster(WORK, root)
+        if why is None:
+            root = Path(tempfile.mkdtemp(prefix="kx-bench-cluster-"))  # workers see none of WORK
             try:
-                s3.reset()
-                rows.append(_child("cluster_private", size, s3.env, "--scheduler", address))
-                traffic["cluster_private"] = s3.counts()
+                with dask_processes(root, hide=WORK, memory_limit="6GiB") as address:
+                    s3.reset()
+                    rows.append(_child("cluster_private", size, s3.env, "--scheduler", address))
+                    traffic["cluster_private"] = s3.counts()
             finally:
-                for p in procs[::-1]:
-                    p.terminate()
-                for p in procs:
-                    p.wait(timeout=60)
                 shutil.rmtree(root, ignore_errors=True)
             equal = _equal(
                 f"s3://{BUCKET}/{size}/cluster_private/prediction.zarr",
                 f"s3://{BUCKET}/{size}/cluster_threads/prediction.zarr",
             )
         else:
-            print(
-                f"no private mount namespaces here: the private cluster is skipped ({probe.stderr[:200]!r})"
-            )
+            print(f"no private mount namespaces here ({why}): the private cluster is skipped")
     by = {r["case"]: r for r in rows}
     for r in rows:
         t = traffic.get(r["case"], {})

@@ -163,20 +163,10 @@ def cluster(tmp_path_factory):
     """A real Dask cluster shared by the session: ``dask scheduler`` and two ``dask worker``
     processes, each started in its own working directory (so a relative path the client gives
     means nothing to a worker). Yields the scheduler address; tests connect with ``Client``."""
-    yield from _dask_cluster(tmp_path_factory.mktemp("cluster"))
+    from kerinci_xr.testing import dask_processes
 
-
-#: Run a command in a mount namespace of its own where a private tmpfs hides a folder ($1).
-PRIVATE = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "--",
-    "sh",
-    "-c",
-    'mount -t tmpfs kx "$0" && exec "$@"',
-]
+    with dask_processes(tmp_path_factory.mktemp("cluster")) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
@@ -188,91 +178,18 @@ def private_cluster(s3, tmp_path_factory):
     import shutil
     import tempfile
 
-    hidden = str(tmp_path_factory.getbasetemp())
-    probe = subprocess.run([*PRIVATE, hidden, "test", "!", "-e", f"{hidden}/.x"], capture_output=True)
-    if shutil.which("unshare") is None or probe.returncode != 0:
-        pytest.skip(f"no private mount namespaces here (unshare: {probe.stderr.decode().strip()[:200]})")
+    from kerinci_xr.testing import dask_processes, private_namespaces
+
+    hidden = tmp_path_factory.getbasetemp()
+    why = private_namespaces(hidden)
+    if why is not None:
+        pytest.skip(f"no private mount namespaces here ({why})")
     root = Path(tempfile.mkdtemp(prefix="kx-private-cluster-"))  # outside the hidden folder
     try:
-        yield from _dask_cluster(root, wrap=[*PRIVATE, hidden])
+        with dask_processes(root, hide=hidden) as address:
+            yield address
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _dask_cluster(root: Path, wrap: list[str] | None = None):
-    import json
-
-    from distributed import Client
-
-    wrap = wrap or []
-    info = root / "scheduler.json"
-    procs = []
-    log = open(root / "cluster.log", "w")
-    try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    *wrap,
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_scheduler",
-                    "--scheduler-file",
-                    str(info),
-                    "--port",
-                    "0",
-                    "--dashboard-address",
-                    ":0",
-                    "--host",
-                    "127.0.0.1",
-                ],
-                cwd=root,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        for i in range(2):
-            home = root / f"worker{i}"
-            home.mkdir()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *wrap,
-                        sys.executable,
-                        "-m",
-                        "distributed.cli.dask_worker",
-                        "--scheduler-file",
-                        str(info),
-                        "--nthreads",
-                        "1",
-                        "--nworkers",
-                        "1",
-                        "--no-dashboard",
-                        "--memory-limit",
-                        "4GiB",
-                        "--local-directory",
-                        str(home),
-                        "--host",
-                        "127.0.0.1",
-                    ],
-                    cwd=home,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        while not info.exists() or not info.read_text().strip():  # the scheduler writes it once up
-            if procs[0].poll() is not None:
-                pytest.fail(f"the scheduler did not start: {(root / 'cluster.log').read_text()}")
-            time.sleep(0.05)
-        address = json.loads(info.read_text())["address"]
-        with Client(address) as client:
-            client.wait_for_workers(2, timeout=300)
-        yield address
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
-        log.close()
 
 
 @pytest.fixture(scope="session")
