@@ -13,8 +13,8 @@ from kerinci_xr.legend import read_legend
 
 from .test_mosaic import _cut
 
-#: the tests that share this group's session fixtures run on one xdist worker
-pytestmark = pytest.mark.xdist_group("s3")
+#: this module's tests run on one xdist worker (they share its module fixtures)
+pytestmark = pytest.mark.xdist_group("cloud")
 
 
 def _prepare(image, labels, legend, radar, out, *extra):

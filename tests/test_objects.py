@@ -28,8 +28,8 @@ from kerinci_xr.sampling import read_manifest
 
 from .conftest import wait_for
 
-#: the tests that share this group's session fixtures run on one xdist worker
-pytestmark = pytest.mark.xdist_group("s3")
+#: this module's tests run on one xdist worker (they share its module fixtures)
+pytestmark = pytest.mark.xdist_group("objects")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from kerinci_xr.cube import open_cube
 
 from .conftest import shared_file
 
-#: the tests that share this group's session fixtures run on one xdist worker
-pytestmark = pytest.mark.xdist_group("s3")
+#: this module's tests run on one xdist worker (they share its module fixtures)
+pytestmark = pytest.mark.xdist_group("stac")
 
 ITEMS = {
     "landsat8": "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json",
