@@ -89,13 +89,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: expected a checkpoint of format {CHECKPOINT_FORMAT!r}, found "
             f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}."
         )
-    wrong = [key for key, kind in _KEYS.items() if not isinstance(ckpt.get(key), kind)]
+    kind = ckpt.get("model_kind", "unet")
+    if kind not in _KEYS:
+        raise CheckpointError(
+            f"{path}: expected a model of kind {sorted(_KEYS)}, found {kind!r}. Fix: use a checkpoint "
+            "written by kerinci-xr train."
+        )
+    wrong = [key for key, t in _KEYS[kind].items() if not isinstance(ckpt.get(key), t)]
     if wrong:
         raise CheckpointError(
             f"{path}: expected a complete checkpoint, found missing or badly typed {wrong}. "
             "Fix: retrain, or restore the file the training wrote."
         )
-    _check_values(ckpt, path)
+    if kind == "unet":
+        _check_values(ckpt, path)
+    ckpt["model_kind"] = kind
     return ckpt
 
 
@@ -128,8 +136,9 @@ def _check_values(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
         )
 
 
-#: What every checkpoint holds, and of which type.
-_KEYS = {
+#: What a checkpoint of each kind of model holds, and of which type. A per-pixel model holds
+#: LightGBM's own text of the model (``booster``), never a pickle, and its feature recipe.
+_UNET_KEYS = {
     "model_config": dict,
     "model_state": dict,
     "bands": list,
@@ -137,6 +146,8 @@ _KEYS = {
     "band_std": list,
     "legend": dict,
 }
+_PIXEL_KEYS = {"booster": str, "classes": list, "features": dict, "bands": list, "legend": dict}
+_KEYS = {"unet": _UNET_KEYS, "lightgbm": _PIXEL_KEYS, "rf": _PIXEL_KEYS}
 
 
 def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend | None, source: str) -> None:

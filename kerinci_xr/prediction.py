@@ -34,6 +34,7 @@ from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend, legend_of
 from .model import UNetConfig, pick_device
+from .pixels import PIXEL_MODELS, predict_pixels
 from .preprocess import remap_labels
 
 __all__ = ["PREDICT_CHUNK", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
@@ -192,6 +193,62 @@ def _window_layers(
     return np.concatenate(layers)
 
 
+def _unet_layers(
+    cube: xr.Dataset,
+    checkpoint: Any,
+    ckpt: dict[str, Any],
+    legend: Legend,
+    *,
+    chunk: int,
+    device: str,
+    probabilities: bool,
+    tile: int | None,
+) -> tuple[da.Array, int, int]:
+    """The U-Net's map layers (class, confidence, probabilities) window by window, with the
+    context margin and the chunk (rounded up to the pooling grid) they were computed with."""
+    bands = [str(b) for b in ckpt["bands"]]
+    config = UNetConfig.from_dict(ckpt["model_config"])
+    mult, margin = config.multiple, margin_for(config)
+    if tile is not None and not (tile == 0 or tile >= mult):
+        raise InvalidInputError(
+            f"tile: expected 0 (one piece) or at least 2 ** depth = {mult} pixels for {checkpoint}, "
+            f"found {tile}. Fix: pass --tile 0, or {mult} or more (or leave it out)."
+        )
+    chunk = -(-chunk // mult) * mult
+    height, width = cube.sizes["y"], cube.sizes["x"]
+    image = cube["image"].sel(band=bands).data
+    image = image if isinstance(image, da.Array) else da.from_array(image)
+    valid = cube["valid"].data
+    valid = valid if isinstance(valid, da.Array) else da.from_array(valid)
+    # each window reads its own region inside its task: shared chunk tasks would stay in memory
+    # until every window around them is done, a band of chunks as wide as the scene
+    image_regions, valid_regions = Regions(image), Regions(valid)
+    nlayers = 2 + (legend.n_classes if probabilities else 0)
+    ybounds = [*range(0, height, chunk), height]
+    xbounds = [*range(0, width, chunk), width]
+    rows = []
+    for r0, r1 in itertools.pairwise(ybounds):
+        row = []
+        for c0, c1 in itertools.pairwise(xbounds):
+            wy0, wy1 = max(int(r0) - margin, 0), min(int(r1) + margin, height)
+            wx0, wx1 = max(int(c0) - margin, 0), min(int(c1) + margin, width)
+            win = (slice(wy0, wy1), slice(wx0, wx1))
+            task = dask.delayed(_predict_window, pure=True)(
+                image_regions.region(*win),
+                valid_regions.region(*win),
+                (wy0, wy1, wx0, wx1),
+                (int(r0), int(r1), int(c0), int(c1)),
+                absolute(checkpoint),
+                device,
+                probabilities,
+                tile,
+            )
+            row.append(da.from_delayed(task, shape=(nlayers, int(r1 - r0), int(c1 - c0)), dtype=np.float32))
+        rows.append(row)
+    stack = da.block(rows)
+    return stack, margin, chunk
+
+
 def predict_scene(
     cube: xr.Dataset,
     checkpoint: str | Path,
@@ -242,47 +299,15 @@ def predict_scene(
     legend = legend_of(ckpt)
     if cube.attrs.get("legend"):
         check_compatible(ckpt, bands=bands, legend=legend_of(cube), source=str(checkpoint))
-    config = UNetConfig.from_dict(ckpt["model_config"])
-    mult, margin = config.multiple, margin_for(config)
-    if tile is not None and not (tile == 0 or tile >= mult):
-        raise InvalidInputError(
-            f"tile: expected 0 (one piece) or at least 2 ** depth = {mult} pixels for {checkpoint}, "
-            f"found {tile}. Fix: pass --tile 0, or {mult} or more (or leave it out)."
-        )
     if chunk < 1:
         raise InvalidInputError(f"chunk: expected a chunk edge of 1 pixel or more, found {chunk}.")
-    chunk = -(-chunk // mult) * mult
-    height, width = cube.sizes["y"], cube.sizes["x"]
-    image = cube["image"].sel(band=bands).data
-    image = image if isinstance(image, da.Array) else da.from_array(image)
-    valid = cube["valid"].data
-    valid = valid if isinstance(valid, da.Array) else da.from_array(valid)
-    # each window reads its own region inside its task: shared chunk tasks would stay in memory
-    # until every window around them is done, a band of chunks as wide as the scene
-    image_regions, valid_regions = Regions(image), Regions(valid)
-    nlayers = 2 + (legend.n_classes if probabilities else 0)
-    ybounds = [*range(0, height, chunk), height]
-    xbounds = [*range(0, width, chunk), width]
-    rows = []
-    for r0, r1 in itertools.pairwise(ybounds):
-        row = []
-        for c0, c1 in itertools.pairwise(xbounds):
-            wy0, wy1 = max(int(r0) - margin, 0), min(int(r1) + margin, height)
-            wx0, wx1 = max(int(c0) - margin, 0), min(int(c1) + margin, width)
-            win = (slice(wy0, wy1), slice(wx0, wx1))
-            task = dask.delayed(_predict_window, pure=True)(
-                image_regions.region(*win),
-                valid_regions.region(*win),
-                (wy0, wy1, wx0, wx1),
-                (int(r0), int(r1), int(c0), int(c1)),
-                absolute(checkpoint),
-                device,
-                probabilities,
-                tile,
-            )
-            row.append(da.from_delayed(task, shape=(nlayers, int(r1 - r0), int(c1 - c0)), dtype=np.float32))
-        rows.append(row)
-    stack = da.block(rows)
+    if ckpt["model_kind"] in PIXEL_MODELS:  # a per-pixel model: its features, chunk by chunk
+        stack = predict_pixels(cube, str(checkpoint), ckpt, legend, chunk=chunk, probabilities=probabilities)
+        margin = max([w // 2 for w in ckpt["features"].get("windows", [])] or [0])
+    else:
+        stack, margin, chunk = _unet_layers(
+            cube, checkpoint, ckpt, legend, chunk=chunk, device=device, probabilities=probabilities, tile=tile
+        )
     coords = {"y": cube["y"].values, "x": cube["x"].values}
     out = xr.Dataset(
         {

@@ -1,0 +1,337 @@
+"""Per-pixel models beside the U-Net: features of each pixel, LightGBM trained on the labelled
+pixels of a sample's training area, and whole-scene prediction chunk by chunk.
+
+The usual first map of a land-cover study is a per-pixel classifier on the bands and a few
+indices (the Google Earth Engine habit; sits' ``sits_train(rfor/lightgbm)``). Here it is
+LightGBM's gradient boosting (``"lightgbm"``) or its random-forest mode (``"rf"``), trained on the
+same sample the U-Net trains on (the patch store's split layout over its cube), so the two can be
+compared on identical folds. A :class:`FeatureRecipe` (bands, spectral indices, neighbourhood
+mean and standard deviation) drives training and prediction alike and is stored in the
+checkpoint with the model as LightGBM's own text, never a pickle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ._hashing import hash_u64
+from ._locations import absolute, version
+from .errors import CheckpointError, InvalidInputError
+from .legend import Legend
+from .preprocess import spectral_index
+from .sampling import SPLITS, SplitLayout
+
+__all__ = [
+    "PIXEL_MODELS",
+    "FeatureRecipe",
+    "PixelSample",
+    "feature_stack",
+    "fit_pixels",
+    "pixel_sample",
+    "predict_pixels",
+]
+
+PixelModel = Literal["lightgbm", "rf"]
+#: The per-pixel model kinds: LightGBM's gradient boosting and its random-forest mode.
+PIXEL_MODELS: tuple[str, ...] = ("lightgbm", "rf")
+INDICES = ("ndvi", "ndwi", "nbr")
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """What a per-pixel model sees of each pixel: ``bands`` (their values), ``indices`` (NDVI,
+    NDWI, NBR from the cube's band roles) and, for each edge in ``windows`` (3, 5), every band's
+    mean and standard deviation over the ``w x w`` neighbourhood (valid pixels only)."""
+
+    bands: tuple[str, ...]
+    roles: Mapping[str, str] = field(default_factory=dict)
+    indices: tuple[str, ...] = ()
+    windows: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [i for i in self.indices if i not in INDICES]
+        if bad:
+            raise InvalidInputError(f"indices: expected some of {list(INDICES)}, found {bad}.")
+        if any(w < 3 or w % 2 == 0 for w in self.windows):
+            raise InvalidInputError(
+                f"windows: expected odd edges of at least 3 (3, 5), found {list(self.windows)}."
+            )
+
+    def names(self) -> list[str]:
+        out = list(self.bands) + list(self.indices)
+        for w in self.windows:
+            out += [f"{b}_mean{w}" for b in self.bands] + [f"{b}_std{w}" for b in self.bands]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bands": list(self.bands),
+            "roles": dict(self.roles),
+            "indices": list(self.indices),
+            "windows": list(self.windows),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureRecipe:
+        return cls(
+            bands=tuple(d["bands"]),
+            roles=dict(d.get("roles", {})),
+            indices=tuple(d.get("indices", ())),
+            windows=tuple(int(w) for w in d.get("windows", ())),
+        )
+
+
+def _neighbourhood(block: np.ndarray, ok: np.ndarray, w: int) -> np.ndarray:
+    """Mean and standard deviation of each band over ``w x w`` valid neighbours (a block with its
+    overlap); ``scipy.ndimage.uniform_filter`` with ``mode="reflect"`` at the scene's edges."""
+    from scipy import ndimage
+
+    weight = ok.astype(np.float64)
+    n = ndimage.uniform_filter(weight, size=w, mode="reflect")
+    out = np.empty((2 * block.shape[0], *block.shape[1:]), dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, band in enumerate(block):
+            v = np.where(ok, band, 0.0).astype(np.float64)
+            s1 = ndimage.uniform_filter(v, size=w, mode="reflect")
+            s2 = ndimage.uniform_filter(v * v, size=w, mode="reflect")
+            mean = np.where(n > 0, s1 / n, np.nan)
+            out[i] = mean
+            out[block.shape[0] + i] = np.sqrt(np.maximum(np.where(n > 0, s2 / n, np.nan) - mean * mean, 0.0))
+    return out
+
+
+def feature_stack(image: xr.DataArray, valid: xr.DataArray, recipe: FeatureRecipe) -> xr.DataArray:
+    """The features of every pixel, lazily: ``(feature, y, x)`` float32 (NaN where invalid).
+
+    Neighbourhood statistics are computed per chunk with an overlap of ``w // 2`` pixels
+    (``dask.array.map_overlap``), so they equal a one-piece computation at chunk edges.
+    """
+    missing = [b for b in recipe.bands if b not in [str(v) for v in image["band"].values]]
+    if missing:
+        raise InvalidInputError(
+            f"the model needs bands {missing} that the cube lacks (it has {list(image['band'].values)}). "
+            "Fix: prepare the cube with those bands, or train on these."
+        )
+    img = image.sel(band=list(recipe.bands)).transpose("band", "y", "x")
+    parts = [img.data.astype(np.float32)]
+    for name in recipe.indices:
+        parts.append(spectral_index(img, name, roles=recipe.roles).data[None].astype(np.float32))
+    ok = valid.data
+    for w in recipe.windows:
+        stacked = da.concatenate([img.data.astype(np.float32), ok[None].astype(np.float32)], axis=0)
+        stacked = stacked.rechunk({0: -1})
+        nb = len(recipe.bands)
+        parts.append(
+            stacked.map_overlap(
+                lambda b, w=w: _neighbourhood(b[:-1], b[-1] > 0, w),
+                depth={0: 0, 1: w // 2, 2: w // 2},
+                boundary="none",
+                dtype=np.float32,
+                chunks=((2 * nb,), *stacked.chunks[1:]),
+            )
+        )
+    data = da.concatenate(parts, axis=0).rechunk({0: -1})
+    data = da.where(ok[None], data, np.float32(np.nan))
+    return xr.DataArray(
+        data, dims=("feature", "y", "x"), coords={"feature": recipe.names(), "y": image["y"], "x": image["x"]}
+    )
+
+
+@dataclass
+class PixelSample:
+    """Labelled pixels of one split: features ``x`` (pixel, feature), training ids ``y``, and
+    where they lie (global ``rows``, ``cols``)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+
+def _chunk_pixels(feats, labels, valid, split, rows0: int, cols0: int, want: int):
+    keep = (labels > 0) & valid & (split == want) & np.isfinite(feats).all(axis=0)
+    r, c = np.nonzero(keep)
+    return feats[:, r, c].T.copy(), labels[r, c].astype(np.uint8), r + rows0, c + cols0
+
+
+def pixel_sample(
+    view: xr.Dataset,
+    layout: SplitLayout,
+    recipe: FeatureRecipe,
+    *,
+    split: str = "train",
+    max_per_class: int | None = 20_000,
+    seed: int = 0,
+) -> PixelSample:
+    """The labelled, valid pixels of ``split``'s area with their features, one dask task per
+    chunk; with ``max_per_class``, at most that many per class, chosen by a hash of the pixel's
+    position and ``seed`` (the same pixels whatever the chunking), in row-major order."""
+    feats = feature_stack(view["image"], view["valid"], recipe)
+    labels, valid = view["labels"].data, view["valid"].data
+    want = SPLITS.index(split)
+    ys, xs = np.cumsum((0, *labels.chunks[0])), np.cumsum((0, *labels.chunks[1]))
+    tasks = []
+    fb = feats.data.to_delayed().reshape(len(ys) - 1, len(xs) - 1)
+    lb, vb = labels.to_delayed(), valid.to_delayed()
+    for i in range(len(ys) - 1):
+        for j in range(len(xs) - 1):
+            smap = layout.split_map(slice(int(ys[i]), int(ys[i + 1])), slice(int(xs[j]), int(xs[j + 1])))
+            tasks.append(
+                dask.delayed(_chunk_pixels)(fb[i, j], lb[i, j], vb[i, j], smap, int(ys[i]), int(xs[j]), want)
+            )
+    parts = dask.compute(*tasks)
+    x = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, len(recipe.names())), np.float32)
+    y = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint8)
+    rows = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64)
+    cols = np.concatenate([p[3] for p in parts]) if parts else np.empty(0, np.int64)
+    order = np.lexsort((cols, rows))
+    x, y, rows, cols = x[order], y[order], rows[order], cols[order]
+    if max_per_class is not None:
+        h = hash_u64(rows, cols, seed)
+        keep = np.zeros(y.size, dtype=bool)
+        for k in np.unique(y):
+            idx = np.flatnonzero(y == k)
+            keep[idx[np.argsort(h[idx], kind="stable")[:max_per_class]]] = True
+        x, y, rows, cols = x[keep], y[keep], rows[keep], cols[keep]
+    return PixelSample(x, y, rows, cols)
+
+
+def _params(kind: str, n_features: int, n_classes: int, seed: int, threads: int) -> dict[str, Any]:
+    common = {
+        "objective": "multiclass",
+        "num_class": n_classes,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": threads,
+        "verbosity": -1,
+        "min_data_in_leaf": 5,
+    }
+    if kind == "rf":  # LightGBM's random forest: bagged full trees on a third of the features each
+        frac = max(1.0 / n_features, min(1.0, np.sqrt(n_features) / n_features))
+        return common | {
+            "boosting_type": "rf",
+            "bagging_fraction": 0.632,
+            "bagging_freq": 1,
+            "feature_fraction": float(frac),
+            "num_leaves": 255,
+        }
+    return common | {"learning_rate": 0.05, "num_leaves": 31, "feature_fraction": 0.9}
+
+
+def fit_pixels(
+    train: PixelSample,
+    *,
+    kind: PixelModel = "lightgbm",
+    rounds: int = 300,
+    seed: int = 0,
+    threads: int = 0,
+    val: PixelSample | None = None,
+) -> tuple[str, list[int], dict[str, Any]]:
+    """Train a LightGBM model (``kind``: gradient boosting, or ``"rf"``, its random-forest mode)
+    on labelled pixels; returns the model as LightGBM's text, the training ids it knows (in
+    its output order) and what the training measured (time, pixels, validation accuracy)."""
+    import lightgbm as lgb
+
+    if kind not in PIXEL_MODELS:
+        raise InvalidInputError(f"model: expected one of {list(PIXEL_MODELS)}, found {kind!r}.")
+    classes = sorted(int(k) for k in np.unique(train.y))
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"the training area holds labelled pixels of {len(classes)} class(es); a classifier needs two "
+            "or more. Fix: sample with more per class, or a larger training fraction."
+        )
+    index = {k: i for i, k in enumerate(classes)}
+    target = np.array([index[int(k)] for k in train.y])
+    t0 = time.perf_counter()
+    params = _params(kind, train.x.shape[1], len(classes), seed, threads)
+    booster = lgb.train(
+        params, lgb.Dataset(train.x, label=target, free_raw_data=True), num_boost_round=rounds
+    )
+    info: dict[str, Any] = {
+        "train_seconds": round(time.perf_counter() - t0, 3),
+        "train_pixels": int(train.y.size),
+        "rounds": rounds,
+    }
+    if val is not None and val.y.size:
+        pred = np.asarray(classes)[np.asarray(booster.predict(val.x)).argmax(axis=1)]
+        info |= {"val_pixels": int(val.y.size), "val_oa": float((pred == val.y).mean())}
+    return booster.model_to_string(), classes, info
+
+
+_BOOSTERS: dict[tuple, Any] = {}
+_BOOSTERS_LOCK = threading.Lock()
+
+
+def _booster(checkpoint: str, text: str | None = None) -> Any:
+    """The checkpoint's LightGBM model, parsed once per process (keyed by location and version)."""
+    import lightgbm as lgb
+
+    from .checkpoint import load_checkpoint
+
+    key = (checkpoint, version(checkpoint))
+    with _BOOSTERS_LOCK:
+        if key not in _BOOSTERS:
+            text = text if text is not None else load_checkpoint(checkpoint)["booster"]
+            _BOOSTERS[key] = lgb.Booster(model_str=text)
+        return _BOOSTERS[key]
+
+
+def _predict_block(feats: np.ndarray, checkpoint: str, classes: Sequence[int], n_classes: int, probs: bool):
+    nf, h, w = feats.shape
+    x = feats.reshape(nf, -1).T
+    ok = np.isfinite(x).all(axis=1)
+    out = np.zeros((2 + (n_classes if probs else 0), h * w), dtype=np.float32)
+    if ok.any():
+        p = _booster(checkpoint).predict(x[ok], num_threads=1).astype(np.float32)
+        best = p.argmax(axis=1)
+        out[0, ok] = np.asarray(classes, dtype=np.float32)[best]
+        out[1, ok] = p[np.arange(p.shape[0]), best]
+        if probs:
+            full = np.zeros((p.shape[0], n_classes), dtype=np.float32)
+            full[:, np.asarray(classes) - 1] = p
+            out[2:, ok] = full.T
+    return out.reshape(-1, h, w)
+
+
+def predict_pixels(
+    view: xr.Dataset,
+    checkpoint: str,
+    ckpt: Mapping[str, Any],
+    legend: Legend,
+    *,
+    chunk: int,
+    probabilities: bool = False,
+) -> da.Array:
+    """The layers of a per-pixel model's map, lazily: ``(2 [+ n_classes], y, x)`` float32 holding
+    the class (training id, 0 where invalid), the winning probability and optionally every
+    class's probability; one task per ``chunk`` x ``chunk`` piece, the same map for any chunking."""
+    recipe = FeatureRecipe.from_dict(ckpt["features"])
+    view = view.chunk({"y": chunk, "x": chunk})
+    feats = feature_stack(view["image"], view["valid"], recipe).data
+    try:
+        _booster(absolute(checkpoint), ckpt["booster"])  # parsed here first: a damaged model is named now
+    except Exception as exc:  # LightGBM raises its own error for an unreadable model text
+        raise CheckpointError(
+            f"{checkpoint}: the LightGBM model in this checkpoint cannot be read ({str(exc)[:200]}). "
+            "Fix: retrain, or restore the file the training wrote."
+        ) from exc
+    n = 2 + (legend.n_classes if probabilities else 0)
+    return feats.map_blocks(
+        _predict_block,
+        absolute(checkpoint),
+        list(ckpt["classes"]),
+        legend.n_classes,
+        probabilities,
+        dtype=np.float32,
+        chunks=((n,), *feats.chunks[1:]),
+    )
