@@ -9,6 +9,7 @@ patch loader and whole-scene prediction call.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -28,6 +29,7 @@ from .model import UNet, UNetConfig
 __all__ = [
     "CHECKPOINT_FORMAT",
     "band_stats_of",
+    "booster_digest",
     "check_compatible",
     "load_checkpoint",
     "load_model",
@@ -103,8 +105,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if kind == "unet":
         _check_values(ckpt, path)
+    else:
+        _check_booster(ckpt, path)
     ckpt["model_kind"] = kind
     return ckpt
+
+
+def booster_digest(text: str) -> str:
+    """The checksum a per-pixel model's text is stored with (LightGBM aborts the whole process on
+    some malformed model texts, so an altered one is refused before LightGBM reads it)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_booster(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    text = ckpt["booster"]
+    if ckpt.get("booster_sha256") != booster_digest(text) or "end of trees" not in text:
+        raise CheckpointError(
+            f"{path}: the LightGBM model in this checkpoint cannot be read: its text does not match the "
+            "checksum it was saved with (altered or truncated). Fix: retrain, or restore the file the "
+            "training wrote."
+        )
 
 
 def _check_values(ckpt: dict[str, Any], path: str | os.PathLike) -> None:

@@ -90,22 +90,24 @@ class FeatureRecipe:
         )
 
 
-def _neighbourhood(block: np.ndarray, ok: np.ndarray, w: int) -> np.ndarray:
-    """Mean and standard deviation of each band over ``w x w`` valid neighbours (a block with its
-    overlap); ``scipy.ndimage.uniform_filter`` with ``mode="reflect"`` at the scene's edges."""
+def _neighbourhood(block: np.ndarray, ok: np.ndarray, w: int, stat: str) -> np.ndarray:
+    """The mean (or standard deviation) of each band over its ``w x w`` valid neighbours, for a
+    block with its overlap: ``scipy.ndimage.uniform_filter`` with ``mode="reflect"`` at the
+    scene's edges, in float64."""
     from scipy import ndimage
 
-    weight = ok.astype(np.float64)
-    n = ndimage.uniform_filter(weight, size=w, mode="reflect")
-    out = np.empty((2 * block.shape[0], *block.shape[1:]), dtype=np.float32)
+    mask = ok[0]
+    n = ndimage.uniform_filter(mask.astype(np.float64), size=w, mode="reflect")
+    out = np.empty(block.shape, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         for i, band in enumerate(block):
-            v = np.where(ok, band, 0.0).astype(np.float64)
-            s1 = ndimage.uniform_filter(v, size=w, mode="reflect")
-            s2 = ndimage.uniform_filter(v * v, size=w, mode="reflect")
-            mean = np.where(n > 0, s1 / n, np.nan)
-            out[i] = mean
-            out[block.shape[0] + i] = np.sqrt(np.maximum(np.where(n > 0, s2 / n, np.nan) - mean * mean, 0.0))
+            v = np.where(mask, band, 0.0).astype(np.float64)
+            mean = np.where(n > 0, ndimage.uniform_filter(v, size=w, mode="reflect") / n, np.nan)
+            if stat == "mean":
+                out[i] = mean
+                continue
+            square = np.where(n > 0, ndimage.uniform_filter(v * v, size=w, mode="reflect") / n, np.nan)
+            out[i] = np.sqrt(np.maximum(square - mean * mean, 0.0))
     return out
 
 
@@ -126,19 +128,22 @@ def feature_stack(image: xr.DataArray, valid: xr.DataArray, recipe: FeatureRecip
     for name in recipe.indices:
         parts.append(spectral_index(img, name, roles=recipe.roles).data[None].astype(np.float32))
     ok = valid.data
+    bands = img.data.astype(np.float32).rechunk({0: -1})
+    mask = ok[None]
     for w in recipe.windows:
-        stacked = da.concatenate([img.data.astype(np.float32), ok[None].astype(np.float32)], axis=0)
-        stacked = stacked.rechunk({0: -1})
-        nb = len(recipe.bands)
-        parts.append(
-            stacked.map_overlap(
-                lambda b, w=w: _neighbourhood(b[:-1], b[-1] > 0, w),
-                depth={0: 0, 1: w // 2, 2: w // 2},
-                boundary="none",
-                dtype=np.float32,
-                chunks=((2 * nb,), *stacked.chunks[1:]),
+        for stat in ("mean", "std"):
+            parts.append(
+                da.map_overlap(
+                    _neighbourhood,
+                    bands,
+                    mask,
+                    depth={0: 0, 1: w // 2, 2: w // 2},
+                    boundary="none",
+                    dtype=np.float32,
+                    w=w,
+                    stat=stat,
+                )
             )
-        )
     data = da.concatenate(parts, axis=0).rechunk({0: -1})
     data = da.where(ok[None], data, np.float32(np.nan))
     return xr.DataArray(
