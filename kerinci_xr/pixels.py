@@ -38,6 +38,8 @@ __all__ = [
     "fit_pixels",
     "pixel_sample",
     "predict_pixels",
+    "score_pixels",
+    "window_pixels",
 ]
 
 PixelModel = Literal["lightgbm", "rf"]
@@ -306,6 +308,55 @@ def _predict_block(feats: np.ndarray, checkpoint: str, classes: Sequence[int], n
             full[:, np.asarray(classes) - 1] = p
             out[2:, ok] = full.T
     return out.reshape(-1, h, w)
+
+
+def window_pixels(store: xr.Dataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled, valid pixels of a patch store's ``split`` patches, each scene pixel once:
+    global rows, columns and reference training ids (the pixels the U-Net is scored on)."""
+    pick = np.flatnonzero(np.array([str(s) for s in store["split"].values]) == split)
+    if pick.size == 0:
+        raise InvalidInputError(f"the patch store has no {split} patches.")
+    labels = store["labels"].values[pick]
+    valid = store["valid"].values[pick]
+    r0 = store["row_start"].values[pick].astype(np.int64)
+    c0 = store["col_start"].values[pick].astype(np.int64)
+    k, r, c = np.nonzero((labels > 0) & valid)
+    rows, cols = r + r0[k], c + c0[k]
+    key = (rows << 32) | cols
+    _, first = np.unique(key, return_index=True)
+    return rows[first], cols[first], labels[k, r, c][first]
+
+
+def _at(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return block[:, rows, cols].T
+
+
+def score_pixels(
+    view: xr.Dataset, checkpoint: str, ckpt: Mapping[str, Any], rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """A per-pixel model's classes (training ids) at scattered pixels of a cube (features from
+    the whole scene, so neighbourhoods are those of the map), one read per chunk that holds any."""
+    recipe = FeatureRecipe.from_dict(ckpt["features"])
+    feats = feature_stack(view["image"], view["valid"], recipe)
+    ys, xs = np.cumsum((0, *feats.data.chunks[1])), np.cumsum((0, *feats.data.chunks[2]))
+    bi = np.searchsorted(ys, rows, side="right") - 1
+    bj = np.searchsorted(xs, cols, side="right") - 1
+    blocks = feats.data.to_delayed().reshape(len(ys) - 1, len(xs) - 1)
+    groups = sorted(set(zip(bi.tolist(), bj.tolist(), strict=True)))
+    tasks = []
+    for i, j in groups:
+        sel = np.flatnonzero((bi == i) & (bj == j))
+        tasks.append(dask.delayed(_at)(blocks[i, j], rows[sel] - ys[i], cols[sel] - xs[j]))
+    parts = dask.compute(*tasks)
+    x = np.empty((rows.size, len(recipe.names())), dtype=np.float32)
+    for (i, j), part in zip(groups, parts, strict=True):
+        x[np.flatnonzero((bi == i) & (bj == j))] = part
+    out = np.zeros(rows.size, dtype=np.uint8)
+    ok = np.isfinite(x).all(axis=1)
+    if ok.any():
+        p = _booster(absolute(checkpoint), ckpt["booster"]).predict(x[ok])
+        out[ok] = np.asarray(ckpt["classes"])[np.asarray(p).argmax(axis=1)]
+    return out
 
 
 def predict_pixels(

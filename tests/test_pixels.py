@@ -136,3 +136,30 @@ def test_tree_checkpoint__loads_safely_and_a_tampered_model_is_refused(small_run
     torch.save(raw, tmp_path / "incomplete.pt")
     with pytest.raises(CheckpointError, match=r"missing or badly typed \['classes'\]"):
         load_checkpoint(tmp_path / "incomplete.pt")
+
+
+def test_evaluate__a_tree_model_on_the_pixels_the_unet_is_scored_on(small_run, trained, tmp_path):
+    from sklearn.metrics import confusion_matrix
+
+    from kerinci_xr.sampling import read_manifest
+
+    _, model = trained
+    tree = api.evaluate(str(small_run["patches"]), model=str(model), out=tmp_path / "t.json")["report"]
+    unet = api.evaluate(str(small_run["patches"]), model=str(small_run["model"]), out=tmp_path / "u.json")[
+        "report"
+    ]
+    assert tree["samples"] == unet["samples"]  # the same test pixels, each once
+    cube = open_cube(small_run["cube"])
+    manifest = read_manifest(small_run["manifest"])
+    where = np.zeros((cube.sizes["y"], cube.sizes["x"]), dtype=bool)
+    for _, m in manifest[manifest["split"] == "test"].iterrows():
+        where[m["row_start"] : m["row_stop"], m["col_start"] : m["col_stop"]] = True
+    labels = cube["labels"].values
+    where &= (labels > 0) & cube["valid"].values
+    ckpt = load_checkpoint(model)
+    feats = _by_hand(cube, ckpt["features"]["bands"], ckpt["features"]["roles"], 5)[:, where].T
+    pred = np.asarray(ckpt["classes"])[lgb.Booster(model_str=ckpt["booster"]).predict(feats).argmax(axis=1)]
+    n = len(json.loads(cube.attrs["legend"])["values"])
+    expected = confusion_matrix(labels[where], pred, labels=np.arange(0, n + 1))
+    assert tree["samples"] == int(where.sum())
+    np.testing.assert_array_equal(np.asarray(tree["confusion_matrix"]), expected)

@@ -7,10 +7,21 @@ from typing import Any, Literal
 
 from .._options import option
 from .._products import Kind
+from ..checkpoint import check_compatible, load_checkpoint
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
-from ..metrics import evaluate_features, evaluate_prediction, feature_table, format_report, write_report
-from ..patches import stored_layout
+from ..legend import legend_of
+from ..metrics import (
+    accuracy_report,
+    confusion_matrix,
+    evaluate_features,
+    evaluate_prediction,
+    feature_table,
+    format_report,
+    write_report,
+)
+from ..patches import open_patches, stored_layout
+from ..pixels import score_pixels, window_pixels
 from ..prediction import open_class_map, open_prediction
 from ..training import evaluate_store
 from ..vector import rasterize_reference, read_reference
@@ -59,6 +70,22 @@ def _echo_reports(report: dict[str, Any], ctx: Context) -> None:
         ctx.echo(f"\n== {area} ==\n{format_report(rep)}")
 
 
+def _evaluate_pixels(o: EvaluateOptions) -> dict[str, Any]:
+    """A per-pixel model scored on the pixels the U-Net is scored on: the labelled, valid pixels
+    of the split's patches, each once (predicted from the whole scene's features)."""
+    store, model = open_patches(o.source), str(o.model)
+    ckpt = load_checkpoint(model)
+    legend = legend_of(store)
+    check_compatible(ckpt, bands=[str(b) for b in store["band"].values], legend=legend, source=model)
+    date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
+    view = cube_view(open_cube(store.attrs["cube"]), date=date, temporal=temporal)
+    rows, cols, ref = window_pixels(store, o.split)
+    pred = score_pixels(view, model, ckpt, rows, cols)
+    report = accuracy_report(confusion_matrix(ref, pred, legend.n_classes), legend)
+    report["source"] = {"patches": str(o.source), "split": o.split, "model": model}
+    return report
+
+
 def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
     if o.reference:
         classes, legend = open_class_map(o.source)
@@ -104,7 +131,10 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
             report = evaluate_prediction(pred["classes"], cube["labels"], cube_legend(cube), layout=layout)
         _echo_reports(report, ctx)
     elif o.model:
-        report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
+        if load_checkpoint(o.model)["model_kind"] == "unet":
+            report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
+        else:
+            report = _evaluate_pixels(o)
         ctx.echo(format_report(report))
     else:
         raise InvalidInputError(
