@@ -8,6 +8,7 @@ is built in a temporary sibling and renamed into place.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,7 @@ def write_patches(
     return as_location(path)
 
 
-def open_patches(path: str | Path) -> xr.Dataset:
+def open_patches(path: str | os.PathLike) -> xr.Dataset:
     """Open a patch store lazily (one dask chunk per patch)."""
     ds = open_store(path, Kind.PATCHES, require="image")
     if "patch" not in ds.attrs:

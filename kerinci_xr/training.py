@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import os
 import queue
 import sys
 import threading
@@ -136,7 +137,7 @@ class TrainResult:
         )
 
 
-def history_paths(out: str | Path) -> tuple[Path, Path, Path]:
+def history_paths(out: str | os.PathLike) -> tuple[Any, Any, Any]:
     """``<stem>.last.pt``, ``<stem>.history.csv`` and ``<stem>.history.json`` beside a checkpoint."""
     out = as_location(out)
     last, csv, js = (out.with_name(out.stem + s) for s in (".last.pt", ".history.csv", ".history.json"))
@@ -189,7 +190,9 @@ def predict_logits(model, x, *, amp: bool = True):
         return model(x)
 
 
-def evaluate_loader(model, loader, n_classes: int, device, *, amp: bool = True) -> np.ndarray:
+def evaluate_loader(
+    model, loader, n_classes: int, device, *, amp: bool = True, samples: dict | None = None
+) -> np.ndarray:
     """Confusion matrix of a model over a loader's patches, each scene pixel counted once.
 
     Patches of one split may overlap (up to dozens of times around a dense class); a pixel is
@@ -227,7 +230,10 @@ def evaluate_loader(model, loader, n_classes: int, device, *, amp: bool = True) 
         key, dist = np.concatenate(keys), np.concatenate(dists)
         order = np.lexsort((-dist, key))  # stable: equal distances keep the first patch
         first = order[np.unique(key[order], return_index=True)[1]]
-        cm += confusion_matrix(np.concatenate(refs)[first], np.concatenate(preds)[first], n_classes)
+        ref, pred = np.concatenate(refs)[first], np.concatenate(preds)[first]
+        cm += confusion_matrix(ref, pred, n_classes)
+        if samples is not None:  # each scene pixel once, by position (row << 32 | col)
+            samples |= {"key": key[first], "ref": ref.astype(np.uint8), "pred": pred.astype(np.uint8)}
     return cm
 
 
@@ -576,10 +582,13 @@ def evaluate_store(
     split: str = "test",
     device: str = "auto",
     batch_size: int = 32,
+    samples: dict | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a checkpoint on one split of a patch store (labelled, valid pixels only).
 
     Inputs are normalised with the statistics the model was trained with, not the store's own.
+    ``samples`` (a dict) receives every scored pixel once: ``key`` (row << 32 | col), ``ref``
+    and ``pred`` (training ids), to compare models pixel by pixel.
     """
     ds = open_patches(store)
     legend = legend_of(ds)
@@ -590,7 +599,7 @@ def evaluate_store(
     loader = make_loader(
         store, split=split, batch_size=batch_size, shuffle=False, augment=False, stats=band_stats_of(ckpt)
     )
-    report = accuracy_report(evaluate_loader(model, loader, legend.n_classes, dev), legend)
+    report = accuracy_report(evaluate_loader(model, loader, legend.n_classes, dev, samples=samples), legend)
     report["source"] = {
         "patches": str(store),
         "split": split,

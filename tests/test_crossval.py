@@ -48,10 +48,14 @@ def test_crossval__trains_and_tests_each_fold(small_scene, tmp_path):
         out = crossval(cube, out=tmp_path / "cv", **kw)
     report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert [f["fold"] for f in report["folds"]] == [1, 2, 3]
+    kept = [f for f in report["folds"] if not f["flags"]]  # flagged folds stay out of the means
     for m in ("overall_accuracy", "kappa", "macro_f1", "mean_iou"):
-        vals = [f[m] for f in report["folds"]]
-        assert report["summary"][m]["mean"] == pytest.approx(statistics.mean(vals), abs=1e-6)
-        assert report["summary"][m]["std"] == pytest.approx(statistics.stdev(vals), abs=1e-6)
+        vals = [f[m] for f in kept]
+        assert report["summary"][m]["folds"] == len(vals)
+        if vals:
+            assert report["summary"][m]["mean"] == pytest.approx(statistics.mean(vals), abs=1e-6)
+        if len(vals) > 1:
+            assert report["summary"][m]["std"] == pytest.approx(statistics.stdev(vals), abs=1e-6)
     tested = np.zeros((5, 5), int)
     for i in (1, 2, 3):
         store = tmp_path / "cv" / f"fold{i}" / "patches.zarr"
@@ -69,3 +73,67 @@ def test_crossval__trains_and_tests_each_fold(small_scene, tmp_path):
     assert Path(out["crossval"]) == tmp_path / "cv"
     with pytest.raises(OutputExistsError):
         crossval(cube, out=tmp_path / "cv", **kw)
+
+
+def test_crossval__models_on_identical_folds_flags_and_a_paired_difference(small_run, tmp_path):
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    kw = dict(folds=3, patch=32, per_class=4, block=64, epochs=1, depth=2, base=8, batch_size=8, rounds=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small folds
+        report = crossval(
+            str(small_run["cube"]),
+            out=tmp_path / "cv",
+            models=("unet", "lightgbm"),
+            min_test_samples=30,
+            **kw,
+        )["report"]
+    table = pd.read_csv(tmp_path / "cv" / "crossval.csv")
+    folds = [pd.read_parquet(tmp_path / "cv" / f"fold{i}" / "test_samples.parquet") for i in (1, 2, 3)]
+    present = sorted(set().union(*(set(f["reference"]) for f in folds)))
+    for i, f in enumerate(folds, start=1):
+        rows = table[table["fold"] == i].set_index("model")
+        assert rows.loc["unet", "test_samples"] == rows.loc["lightgbm", "test_samples"] == len(f)
+        assert not f.duplicated(["row", "col"]).any()  # each test pixel once
+        for model in ("unet", "lightgbm"):
+            assert rows.loc[model, "overall_accuracy"] == pytest.approx(
+                accuracy_score(f["reference"], f[model])
+            )
+        counts = f["reference"].value_counts()
+        flagged = any(counts.get(k, 0) < 30 for k in present)
+        assert bool(isinstance(rows.loc["unet", "flags"], str) and rows.loc["unet", "flags"]) == flagged
+    for model in ("unet", "lightgbm"):
+        kept = table[(table["model"] == model) & table["flags"].isna()]
+        assert report["models"][model]["summary"]["overall_accuracy"]["folds"] == len(kept)
+    # the paired difference, recomputed from the per-sample predictions
+    hits = [
+        (f["unet"] == f["reference"]).to_numpy(int) - (f["lightgbm"] == f["reference"]).to_numpy(int)
+        for f in folds
+    ]
+    total = sum(h.size for h in hits)
+    d = next(x for x in report["differences"] if x["a"] == "unet" and x["b"] == "lightgbm")
+    assert d["estimate"] == pytest.approx(sum(h.sum() for h in hits) / total, abs=1e-6)
+    rng = np.random.default_rng(0)
+    boot = np.zeros(2000)
+    for h in hits:
+        boot += np.array([h[rng.integers(0, h.size, h.size)].sum() for _ in range(2000)])
+    assert d["ci95"] == pytest.approx(list(np.percentile(boot / total, [2.5, 97.5])), abs=1e-6)
+    assert report["recommendation"]["model"] in ("unet", "lightgbm")
+
+
+def test_mean_interval__the_t_interval_and_fold_flags():
+    from scipy import stats
+
+    from kerinci_xr.comparison import fold_flags, mean_interval
+
+    vals = [0.81, 0.74, None, 0.9, 0.66]
+    got = mean_interval(vals)
+    v = [x for x in vals if x is not None]
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
+    assert got["folds"] == 4
+    assert got["ci95"] == pytest.approx([lo, hi], abs=1e-6)
+    assert mean_interval([0.5])["ci95"] is None
+    ref = np.array([1, 1, 1, 3, 3, 3, 3], dtype=np.uint8)
+    assert fold_flags(ref, [1, 2, 3], 4) == ["class 2 not in the test area", "class 1: 3 test samples (< 4)"]
+    assert fold_flags(ref, [1, 3], 3) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -20,11 +21,25 @@ from ..pixels import FeatureRecipe, fit_pixels, pixel_sample
 from ..training import TrainConfig, fit, history_paths
 from ._base import Context, Stage
 
-__all__ = ["STAGE", "TrainOptions"]
+__all__ = ["STAGE", "PixelOptions", "TrainOptions", "train_pixel_model"]
 
 
 @dataclass(kw_only=True)
-class TrainOptions(TrainConfig):
+class PixelOptions:
+    """Options of the per-pixel models (``train --model lightgbm|rf``, ``crossval --models``)."""
+
+    indices: tuple[str, ...] = option((), "per-pixel models: spectral indices as features (ndvi,ndwi,nbr)")
+    windows: tuple[int, ...] = option(
+        (), "per-pixel models: mean and std of every band over these neighbourhoods (3,5)", ge=3
+    )
+    rounds: int = option(300, "per-pixel models: boosting rounds (trees per class; forest size)", ge=1)
+    max_pixels: int = option(
+        20_000, "per-pixel models: at most this many training pixels per class (a seeded choice)", ge=1
+    )
+
+
+@dataclass(kw_only=True)
+class TrainOptions(TrainConfig, PixelOptions):
     patches: str = option(
         help="patch store (kerinci-xr sample output)", positional=True, io="in", kind=Kind.PATCHES
     )
@@ -36,14 +51,6 @@ class TrainOptions(TrainConfig):
     )
     model: Literal["unet", "lightgbm", "rf"] = option(
         "unet", "the model: the U-Net, or a per-pixel LightGBM (gradient boosting) or random forest"
-    )
-    indices: tuple[str, ...] = option((), "per-pixel models: spectral indices as features (ndvi,ndwi,nbr)")
-    windows: tuple[int, ...] = option(
-        (), "per-pixel models: mean and std of every band over these neighbourhoods (3,5)", ge=3
-    )
-    rounds: int = option(300, "per-pixel models: boosting rounds (trees per class; forest size)", ge=1)
-    max_pixels: int = option(
-        20_000, "per-pixel models: at most this many training pixels per class (a seeded choice)", ge=1
     )
     resume: bool = option(False, "continue from <stem>.last.pt")
     until_epoch: int | None = option(None, "stop after this epoch (continue later with --resume)", ge=1)
@@ -77,47 +84,52 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
 
 
 def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
-    """A per-pixel model on the labelled pixels of the patch store's training area (its cube and
-    split layout), validated on the validation area's pixels."""
     if o.resume or o.until_epoch is not None:
         raise InvalidInputError(
             f"--resume and --until-epoch are for the U-Net; a {o.model} model trains in one go."
         )
-    store = open_patches(o.patches)
-    cube = cube_view(
-        open_cube(store.attrs["cube"]),
-        date=store.attrs.get("date") or None,
-        temporal=store.attrs.get("temporal", "date"),
+    model, info = train_pixel_model(o.patches, o.out, kind=o.model, options=o, seed=o.seed)  # type: ignore[arg-type]
+    _, csv, js = history_paths(o.out)
+    val_oa = (
+        f", validation OA {info['val_oa']:.3f} on {info['val_pixels']:,} pixels" if "val_oa" in info else ""
     )
+    ctx.echo(f"{o.model}: {info['train_pixels']:,} training pixels, {info['features']} features{val_oa}")
+    return {"model": model, "history": csv, "history_json": js}
+
+
+def train_pixel_model(
+    patches: str | os.PathLike, out: str | os.PathLike, *, kind: str, options: PixelOptions, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """A per-pixel model on the labelled pixels of a patch store's training area (its cube and
+    split layout), validated on the validation area's pixels; writes the checkpoint and its
+    history (CSV and JSON) beside it. Returns the checkpoint's location and what was measured."""
+    store = open_patches(patches)
+    date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
+    cube = cube_view(open_cube(store.attrs["cube"]), date=date, temporal=temporal)
     layout = stored_layout(store, (cube.sizes["y"], cube.sizes["x"]))
     bands = [str(b) for b in store["band"].values]
     roles = {r: b for r, b in json.loads(store.attrs.get("band_roles") or "{}").items() if b in bands}
-    recipe = FeatureRecipe(tuple(bands), roles, tuple(o.indices), tuple(o.windows))
-    train = pixel_sample(cube, layout, recipe, split="train", max_per_class=o.max_pixels, seed=o.seed)
-    val = pixel_sample(cube, layout, recipe, split="val", max_per_class=o.max_pixels, seed=o.seed)
-    text, classes, info = fit_pixels(train, kind=o.model, rounds=o.rounds, seed=o.seed, val=val)  # type: ignore[arg-type]
-    legend = legend_of(store)
-    history = [info | {"model": o.model, "features": len(recipe.names())}]
+    recipe = FeatureRecipe(tuple(bands), roles, tuple(options.indices), tuple(options.windows))
+    train = pixel_sample(cube, layout, recipe, split="train", max_per_class=options.max_pixels, seed=seed)
+    val = pixel_sample(cube, layout, recipe, split="val", max_per_class=options.max_pixels, seed=seed)
+    text, classes, info = fit_pixels(train, kind=kind, rounds=options.rounds, seed=seed, val=val)  # type: ignore[arg-type]
+    info |= {"model": kind, "features": len(recipe.names())}
     payload = {
-        "model_kind": o.model,
+        "model_kind": kind,
         "booster": text,
         "booster_sha256": booster_digest(text),
         "classes": classes,
         "features": recipe.to_dict(),
         "bands": bands,
-        "legend": legend.to_dict(),
-        "history": history,
-        "sample": {"patches": str(o.patches), "cube": str(store.attrs["cube"]), "seed": o.seed},
+        "legend": legend_of(store).to_dict(),
+        "history": [info],
+        "sample": {"patches": str(patches), "cube": str(store.attrs["cube"]), "seed": seed},
     }
-    model = save_checkpoint(o.out, payload)
-    _, csv, js = history_paths(o.out)
-    write_atomic(csv, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False), overwrite=True)
-    write_text(js, json.dumps(history, indent=2))
-    val_oa = (
-        f", validation OA {info['val_oa']:.3f} on {info['val_pixels']:,} pixels" if "val_oa" in info else ""
-    )
-    ctx.echo(f"{o.model}: {info['train_pixels']:,} training pixels, {len(recipe.names())} features{val_oa}")
-    return {"model": model, "history": csv, "history_json": js}
+    model = save_checkpoint(out, payload)
+    _, csv, js = history_paths(out)
+    write_atomic(csv, lambda tmp: pd.DataFrame([info]).to_csv(tmp, index=False), overwrite=True)
+    write_text(js, json.dumps([info], indent=2))
+    return model, info
 
 
 STAGE = Stage(
