@@ -47,7 +47,6 @@ __all__ = [
     "is_repository",
     "open_repository",
     "read_store",
-    "remote_exists",
     "settle",
     "tag_stores",
     "written_here",
@@ -139,17 +138,6 @@ def _title(url: str) -> str | None:
 def written_here(url: str) -> bool:
     """Whether the repository at ``url`` holds a store this toolkit wrote (its root's ``title``)."""
     return (_title(url) or "").startswith("kerinci_xr")
-
-
-def remote_exists(url: str) -> bool:
-    """Whether anything is stored at ``url``: an object, or objects under it as a prefix."""
-    fs = filesystem(url)
-    try:
-        return bool(fs.exists(url)) or bool(fs.ls(url, detail=False) if fs.isdir(url) else False)
-    except FileNotFoundError:
-        return False
-    except Exception as exc:
-        raise location_error(url, exc, "output location") from exc
 
 
 def _snapshot_of(repo: Any, ref: str | None) -> dict[str, str]:
@@ -267,13 +255,14 @@ def check_output(url: str, *, overwrite: bool, store: bool) -> str | None:
     except Exception as exc:
         raise location_error(url, exc, "output location") from exc
     repo = is_repository(url) if store or exists else False
-    if repo and _title(url) is None:  # made by a run that has not committed yet: nothing to lose
+    title = _title(url) if repo else None
+    if repo and title is None:  # made by a run that has not committed yet: nothing to lose
         return None
     if exists and not overwrite:
         raise OutputExistsError(
             f"{url}: output exists. Fix: pass overwrite=True (--overwrite) or choose another path."
         )
-    if exists and store and not (repo and written_here(url)):
+    if exists and store and not (title or "").startswith("kerinci_xr"):
         raise OutputExistsError(
             f"{url}: expected an output location, found objects this toolkit did not write (they are "
             "never replaced, --overwrite or not). Fix: choose another output URL."
@@ -356,22 +345,24 @@ class RemoteSet:
             self._cleanup()
             return
         self._check_unchanged()
-        fs_of = {u: filesystem(u) for u in [*self.files, *self.stores]}
-        entries = []
+        entries: list[dict[str, Any]] = []
         for url, local in self.files.items():
             stage = posixpath.join(parent(url), f".{name(url)}.tmp-{self.id}")
             try:
-                _fs_put(fs_of[url], local, stage)
+                _fs_put(filesystem(url), local, stage)
             except Exception as exc:
                 raise location_error(url, exc, "output location") from exc
-            entries.append({"staged": stage, "target": url, "folder": str(local.is_dir())})
+            entries.append({"staged": stage, "target": url, "folder": local.is_dir()})
         stores = [
             {"url": t.url, "base": t.base, "snapshot": t.snapshot, "branch": t.branch}
             for t in self.stores.values()
             if t.snapshot is not None
         ]
+        targets = [e["target"] for e in entries] + [s["url"] for s in stores]
+        if not targets:  # stores begun but never written: nothing to commit
+            self._cleanup()
+            return
         journal = {"state": "committed", "id": self.id, "files": entries, "stores": stores}
-        targets = [str(e["target"]) for e in entries] + [str(s["url"]) for s in stores]
         home = posixpath.join(parent(targets[0]), f".kerinci-set-{self.id}.json")
         pointers = sorted({posixpath.join(parent(t), posixpath.basename(home)) for t in targets} - {home})
         for p in pointers:  # before the journal: a reader of any output finds it
@@ -424,9 +415,17 @@ class RemoteSet:
 
 
 def _put_json(url: str, doc: dict) -> None:
-    fs = filesystem(url)
-    with fs.open(url, "w") as f:
+    with filesystem(url).open(url, "w") as f:
         f.write(json.dumps(doc))
+
+
+def _get_json(url: str) -> dict | None:
+    """A journal (or pointer) object, ``None`` if it is gone or not JSON (being written)."""
+    try:
+        with filesystem(url).open(url, "r") as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _remove(url: str) -> None:
@@ -444,7 +443,7 @@ def _roll_forward(journal: dict) -> None:
     for e in journal["files"]:
         fs = filesystem(e["target"])
         try:
-            _fs_copy(fs, e["staged"], e["target"], e["folder"] == "True")
+            _fs_copy(fs, e["staged"], e["target"], e["folder"])
         except FileNotFoundError:
             continue  # another runner finished this set and removed its staging
     for s in journal["stores"]:
@@ -456,20 +455,16 @@ def _roll_forward(journal: dict) -> None:
 
 
 def _journals(folder: str) -> Iterator[tuple[str, dict]]:
-    fs = filesystem(folder)
+    """The set journals and pointers in a folder (one listing)."""
     try:
-        names = [posixpath.basename(p) for p in fs.ls(folder, detail=False, refresh=True)]
+        names = [posixpath.basename(p) for p in filesystem(folder).ls(folder, detail=False, refresh=True)]
     except (FileNotFoundError, NotADirectoryError):
         return
-    prefix = folder.split("://", 1)[0] + "://" if "://" in folder else ""
-    for n in names:
-        if _JOURNAL.match(n):
-            url = posixpath.join(folder, n)
-            try:
-                with fs.open(url if "://" in url else prefix + url, "r") as f:
-                    yield url, json.loads(f.read())
-            except (FileNotFoundError, ValueError):
-                continue
+    for n in filter(_JOURNAL.match, names):
+        url = posixpath.join(folder, n)
+        doc = _get_json(url)
+        if doc is not None:
+            yield url, doc
 
 
 def settle(url: str) -> None:
@@ -480,12 +475,10 @@ def settle(url: str) -> None:
     for journal_url, doc in _journals(parent(base)):
         home = doc.get("home")
         if home is not None:  # a pointer: the journal lives beside another output of the set
-            fs = filesystem(home)
-            try:
-                with fs.open(home, "r") as f:
-                    doc = json.loads(f.read())
-            except FileNotFoundError:
+            found = _get_json(home)
+            if found is None:
                 continue  # not committed (or finished): nothing to do here
+            doc = found
         if doc.get("state") != "committed":
             continue
         _roll_forward(doc)

@@ -304,8 +304,10 @@ def claim(path: str | Path, *, overwrite: bool = False, store: bool = False) -> 
     meanwhile is found at the commit point (:class:`._objects.RemoteSet`)."""
     tx = _SET.get()
     if is_url(path):
-        part = tx.remote_part() if tx is not None else _objects.RemoteSet("check")
-        part.claim(str(path), overwrite=overwrite, store=store)
+        if tx is None:
+            _objects.check_output(str(path), overwrite=overwrite, store=store)
+        else:
+            tx.remote_part().claim(str(path), overwrite=overwrite, store=store)
         return
     path = Path(path)
     if tx is None:
@@ -519,7 +521,7 @@ class _LocalOutput:
                     self.lock.release()
 
 
-def output_folder(location: str | os.PathLike) -> Any:
+def output_folder(location: str | os.PathLike) -> Location:
     """A folder of outputs, ready for its files: made if missing (on object storage a prefix,
     which needs no making)."""
     folder = as_location(location)

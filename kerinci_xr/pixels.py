@@ -92,24 +92,24 @@ class FeatureRecipe:
         )
 
 
-def _neighbourhood(block: np.ndarray, ok: np.ndarray, w: int, stat: str) -> np.ndarray:
-    """The mean (or standard deviation) of each band over its ``w x w`` valid neighbours, for a
-    block with its overlap: ``scipy.ndimage.uniform_filter`` with ``mode="reflect"`` at the
-    scene's edges, in float64."""
+def _neighbourhood(block: np.ndarray, ok: np.ndarray, w: int) -> np.ndarray:
+    """The mean and standard deviation of each band over its ``w x w`` valid neighbours, for a
+    block with its overlap that holds every band twice (the means go to the first half, the
+    standard deviations to the second, from one pass of filters): ``scipy.ndimage``'s
+    ``uniform_filter`` with ``mode="reflect"`` at the scene's edges, in float64."""
     from scipy import ndimage
 
+    nb = block.shape[0] // 2
     mask = ok[0]
     n = ndimage.uniform_filter(mask.astype(np.float64), size=w, mode="reflect")
     out = np.empty(block.shape, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for i, band in enumerate(block):
-            v = np.where(mask, band, 0.0).astype(np.float64)
+        for i in range(nb):
+            v = np.where(mask, block[i], 0.0).astype(np.float64)
             mean = np.where(n > 0, ndimage.uniform_filter(v, size=w, mode="reflect") / n, np.nan)
-            if stat == "mean":
-                out[i] = mean
-                continue
             square = np.where(n > 0, ndimage.uniform_filter(v * v, size=w, mode="reflect") / n, np.nan)
-            out[i] = np.sqrt(np.maximum(square - mean * mean, 0.0))
+            out[i] = mean
+            out[nb + i] = np.sqrt(np.maximum(square - mean * mean, 0.0))
     return out
 
 
@@ -130,22 +130,20 @@ def feature_stack(image: xr.DataArray, valid: xr.DataArray, recipe: FeatureRecip
     for name in recipe.indices:
         parts.append(spectral_index(img, name, roles=recipe.roles).data[None].astype(np.float32))
     ok = valid.data
-    bands = img.data.astype(np.float32).rechunk({0: -1})
-    mask = ok[None]
+    bands = img.data.astype(np.float32)
+    twice = da.concatenate([bands, bands], axis=0).rechunk({0: -1})  # room for means and stds
     for w in recipe.windows:
-        for stat in ("mean", "std"):
-            parts.append(
-                da.map_overlap(
-                    _neighbourhood,
-                    bands,
-                    mask,
-                    depth={0: 0, 1: w // 2, 2: w // 2},
-                    boundary="none",
-                    dtype=np.float32,
-                    w=w,
-                    stat=stat,
-                )
+        parts.append(
+            da.map_overlap(
+                _neighbourhood,
+                twice,
+                ok[None],
+                depth={0: 0, 1: w // 2, 2: w // 2},
+                boundary="none",
+                dtype=np.float32,
+                w=w,
             )
+        )
     data = da.concatenate(parts, axis=0).rechunk({0: -1})
     data = da.where(ok[None], data, np.float32(np.nan))
     return xr.DataArray(
@@ -279,13 +277,14 @@ _BOOSTERS: dict[tuple, Any] = {}
 _BOOSTERS_LOCK = threading.Lock()
 
 
-def _booster(checkpoint: str, text: str | None = None) -> Any:
-    """The checkpoint's LightGBM model, parsed once per process (keyed by location and version)."""
+def _booster(checkpoint: str, stamp: Any, text: str | None = None) -> Any:
+    """The checkpoint's LightGBM model, parsed once per process (keyed by location and ``stamp``,
+    the file's version read once where the graph is built, not once per chunk)."""
     import lightgbm as lgb
 
     from .checkpoint import load_checkpoint
 
-    key = (checkpoint, version(checkpoint))
+    key = (checkpoint, stamp)
     with _BOOSTERS_LOCK:
         if key not in _BOOSTERS:
             text = text if text is not None else load_checkpoint(checkpoint)["booster"]
@@ -293,13 +292,15 @@ def _booster(checkpoint: str, text: str | None = None) -> Any:
         return _BOOSTERS[key]
 
 
-def _predict_block(feats: np.ndarray, checkpoint: str, classes: Sequence[int], n_classes: int, probs: bool):
+def _predict_block(
+    feats: np.ndarray, checkpoint: str, stamp: Any, classes: Sequence[int], n_classes: int, probs: bool
+):
     nf, h, w = feats.shape
     x = feats.reshape(nf, -1).T
     ok = np.isfinite(x).all(axis=1)
     out = np.zeros((2 + (n_classes if probs else 0), h * w), dtype=np.float32)
     if ok.any():
-        p = _booster(checkpoint).predict(x[ok], num_threads=1).astype(np.float32)
+        p = _booster(checkpoint, stamp).predict(x[ok], num_threads=1).astype(np.float32)
         best = p.argmax(axis=1)
         out[0, ok] = np.asarray(classes, dtype=np.float32)[best]
         out[1, ok] = p[np.arange(p.shape[0]), best]
@@ -354,7 +355,7 @@ def score_pixels(
     out = np.zeros(rows.size, dtype=np.uint8)
     ok = np.isfinite(x).all(axis=1)
     if ok.any():
-        p = _booster(absolute(checkpoint), ckpt["booster"]).predict(x[ok])
+        p = _booster(absolute(checkpoint), version(checkpoint), ckpt["booster"]).predict(x[ok])
         out[ok] = np.asarray(ckpt["classes"])[np.asarray(p).argmax(axis=1)]
     return out
 
@@ -374,8 +375,9 @@ def predict_pixels(
     recipe = FeatureRecipe.from_dict(ckpt["features"])
     view = view.chunk({"y": chunk, "x": chunk})
     feats = feature_stack(view["image"], view["valid"], recipe).data
+    stamp = version(checkpoint)
     try:
-        _booster(absolute(checkpoint), ckpt["booster"])  # parsed here first: a damaged model is named now
+        _booster(absolute(checkpoint), stamp, ckpt["booster"])  # parsed here first: a bad model is named now
     except Exception as exc:  # LightGBM raises its own error for an unreadable model text
         raise CheckpointError(
             f"{checkpoint}: the LightGBM model in this checkpoint cannot be read ({str(exc)[:200]}). "
@@ -385,6 +387,7 @@ def predict_pixels(
     return feats.map_blocks(
         _predict_block,
         absolute(checkpoint),
+        stamp,
         list(ckpt["classes"]),
         legend.n_classes,
         probabilities,

@@ -71,10 +71,11 @@ def margin_for(config: UNetConfig) -> int:
     return -(-(config.receptive_field // 2) // m) * m
 
 
-def _model(checkpoint: str, device: str):
+def _model(checkpoint: str, stamp: Any, device: str):
     """The checkpoint's model on ``device``, loaded once per process (keyed by location and
-    version: a file's mtime, an object's ETag)."""
-    key = (checkpoint, version(checkpoint), device)
+    ``stamp``, its version: a file's mtime or an object's ETag, read once where the graph is
+    built, not once per window)."""
+    key = (checkpoint, stamp, device)
     with _MODELS_LOCK:
         if key not in _MODELS:
             ckpt = load_checkpoint(checkpoint)
@@ -93,12 +94,13 @@ def _predict_window(
     window: tuple[int, int, int, int],
     core: tuple[int, int, int, int],
     checkpoint: str,
+    stamp: Any,
     device: str,
     probabilities: bool,
     tile: int | None = None,
 ) -> np.ndarray:
     """Classes, confidence (and probabilities) of one chunk; rows of the result are stacked."""
-    model, dev, ckpt = _model(checkpoint, device)
+    model, dev, ckpt = _model(checkpoint, stamp, device)
     with _CPU_WINDOWS if dev.type == "cpu" else contextlib.nullcontext():
         return _window_layers(model, dev, ckpt, image, valid, window, core, probabilities, tile)
 
@@ -223,6 +225,7 @@ def _unet_layers(
     # each window reads its own region inside its task: shared chunk tasks would stay in memory
     # until every window around them is done, a band of chunks as wide as the scene
     image_regions, valid_regions = Regions(image), Regions(valid)
+    stamp = version(checkpoint)  # once: the model each worker loads is the one read here
     nlayers = 2 + (legend.n_classes if probabilities else 0)
     ybounds = [*range(0, height, chunk), height]
     xbounds = [*range(0, width, chunk), width]
@@ -239,6 +242,7 @@ def _unet_layers(
                 (wy0, wy1, wx0, wx1),
                 (int(r0), int(r1), int(c0), int(c1)),
                 absolute(checkpoint),
+                stamp,
                 device,
                 probabilities,
                 tile,

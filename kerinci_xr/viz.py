@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._locations import absolute
+from ._locations import Location, absolute
 from ._outputs import write_atomic, write_text
 from ._products import Kind, locate, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
@@ -44,7 +45,7 @@ def decimate(obj: xr.DataArray, *, max_size: int = 2048) -> xr.DataArray:
     return obj.isel(y=slice(None, None, step), x=slice(None, None, step))
 
 
-def _save_png(rgb: np.ndarray, path: str | Path) -> Path:
+def _save_png(rgb: np.ndarray, path: str | os.PathLike) -> Location:
     from PIL import Image
 
     return write_atomic(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG", optimize=True))
@@ -52,13 +53,13 @@ def _save_png(rgb: np.ndarray, path: str | Path) -> Path:
 
 def false_colour_png(
     image: xr.DataArray,
-    path: str | Path,
+    path: str | os.PathLike,
     *,
     bands: Sequence[str] | None = None,
     percentiles: tuple[float, float] = (2.0, 98.0),
     max_size: int = 2048,
     roles: dict[str, str] | None = None,
-) -> Path:
+) -> Location:
     """Write a stretched false-colour composite (default NIR-SWIR1-SWIR2) as PNG.
 
     The percentile limits come from the whole scene (streamed); the picture is a strided
@@ -71,8 +72,8 @@ def false_colour_png(
 
 
 def error_png(
-    reference: xr.DataArray, prediction: xr.DataArray, path: str | Path, *, max_size: int = 2048
-) -> Path:
+    reference: xr.DataArray, prediction: xr.DataArray, path: str | os.PathLike, *, max_size: int = 2048
+) -> Location:
     """Agreement map as PNG: green where the prediction matches the labels, red where not."""
     ref = np.asarray(decimate(reference, max_size=max_size).values)
     pred = np.asarray(decimate(prediction, max_size=max_size).values)
@@ -83,7 +84,9 @@ def error_png(
     return _save_png(rgb, path)
 
 
-def class_map_png(labels: xr.DataArray, legend: Legend, path: str | Path, *, max_size: int = 2048) -> Path:
+def class_map_png(
+    labels: xr.DataArray, legend: Legend, path: str | os.PathLike, *, max_size: int = 2048
+) -> Location:
     """Write a class map (training ids) in the legend's colours as PNG; nodata is black."""
     small = np.asarray(decimate(labels, max_size=max_size).values)
     lut = legend.rgb
@@ -342,7 +345,7 @@ def _standalone(model: Any, title: str) -> str:
     return re.sub(r'<script[^>]*src="static/extensions/panel/([^"]+)"[^>]*></script>', inline, html)
 
 
-def save_html(obj: Any, path: str | Path, *, title: str = "kerinci_xr") -> Path:
+def save_html(obj: Any, path: str | os.PathLike, *, title: str = "kerinci_xr") -> Location:
     """Write a standalone HTML file with every resource inline (it works offline)."""
     hv = _hv()
     return write_text(path, _standalone(hv.render(obj, backend="bokeh"), title))

@@ -104,7 +104,7 @@ def test_train__rf_and_history(small_run, tmp_path):
     out = api.train(str(small_run["patches"]), model="rf", rounds=20, out=tmp_path / "rf.pt")
     ckpt = load_checkpoint(out["model"])
     assert ckpt["model_kind"] == "rf"
-    assert "boosting: rf" in ckpt["booster"] or "[boosting: rf]" in ckpt["booster"]
+    assert "[boosting: rf]" in ckpt["booster"]
     history = json.loads(out["history_json"].read_text())
     assert history[0]["train_pixels"] > 0
     assert not (tmp_path / "rf.last.pt").exists()  # no epochs to resume
