@@ -7,6 +7,7 @@ on CUDA. Same seed, same weights on CPU; ``resume`` continues exactly where the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -51,6 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
+Preset = Literal["auto", "wall-to-wall", "sparse"]
 
 
 def _unet(name: str) -> Any:
@@ -58,17 +60,45 @@ def _unet(name: str) -> Any:
     return UNetConfig.__dataclass_fields__[name].default
 
 
+SPARSE_SHARE = 0.5  # under this share of labelled pixels in the training patches, labels are sparse
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # what the toolkit was built with: dense maps, 128-pixel patches
+    "wall-to-wall": {
+        "depth": _unet("depth"),
+        "base": _unet("base"),
+        "lr": 2e-3,
+        "class_weights": "inverse_sqrt",
+        "patience": 8,
+    },
+    # what won on a few hundred labelled pixels (benchmarks/README.md): a small net that cannot
+    # memorise them, no weights that multiply a rare class's few pixels, and no early stopping on
+    # a validation area that holds a handful of pixels (patience = every epoch)
+    "sparse": {"depth": 2, "base": 16, "lr": 1e-3, "class_weights": "none", "patience": "epochs"},
+}
+
+
 @dataclass
 class TrainConfig:
     """Options of :func:`fit` (all stored in the checkpoint); the ``train`` stage's options too."""
 
+    preset: Preset = option(
+        "auto",
+        "defaults of the U-Net options left unset: wall-to-wall (labels everywhere), sparse (points, "
+        "a few polygons: a small net, no class weights, no early stopping); auto: sparse when under "
+        "half of the training patches' valid pixels are labelled",
+    )
     epochs: int = option(30, "training epochs (at most: early stopping may end sooner)", ge=1)
     batch_size: int = option(16, "patches per training step", ge=1)
-    lr: float = option(2e-3, "peak learning rate of the cosine one-cycle schedule", gt=0)
+    lr: float | None = option(None, "peak learning rate of the cosine one-cycle schedule (default: --preset's)", gt=0)
     weight_decay: float = option(1e-4, "AdamW weight decay", ge=0)
-    class_weights: ClassWeights = option("inverse_sqrt", "loss weight per class from training pixel counts")
+    class_weights: ClassWeights | None = option(
+        None, "loss weight per class from training pixel counts (default: --preset's)"
+    )
     dice: float = option(0.0, "weight of the Dice term added to cross-entropy", ge=0)
-    patience: int = option(8, "epochs without validation mIoU gain before stopping", ge=1)
+    patience: int | None = option(
+        None, "epochs without validation mIoU gain before stopping (default: --preset's)", ge=1
+    )
     seed: int = option(0, "seeds weights, batch order and augmentation", ge=0)
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     amp: bool = option(
@@ -80,8 +110,10 @@ class TrainConfig:
         "random flips and 90-degree rotations of training patches",
         off="train on the patches as sampled (no random flips or 90-degree rotations)",
     )
-    depth: int = option(_unet("depth"), "U-Net depth: 2 ** depth must divide the patch size", ge=1)
-    base: int = option(_unet("base"), "channels of the first U-Net level", ge=1)
+    depth: int | None = option(
+        None, "U-Net depth, 2 ** depth must divide the patch size (default: --preset's)", ge=1
+    )
+    base: int | None = option(None, "channels of the first U-Net level (default: --preset's)", ge=1)
     norm: Norm = option(_unet("norm"), "normalisation after each convolution")
     dropout: float = option(_unet("dropout"), "dropout in the bottleneck and decoder", ge=0, le=1)
 
@@ -90,12 +122,17 @@ class TrainConfig:
             raise InvalidInputError(
                 f"epochs and batch size must be >= 1, found {self.epochs} and {self.batch_size}."
             )
-        if self.class_weights not in ("none", "inverse", "inverse_sqrt"):
+        if self.preset not in PRESETS and self.preset != "auto":
+            raise InvalidInputError(
+                f"preset: expected 'auto', 'wall-to-wall' or 'sparse', found {self.preset!r}."
+            )
+        if self.class_weights not in (None, "none", "inverse", "inverse_sqrt"):
             raise InvalidInputError(
                 f"class_weights: expected 'none', 'inverse' or 'inverse_sqrt', found {self.class_weights!r}."
             )
-        numbers = (self.lr, self.dice, self.weight_decay, self.dropout)
-        if not all(np.isfinite(numbers)) or self.lr <= 0 or self.dice < 0 or self.patience < 1:
+        lr, patience = 1.0 if self.lr is None else self.lr, 1 if self.patience is None else self.patience
+        numbers = (lr, self.dice, self.weight_decay, self.dropout)
+        if not all(np.isfinite(numbers)) or lr <= 0 or self.dice < 0 or patience < 1:
             raise InvalidInputError(
                 f"lr must be > 0, dice >= 0, patience >= 1 and all finite; found lr {self.lr}, "
                 f"dice {self.dice}, patience {self.patience}, weight_decay {self.weight_decay}, "
@@ -105,6 +142,21 @@ class TrainConfig:
             raise InvalidInputError(
                 f"loader_workers: expected 0 or more processes, found {self.loader_workers}."
             )
+
+    def resolved(self, *, labelled_share: float, patch: int) -> TrainConfig:
+        """This configuration with the preset chosen (``auto``: from the share of labelled pixels)
+        and every option left unset taken from it; an unset depth is lowered until ``2 ** depth``
+        divides ``patch``."""
+        name = self.preset
+        if name == "auto":
+            name = "sparse" if labelled_share < SPARSE_SHARE else "wall-to-wall"
+        values = {k: v for k, v in PRESETS[name].items() if getattr(self, k) is None}
+        if values.get("patience") == "epochs":
+            values["patience"] = self.epochs
+        if "depth" in values:
+            while values["depth"] > 1 and patch % 2 ** values["depth"]:
+                values["depth"] -= 1
+        return dataclasses.replace(self, preset=name, **values)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -126,6 +178,7 @@ class TrainResult:
     history_csv: Path
     history_json: Path
     best_miou: float
+    config: TrainConfig | None = None  # the options used: the preset's values filled in
 
     def __getitem__(self, key: str) -> Any:  # result["best"] reads as well as result.best
         return getattr(self, key)
@@ -145,6 +198,16 @@ def history_paths(out: str | os.PathLike) -> tuple[Any, Any, Any]:
 
 
 # ---- loss and evaluation -----------------------------------------------------------------
+def labelled_share(ds: Any) -> float:
+    """The share of the training patches' valid pixels that are labelled (what ``--preset auto``
+    decides by)."""
+    train = np.flatnonzero(np.asarray(ds["split"].values, dtype=object) == "train")
+    part = ds.isel(patch=train)
+    valid = part["valid"].sum().compute().item()
+    labelled = ((part["labels"] > 0) & part["valid"]).sum().compute().item()
+    return labelled / valid if valid else 0.0
+
+
 def _class_weights(store: str | Path, n: int, mode: ClassWeights):
     import zarr
 
@@ -347,6 +410,7 @@ def fit(
     """
     cfg = config or TrainConfig()
     run = _setup(as_location(store), as_location(out), cfg, resume=resume, overwrite=overwrite)
+    cfg = run.cfg  # with the preset's values
     if resume:
         _restore(run)
     for epoch in range(run.start, min(cfg.epochs, until_epoch or cfg.epochs)):
@@ -370,7 +434,7 @@ def fit(
     last, hist_csv, hist_json = run.paths
     if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
         save_checkpoint(run.out, load_checkpoint(last))
-    return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best)
+    return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best, cfg)
 
 
 def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> _Run:
@@ -384,6 +448,8 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
             f"{store}: the training split is empty. Fix: sample with a larger train fraction."
         )
     patch = int(ds.attrs["patch"])
+    cfg = cfg.resolved(labelled_share=labelled_share(ds), patch=patch)
+    log.info("U-Net preset %s: %s", cfg.preset, {k: getattr(cfg, k) for k in PRESETS[cfg.preset]})
     mcfg = UNetConfig(
         in_channels=len(bands),
         n_classes=legend.n_classes,

@@ -79,7 +79,11 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
         progress=ctx.progress,
         until_epoch=o.until_epoch,
     )
-    ctx.echo(f"best validation mIoU {result.best_miou:.4f}")
+    used = result.config or config
+    ctx.echo(
+        f"preset {used.preset}: depth {used.depth}, base {used.base}, lr {used.lr}, class weights "
+        f"{used.class_weights}, patience {used.patience}; best validation mIoU {result.best_miou:.4f}"
+    )
     return {"model": result.best, "model_last": result.last, "history": result.history_csv, "result": result}
 
 
