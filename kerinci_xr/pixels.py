@@ -36,6 +36,7 @@ __all__ = [
     "PixelSample",
     "feature_stack",
     "fit_pixels",
+    "labelled_pixels",
     "pixel_sample",
     "predict_pixels",
     "score_pixels",
@@ -309,6 +310,28 @@ def _predict_block(
             full[:, np.asarray(classes) - 1] = p
             out[2:, ok] = full.T
     return out.reshape(-1, h, w)
+
+
+def _labelled_part(labels: np.ndarray, valid: np.ndarray, rows0: int, cols0: int):
+    r, c = np.nonzero(labels > 0)
+    return r + rows0, c + cols0, labels[r, c].astype(np.uint8), valid[r, c].astype(bool)
+
+
+def labelled_pixels(view: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every labelled pixel of a cube, one task per chunk: global rows and columns (row-major),
+    training ids, and whether the imagery is valid there (a label on nodata cannot be scored)."""
+    labels, valid = view["labels"].data, view["valid"].data
+    ys, xs = np.cumsum((0, *labels.chunks[0])), np.cumsum((0, *labels.chunks[1]))
+    lb, vb = labels.to_delayed(), valid.to_delayed()
+    tasks = [
+        dask.delayed(_labelled_part)(lb[i, j], vb[i, j], int(ys[i]), int(xs[j]))
+        for i in range(len(ys) - 1)
+        for j in range(len(xs) - 1)
+    ]
+    parts = dask.compute(*tasks)
+    rows, cols, ref, ok = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    order = np.lexsort((cols, rows))
+    return rows[order].astype(np.int64), cols[order].astype(np.int64), ref[order], ok[order]
 
 
 def window_pixels(store: xr.Dataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

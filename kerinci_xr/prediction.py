@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import itertools
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,10 @@ from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend, legend_of
 from .model import UNetConfig, pick_device
-from .pixels import PIXEL_MODELS, predict_pixels
+from .pixels import PIXEL_MODELS, predict_pixels, score_pixels
 from .preprocess import remap_labels
 
-__all__ = ["PREDICT_CHUNK", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
+__all__ = ["PREDICT_CHUNK", "classes_at", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
 #: The edge of prediction windows (and output chunks) in pixels, before rounding to the pooling grid.
 PREDICT_CHUNK = 2048
@@ -394,3 +395,23 @@ def open_class_map(
             "Fix: pass the prediction store (.zarr) or the COG predict wrote."
         )
     return classes, Legend.from_json(text, source=str(path))
+
+
+def classes_at(
+    cube: xr.Dataset,
+    checkpoint: str | os.PathLike,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    device: str = "auto",
+) -> np.ndarray:
+    """The classes (training ids) of ``checkpoint``'s map at scattered pixels of ``cube``: for
+    the U-Net the seamless scene prediction read there (only the chunks that hold any of them
+    are computed), for a per-pixel model its features at those pixels."""
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("model_kind") in PIXEL_MODELS:
+        return score_pixels(cube, str(checkpoint), ckpt, rows, cols)
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.uint8)
+    classes = predict_scene(cube, checkpoint, device=device)["classes"].data
+    return np.asarray(classes.vindex[rows, cols].compute(), dtype=np.uint8)

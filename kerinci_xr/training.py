@@ -90,7 +90,9 @@ class TrainConfig:
     )
     epochs: int = option(30, "training epochs (at most: early stopping may end sooner)", ge=1)
     batch_size: int = option(16, "patches per training step", ge=1)
-    lr: float | None = option(None, "peak learning rate of the cosine one-cycle schedule (default: --preset's)", gt=0)
+    lr: float | None = option(
+        None, "peak learning rate of the cosine one-cycle schedule (default: --preset's)", gt=0
+    )
     weight_decay: float = option(1e-4, "AdamW weight decay", ge=0)
     class_weights: ClassWeights | None = option(
         None, "loss weight per class from training pixel counts (default: --preset's)"

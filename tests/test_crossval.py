@@ -137,3 +137,55 @@ def test_mean_interval__the_t_interval_and_fold_flags():
     ref = np.array([1, 1, 1, 3, 3, 3, 3], dtype=np.uint8)
     assert fold_flags(ref, [1, 2, 3], 4) == ["class 2 not in the test area", "class 1: 3 test samples (< 4)"]
     assert fold_flags(ref, [1, 3], 3) == []
+
+
+def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_flagged(small_scene, tmp_path):
+    """Sparse labels (every 6th pixel of the generated truth), labels on every nodata pixel,
+    and one class only on the top rows, where no training window can hold it."""
+    import pandas as pd
+    import rasterio
+
+    from kerinci_xr.api import predict
+    from kerinci_xr.legend import read_legend
+    from kerinci_xr.prediction import open_prediction
+
+    with rasterio.open(small_scene.labels) as src:
+        truth, profile = src.read(1), src.profile
+    with rasterio.open(small_scene.landsat) as src:
+        img, nodata = src.read(), src.nodata
+    missing = (img == nodata).any(0)
+    assert missing.any() and (missing == (img == nodata).all(0)).all()  # whole pixels are nodata
+    sparse = np.zeros_like(truth)
+    sparse[::6, ::6] = truth[::6, ::6]
+    sparse[missing] = truth[missing]
+    sparse[sparse == 3000] = 0
+    sparse[0:2, 10:290:4] = 3000  # within 16 rows of the edge: no 32-pixel window holds them
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(sparse, 1)
+    cube = prepare(
+        small_scene.landsat, labels=path, legend=small_scene.legend, chunk=64, out=tmp_path / "cube.zarr"
+    )["cube"]
+    kw = dict(folds=3, patch=32, per_class=6, block=64, epochs=1, depth=2, base=8, batch_size=8, rounds=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small folds
+        report = crossval(cube, out=tmp_path / "cv", models=("unet", "lightgbm"), **kw)["report"]
+    tables = [pd.read_parquet(tmp_path / "cv" / f"fold{i}" / "test_samples.parquet") for i in (1, 2, 3)]
+    scored = pd.concat(tables)
+    want = np.argwhere((sparse > 0) & ~missing)
+    got = scored[["row", "col"]].sort_values(["row", "col"]).to_numpy()
+    np.testing.assert_array_equal(got, want)  # every valid label once, nothing else
+    assert report["labelled_pixels"] == int((sparse > 0).sum())
+    assert report["on_nodata"] == int(((sparse > 0) & missing).sum()) > 0
+    assert report["scored"] == len(want)
+    untrained = read_legend(small_scene.legend).id_of(3000)
+    for i, t in enumerate(tables, start=1):
+        row = next(r for r in report["folds"] if r["fold"] == i and r["model"] == "unet")
+        flagged = f"class {untrained} tested, not in the training windows" in row["flags"]
+        assert flagged == (untrained in set(t["reference"]))
+    assert any(untrained in set(t["reference"]) for t in tables)
+    # the U-Net is scored on the map predict makes with the fold's model
+    pred = predict(cube, model=tmp_path / "cv" / "fold1" / "model.pt", out=tmp_path / "p.zarr")["prediction"]
+    classes = open_prediction(pred)["classes"].values
+    t = tables[0]
+    np.testing.assert_array_equal(t["unet"].to_numpy(), classes[t["row"], t["col"]])

@@ -4,6 +4,7 @@ compared on identical folds and test samples."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -13,15 +14,15 @@ import pandas as pd
 from .._options import option
 from .._outputs import MARKER, atomic_output
 from .._products import Kind
-from ..checkpoint import load_checkpoint
 from ..comparison import fold_flags, mean_interval, paired_difference, pooled_report, recommend
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
 from ..metrics import accuracy_report, confusion_matrix
 from ..patches import open_patches
-from ..pixels import PIXEL_MODELS, score_pixels, window_pixels
+from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
+from ..prediction import classes_at
 from ..sampling import fold_layouts_of
-from ..training import TrainConfig, evaluate_store, fit
+from ..training import TrainConfig, fit
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
 from .train import PixelOptions, train_pixel_model
@@ -56,22 +57,66 @@ def summarize(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     return {m: mean_interval([f[m] for f in per_fold]) for m in METRICS}
 
 
-def _scored(
-    model: str, store: Any, folder: Any, o: CrossvalOptions, config: TrainConfig
-) -> dict[str, np.ndarray]:
-    """Train ``model`` on a fold's patch store; its predictions at the fold's test pixels."""
+@dataclass
+class _Fold:
+    """One fold, sampled and checked before any model trains: its patch store and its test
+    pixels (every labelled, valid pixel of its test area, row-major)."""
+
+    number: int
+    folder: Any
+    store: Any
+    test_patches: int
+    rows: np.ndarray
+    cols: np.ndarray
+    ref: np.ndarray
+    trained: set[int]
+
+
+def _plan(ds: Any, layouts: list, o: CrossvalOptions, tmp: Any, ctx: Context, labelled: tuple) -> list[_Fold]:
+    """Sample every fold's windows and find its test pixels; a fold that cannot train or test
+    stops the run here, before the first model trains."""
+    rows, cols, ref = labelled
+    folds = []
+    for i, layout in enumerate(layouts, start=1):
+        folder = tmp / f"fold{i}"
+        folder.mkdir()
+        draw, store = sample_windows(
+            ds,
+            o,
+            folder / "patches.zarr",
+            seed=o.seed,
+            layout=layout,
+            split={"fold": i, "folds": o.folds, "by": "labels"},
+            progress=ctx.progress,
+        )
+        test = layout.split_of(rows, cols) == 2
+        splits = draw.manifest["split"]
+        if not (splits == "train").any() or not test.any():
+            what = (
+                "no training window fits in its training area"
+                if test.any()
+                else "its test area holds no label"
+            )
+            raise InvalidInputError(
+                f"fold {i} of {o.folds}: {what}; nothing was trained. Fix: fewer --folds, a larger --block "
+                "or a smaller --patch."
+            )
+        trained = {int(k) for k in np.unique(window_pixels(open_patches(store), "train")[2])}
+        folds.append(
+            _Fold(i, folder, store, int((splits == "test").sum()), rows[test], cols[test], ref[test], trained)
+        )
+    return folds
+
+
+def _scored(model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: TrainConfig) -> np.ndarray:
+    """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels."""
     if model == "unet":
-        result = fit(store, folder / "model.pt", config=config)
-        got: dict[str, np.ndarray] = {}
-        evaluate_store(store, result.best, split="test", device=o.device, samples=got)
-        return got
-    path, _ = train_pixel_model(store, folder / f"{model}.pt", kind=model, options=o, seed=o.seed)
-    ds = open_patches(store)
-    rows, cols, ref = window_pixels(ds, "test")
-    date, temporal = ds.attrs.get("date") or None, ds.attrs.get("temporal", "date")
-    view = cube_view(open_cube(ds.attrs["cube"]), date=date, temporal=temporal)
-    pred = score_pixels(view, str(path), load_checkpoint(path), rows, cols)
-    return {"key": (rows << 32) | cols, "ref": ref, "pred": pred}
+        path = fit(fold.store, fold.folder / "model.pt", config=config).best
+    else:
+        path, _ = train_pixel_model(
+            fold.store, fold.folder / f"{model}.pt", kind=model, options=o, seed=o.seed
+        )
+    return classes_at(view, path, fold.rows, fold.cols, device=o.device)
 
 
 def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
@@ -95,61 +140,54 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             f"--models: expected some of unet, lightgbm, rf, found {list(o.models) or 'none'}."
         )
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
+    rows, cols, ref, ok = labelled_pixels(ds)
+    present = sorted(int(k) for k in np.unique(ref[ok]))
     per_fold = []
     samples: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in o.models}
     with atomic_output(o.out, overwrite=o.overwrite) as tmp:
         tmp.mkdir()
         (tmp / MARKER).write_text(json.dumps({"title": "kerinci_xr cross-validation", "cube": str(o.cube)}))
-        for i, layout in enumerate(layouts, start=1):
-            folder = tmp / f"fold{i}"
-            folder.mkdir()
-            draw, store = sample_windows(
-                ds,
-                o,
-                folder / "patches.zarr",
-                seed=o.seed,
-                layout=layout,
-                split={"fold": i, "folds": o.folds, "by": "labels"},
-                progress=ctx.progress,
-            )
-            if not (draw.manifest["split"] == "test").any():
-                raise InvalidInputError(
-                    f"fold {i}: no test patch fits in its area. Fix: fewer --folds, a larger --block or a "
-                    "smaller --patch."
-                )
-            test_patches = int((draw.manifest["split"] == "test").sum())
+        folds = _plan(ds, layouts, o, tmp, ctx, (rows[ok], cols[ok], ref[ok]))
+        for fold in folds:
+            flags = fold_flags(fold.ref, present, o.min_test_samples)
+            flags += [
+                f"class {k} tested, not in the training windows"
+                for k in np.unique(fold.ref)
+                if k not in fold.trained
+            ]
+            table = {"row": fold.rows, "col": fold.cols, "reference": fold.ref}
             for model in o.models:
-                got = _scored(model, store, folder, o, config)
-                order = np.argsort(got["key"], kind="stable")
-                got = {k: v[order] for k, v in got.items()}
-                first = samples[o.models[0]][-1]["key"] if model != o.models[0] else None
-                if first is not None and not np.array_equal(first, got["key"]):
-                    raise InvalidInputError(
-                        f"fold {i}: {model} was scored on other pixels than {o.models[0]}."
-                    )
-                samples[model].append(got)
-                rep = accuracy_report(confusion_matrix(got["ref"], got["pred"], legend.n_classes), legend)
-                row = {"fold": i, "model": model} | {m: rep[m] for m in METRICS}
-                row |= {"test_samples": rep["samples"], "test_patches": test_patches}
+                t0 = time.perf_counter()
+                pred = _scored(model, fold, ds, o, config)
+                seconds = time.perf_counter() - t0
+                samples[model].append({"ref": fold.ref, "pred": pred})
+                table[model] = pred
+                rep = accuracy_report(confusion_matrix(fold.ref, pred, legend.n_classes), legend)
+                row = {"fold": fold.number, "model": model} | {m: rep[m] for m in METRICS}
+                row |= {"test_samples": rep["samples"], "test_patches": fold.test_patches}
+                row |= {"test_classes": ",".join(str(int(k)) for k in np.unique(fold.ref))}
+                row |= {"flags": "; ".join(flags), "train_s": round(seconds, 2)}  # training and scoring
                 per_fold.append(row)
                 ctx.echo(
-                    f"fold {i}/{o.folds} {model}: OA {row['overall_accuracy']}, kappa {row['kappa']}, "
-                    f"macro F1 {row['macro_f1']}, mIoU {row['mean_iou']} ({rep['samples']:,} test pixels)"
+                    f"fold {fold.number}/{o.folds} {model}: OA {row['overall_accuracy']}, "
+                    f"kappa {row['kappa']}, macro F1 {row['macro_f1']}, mIoU {row['mean_iou']} "
+                    f"({rep['samples']:,} test pixels)"
                 )
-            first_model = samples[o.models[0]][-1]  # every model's predictions at the fold's test pixels
-            table = {"row": first_model["key"] >> 32, "col": first_model["key"] & 0xFFFFFFFF}
-            table |= {"reference": first_model["ref"]} | {m: samples[m][-1]["pred"] for m in o.models}
-            pd.DataFrame(table).to_parquet(folder / "test_samples.parquet", index=False)
-        present = sorted({int(k) for m in samples[o.models[0]] for k in np.unique(m["ref"])})
-        for row in per_fold:
-            ref = samples[str(row["model"])][int(str(row["fold"])) - 1]["ref"]
-            row["test_classes"] = ",".join(str(int(k)) for k in np.unique(ref))
-            row["flags"] = "; ".join(fold_flags(ref, present, o.min_test_samples))
+            pd.DataFrame(table).to_parquet(fold.folder / "test_samples.parquet", index=False)
         report = _compare(per_fold, samples, legend, o)
-        report |= {"sample_unit": "pixel (each test pixel once, the same pixels for every model)"}
+        report |= {
+            "sample_unit": "pixel (every labelled pixel once, in its fold's test area; "
+            "the same for every model)"
+        }
+        report |= {"labelled_pixels": int(ref.size), "on_nodata": int((~ok).sum())}
+        report |= {"scored": int(ok.sum()), "scored_share": round(float(ok.mean()), 4) if ok.size else None}
         report |= {"block": block, "seed": o.seed, "min_test_samples": o.min_test_samples}
         (tmp / "crossval.json").write_text(json.dumps(report, indent=2) + "\n")
         pd.DataFrame(per_fold).to_csv(tmp / "crossval.csv", index=False)
+    ctx.echo(
+        f"{report['scored']:,} of {report['labelled_pixels']:,} labelled pixels scored, each once"
+        + (f"; {report['on_nodata']:,} lie on image nodata and were left out" if report["on_nodata"] else "")
+    )
     for model in o.models:
         summary = report["models"][model]["summary"]
         ctx.echo(
