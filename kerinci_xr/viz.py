@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._locations import Location, absolute
+from ._locations import Location, absolute, as_location, read_bytes
 from ._outputs import write_atomic, write_text
 from ._products import Kind, locate, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
@@ -427,6 +427,7 @@ def report_page(
     assessment: str | Path | None = None,
     change: str | Path | None = None,
     change_summary: str | Path | None = None,
+    crossval: str | Path | None = None,
     max_size: int = 1000,
 ) -> Path:
     """One standalone HTML page: maps, accuracy, confusion, areas and training history.
@@ -447,6 +448,8 @@ def report_page(
         Accuracy and error-adjusted areas from a sample (JSON from ``assess``).
     change, change_summary
         A change store and its summary (JSON), from ``change``.
+    crossval
+        A cross-validation folder (``crossval``): the models compared on identical folds.
     """
 
     import pandas as pd
@@ -495,6 +498,8 @@ def report_page(
         parts += _assessment_parts(read_json(assessment, Kind.ASSESSMENT))
     if change is not None:
         parts += _change_parts(change, change_summary, prediction, max_size=max_size)
+    if crossval is not None:
+        parts += crossval_parts(crossval)
     if history is not None:
         h = pd.read_csv(locate(history, Kind.HISTORY))
         cols = [(c, c.replace("_", " ")) for c in h.columns]
@@ -541,6 +546,97 @@ def _assessment_parts(result: dict[str, Any]) -> list[Any]:
         + "</p>"
     )
     return [Div(text=head + _html_table(rows, cols)), hv.render(area_estimate_bars(result))]
+
+
+def crossval_parts(folder: str | Path) -> list[Any]:
+    """The report's model comparison (``crossval``): per model the pooled figures and the fold
+    mean with its interval, the paired differences, the model to use and why, the folds' flags,
+    and a chart of every model's fold scores beside its pooled accuracy."""
+    import pandas as pd
+    from bokeh.models import Div
+
+    hv = _hv()
+    report = as_location(locate(folder, Kind.CROSSVAL)) / "crossval.json"
+    data = json.loads(read_bytes(report, "cross-validation report"))
+
+    def interval(s: dict[str, Any]) -> str:
+        if s["mean"] is None:
+            return "-"
+        ci = f" [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if s["ci95"] else ""
+        return f"{s['mean']:.3f}{ci} ({s['folds']} folds)"
+
+    rows = [
+        {
+            "model": name,
+            "oa": m["pooled"]["overall_accuracy"],
+            "kappa": m["pooled"]["kappa"],
+            "f1": m["pooled"]["macro_f1"],
+            "samples": m["pooled"]["samples"],
+            "fold_oa": interval(m["summary"]["overall_accuracy"]),
+            "flagged": ", ".join(str(f) for f in m["folds_flagged"]) or "none",
+        }
+        for name, m in data["models"].items()
+    ]
+    cols = [
+        ("model", "model"),
+        ("oa", "pooled OA"),
+        ("kappa", "pooled kappa"),
+        ("f1", "pooled macro F1"),
+        ("samples", "test samples"),
+        ("fold_oa", "OA, mean of unflagged folds [95 % CI]"),
+        ("flagged", "flagged folds"),
+    ]
+    diffs = [
+        {
+            "pair": f"{d['a']} - {d['b']}",
+            "d": f"{d['estimate']:+.3f}",
+            "ci": f"{d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}",
+        }
+        for d in data.get("differences", [])
+    ]
+    scored = (
+        f"{data['scored']:,} of {data['labelled_pixels']:,} labelled pixels scored, each once"
+        + (f"; {data['on_nodata']:,} on image nodata left out" if data.get("on_nodata") else "")
+        if "scored" in data
+        else data.get("sample_unit", "")
+    )
+    rec = data.get("recommendation") or {}
+    head = (
+        "<h2>Model comparison (cross-validation on identical folds)</h2>"
+        f"<p>{escape_text(scored)}. Pooled: every fold's test pixels in one confusion matrix.</p>"
+    )
+    parts: list[Any] = [Div(text=head + _html_table(rows, cols))]
+    if diffs:
+        text = "<p>Paired differences in overall accuracy (bootstrap over test pixels within folds):</p>"
+        text += _html_table(diffs, [("pair", "models"), ("d", "difference"), ("ci", "95 % interval")])
+        parts.append(Div(text=text))
+    if rec:
+        parts.append(Div(text=f"<p><b>Use {escape_text(rec['model'])}</b>: {escape_text(rec['why'])}.</p>"))
+    folds = pd.DataFrame(data["folds"])
+    fold_cols = [
+        ("fold", "fold"),
+        ("model", "model"),
+        ("overall_accuracy", "OA"),
+        ("test_samples", "test samples"),
+        ("test_classes", "classes tested"),
+        ("flags", "flags"),
+    ]
+    parts.append(Div(text="<p>Per fold:</p>" + _html_table(folds.to_dict("records"), fold_cols)))
+    points = hv.Scatter(folds, kdims=["model"], vdims=["overall_accuracy", "fold"]).opts(
+        size=8, color="#555555", tools=["hover"]
+    )
+    pooled = pd.DataFrame({"model": [r["model"] for r in rows], "pooled": [r["oa"] for r in rows]})
+    bars = hv.Bars(pooled, kdims=["model"], vdims=["pooled"]).opts(color="#9ecae1")
+    chart = (bars * points).opts(
+        width=600,
+        height=360,
+        ylim=(0, 1),
+        ylabel="overall accuracy",
+        xlabel="",
+        title="overall accuracy: pooled (bars) and per fold (points)",
+    )
+    parts.append(hv.render(chart))
+    return parts
 
 
 def _change_parts(

@@ -139,7 +139,9 @@ def test_mean_interval__the_t_interval_and_fold_flags():
     assert fold_flags(ref, [1, 3], 3) == []
 
 
-def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_flagged(small_scene, tmp_path):
+def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_flagged(
+    small_scene, tmp_path
+):
     """Sparse labels (every 6th pixel of the generated truth), labels on every nodata pixel,
     and one class only on the top rows, where no training window can hold it."""
     import pandas as pd

@@ -239,11 +239,7 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
     titles = {f["title"] for f in frames}
     assert {"labels", "prediction", "errors (red) vs labels"} <= titles
     assert "error-adjusted area with 95 % CI, and mapped area (hectares)" in titles
-    text = browser.execute_script(
-        "function t(r) { let s = ''; for (const el of r.querySelectorAll('*')) "
-        "{ if (el.shadowRoot) s += el.shadowRoot.textContent + t(el.shadowRoot); } return s; }"
-        "return document.body.innerText + t(document);"
-    )
+    text = browser.execute_script(_PAGE_TEXT)
     assert "Accuracy: whole scene, by split area" in text
     assert "Class areas" in text
     assert "Training" in text
@@ -254,6 +250,44 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
     assert {"from-to map", "map 2015-07-01", "map 2023-07-01"} <= titles
     pred = next(f for f in frames if f["title"] == "prediction")
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
+
+
+_PAGE_TEXT = (
+    "function t(r) { let s = ''; for (const el of r.querySelectorAll('*')) "
+    "{ if (el.shadowRoot) s += el.shadowRoot.textContent + t(el.shadowRoot); } return s; }"
+    "return document.body.innerText + t(document);"
+)
+
+
+def test_report_html__model_comparison_from_crossval(small_run, browser, server):
+    import warnings
+
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    from kerinci_xr.api import crossval
+
+    root, base = server
+    kw = dict(folds=3, patch=32, per_class=4, block=64, rounds=10, models=("lightgbm", "rf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small folds
+        report = crossval(str(small_run["cube"]), out=root / "cv", **kw)["report"]
+    page = root / "cv.html"
+    assert (
+        main(["report", "--cube", str(small_run["cube"]), "--crossval", str(root / "cv"), "--out", str(page)])
+        == 0
+    )
+    frames = _load(browser, f"{base}/cv.html")
+    assert _severe(browser) == []
+    assert "overall accuracy: pooled (bars) and per fold (points)" in {f["title"] for f in frames}
+    text = browser.execute_script(_PAGE_TEXT)
+    assert "Model comparison (cross-validation on identical folds)" in text
+    assert f"Use {report['recommendation']['model']}" in text
+    assert "lightgbm - rf" in text
+    folds = pd.concat(pd.read_parquet(root / "cv" / f"fold{i}" / "test_samples.parquet") for i in (1, 2, 3))
+    for model in ("lightgbm", "rf"):  # the pooled figure shown, recomputed from the test pixels
+        assert f"{accuracy_score(folds['reference'], folds[model]):.3f}" in text
+    assert f"{len(folds):,} of {report['labelled_pixels']:,} labelled pixels scored" in text
 
 
 def test_map_cli__bad_input(tmp_path, capsys):

@@ -33,6 +33,9 @@ class ReportOptions:
     assessment: str | None = option(
         None, "accuracy and areas from a sample (assess JSON)", io="in", kind=Kind.ASSESSMENT
     )
+    crossval: str | None = option(
+        None, "a cross-validation folder: the models compared on identical folds", io="in", kind=Kind.CROSSVAL
+    )
     max_size: int = option(1000, "longest side of each map in pixels", ge=1)
     out: str = option(help="HTML file (works offline)", io="out", kind=Kind.REPORT, run_name="report.html")
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
@@ -69,6 +72,7 @@ def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
         assessment=o.assessment,
         change=o.change,
         change_summary=o.change_summary,
+        crossval=o.crossval,
         max_size=o.max_size,
     )
     return {"report": page}
