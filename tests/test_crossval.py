@@ -191,3 +191,71 @@ def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_
     classes = open_prediction(pred)["classes"].values
     t = tables[0]
     np.testing.assert_array_equal(t["unet"].to_numpy(), classes[t["row"], t["col"]])
+
+
+def test_crossval__group_by_feature_keeps_each_polygon_in_one_fold(small_scene, tmp_path):
+    """Squares of 14 x 14 pixels labelled with the generated truth's class at their centre: with
+    block folds some straddle two test areas; grouped by feature none does, and a fold's test
+    polygons lend no label to its training windows."""
+    import geopandas as gpd
+    import pandas as pd
+    import rasterio
+    import rasterio.features
+    from shapely.geometry import box
+
+    from kerinci_xr.patches import open_patches
+
+    with rasterio.open(small_scene.labels) as src:
+        truth, tr, crs, shape = src.read(1), src.transform, src.crs, src.shape
+    squares, codes = [], []
+    for r in range(20, shape[0] - 20, 23):
+        for c in range(20, shape[1] - 20, 23):
+            x0, y0 = tr * (c, r)
+            x1, y1 = tr * (c + 14, r + 14)
+            squares.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            codes.append(int(truth[r + 7, c + 7]))
+    gpd.GeoDataFrame({"lc": codes}, geometry=squares, crs=crs).to_file(tmp_path / "squares.gpkg")
+    fid = rasterio.features.rasterize(
+        [(g, i + 1) for i, g in enumerate(squares)], out_shape=shape, transform=tr, dtype="int32"
+    )  # computed here, independently of the cube's reference_id
+    cube = prepare(
+        small_scene.landsat,
+        labels=tmp_path / "squares.gpkg",
+        label_field="lc",
+        legend=small_scene.legend,
+        chunk=64,
+        out=tmp_path / "cube.zarr",
+    )["cube"]
+    kw = dict(folds=3, patch=16, per_class=6, block=48, rounds=10, models=("lightgbm",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small folds
+        by_block = crossval(cube, out=tmp_path / "cv_block", **kw)["report"]
+        grouped = crossval(cube, out=tmp_path / "cv_feature", group_by="feature", **kw)["report"]
+    assert by_block["features_split"] > 0  # the layout cuts some squares
+    assert grouped["features_split"] == 0
+    tables = [
+        pd.read_parquet(tmp_path / "cv_feature" / f"fold{i}" / "test_samples.parquet") for i in (1, 2, 3)
+    ]
+    owner, nodata = {}, _nodata(small_scene.landsat)
+    for i, t in enumerate(tables, start=1):
+        for f in np.unique(fid[t["row"], t["col"]]):
+            assert owner.setdefault(int(f), i) == i  # each square in one fold only
+        whole = np.isin(fid, np.unique(fid[t["row"], t["col"]])) & (fid > 0)
+        got = np.zeros_like(whole)
+        got[t["row"], t["col"]] = True
+        assert (got == (whole & ~nodata)).all()  # every valid pixel of its squares, nothing else
+        store = open_patches(tmp_path / "cv_feature" / f"fold{i}" / "patches.zarr")
+        train = np.flatnonzero(np.asarray(store["split"].values, dtype=object) == "train")
+        for k in train:
+            r0, c0 = int(store["row_start"].values[k]), int(store["col_start"].values[k])
+            lab = store["labels"].values[k]
+            hidden = whole[r0 : r0 + lab.shape[0], c0 : c0 + lab.shape[1]]
+            assert (lab[hidden] == 0).all()  # no label of a test square in a training window
+    assert sum(len(t) for t in tables) == grouped["scored"]
+
+
+def _nodata(path):
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return (src.read() == src.nodata).any(0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,11 @@ class CrossvalOptions(TrainConfig, WindowOptions, PixelOptions):
     folds: int = option(5, "number of spatial folds (each is the test area once)", ge=2)
     models: tuple[str, ...] = option(
         ("unet",), "the models to compare on the same folds and test samples: unet, lightgbm, rf"
+    )
+    group_by: Literal["block", "feature"] = option(
+        "block",
+        "test areas: spatial blocks, or whole reference features (a polygon in one fold only; "
+        "needs vector labels)",
     )
     min_test_samples: int = option(
         10, "a fold whose test area holds fewer samples of a class of the data is flagged", ge=1
@@ -70,26 +75,60 @@ class _Fold:
     cols: np.ndarray
     ref: np.ndarray
     trained: set[int]
+    view: Any = None  # the cube as its models train on it (test features' labels hidden)
 
 
-def _plan(ds: Any, layouts: list, o: CrossvalOptions, tmp: Any, ctx: Context, labelled: tuple) -> list[_Fold]:
+def _feature_folds(fid: np.ndarray, rows: np.ndarray, cols: np.ndarray, layouts: list) -> np.ndarray:
+    """The fold (0-based) of every labelled pixel when folds group whole reference features: a
+    feature belongs to the fold whose test area holds most of its pixels (ties: the first)."""
+    fold_of_pixel = np.zeros(rows.size, dtype=np.int64)
+    for i, layout in enumerate(layouts):
+        fold_of_pixel[layout.split_of(rows, cols) == 2] = i
+    table = pd.DataFrame({"fid": fid, "fold": fold_of_pixel})
+    counts = table.groupby(["fid", "fold"]).size().reset_index(name="n")
+    home = counts.sort_values(["fid", "n", "fold"], ascending=[True, False, True]).drop_duplicates("fid")
+    return home.set_index("fid")["fold"].reindex(fid).to_numpy()
+
+
+def _split_features(fid: np.ndarray, fold: np.ndarray) -> int:
+    """How many reference features have pixels in more than one fold's test area."""
+    pairs = pd.DataFrame({"fid": fid, "fold": fold}).drop_duplicates()
+    return int((pairs.groupby("fid").size() > 1).sum())
+
+
+def _plan(
+    ds: Any,
+    layouts: list,
+    o: CrossvalOptions,
+    tmp: Any,
+    ctx: Context,
+    labelled: tuple,
+    groups: np.ndarray | None,
+) -> list[_Fold]:
     """Sample every fold's windows and find its test pixels; a fold that cannot train or test
-    stops the run here, before the first model trains."""
-    rows, cols, ref = labelled
+    stops the run here, before the first model trains. With ``groups`` (the fold of every
+    labelled pixel, by reference feature) a fold's test pixels are its features' pixels, and
+    their labels are hidden from its training and validation sample."""
+    rows, cols, ref, fid = labelled
     folds = []
     for i, layout in enumerate(layouts, start=1):
         folder = tmp / f"fold{i}"
         folder.mkdir()
+        if groups is None:
+            test, view = layout.split_of(rows, cols) == 2, ds
+        else:
+            test = groups == i - 1
+            hidden = np.unique(fid[test])
+            view = ds.assign(labels=ds["labels"].where(~ds["reference_id"].isin(hidden), 0))
         draw, store = sample_windows(
-            ds,
+            view,
             o,
             folder / "patches.zarr",
             seed=o.seed,
             layout=layout,
-            split={"fold": i, "folds": o.folds, "by": "labels"},
+            split={"fold": i, "folds": o.folds, "by": "labels", "group_by": o.group_by},
             progress=ctx.progress,
         )
-        test = layout.split_of(rows, cols) == 2
         splits = draw.manifest["split"]
         if not (splits == "train").any() or not test.any():
             what = (
@@ -102,9 +141,11 @@ def _plan(ds: Any, layouts: list, o: CrossvalOptions, tmp: Any, ctx: Context, la
                 "or a smaller --patch."
             )
         trained = {int(k) for k in np.unique(window_pixels(open_patches(store), "train")[2])}
-        folds.append(
-            _Fold(i, folder, store, int((splits == "test").sum()), rows[test], cols[test], ref[test], trained)
+        fold = _Fold(
+            i, folder, store, int((splits == "test").sum()), rows[test], cols[test], ref[test], trained
         )
+        fold.view = view
+        folds.append(fold)
     return folds
 
 
@@ -114,7 +155,7 @@ def _scored(model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: Trai
         path = fit(fold.store, fold.folder / "model.pt", config=config).best
     else:
         path, _ = train_pixel_model(
-            fold.store, fold.folder / f"{model}.pt", kind=model, options=o, seed=o.seed
+            fold.store, fold.folder / f"{model}.pt", kind=model, options=o, seed=o.seed, cube=fold.view
         )
     return classes_at(view, path, fold.rows, fold.cols, device=o.device)
 
@@ -142,12 +183,25 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
     rows, cols, ref, ok = labelled_pixels(ds)
     present = sorted(int(k) for k in np.unique(ref[ok]))
+    if o.group_by == "feature" and "reference_id" not in ds:
+        raise InvalidInputError(
+            f"{o.cube}: --group-by feature needs the reference features, and this cube's labels are a "
+            "raster. Fix: prepare it with --labels from a vector file, or use --group-by block."
+        )
+    fid = ds["reference_id"].data.vindex[rows, cols].compute() if "reference_id" in ds else None
+    groups = None if fid is None or o.group_by == "block" else _feature_folds(fid, rows, cols, layouts)
+    if fid is not None:  # features cut by the test areas (0 when grouped by feature)
+        pixel_fold = (
+            groups if groups is not None else _feature_folds(np.arange(rows.size), rows, cols, layouts)
+        )
+        features_split = _split_features(fid[ok], pixel_fold[ok])
     per_fold = []
     samples: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in o.models}
     with atomic_output(o.out, overwrite=o.overwrite) as tmp:
         tmp.mkdir()
         (tmp / MARKER).write_text(json.dumps({"title": "kerinci_xr cross-validation", "cube": str(o.cube)}))
-        folds = _plan(ds, layouts, o, tmp, ctx, (rows[ok], cols[ok], ref[ok]))
+        labelled = (rows[ok], cols[ok], ref[ok], None if fid is None else fid[ok])
+        folds = _plan(ds, layouts, o, tmp, ctx, labelled, None if groups is None else groups[ok])
         for fold in folds:
             flags = fold_flags(fold.ref, present, o.min_test_samples)
             flags += [
@@ -182,6 +236,9 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         report |= {"labelled_pixels": int(ref.size), "on_nodata": int((~ok).sum())}
         report |= {"scored": int(ok.sum()), "scored_share": round(float(ok.mean()), 4) if ok.size else None}
         report |= {"block": block, "seed": o.seed, "min_test_samples": o.min_test_samples}
+        report |= {"group_by": o.group_by}
+        if fid is not None:
+            report |= {"features": int(np.unique(fid).size), "features_split": features_split}
         (tmp / "crossval.json").write_text(json.dumps(report, indent=2) + "\n")
         pd.DataFrame(per_fold).to_csv(tmp / "crossval.csv", index=False)
     ctx.echo(

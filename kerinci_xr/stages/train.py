@@ -102,14 +102,22 @@ def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
 
 
 def train_pixel_model(
-    patches: str | os.PathLike, out: str | os.PathLike, *, kind: str, options: PixelOptions, seed: int
+    patches: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    kind: str,
+    options: PixelOptions,
+    seed: int,
+    cube: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A per-pixel model on the labelled pixels of a patch store's training area (its cube and
     split layout), validated on the validation area's pixels; writes the checkpoint and its
-    history (CSV and JSON) beside it. Returns the checkpoint's location and what was measured."""
+    history (CSV and JSON) beside it. Returns the checkpoint's location and what was measured.
+    ``cube``: the view of the store's cube to take pixels from (default: the cube it names)."""
     store = open_patches(patches)
-    date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
-    cube = cube_view(open_cube(store.attrs["cube"]), date=date, temporal=temporal)
+    if cube is None:
+        date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
+        cube = cube_view(open_cube(store.attrs["cube"]), date=date, temporal=temporal)
     layout = stored_layout(store, (cube.sizes["y"], cube.sizes["x"]))
     bands = [str(b) for b in store["band"].values]
     roles = {r: b for r, b in json.loads(store.attrs.get("band_roles") or "{}").items() if b in bands}
