@@ -107,8 +107,9 @@ def l8_polygons(args, work: Path) -> tuple[Path, dict]:
         out=work / "cube.zarr",
         overwrite=True,
     )["cube"]
-    # 4 polygons of 80-210 pixels: 8-pixel windows in 12-pixel blocks (no red edge for indices)
-    return cube, {"patch": 8, "block": 12, "indices": ()}
+    # 4 polygons of 80-210 pixels: 8-pixel windows in 12-pixel blocks (no red edge for indices),
+    # folds of whole polygons (block folds cut them: the test pixels' neighbours train the model)
+    return cube, {"patch": 8, "block": 12, "indices": (), "group_by": "feature"}
 
 
 def generated_points(args, work: Path) -> tuple[Path, dict]:
@@ -172,6 +173,7 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
                 models=("unet", "lightgbm", "rf"),
                 indices=kw["indices"],
                 windows=windows,
+                group_by=kw.get("group_by", "block"),
                 seed=args.seed,
                 device=args.device,
                 overwrite=True,
@@ -217,6 +219,8 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
         "best_pixel_model": best_pixel,
         "labelled_pixels": report["labelled_pixels"],
         "on_nodata": report["on_nodata"],
+        "group_by": report["group_by"],
+        "features_split": report.get("features_split"),
         "recommended": recommended,
         "models": models,
     }

@@ -621,7 +621,8 @@ def crossval_parts(folder: str | Path) -> list[Any]:
         ("test_classes", "classes tested"),
         ("flags", "flags"),
     ]
-    parts.append(Div(text="<p>Per fold:</p>" + _html_table(folds.to_dict("records"), fold_cols)))
+    records = folds.astype(object).where(folds.notna(), None).to_dict("records")  # a skipped fold: "-"
+    parts.append(Div(text="<p>Per fold:</p>" + _html_table(records, fold_cols)))
     points = hv.Scatter(folds, kdims=["model"], vdims=["overall_accuracy", "fold"]).opts(
         size=8, color="#555555", tools=["hover"]
     )

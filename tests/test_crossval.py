@@ -259,3 +259,40 @@ def _nodata(path):
 
     with rasterio.open(path) as src:
         return (src.read() == src.nodata).any(0)
+
+
+def test_crossval__default_windows_fit_the_scene_and_an_untestable_fold_is_flagged(small_scene, tmp_path):
+    """No --patch: the window and block edges are chosen so that the scene holds 3 blocks per
+    fold. Labels in two corners only: folds whose test area holds none are flagged, not trained."""
+    import rasterio
+
+    with rasterio.open(small_scene.labels) as src:
+        truth, profile = src.read(1), src.profile
+    corner = np.zeros_like(truth)
+    corner[:60, :60] = truth[:60, :60]
+    corner[-60:, -60:] = truth[-60:, -60:]
+    path = tmp_path / "corner.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(corner, 1)
+    cube = prepare(
+        small_scene.landsat, labels=path, legend=small_scene.legend, chunk=64, out=tmp_path / "cube.zarr"
+    )["cube"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes in small folds
+        report = crossval(cube, out=tmp_path / "cv", folds=4, models=("lightgbm",), rounds=10, per_class=4)[
+            "report"
+        ]
+    patch, block = report["patch"], report["block"]
+    assert block == 4 * patch and 16 <= patch <= 128
+    assert -(-320 // block) * -(-300 // block) >= 3 * 4  # 3 blocks per fold
+    assert patch == 16 or -(-320 // (8 * patch)) * -(-300 // (8 * patch)) < 12  # the largest that fits
+    skipped = [f for f in report["folds"] if f["test_samples"] == 0]
+    assert skipped  # 4 folds, labels in few blocks
+    for f in skipped:
+        assert f["flags"] in (
+            "no labelled pixel in the test area: not trained",
+            "no training window fits in the training area: not trained",
+        )
+        assert not (tmp_path / "cv" / f"fold{f['fold']}" / "lightgbm.pt").exists()
+    tested = [f for f in report["folds"] if f["test_samples"]]
+    assert tested and sum(f["test_samples"] for f in tested) == report["scored"]

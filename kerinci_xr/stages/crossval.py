@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
 from ..prediction import classes_at
 from ..sampling import fold_layouts_of
-from ..training import TrainConfig, fit
+from ..training import SPARSE_SHARE, TrainConfig, fit
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
 from .train import PixelOptions, train_pixel_model
@@ -37,6 +37,12 @@ class CrossvalOptions(TrainConfig, WindowOptions, PixelOptions):
     folds: int = option(5, "number of spatial folds (each is the test area once)", ge=2)
     models: tuple[str, ...] = option(
         ("unet",), "the models to compare on the same folds and test samples: unet, lightgbm, rf"
+    )
+    patch: int | None = option(  # type: ignore[assignment]
+        None,
+        "window edge in pixels (default: 32 for sparse labels, 128 for wall-to-wall, halved down to 16 "
+        "until the scene holds 3 blocks per fold)",
+        ge=8,
     )
     group_by: Literal["block", "feature"] = option(
         "block",
@@ -59,7 +65,7 @@ class CrossvalOptions(TrainConfig, WindowOptions, PixelOptions):
 def summarize(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, sample standard deviation and 95 % t-interval of each metric over the folds
     (undefined values left out)."""
-    return {m: mean_interval([f[m] for f in per_fold]) for m in METRICS}
+    return {m: mean_interval([f.get(m) for f in per_fold]) for m in METRICS}
 
 
 @dataclass
@@ -76,6 +82,25 @@ class _Fold:
     ref: np.ndarray
     trained: set[int]
     view: Any = None  # the cube as its models train on it (test features' labels hidden)
+    skip: str = ""  # why the fold is not trained (nothing to test, or nothing to train on)
+
+
+def _windows(ds: Any, o: CrossvalOptions, *, labelled: int) -> tuple[CrossvalOptions, str]:
+    """The options with the window and block edges decided: as given, or an unset patch 32
+    pixels for sparse labels (128 for wall-to-wall), halved down to 16 until the scene holds 3
+    blocks per fold; an unset block 4 x patch."""
+    h, w = ds.sizes["y"], ds.sizes["x"]
+    if o.patch is not None:
+        block = 4 * o.patch if o.block is None else o.block
+        return replace(o, block=block), "as given" if o.block is not None else "4 x the patch"
+    valid = int(ds["valid"].sum().compute())
+    sparse = labelled < SPARSE_SHARE * valid
+    patch = 32 if sparse else 128
+    while o.block is None and patch > 16 and -(-h // (4 * patch)) * -(-w // (4 * patch)) < 3 * o.folds:
+        patch //= 2
+    kind = "sparse" if sparse else "wall-to-wall"
+    why = f"{kind} labels ({labelled:,} of {valid:,} valid pixels), a {h} x {w} scene"
+    return replace(o, patch=patch, block=4 * patch if o.block is None else o.block), why
 
 
 def _feature_folds(fid: np.ndarray, rows: np.ndarray, cols: np.ndarray, layouts: list) -> np.ndarray:
@@ -130,22 +155,23 @@ def _plan(
             progress=ctx.progress,
         )
         splits = draw.manifest["split"]
-        if not (splits == "train").any() or not test.any():
-            what = (
-                "no training window fits in its training area"
-                if test.any()
-                else "its test area holds no label"
-            )
-            raise InvalidInputError(
-                f"fold {i} of {o.folds}: {what}; nothing was trained. Fix: fewer --folds, a larger --block "
-                "or a smaller --patch."
-            )
-        trained = {int(k) for k in np.unique(window_pixels(open_patches(store), "train")[2])}
+        trainable = bool((splits == "train").any())
+        trained = set()
+        if trainable:
+            trained = {int(k) for k in np.unique(window_pixels(open_patches(store), "train")[2])}
         fold = _Fold(
-            i, folder, store, int((splits == "test").sum()), rows[test], cols[test], ref[test], trained
+            i, folder, store, int((splits == "test").sum()), rows[test], cols[test], ref[test], trained, view
         )
-        fold.view = view
+        if not test.any():
+            fold.skip = "no labelled pixel in the test area: not trained"
+        elif not trainable:
+            fold.skip = "no training window fits in the training area: not trained"
         folds.append(fold)
+    if all(f.skip for f in folds):
+        raise InvalidInputError(
+            f"no fold of {o.folds} can be trained and tested ({folds[0].skip}); nothing was trained. "
+            "Fix: fewer --folds, a larger --block or a smaller --patch."
+        )
     return folds
 
 
@@ -165,7 +191,15 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
     if "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: the cube has no labels. Fix: prepare it with --labels.")
     legend = cube_legend(ds)
-    block = 4 * o.patch if o.block is None else o.block
+    unknown = [m for m in o.models if m not in ("unet", *PIXEL_MODELS)]
+    if unknown or not o.models:
+        raise InvalidInputError(
+            f"--models: expected some of unet, lightgbm, rf, found {list(o.models) or 'none'}."
+        )
+    rows, cols, ref, ok = labelled_pixels(ds)
+    o, why = _windows(ds, o, labelled=int(ok.sum()))
+    block = int(o.block)
+    ctx.echo(f"folds of {block}-pixel blocks, {o.patch}-pixel windows ({why})")
     layouts = fold_layouts_of(
         ds,
         folds=o.folds,
@@ -175,13 +209,7 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         seed=o.seed,
         n_classes=legend.n_classes,
     )
-    unknown = [m for m in o.models if m not in ("unet", *PIXEL_MODELS)]
-    if unknown or not o.models:
-        raise InvalidInputError(
-            f"--models: expected some of unet, lightgbm, rf, found {list(o.models) or 'none'}."
-        )
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
-    rows, cols, ref, ok = labelled_pixels(ds)
     present = sorted(int(k) for k in np.unique(ref[ok]))
     if o.group_by == "feature" and "reference_id" not in ds:
         raise InvalidInputError(
@@ -203,6 +231,12 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         labelled = (rows[ok], cols[ok], ref[ok], None if fid is None else fid[ok])
         folds = _plan(ds, layouts, o, tmp, ctx, labelled, None if groups is None else groups[ok])
         for fold in folds:
+            if fold.skip:
+                per_fold += [
+                    {"fold": fold.number, "model": m, "test_samples": 0, "flags": fold.skip} for m in o.models
+                ]
+                ctx.echo(f"fold {fold.number}/{o.folds}: {fold.skip}")
+                continue
             flags = fold_flags(fold.ref, present, o.min_test_samples)
             flags += [
                 f"class {k} tested, not in the training windows"
@@ -234,9 +268,10 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             "the same for every model)"
         }
         report |= {"labelled_pixels": int(ref.size), "on_nodata": int((~ok).sum())}
-        report |= {"scored": int(ok.sum()), "scored_share": round(float(ok.mean()), 4) if ok.size else None}
+        scored = sum(f.ref.size for f in folds if not f.skip)
+        report |= {"scored": scored, "scored_share": round(scored / ref.size, 4) if ref.size else None}
         report |= {"block": block, "seed": o.seed, "min_test_samples": o.min_test_samples}
-        report |= {"group_by": o.group_by}
+        report |= {"group_by": o.group_by, "patch": o.patch}
         if fid is not None:
             report |= {"features": int(np.unique(fid).size), "features_split": features_split}
         (tmp / "crossval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -244,6 +279,11 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
     ctx.echo(
         f"{report['scored']:,} of {report['labelled_pixels']:,} labelled pixels scored, each once"
         + (f"; {report['on_nodata']:,} lie on image nodata and were left out" if report["on_nodata"] else "")
+        + (
+            "; the rest lie in folds that were not trained (see their flags)"
+            if any(f.skip for f in folds)
+            else ""
+        )
     )
     for model in o.models:
         summary = report["models"][model]["summary"]
