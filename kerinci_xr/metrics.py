@@ -444,7 +444,9 @@ def evaluate_features(
     optimistic practice: neighbouring pixels are not independent samples). ``reference_id``
     is the raster of feature numbers (the cube's, or :func:`kerinci_xr.vector.rasterize_reference`
     on the map's grid); a polygon whose pixels were all left out (overlaps of other classes,
-    too small to cover a pixel centre) is not counted. With the sampling's split ``layout``,
+    too small to cover a pixel centre) is not counted. A feature where the map has no class
+    (image nodata: a point on it, a polygon mostly on it) is not counted either, but reported
+    (``features["on_nodata"]``): no model could be right or wrong there. With the sampling's split ``layout``,
     one report per split area too (a feature belongs to the area of its point, or of a point
     inside the polygon).
 
@@ -479,7 +481,9 @@ def evaluate_features(
         where = t.loc[~pts, "feature"].map(top)
         predicted[~pts] = where.fillna(-1).to_numpy().astype(np.int64)
     t["predicted"] = predicted
-    counted = t["predicted"] >= 0
+    no_pixels = (t["predicted"] < 0).to_numpy()
+    on_nodata = (t["predicted"] == 0).to_numpy()  # the map has no class there: no model can be scored
+    counted = pd.Series(~no_pixels & ~on_nodata)
     if layout is not None:
         t["area"] = np.asarray(SPLITS)[layout.split_of(t["row"].to_numpy(), t["col"].to_numpy())]
     areas = {"all": np.ones(len(t), bool)} | (
@@ -492,7 +496,7 @@ def evaluate_features(
             one = sel & pts & counted.to_numpy()
             np.add.at(cm, (t.loc[one, "class_id"].to_numpy(), t.loc[one, "predicted"].to_numpy()), 1)
             cls = t.set_index("feature")["class_id"]
-            pp = pair[pair["feature"].isin(set(t.loc[sel & ~pts, "feature"]))]
+            pp = pair[pair["feature"].isin(set(t.loc[sel & ~pts, "feature"])) & (pair["predicted"] > 0)]
             np.add.at(
                 cm, (cls.loc[pp["feature"]].to_numpy(), pp["predicted"].to_numpy()), pp["pixels"].to_numpy()
             )
@@ -506,7 +510,8 @@ def evaluate_features(
             "counted": int((sel & counted.to_numpy()).sum()),
             "points": int((sel & pts).sum()),
             "polygons": int((sel & ~pts).sum()),
-            "without_pixels": int((sel & ~counted.to_numpy()).sum()),
+            "without_pixels": int((sel & no_pixels).sum()),
+            "on_nodata": int((sel & on_nodata).sum()),
         }
         out[area] = rep
     out["all"]["feature_results"] = t[

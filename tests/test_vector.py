@@ -273,7 +273,7 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
     classes = rng.integers(1, 5, size=(40, 40))
     classes[0:20, 0:20] = 1  # a big polygon of 400 pixels, 300 mapped as crop, 100 as water
     classes[0:5, 0:20] = 4
-    cog = _class_map(tmp_path, l8_legend, classes)
+    classes[30:40, 21:29] = 0  # image nodata under some points: not counted, reported apart
     # 30 points (several in one pixel of the same class), the big polygon, a small one
     pts = rng.uniform([1210, 1600], [1290, 2000], size=(30, 2))  # beside the polygons (columns 21..28)
     pts[1] = pts[0]
@@ -287,6 +287,7 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
         crs=32621,
     )
     gdf.to_file(tmp_path / "ref.gpkg")
+    cog = _class_map(tmp_path, l8_legend, classes)
     out = tmp_path / "m.json"
     r = _cli("evaluate", str(cog), "--reference", str(tmp_path / "ref.gpkg"), "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -299,13 +300,25 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
         m = rasterio.features.rasterize([(poly, 1)], out_shape=(40, 40), transform=tr)
         pred.append(int(np.bincount(classes[m == 1], minlength=5).argmax()))
     ref = [*codes.tolist(), 1, 3]
+    keep = np.asarray(pred) > 0
+    dark = int((~keep).sum())
+    assert 0 < dark < 30  # some points on nodata
     np.testing.assert_array_equal(
-        np.asarray(rep["confusion_matrix"])[1:, 1:], sk_cm(ref, pred, labels=[1, 2, 3, 4])
+        np.asarray(rep["confusion_matrix"])[1:, 1:],
+        sk_cm(np.asarray(ref)[keep], np.asarray(pred)[keep], labels=[1, 2, 3, 4]),
     )
-    assert rep["samples"] == 32
+    assert np.asarray(rep["confusion_matrix"])[:, 0].sum() == 0  # none scored as "no class"
+    assert rep["samples"] == 32 - dark
     assert rep["sample_unit"] == "feature-majority"
-    assert rep["features"] == {"counted": 32, "points": 30, "polygons": 2, "without_pixels": 0}
-    assert "32 independent samples" in r.stdout
+    assert rep["features"] == {
+        "counted": 32 - dark,
+        "points": 30,
+        "polygons": 2,
+        "without_pixels": 0,
+        "on_nodata": dark,
+    }
+    assert f"{32 - dark} independent samples" in r.stdout
+    assert f"not counted: {dark} feature(s) where the map has no class (image nodata)" in r.stdout
     assert "rows = reference, columns = map" in r.stdout
     # every pixel of a polygon instead: 400 + 9 pixels and the 30 points
     r = _cli(
@@ -319,4 +332,4 @@ def test_evaluate_reference__each_feature_counted_once(tmp_path, l8_legend):
         str(tmp_path / "p.json"),
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "p.json").read_text())["all"]["samples"] == 30 + 400 + 9
+    assert json.loads((tmp_path / "p.json").read_text())["all"]["samples"] == 30 - dark + 400 + 9

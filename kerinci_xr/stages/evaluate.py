@@ -68,6 +68,12 @@ class EvaluateOptions(DaskOptions):
 def _echo_reports(report: dict[str, Any], ctx: Context) -> None:
     for area, rep in report.items():
         ctx.echo(f"\n== {area} ==\n{format_report(rep)}")
+        left = {k: rep.get("features", {}).get(k, 0) for k in ("on_nodata", "without_pixels")}
+        if any(left.values()):
+            ctx.echo(
+                f"not counted: {left['on_nodata']:,} feature(s) where the map has no class (image nodata), "
+                f"{left['without_pixels']:,} polygon(s) with no pixel left"
+            )
 
 
 def _evaluate_pixels(o: EvaluateOptions) -> dict[str, Any]:
