@@ -101,6 +101,11 @@ class TrainConfig:
     patience: int | None = option(
         None, "epochs without validation mIoU gain before stopping (default: --preset's)", ge=1
     )
+    select: Literal["best", "last"] = option(
+        "best",
+        "the checkpoint kept: the epoch of best validation mIoU, or the last epoch (a fixed number of "
+        "epochs: no choice made on the validation pixels, no early stopping)",
+    )
     seed: int = option(0, "seeds weights, batch order and augmentation", ge=0)
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     amp: bool = option(
@@ -416,7 +421,7 @@ def fit(
     if resume:
         _restore(run)
     for epoch in range(run.start, min(cfg.epochs, until_epoch or cfg.epochs)):
-        if run.stale >= cfg.patience:
+        if run.stale >= cfg.patience and cfg.select == "best":
             log.info("early stop: no mIoU improvement for %d epochs", run.stale)
             break
         t_epoch = time.perf_counter()
@@ -601,7 +606,7 @@ def _record(run: _Run, row: dict[str, Any]) -> bool:
         run.best, run.stale = score, 0
         return True
     run.stale += 1
-    return False
+    return run.cfg.select == "last"  # the last epoch is kept whatever it scored
 
 
 def _print_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:

@@ -217,3 +217,10 @@ def test_fit__preset_from_the_labelled_share_and_set_options_win(store, tmp_path
     assert saved["model_config"]["depth"] == PRESETS["sparse"]["depth"]
     assert saved["model_config"]["base"] == 8
     assert saved["train_config"]["patience"] == 1 and out.config.lr == PRESETS["sparse"]["lr"]
+
+
+def test_fit__select_last_keeps_the_last_epoch_without_early_stopping(store, tmp_path):
+    cfg = TrainConfig(epochs=3, patience=1, select="last", **TINY)
+    out = fit(store, tmp_path / "m.pt", config=cfg)
+    assert len(out.history) == 3  # every epoch trained (patience does not stop it)
+    assert _same(_weights(out.best), _weights(out.last))

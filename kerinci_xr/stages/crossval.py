@@ -272,6 +272,11 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         report |= {"scored": scored, "scored_share": round(scored / ref.size, 4) if ref.size else None}
         report |= {"block": block, "seed": o.seed, "min_test_samples": o.min_test_samples}
         report |= {"group_by": o.group_by, "patch": o.patch}
+        report["model_selection"] = (
+            "U-Net: the last epoch (a fixed number of epochs)"
+            if o.select == "last"
+            else "U-Net: the epoch of best mean IoU on the validation fold"
+        )
         if fid is not None:
             report |= {"features": int(np.unique(fid).size), "features_split": features_split}
         (tmp / "crossval.json").write_text(json.dumps(report, indent=2) + "\n")
