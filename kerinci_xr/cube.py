@@ -96,6 +96,10 @@ def build_cube(
     roles: Sequence[str] | None = None,
     label_field: str = "lc",
     strict: bool = False,
+    mask: str | Path | xr.DataArray | None = None,
+    mask_band: str | None = None,
+    mask_kind: str = "fmask",
+    mask_values: Sequence[int] = (),
 ) -> xr.Dataset:
     """Build the lazy analysis-ready cube from imagery, optional labels and optional radar.
 
@@ -136,6 +140,13 @@ def build_cube(
     label_field, strict
         Vector labels: the attribute holding the codes (or class names); ``strict`` makes
         features outside the image, with broken geometry or unknown codes an error.
+    mask, mask_band, mask_kind, mask_values
+        A cloud/quality mask: a one-band raster on any grid (aligned nearest), or ``mask_band``,
+        a band of the image (then not a feature). ``mask_kind``: ``"fmask"`` (clear where 0,
+        land, or 1, water), ``"qa_pixel"`` (Landsat Collection 2 QA_PIXEL: clear where the
+        fill, dilated cloud, cirrus, cloud, cloud shadow and snow bits 0-5 are all 0) or
+        ``"values"`` (clear where the value is one of ``mask_values``). Pixels not clear are
+        invalid: no sample, no training pixel, no map class.
 
     Returns
     -------
@@ -148,9 +159,10 @@ def build_cube(
     chunks = kio.normalize_chunks(chunks)
     if labels is not None and legend is None:
         raise InvalidInputError("labels given without a legend. Fix: pass legend=read_legend(...).")
-    raw = _as_raster(image, bands=bands, chunks=chunks, select=select)
+    raw = _as_raster(image, bands=bands, chunks=chunks, select=select if mask_band is None else None)
     if raw.rio.crs is None:
         raise RasterReadError(f"{raw.attrs.get('source', 'image')}: the image has no CRS.")
+    raw, clear = _clear_mask(raw, mask, mask_band, mask_kind, mask_values, select=select, chunks=chunks)
     nodata = raw.attrs.get("nodata") if nodata is None else nodata
     _check_nodata(nodata, raw, "--nodata")
     scale = EXPORT_SCALE if scale is None else scale
@@ -169,6 +181,14 @@ def build_cube(
         "units": "1",
     }
     valid = (valid_mask(raw, nodata=nodata) & img.notnull().all("band")).rename("valid")
+    if clear is not None:
+        valid = (valid & clear).rename("valid")
+        img = img.where(clear).astype(np.float32)
+        img.attrs = {
+            "long_name": "surface reflectance (optical bands), backscatter in dB (radar bands)",
+            "units": "1",
+        }
+        inputs["mask"] = f"{mask_band or clear.attrs.get('source', '<memory>')} ({mask_kind})"
     valid.attrs = {
         "long_name": "valid pixel: every band present",
         "flag_values": [0, 1],
@@ -211,6 +231,64 @@ def build_cube(
         ),
     }
     return ds
+
+
+MASK_KINDS = ("fmask", "qa_pixel", "values")
+#: Landsat Collection 2 QA_PIXEL bits that make a pixel unusable: fill, dilated cloud, cirrus,
+#: cloud, cloud shadow, snow (bits 0-5)
+QA_PIXEL_BAD = 0b111111
+
+
+def _clear_mask(
+    raw: xr.DataArray,
+    mask: str | Path | xr.DataArray | None,
+    band: str | None,
+    kind: str,
+    values: Sequence[int],
+    *,
+    select: Sequence[str] | None,
+    chunks: Mapping[str, int],
+) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The optical raster without its mask band, and where the mask says clear (``None``: no mask)."""
+    if mask is None and band is None:
+        return raw, None
+    if mask is not None and band is not None:
+        raise InvalidInputError("--mask and --mask-band: pass one of them.")
+    if kind not in MASK_KINDS:
+        raise InvalidInputError(f"mask_kind: expected one of {MASK_KINDS}, found {kind!r}.")
+    if kind == "values" and not values:
+        raise InvalidInputError("--mask-kind values needs --mask-values (the codes of clear pixels).")
+    names = [str(b) for b in raw["band"].values]
+    if band is not None:
+        if band not in names:
+            raise InvalidInputError(
+                f"{raw.attrs.get('source', 'image')}: --mask-band {band!r} is not a band of the image "
+                f"(its bands: {names}). Fix: name one of them."
+            )
+        m = raw.sel(band=band, drop=True)
+        keep = [b for b in names if b != band and (select is None or b in select)]
+        raw = raw.sel(band=keep)
+    else:
+        mraw = _as_raster(mask, bands=None, chunks=chunks)
+        if mraw.sizes["band"] != 1:
+            raise InvalidInputError(
+                f"{mraw.attrs.get('source', 'mask')}: expected a one-band mask, found "
+                f"{mraw.sizes['band']} bands. Fix: pass the QA/Fmask band alone, or --mask-band."
+            )
+        _check_overlap(raw, mraw, "mask")
+        m = mraw.isel(band=0, drop=True)
+        if kio.grid_differences(raw, mraw):
+            m = kio.align_to(mraw, raw.isel(band=[0]), resampling="nearest").isel(band=0, drop=True)
+        else:
+            m = m.assign_coords(y=raw["y"], x=raw["x"])
+    if kind == "fmask":
+        clear = m.isin([0, 1])
+    elif kind == "qa_pixel":
+        clear = (m.astype(np.int64) & QA_PIXEL_BAD) == 0
+    else:
+        clear = m.isin(list(values))
+    clear.attrs["source"] = str((mask if mask is not None else band) or "")
+    return raw, clear.chunk({k: v for k, v in chunks.items() if k in clear.dims}).rename("clear")
 
 
 def _radar_layer(
@@ -688,6 +766,7 @@ def build_series(
     labels_date: str | None = None,
     legend: Legend | None = None,
     radar: Sequence[str | Path | xr.DataArray] | None = None,
+    mask: Sequence[str | Path | xr.DataArray] | None = None,
     chunks: int | Mapping[str, int] | None = kio.DEFAULT_CHUNK,
     **kw: Any,
 ) -> xr.Dataset:
@@ -708,6 +787,8 @@ def build_series(
         raise InvalidInputError(
             f"radar: expected one radar file per image ({len(images)}), found {len(radar)}."
         )
+    if mask is not None and len(mask) != len(images):
+        raise InvalidInputError(f"mask: expected one mask file per image ({len(images)}), found {len(mask)}.")
     plan = _plan_series_labels(labels, unsorted, labels_date)
     order = np.argsort(unsorted, kind="stable")
     cubes = [
@@ -716,6 +797,7 @@ def build_series(
             plan.of_image[i],
             legend=legend,
             radar=None if radar is None else radar[i],
+            mask=None if mask is None else mask[i],
             chunks=chunks,
             **kw,
         )

@@ -7,7 +7,7 @@ import rasterio
 import zarr
 
 from kerinci_xr.cube import build_cube, cube_legend, open_cube, write_cube
-from kerinci_xr.errors import GridMismatchError, OutputExistsError
+from kerinci_xr.errors import GridMismatchError, InvalidInputError, OutputExistsError
 from kerinci_xr.io import open_raster
 from kerinci_xr.legend import read_legend
 from kerinci_xr.stages.info import cube_summary
@@ -262,3 +262,46 @@ def test_write_cube__zarr_format_3_on_request(nc_cube, tmp_path):
         warnings.simplefilter("error")
         again = open_cube(path)
     np.testing.assert_array_equal(again["labels"].values, ds["labels"].values)
+
+
+def _tif(path, arr, *, nodata=None, descriptions=None):
+    from affine import Affine
+
+    profile = dict(driver="GTiff", height=arr.shape[1], width=arr.shape[2], count=arr.shape[0])
+    profile |= dict(dtype=arr.dtype, crs="EPSG:32748", transform=Affine(30, 0, 500000, 0, -30, 9800000))
+    with rasterio.open(path, "w", nodata=nodata, **profile) as dst:
+        dst.write(arr)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def test_prepare__cloud_masks_make_pixels_invalid(tmp_path):
+    """An Fmask band inside the stack, and a Landsat C2 QA_PIXEL file (values from USGS's table:
+    21824 clear land, 21952 clear water, 22280 high-confidence cloud, 23888 cloud shadow, 1 fill)."""
+    from kerinci_xr.api import prepare
+
+    rng = np.random.default_rng(2)
+    refl = rng.integers(100, 4000, size=(3, 40, 50)).astype(np.uint16)
+    refl[:, 0, 0] = 0  # image nodata
+    fmask = rng.choice(np.array([0, 1, 2, 3, 4, 255], dtype=np.uint16), size=(1, 40, 50))
+    stack = _tif(
+        tmp_path / "stack.tif",
+        np.concatenate([refl, fmask]),
+        nodata=0,
+        descriptions=["B2", "B3", "B4", "Fmask"],
+    )
+    cube = open_cube(prepare(stack, mask_band="Fmask", out=tmp_path / "a.zarr")["cube"])
+    assert [str(b) for b in cube["band"].values] == ["B2", "B3", "B4"]  # the mask is not a feature
+    clear = np.isin(fmask[0], [0, 1]) & (refl != 0).all(0)
+    np.testing.assert_array_equal(cube["valid"].values, clear)
+    assert np.isnan(cube["image"].values[:, ~clear]).all()
+    np.testing.assert_allclose(cube["image"].values[:, clear], refl[:, clear] * 1e-4, rtol=1e-6)
+    qa = rng.choice(np.array([21824, 21952, 22280, 23888, 1], dtype=np.uint16), size=(1, 40, 50))
+    qa_path = _tif(tmp_path / "qa.tif", qa)
+    plain = _tif(tmp_path / "refl.tif", refl, nodata=0, descriptions=["B2", "B3", "B4"])
+    cube = open_cube(prepare(plain, mask=qa_path, mask_kind="qa_pixel", out=tmp_path / "b.zarr")["cube"])
+    np.testing.assert_array_equal(cube["valid"].values, np.isin(qa[0], [21824, 21952]) & (refl != 0).all(0))
+    with pytest.raises(InvalidInputError, match="--mask-band 'QA' is not a band of the image"):
+        prepare(stack, mask_band="QA", out=tmp_path / "c.zarr")
+    assert not (tmp_path / "c.zarr").exists()

@@ -83,6 +83,22 @@ class PrepareOptions(DaskOptions):
         None, "roles of bands the sensor table does not know, e.g. nir=B4,swir1=B5,swir2=B7"
     )
     radar_bands: tuple[str, ...] = option(("HH", "HV"), "radar band names")
+    mask: tuple[str, ...] | None = option(
+        None,
+        "cloud/quality mask raster (Fmask, Landsat QA_PIXEL), one per date, on any grid: pixels it "
+        "does not call clear are invalid",
+        io="in",
+        kind=Kind.IMAGE,
+    )
+    mask_band: str | None = option(
+        None, "instead of --mask: the image's band that holds the mask (not a feature)"
+    )
+    mask_kind: Literal["fmask", "qa_pixel", "values"] = option(
+        "fmask",
+        "how to read the mask: fmask (clear: 0 land, 1 water), qa_pixel (Landsat C2: fill, dilated "
+        "cloud, cirrus, cloud, shadow and snow bits all 0), values (clear: --mask-values)",
+    )
+    mask_values: tuple[int, ...] = option((), "--mask-kind values: the codes of clear pixels")
     scale: float | None = option(
         None,
         "reflectance scale (default: 1e-4 for GeoTIFF exports of reflectance x1e4; for STAC the "
@@ -134,6 +150,9 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
         roles=o.band_roles,
         label_field=o.label_field,
         strict=o.strict,
+        mask_band=o.mask_band,
+        mask_kind=o.mask_kind,
+        mask_values=o.mask_values,
     )
     images, dates, radar, build = _images(o, build)
     if len(images) == 1 and dates is None:  # one date: the cube keeps its (band, y, x) layout
@@ -141,10 +160,19 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
             raise InvalidInputError(f"radar: one image takes one radar file, found {len(radar)}.")
         if o.labels is not None and len(o.labels) != 1:
             raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
-        ds = build(images[0], o.labels[0] if o.labels else None, radar=radar[0] if radar else None)
+        if o.mask is not None and len(o.mask) != 1:
+            raise InvalidInputError(f"mask: one image takes one mask file, found {len(o.mask)}.")
+        mask = o.mask[0] if o.mask else None
+        ds = build(images[0], o.labels[0] if o.labels else None, radar=radar[0] if radar else None, mask=mask)
     else:
         ds = build_series(
-            images, dates=dates, labels=o.labels, labels_date=o.labels_date, radar=radar, **build.keywords
+            images,
+            dates=dates,
+            labels=o.labels,
+            labels_date=o.labels_date,
+            radar=radar,
+            mask=o.mask,
+            **build.keywords,
         )
     unknown: dict[int, int] = {}
     if "reference_id" in ds:
@@ -189,6 +217,11 @@ def _images(o: PrepareOptions, build: functools.partial) -> tuple[list, Any, Any
             )
         # a glob, or the Earth Engine tiles of one export, is one mosaic
         return expand_images(o.image), o.dates, o.radar, build
+    if o.mask is not None or o.mask_band is not None:
+        raise InvalidInputError(
+            "--mask and --mask-band are for GeoTIFF images; with --stac the QA asset would be scaled like "
+            "reflectance. Fix: export the items to GeoTIFF, or prepare without a mask."
+        )
     if o.bands or o.select or o.nodata is not None:
         raise InvalidInputError(
             "--bands, --select and --nodata are for GeoTIFF images; STAC items name their bands and nodata. "
