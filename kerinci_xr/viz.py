@@ -565,12 +565,16 @@ def crossval_parts(folder: str | Path) -> list[Any]:
         ci = f" [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if s["ci95"] else ""
         return f"{s['mean']:.3f}{ci} ({s['folds']} folds)"
 
+    def pooled(m: dict[str, Any], key: str) -> str:
+        v, ci = m["pooled"][key], (m["pooled"].get("ci95") or {}).get(key)
+        return "-" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
     rows = [
         {
             "model": name,
-            "oa": m["pooled"]["overall_accuracy"],
-            "kappa": m["pooled"]["kappa"],
-            "f1": m["pooled"]["macro_f1"],
+            "oa": pooled(m, "overall_accuracy"),
+            "kappa": pooled(m, "kappa"),
+            "f1": pooled(m, "macro_f1"),
             "samples": m["pooled"]["samples"],
             "fold_oa": interval(m["summary"]["overall_accuracy"]),
             "flagged": ", ".join(str(f) for f in m["folds_flagged"]) or "none",
@@ -579,9 +583,9 @@ def crossval_parts(folder: str | Path) -> list[Any]:
     ]
     cols = [
         ("model", "model"),
-        ("oa", "pooled OA"),
-        ("kappa", "pooled kappa"),
-        ("f1", "pooled macro F1"),
+        ("oa", "pooled OA [95 % CI]"),
+        ("kappa", "pooled kappa [95 % CI]"),
+        ("f1", "pooled macro F1 [95 % CI]"),
         ("samples", "test samples"),
         ("fold_oa", "OA, mean of unflagged folds [95 % CI]"),
         ("flagged", "flagged folds"),
@@ -626,8 +630,11 @@ def crossval_parts(folder: str | Path) -> list[Any]:
     points = hv.Scatter(folds, kdims=["model"], vdims=["overall_accuracy", "fold"]).opts(
         size=8, color="#555555", tools=["hover"]
     )
-    pooled = pd.DataFrame({"model": [r["model"] for r in rows], "pooled": [r["oa"] for r in rows]})
-    bars = hv.Bars(pooled, kdims=["model"], vdims=["pooled"]).opts(color="#9ecae1")
+    oa = [m["pooled"]["overall_accuracy"] for m in data["models"].values()]
+    bars = hv.Bars(
+        pd.DataFrame({"model": list(data["models"]), "pooled": oa}), kdims=["model"], vdims=["pooled"]
+    )
+    bars = bars.opts(color="#9ecae1")
     chart = (bars * points).opts(
         width=600,
         height=360,

@@ -186,6 +186,21 @@ def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_
         flagged = f"class {untrained} tested, not in the training windows" in row["flags"]
         assert flagged == (untrained in set(t["reference"]))
     assert any(untrained in set(t["reference"]) for t in tables)
+    # the pooled figures, recomputed with sklearn from every fold's test pixels
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+    for model in ("unet", "lightgbm"):
+        pooled = report["models"][model]["pooled"]
+        ref, pred = scored["reference"], scored[model]
+        assert pooled["overall_accuracy"] == pytest.approx(accuracy_score(ref, pred), abs=1e-4)
+        assert pooled["kappa"] == pytest.approx(cohen_kappa_score(ref, pred), abs=1e-4)
+        present = sorted(set(ref))  # macro F1 over the classes with reference samples
+        assert pooled["macro_f1"] == pytest.approx(
+            f1_score(ref, pred, labels=present, average="macro"), abs=1e-4
+        )
+        lo, hi = pooled["ci95"]["overall_accuracy"]
+        assert lo <= pooled["overall_accuracy"] <= hi
+        assert (hi > lo) == (0 < pooled["overall_accuracy"] < 1)  # a bootstrap of right and wrong pixels
     # the U-Net is scored on the map predict makes with the fold's model
     pred = predict(cube, model=tmp_path / "cv" / "fold1" / "model.pt", out=tmp_path / "p.zarr")["prediction"]
     classes = open_prediction(pred)["classes"].values

@@ -295,7 +295,8 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         ctx.echo(
             f"{model}: mean over {summary['overall_accuracy']['folds']} fold(s) (95 % interval): "
             + ", ".join(f"{m} {summary[m]['mean']} {summary[m]['ci95']}" for m in METRICS)
-            + f"; pooled OA {report['models'][model]['pooled']['overall_accuracy']}"
+            + f"; pooled OA {report['models'][model]['pooled']['overall_accuracy']} "
+            f"{report['models'][model]['pooled']['ci95'].get('overall_accuracy')}"
         )
     if len(o.models) > 1:
         ctx.echo(f"use {report['recommendation']['model']}: {report['recommendation']['why']}")
@@ -315,12 +316,12 @@ def _compare(
         rows = [r for r in per_fold if r["model"] == model]
         kept = [r for r in rows if o.keep_flagged or not r["flags"]]
         pooled = pooled_report(
-            [s["ref"] for s in samples[model]], [s["pred"] for s in samples[model]], legend
+            [s["ref"] for s in samples[model]], [s["pred"] for s in samples[model]], legend, seed=o.seed
         )
         models[model] = {
             "summary": summarize(kept),
             "folds_flagged": [r["fold"] for r in rows if r["flags"]],
-            "pooled": {m: pooled[m] for m in (*METRICS, "samples", "confusion_matrix")},
+            "pooled": {m: pooled[m] for m in (*METRICS, "ci95", "samples", "confusion_matrix")},
         }
     differences = []
     for a in o.models:
