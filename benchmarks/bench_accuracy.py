@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HERE, WORK, peak_rss_mb, save, scene
+from _common import HERE, RESULTS, WORK, peak_rss_mb, save, scene
 
 DATA = HERE.parent.parent / "shared" / "data"
 NC = DATA / "nc_landsat7"
@@ -289,6 +289,11 @@ def main() -> None:
 
 
 def _save(results: list[dict], args) -> None:
+    """Save (with ``--only``: beside the other datasets' latest rows) and print the checks."""
+    saved = RESULTS / "bench_accuracy.json"
+    if args.only and saved.exists():
+        done = {r["dataset"] for r in results}
+        results = [r for r in json.loads(saved.read_text()).get("rows", []) if r["dataset"] not in done] + results
     checks = {}
     for r in results:
         for (
