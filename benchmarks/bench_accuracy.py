@@ -293,7 +293,8 @@ def _save(results: list[dict], args) -> None:
     saved = RESULTS / "bench_accuracy.json"
     if args.only and saved.exists():
         done = {r["dataset"] for r in results}
-        results = [r for r in json.loads(saved.read_text()).get("rows", []) if r["dataset"] not in done] + results
+        earlier = json.loads(saved.read_text()).get("rows", [])
+        results = [r for r in earlier if r["dataset"] not in done] + results
     checks = {}
     for r in results:
         for (
