@@ -195,10 +195,11 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
             rows[entry] = [r for r in report["folds"] if r["model"] == model]
     models = {}
     for entry, preds in samples.items():
-        pooled = pooled_report(refs, preds, legend)
+        pooled = pooled_report(refs, preds, legend, seed=args.seed)
         kept = [r for r in rows[entry] if not r["flags"]]
         models[entry] = {
             "pooled_oa": pooled["overall_accuracy"],
+            "pooled_oa_ci95": pooled["ci95"].get("overall_accuracy"),
             "pooled_macro_f1": pooled["macro_f1"],
             "pooled_kappa": pooled["kappa"],
             "fold_oa": mean_interval([r["overall_accuracy"] for r in kept]),

@@ -165,29 +165,48 @@ def main() -> None:
         "| case | scene | Mpix | seconds | Mpix/s | peak RSS MiB |",
     )
     r = load("bench_accuracy")
+
+    def _ci(v) -> str:
+        return f" [{v[0]:.3f}, {v[1]:.3f}]" if v else ""
+
+    def _fold(f) -> str:
+        return "-" if f["mean"] is None else f"{f['mean']:.3f}{_ci(f['ci95'])} ({f['folds']})"
+
+    def _diff(d) -> str:
+        return (
+            "(best per-pixel)" if d is None else f"{d['estimate']:+.3f}{_ci(d['ci95'])}"
+        )
+
     rows = [
-        f"| {x['dataset']} | {m} | {v['overall_accuracy']:.3f} | {v['kappa']:.3f} | {v['macro_f1']:.3f} | "
-        f"{v['mean_iou']:.3f} | {v['samples']:,} {v['sample_unit']}s | {x['train_pixels']:,} | {v['train_s']:.1f} |"
+        f"| {x['dataset']} | {m} | {v['pooled_oa']:.3f}{_ci(v.get('pooled_oa_ci95'))} | {v['pooled_macro_f1']:.3f} | "
+        f"{_fold(v['fold_oa'])} | {_diff(v.get('minus_best_pixel'))} | {v['train_s_per_fold']:.0f} | "
+        f"{x.get('predict_4000_s', {}).get(m, '-')} |"
         for x in (r or {}).get("rows", [])
         for m, v in x["models"].items()
     ]
+    datasets = [
+        f"`{x['dataset']}`: {x['test_samples']:,} test pixels of {x['labelled_pixels']:,} labelled "
+        f"({x['on_nodata']:,} on image nodata, not scored), {x['folds']} folds"
+        + (" of whole features" if x.get("group_by") == "feature" else " of blocks")
+        + f", flagged {x['folds_flagged'] or 'none'}"
+        for x in (r or {}).get("rows", [])
+    ]
     lines += section(
-        "Accuracy on real rasters: U-Net vs random forest (`bench_accuracy.py`)",
-        "`nc_points`: the North Carolina Landsat 7 scene with 300 reference points per class drawn "
-        "from its landclass96 map, prepared as vector labels, scored per test point (each once). "
-        "`l8_polygons`: the Landsat 8 L1 scene of `landsat8_tiled/` (B2-B4) with its 4 real polygons, "
-        "scored on every polygon pixel of the test blocks. `nc_dense` (`--dense`): the wall-to-wall "
-        "map. Test blocks held out spatially; both models learn from the same training pixels and are "
-        "scored on the same test samples. What limits both: on `nc_points`, 535 training pixels, a 1996 "
-        "map on a 2000 scene, 28.5 m 8-bit DN in which herbaceous, shrubland and agriculture overlap "
-        "spectrally (the wall-to-wall run reaches only OA 0.44 for the same reason); the U-Net's context "
-        "is worth +0.085 mIoU only as a small network (depth 2, base 16, dropout 0.1): depth 3 / base 32 "
-        "overfits the 535 pixels and fell below the forest (mIoU 0.159 vs 0.225). On `l8_polygons` the 4 "
-        "polygons are spectrally distinct and only crop, tree and water reach the test blocks (developed "
-        "lies in one block): both models are perfect, so this data cannot tell them apart.",
+        "Which model for these labels: the ladder on identical folds (`bench_accuracy.py`)",
+        "Every real labelled dataset of `../shared/data` and sparse points on the generated scene; two "
+        "`crossval` runs with the same folds and seed: the U-Net with the wall-to-wall preset and "
+        "LightGBM / random forest on the bands (and NDVI, NDWI, NBR where the bands allow), then the U-Net "
+        "with the sparse preset and the per-pixel models with neighbourhood means and deviations over 3, "
+        "7 and 15 pixels (`_nbhd`). Every model is scored on the same test pixels (every labelled, "
+        "valid pixel of each fold's test area, each once). Pooled OA over all folds' test pixels with a "
+        "95 % bootstrap interval; fold OA: mean over unflagged folds with its t-interval (number of "
+        "folds); the paired bootstrap difference in pooled OA against the best per-pixel model; seconds "
+        "to train (and score) per fold; seconds to predict a 4000 x 4000 generated cube to a prediction "
+        "store (generated scene only: the same 8 bands). " + "; ".join(datasets) + ".",
         rows,
         r,
-        "| dataset | model | OA | kappa | macro F1 | mIoU | test samples | train pixels | train s |",
+        "| dataset | model | pooled OA [95 % CI] | pooled macro F1 | fold OA [95 % CI] (folds) | "
+        "vs best per-pixel [95 % CI] | train s / fold | predict 4000^2 s |",
     )
     r = load("bench_vector")
     rows = [
