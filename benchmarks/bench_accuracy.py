@@ -159,6 +159,7 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
     recommended = {}
     for preset, windows, suffix in RUNS:
         out = work / f"cv_{preset}"
+        out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rare classes in small folds
             crossval(
@@ -265,6 +266,12 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=300, help="reference points per class")
     ap.add_argument("--per-class", type=int, default=300, help="patches per class and split")
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--more-seeds",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[],
+        help="also run the ladder with these seeds (e.g. 1,2) and report the spread of pooled OA",
+    )
     ap.add_argument("--only", choices=("nc_points", "l8_polygons", "generated_points", "nc_dense"))
     ap.add_argument("--dense", action="store_true", help="also the wall-to-wall NC case")
     ap.add_argument("--no-predict", action="store_true", help="skip the 4000 x 4000 prediction times")
@@ -281,6 +288,22 @@ def main() -> None:
         t0 = time.perf_counter()
         cube, kw = case(args, work)
         result = _ladder(case.__name__, cube, kw, args, work)
+        if args.more_seeds:  # the same ladder with other seeds (training, folds): the spread a user will see
+            runs = [result] + [
+                _ladder(
+                    case.__name__, cube, kw, argparse.Namespace(**vars(args) | {"seed": s}), work / f"seed{s}"
+                )
+                for s in args.more_seeds
+            ]
+            result["seeds"] = {
+                entry: {
+                    "seeds": [args.seed, *args.more_seeds],
+                    "pooled_oa": [r["models"][entry]["pooled_oa"] for r in runs],
+                    "mean": round(float(np.mean([r["models"][entry]["pooled_oa"] for r in runs])), 4),
+                    "sd": round(float(np.std([r["models"][entry]["pooled_oa"] for r in runs], ddof=1)), 4),
+                }
+                for entry in result["models"]
+            }
         result["seconds"] = round(time.perf_counter() - t0, 1)
         if case is generated_points and not args.no_predict:
             result["predict_4000_s"] = _predict_times(work, args)

@@ -155,7 +155,8 @@ def assign_blocks(
             new = ((got[used] == 0) & (c[b] > 0)).sum(1)
             cost = (after - before).sum(1) - new
             best = used[np.flatnonzero(cost <= cost.min() + 1e-12)]
-            g = best[0] if best.size == 1 else best[np.argmax(f[best])]
+            # ties: the group furthest below its share of all labelled pixels (the first of equals)
+            g = best[0] if best.size == 1 else best[np.argmax(f[best] * total.sum() - got[best].sum(1))]
             groups[b] = g
             got[g] += c[b]
     area = np.ones(nblock) if areas is None else np.asarray(areas, dtype=float)
@@ -196,6 +197,41 @@ def split_layout(
     labels = np.repeat(np.arange(3, dtype=np.int8), _area_counts(f, nby * nbx))
     rng = np.random.default_rng([seed, 0x5B11])
     return SplitLayout(blocks=rng.permutation(labels).reshape(nby, nbx), yedges=yedges, xedges=xedges)
+
+
+def feature_fold_layouts(
+    fid: np.ndarray,
+    ref: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    block: int,
+    folds: int,
+    n_classes: int,
+    seed: int = 0,
+) -> tuple[list[SplitLayout], np.ndarray]:
+    """Spatial k-fold layouts for folds of whole reference features: each feature (``fid`` of
+    every labelled pixel) counts in full for its home block, the block holding most of its
+    pixels (ties: the first), and the home blocks are stratified into folds as
+    :func:`fold_layouts` does; returns the layouts and the fold (0-based) of every pixel's
+    feature: the fold whose test area holds its home block."""
+    yedges, xedges = _edges(shape, block)
+    nbx = len(xedges) - 1
+    home_of_pixel = (np.searchsorted(yedges, rows, side="right") - 1) * nbx + (
+        np.searchsorted(xedges, cols, side="right") - 1
+    )
+    table = pd.DataFrame({"fid": fid, "block": home_of_pixel})
+    counts = table.groupby(["fid", "block"]).size().reset_index(name="n")
+    home = counts.sort_values(["fid", "n", "block"], ascending=[True, False, True]).drop_duplicates("fid")
+    home_block = home.set_index("fid")["block"].reindex(fid).to_numpy()
+    per_block = np.zeros(((len(yedges) - 1) * nbx, n_classes + 1), dtype=np.int64)
+    np.add.at(per_block, (home_block, ref.astype(np.int64)), 1)
+    layouts = fold_layouts(per_block, shape, block=block, folds=folds, seed=seed)
+    fold = np.zeros(fid.size, dtype=np.int64)
+    for i, layout in enumerate(layouts):
+        fold[layout.blocks.ravel()[home_block] == 2] = i
+    return layouts, fold
 
 
 def fold_layouts(

@@ -21,7 +21,7 @@ from ..metrics import accuracy_report, confusion_matrix
 from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
 from ..prediction import classes_at
-from ..sampling import fold_layouts_of
+from ..sampling import feature_fold_layouts, fold_layouts_of
 from ..training import SPARSE_SHARE, TrainConfig, fit
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
@@ -103,18 +103,6 @@ def _windows(ds: Any, o: CrossvalOptions, *, labelled: int) -> tuple[CrossvalOpt
     return replace(o, patch=patch, block=4 * patch if o.block is None else o.block), why
 
 
-def _feature_folds(fid: np.ndarray, rows: np.ndarray, cols: np.ndarray, layouts: list) -> np.ndarray:
-    """The fold (0-based) of every labelled pixel when folds group whole reference features: a
-    feature belongs to the fold whose test area holds most of its pixels (ties: the first)."""
-    fold_of_pixel = np.zeros(rows.size, dtype=np.int64)
-    for i, layout in enumerate(layouts):
-        fold_of_pixel[layout.split_of(rows, cols) == 2] = i
-    table = pd.DataFrame({"fid": fid, "fold": fold_of_pixel})
-    counts = table.groupby(["fid", "fold"]).size().reset_index(name="n")
-    home = counts.sort_values(["fid", "n", "fold"], ascending=[True, False, True]).drop_duplicates("fid")
-    return home.set_index("fid")["fold"].reindex(fid).to_numpy()
-
-
 def _split_features(fid: np.ndarray, fold: np.ndarray) -> int:
     """How many reference features have pixels in more than one fold's test area."""
     pairs = pd.DataFrame({"fid": fid, "fold": fold}).drop_duplicates()
@@ -145,16 +133,21 @@ def _plan(
             test = groups == i - 1
             hidden = np.unique(fid[test])
             view = ds.assign(labels=ds["labels"].where(~ds["reference_id"].isin(hidden), 0))
-        draw, store = sample_windows(
-            view,
-            o,
-            folder / "patches.zarr",
-            seed=o.seed,
-            layout=layout,
-            split={"fold": i, "folds": o.folds, "by": "labels", "group_by": o.group_by},
-            progress=ctx.progress,
-        )
-        splits = draw.manifest["split"]
+        try:
+            draw, store = sample_windows(
+                view,
+                o,
+                folder / "patches.zarr",
+                seed=o.seed,
+                layout=layout,
+                split={"fold": i, "folds": o.folds, "by": "labels", "group_by": o.group_by},
+                progress=ctx.progress,
+            )
+            splits = draw.manifest["split"]
+        except InvalidInputError as exc:  # no window fits in any split of this fold
+            if "no eligible patch centre" not in str(exc):
+                raise
+            store, splits = None, pd.Series([], dtype=object)
         trainable = bool((splits == "train").any())
         trained = set()
         if trainable:
@@ -217,19 +210,31 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             "raster. Fix: prepare it with --labels from a vector file, or use --group-by block."
         )
     fid = ds["reference_id"].data.vindex[rows, cols].compute() if "reference_id" in ds else None
-    groups = None if fid is None or o.group_by == "block" else _feature_folds(fid, rows, cols, layouts)
-    if fid is not None:  # features cut by the test areas (0 when grouped by feature)
-        pixel_fold = (
-            groups if groups is not None else _feature_folds(np.arange(rows.size), rows, cols, layouts)
+    groups = None
+    if fid is not None and o.group_by == "feature":  # folds of whole features, by their home blocks
+        layouts, groups = feature_fold_layouts(
+            fid[ok],
+            ref[ok],
+            rows[ok],
+            cols[ok],
+            (ds.sizes["y"], ds.sizes["x"]),
+            block=block,
+            folds=o.folds,
+            n_classes=legend.n_classes,
+            seed=o.seed,
         )
-        features_split = _split_features(fid[ok], pixel_fold[ok])
+    if fid is not None:  # features cut by the test areas (0 when grouped by feature)
+        in_test = np.zeros(int(ok.sum()), dtype=np.int64)
+        for i, layout in enumerate(layouts):
+            in_test[layout.split_of(rows[ok], cols[ok]) == 2] = i
+        features_split = _split_features(fid[ok], in_test if groups is None else groups)
     per_fold = []
     samples: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in o.models}
     with atomic_output(o.out, overwrite=o.overwrite) as tmp:
         tmp.mkdir()
         (tmp / MARKER).write_text(json.dumps({"title": "kerinci_xr cross-validation", "cube": str(o.cube)}))
         labelled = (rows[ok], cols[ok], ref[ok], None if fid is None else fid[ok])
-        folds = _plan(ds, layouts, o, tmp, ctx, labelled, None if groups is None else groups[ok])
+        folds = _plan(ds, layouts, o, tmp, ctx, labelled, groups)
         for fold in folds:
             if fold.skip:
                 per_fold += [
