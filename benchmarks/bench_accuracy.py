@@ -77,19 +77,26 @@ def _l8_legend(out: Path) -> Path:
     return out
 
 
-def nc_points(args, work: Path) -> tuple[Path, dict]:
+def _points_cube(work: Path, image: Path, labels: Path, legend: Path, args, **prepare_kw) -> Path:
+    """A cube of ``image`` with ``--points`` points per class drawn from a label raster."""
     from kerinci_xr.api import prepare
 
-    pts = _points_file(work / "points.gpkg", NC / "nc_landclass96_labels.tif", args.points, args.seed)
-    cube = prepare(
+    pts = _points_file(work / "points.gpkg", labels, args.points, args.seed)
+    return prepare(image, labels=pts, legend=legend, out=work / "cube.zarr", overwrite=True, **prepare_kw)[
+        "cube"
+    ]
+
+
+def nc_points(args, work: Path) -> tuple[Path, dict]:
+    cube = _points_cube(
+        work,
         NC / "nc_landsat7_2000_6band_dn.tif",
-        labels=pts,
-        legend=NC / "nc_lc.json",
+        NC / "nc_landclass96_labels.tif",
+        NC / "nc_lc.json",
+        args,
         scale=1 / 255,
         chunk=256,
-        out=work / "cube.zarr",
-        overwrite=True,
-    )["cube"]
+    )
     return cube, {"patch": 32, "block": 64, "indices": ("ndvi", "ndwi", "nbr")}
 
 
@@ -113,18 +120,15 @@ def l8_polygons(args, work: Path) -> tuple[Path, dict]:
 
 
 def generated_points(args, work: Path) -> tuple[Path, dict]:
-    from kerinci_xr.api import prepare
-
     folder = scene(1000, seed=3)
-    pts = _points_file(work / "points.gpkg", folder / "LC_Image_v1.tif", args.points, args.seed)
-    cube = prepare(
+    cube = _points_cube(
+        work,
         folder / "Landsat_Kerinci_2023_v1.tif",
-        labels=pts,
-        legend=folder / "lc.json",
+        folder / "LC_Image_v1.tif",
+        folder / "lc.json",
+        args,
         chunk=500,
-        out=work / "cube.zarr",
-        overwrite=True,
-    )["cube"]
+    )
     return cube, {"patch": 32, "block": 64, "indices": ("ndvi", "ndwi", "nbr")}
 
 

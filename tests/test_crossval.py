@@ -162,12 +162,7 @@ def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_
     sparse[missing] = truth[missing]
     sparse[sparse == 3000] = 0
     sparse[0:2, 10:290:4] = 3000  # within 16 rows of the edge: no 32-pixel window holds them
-    path = tmp_path / "sparse.tif"
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(sparse, 1)
-    cube = prepare(
-        small_scene.landsat, labels=path, legend=small_scene.legend, chunk=64, out=tmp_path / "cube.zarr"
-    )["cube"]
+    cube = _cube_with_labels(small_scene, sparse, profile, tmp_path)
     kw = dict(folds=3, patch=32, per_class=6, block=64, epochs=1, depth=2, base=8, batch_size=8, rounds=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes in small folds
@@ -286,12 +281,7 @@ def test_crossval__default_windows_fit_the_scene_and_an_untestable_fold_is_flagg
     corner = np.zeros_like(truth)
     corner[:60, :60] = truth[:60, :60]
     corner[-60:, -60:] = truth[-60:, -60:]
-    path = tmp_path / "corner.tif"
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(corner, 1)
-    cube = prepare(
-        small_scene.landsat, labels=path, legend=small_scene.legend, chunk=64, out=tmp_path / "cube.zarr"
-    )["cube"]
+    cube = _cube_with_labels(small_scene, corner, profile, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes in small folds
         report = crossval(cube, out=tmp_path / "cv", folds=4, models=("lightgbm",), rounds=10, per_class=4)[
@@ -311,3 +301,15 @@ def test_crossval__default_windows_fit_the_scene_and_an_untestable_fold_is_flagg
         assert not (tmp_path / "cv" / f"fold{f['fold']}" / "lightgbm.pt").exists()
     tested = [f for f in report["folds"] if f["test_samples"]]
     assert tested and sum(f["test_samples"] for f in tested) == report["scored"]
+
+
+def _cube_with_labels(scene, labels, profile, tmp_path):
+    """A cube of the generated scene's imagery with these labels (KLHK codes) instead of its own."""
+    import rasterio
+
+    path = tmp_path / "labels.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(labels, 1)
+    return prepare(scene.landsat, labels=path, legend=scene.legend, chunk=64, out=tmp_path / "cube.zarr")[
+        "cube"
+    ]
