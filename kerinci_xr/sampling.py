@@ -334,13 +334,16 @@ def block_label_counts(
     return sum(compute(*tasks))
 
 
+SPARSE_SHARE = 0.5  # labels are sparse when under this share of the valid pixels is labelled
+
+
 def _stratified(stratify: bool | None, counts: np.ndarray) -> bool:
     """``stratify``, or (``None``) whether under half of the valid pixels are labelled."""
     if stratify is not None:
         return stratify
     labelled, n_valid = int(counts[:, 1:].sum()), int(counts.sum())
     log.info("%d of %d valid pixels labelled", labelled, n_valid)
-    return labelled < 0.5 * n_valid
+    return labelled < SPARSE_SHARE * n_valid
 
 
 def _stratum_counts(counts: np.ndarray) -> np.ndarray:

@@ -52,15 +52,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
-Preset = Literal["auto", "wall-to-wall", "sparse"]
+Preset = Literal["wall-to-wall", "sparse"]
 
 
 def _unet(name: str) -> Any:
     """The architecture's default of ``name``: declared once, by :class:`UNetConfig`."""
     return UNetConfig.__dataclass_fields__[name].default
 
-
-SPARSE_SHARE = 0.5  # under this share of labelled pixels in the training patches, labels are sparse
 
 PRESETS: dict[str, dict[str, Any]] = {
     # what the toolkit was built with: dense maps, 128-pixel patches
@@ -71,9 +69,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "class_weights": "inverse_sqrt",
         "patience": 8,
     },
-    # what won on a few hundred labelled pixels (benchmarks/README.md): a small net that cannot
-    # memorise them, no weights that multiply a rare class's few pixels, and no early stopping on
-    # a validation area that holds a handful of pixels (patience = every epoch)
+    # a small net that cannot memorise a few hundred labelled pixels, no weights that multiply a
+    # rare class's few pixels, no early stopping on a validation area of a handful of pixels
+    # (patience = every epoch); it won on one NC split but lost on identical folds of two of
+    # three datasets (benchmarks/README.md), so it is not the default
     "sparse": {"depth": 2, "base": 16, "lr": 1e-3, "class_weights": "none", "patience": "epochs"},
 }
 
@@ -83,10 +82,10 @@ class TrainConfig:
     """Options of :func:`fit` (all stored in the checkpoint); the ``train`` stage's options too."""
 
     preset: Preset = option(
-        "auto",
-        "defaults of the U-Net options left unset: wall-to-wall (labels everywhere), sparse (points, "
-        "a few polygons: a small net, no class weights, no early stopping); auto: sparse when under "
-        "half of the training patches' valid pixels are labelled",
+        "wall-to-wall",
+        "defaults of the U-Net options left unset: wall-to-wall (depth 4, base 32, class weights, early "
+        "stopping), or sparse (depth 2, base 16, lr 1e-3, no class weights, no early stopping); measured "
+        "on sparse labels in benchmarks/README.md",
     )
     epochs: int = option(30, "training epochs (at most: early stopping may end sooner)", ge=1)
     batch_size: int = option(16, "patches per training step", ge=1)
@@ -129,10 +128,8 @@ class TrainConfig:
             raise InvalidInputError(
                 f"epochs and batch size must be >= 1, found {self.epochs} and {self.batch_size}."
             )
-        if self.preset not in PRESETS and self.preset != "auto":
-            raise InvalidInputError(
-                f"preset: expected 'auto', 'wall-to-wall' or 'sparse', found {self.preset!r}."
-            )
+        if self.preset not in PRESETS:
+            raise InvalidInputError(f"preset: expected 'wall-to-wall' or 'sparse', found {self.preset!r}.")
         if self.class_weights not in (None, "none", "inverse", "inverse_sqrt"):
             raise InvalidInputError(
                 f"class_weights: expected 'none', 'inverse' or 'inverse_sqrt', found {self.class_weights!r}."
@@ -150,13 +147,10 @@ class TrainConfig:
                 f"loader_workers: expected 0 or more processes, found {self.loader_workers}."
             )
 
-    def resolved(self, *, labelled_share: float, patch: int) -> TrainConfig:
-        """This configuration with the preset chosen (``auto``: from the share of labelled pixels)
-        and every option left unset taken from it; an unset depth is lowered until ``2 ** depth``
-        divides ``patch``."""
+    def resolved(self, *, patch: int) -> TrainConfig:
+        """This configuration with every option left unset taken from its preset; an unset depth
+        is lowered until ``2 ** depth`` divides ``patch``."""
         name = self.preset
-        if name == "auto":
-            name = "sparse" if labelled_share < SPARSE_SHARE else "wall-to-wall"
         values = {k: v for k, v in PRESETS[name].items() if getattr(self, k) is None}
         if values.get("patience") == "epochs":
             values["patience"] = self.epochs
@@ -205,16 +199,6 @@ def history_paths(out: str | os.PathLike) -> tuple[Any, Any, Any]:
 
 
 # ---- loss and evaluation -----------------------------------------------------------------
-def labelled_share(ds: Any) -> float:
-    """The share of the training patches' valid pixels that are labelled (what ``--preset auto``
-    decides by)."""
-    train = np.flatnonzero(np.asarray(ds["split"].values, dtype=object) == "train")
-    part = ds.isel(patch=train)
-    valid = part["valid"].sum().compute().item()
-    labelled = ((part["labels"] > 0) & part["valid"]).sum().compute().item()
-    return labelled / valid if valid else 0.0
-
-
 def _class_weights(store: str | Path, n: int, mode: ClassWeights):
     import zarr
 
@@ -455,7 +439,7 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
             f"{store}: the training split is empty. Fix: sample with a larger train fraction."
         )
     patch = int(ds.attrs["patch"])
-    cfg = cfg.resolved(labelled_share=labelled_share(ds), patch=patch)
+    cfg = cfg.resolved(patch=patch)
     log.info("U-Net preset %s: %s", cfg.preset, {k: getattr(cfg, k) for k in PRESETS[cfg.preset]})
     mcfg = UNetConfig(
         in_channels=len(bands),

@@ -192,24 +192,15 @@ def test_evaluate_loader__each_scene_pixel_counted_once(store):
     np.testing.assert_array_equal(cm, expected)
 
 
-def test_fit__preset_from_the_labelled_share_and_set_options_win(store, tmp_path):
-    import zarr
+def test_fit__preset_values_where_options_are_unset_and_set_options_win(store, tmp_path):
+    from kerinci_xr.training import PRESETS
 
-    from kerinci_xr.patches import open_patches
-    from kerinci_xr.training import PRESETS, labelled_share
-
-    g = zarr.open_group(str(store), mode="r")
-    train = np.asarray(g["split"][:], dtype=object) == "train"
-    lab, ok = g["labels"][:][train], g["valid"][:][train]
-    share = ((lab > 0) & ok).sum() / ok.sum()  # computed here from the stored arrays
-    assert labelled_share(open_patches(store)) == pytest.approx(share)
-    auto = TrainConfig().resolved(labelled_share=share, patch=32)
-    assert auto.preset == ("sparse" if share < 0.5 else "wall-to-wall") == "wall-to-wall"  # dense labels
-    assert (auto.depth, auto.base, auto.patience) == (4, 32, 8)
-    sparse = TrainConfig(epochs=40, lr=0.01).resolved(labelled_share=0.002, patch=32)
-    assert (sparse.preset, sparse.depth, sparse.base, sparse.class_weights) == ("sparse", 2, 16, "none")
+    plain = TrainConfig().resolved(patch=32)
+    assert (plain.preset, plain.depth, plain.base, plain.patience) == ("wall-to-wall", 4, 32, 8)
+    sparse = TrainConfig(preset="sparse", epochs=40, lr=0.01).resolved(patch=32)
+    assert (sparse.depth, sparse.base, sparse.class_weights) == (2, 16, "none")
     assert sparse.patience == 40 and sparse.lr == 0.01  # no early stopping; a set option wins
-    assert TrainConfig().resolved(labelled_share=1.0, patch=8).depth == 3  # 2 ** depth divides 8
+    assert TrainConfig().resolved(patch=8).depth == 3  # 2 ** depth divides 8
     # fit records what it used: the preset's values where the options were left unset
     out = fit(store, tmp_path / "m.pt", config=TrainConfig(preset="sparse", epochs=1, batch_size=8, base=8))
     saved = load_checkpoint(out.best)

@@ -21,8 +21,8 @@ from ..metrics import accuracy_report, confusion_matrix
 from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
 from ..prediction import classes_at
-from ..sampling import feature_fold_layouts, fold_layouts_of
-from ..training import SPARSE_SHARE, TrainConfig, fit
+from ..sampling import SPARSE_SHARE, feature_fold_layouts, fold_layouts_of
+from ..training import TrainConfig, fit
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
 from .train import PixelOptions, train_pixel_model
