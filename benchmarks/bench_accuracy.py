@@ -43,7 +43,6 @@ NC = DATA / "nc_landsat7"
 L8 = DATA / "landsat8_tiled"
 #: the two crossval runs of the ladder: (U-Net preset, per-pixel neighbourhoods, suffix)
 RUNS = (("wall-to-wall", (), ""), ("sparse", (3, 7, 15), "_nbhd"))
-PREDICT_SIZE = 4000
 
 
 def _points_file(out: Path, labels: Path, per_class: int, seed: int) -> Path:
@@ -164,25 +163,26 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
     for preset, windows, suffix in RUNS:
         out = work / f"cv_{preset}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # rare classes in small folds
-            crossval(
-                cube,
-                out=out,
-                folds=args.folds,
-                patch=kw["patch"],
-                block=kw["block"],
-                per_class=kw.get("per_class", args.per_class),
-                epochs=args.epochs,
-                preset=preset,
-                models=("unet", "lightgbm", "rf"),
-                indices=kw["indices"],
-                windows=windows,
-                group_by=kw.get("group_by", "block"),
-                seed=args.seed,
-                device=args.device,
-                overwrite=True,
-            )
+        if not (args.reuse and (out / "crossval.json").exists()):  # --reuse: read folds run already
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # rare classes in small folds
+                crossval(
+                    cube,
+                    out=out,
+                    folds=args.folds,
+                    patch=kw["patch"],
+                    block=kw["block"],
+                    per_class=kw.get("per_class", args.per_class),
+                    epochs=args.epochs,
+                    preset=preset,
+                    models=("unet", "lightgbm", "rf"),
+                    indices=kw["indices"],
+                    windows=windows,
+                    group_by=kw.get("group_by", "block"),
+                    seed=args.seed,
+                    device=args.device,
+                    overwrite=True,
+                )
         report = json.loads((out / "crossval.json").read_text())
         flagged = report["models"]["unet"]["folds_flagged"]
         recommended[preset] = report["recommendation"]
@@ -233,13 +233,15 @@ def _ladder(name: str, cube: Path, kw: dict, args, work: Path) -> dict:
 
 
 def _predict_times(work: Path, args) -> dict:
-    """Seconds to predict a 4000 x 4000 generated cube (prediction store on disk) with each of the
-    generated dataset's fold-1 models (the same 8 bands)."""
+    """Seconds to predict a ``--predict-size`` generated cube (prediction store on disk) with each
+    of the generated dataset's fold-1 models (the same 8 bands), and the implied seconds for
+    4000 x 4000 pixels (prediction time grows with the pixels)."""
     from kerinci_xr.api import predict, prepare
 
-    big = WORK / f"acc_cube_{PREDICT_SIZE}.zarr"
+    size = args.predict_size
+    big = WORK / f"acc_cube_{size}.zarr"
     if not (big / "zarr.json").exists() and not (big / ".zattrs").exists():
-        folder = scene(PREDICT_SIZE)
+        folder = scene(size)
         prepare(
             folder / "Landsat_Kerinci_2023_v1.tif",
             legend=folder / "lc.json",
@@ -256,9 +258,17 @@ def _predict_times(work: Path, args) -> dict:
             ("rf" + suffix, "rf.pt"),
         ):
             t0 = time.perf_counter()
-            predict(big, model=fold / ckpt, out=work / "pred_4000.zarr", device=args.device, overwrite=True)
-            times[entry] = round(time.perf_counter() - t0, 1)
-            print(f"predict {PREDICT_SIZE}^2 {entry}: {times[entry]} s", flush=True)
+            predict(big, model=fold / ckpt, out=work / "pred.zarr", device=args.device, overwrite=True)
+            secs = time.perf_counter() - t0
+            times[entry] = {
+                "size": size,
+                "seconds": round(secs, 1),
+                "at_4000": round(secs * (4000 / size) ** 2),
+            }
+            print(
+                f"predict {size}^2 {entry}: {secs:.1f} s (4000^2: about {times[entry]['at_4000']} s)",
+                flush=True,
+            )
     return times
 
 
@@ -278,7 +288,11 @@ def main() -> None:
     )
     ap.add_argument("--only", choices=("nc_points", "l8_polygons", "generated_points", "nc_dense"))
     ap.add_argument("--dense", action="store_true", help="also the wall-to-wall NC case")
-    ap.add_argument("--no-predict", action="store_true", help="skip the 4000 x 4000 prediction times")
+    ap.add_argument("--no-predict", action="store_true", help="skip the prediction times")
+    ap.add_argument(
+        "--predict-size", type=int, default=4000, help="edge of the cube the prediction is timed on"
+    )
+    ap.add_argument("--reuse", action="store_true", help="read crossval folders this benchmark wrote already")
     args = ap.parse_args()
     if not NC.exists() or not L8.exists():
         raise SystemExit(f"{DATA} is absent: this benchmark needs ../shared/data")
@@ -310,7 +324,7 @@ def main() -> None:
             }
         result["seconds"] = round(time.perf_counter() - t0, 1)
         if case is generated_points and not args.no_predict:
-            result["predict_4000_s"] = _predict_times(work, args)
+            result["predict_s"] = _predict_times(work, args)
         results.append(result)
         _print(result)
         _save(results, args)  # after each dataset: a long run keeps what it measured
