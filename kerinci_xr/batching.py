@@ -319,6 +319,9 @@ def make_loader(
         _Batches(ds),  # type: ignore[arg-type]
         batch_size=batch_size,
         sampler=sampler,  # type: ignore[arg-type]
+        # a last training batch of one patch is dropped (it changes every epoch): batch norm cannot
+        # normalise one value per channel, which a small patch's 1 x 1 bottleneck gives
+        drop_last=train and len(ds) > 1 and len(ds) % batch_size == 1,
         collate_fn=_batch_identity,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -215,3 +215,20 @@ def test_fit__select_last_keeps_the_last_epoch_without_early_stopping(store, tmp
     out = fit(store, tmp_path / "m.pt", config=cfg)
     assert len(out.history) == 3  # every epoch trained (patience does not stop it)
     assert _same(_weights(out.best), _weights(out.last))
+
+
+def test_fit__a_last_batch_of_one_patch_at_a_1x1_bottleneck(store, tmp_path):
+    """32-pixel patches through a depth-5 U-Net reach a 1 x 1 bottleneck, where batch norm needs
+    two patches: a training split that leaves one patch over in its last batch must still train."""
+    from kerinci_xr.batching import make_loader
+    from kerinci_xr.patches import open_patches
+
+    n_train = int((np.asarray(open_patches(store)["split"].values, dtype=object) == "train").sum())
+    batch = 2 if n_train % 2 else n_train - 1  # one patch left over either way
+    assert n_train % batch == 1
+    assert all(len(b["image"]) > 1 for b in make_loader(store, split="train", batch_size=batch))
+    fit(
+        store,
+        tmp_path / "m.pt",
+        config=TrainConfig(epochs=1, depth=5, base=4, batch_size=batch, norm="batch"),
+    )
