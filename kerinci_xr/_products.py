@@ -51,6 +51,7 @@ class Kind(StrEnum):
     STAC = "stac"
     LABELS = "labels"
     RADAR = "radar"
+    MASK = "mask"
     LEGEND = "legend"
     CUBE = "cube"
     QUICKLOOKS = "quicklooks"
@@ -123,6 +124,7 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.STAC: Product("STAC document (items, catalog or collection)"),
     Kind.LABELS: Product("label raster or vector file"),
     Kind.RADAR: Product("radar raster"),
+    Kind.MASK: Product("cloud or quality mask raster"),
     Kind.LEGEND: Product("legend (lc.json)"),
     Kind.CUBE: Product("cube", "store", "kerinci-xr prepare", zarr=True),
     Kind.QUICKLOOKS: Product("quicklook folder", "folder", "kerinci-xr quicklook"),
@@ -179,6 +181,7 @@ _READ_ON_WORKERS = {
     Kind.IMAGE,
     Kind.LABELS,
     Kind.RADAR,
+    Kind.MASK,
     Kind.CUBE,
     Kind.PATCHES,
     Kind.PREDICTION,

@@ -88,7 +88,7 @@ class PrepareOptions(DaskOptions):
         "cloud/quality mask raster (Fmask, Landsat QA_PIXEL), one per date, on any grid: pixels it "
         "does not call clear are invalid",
         io="in",
-        kind=Kind.IMAGE,
+        kind=Kind.MASK,
     )
     mask_band: str | None = option(
         None, "instead of --mask: the image's band that holds the mask (not a feature)"
