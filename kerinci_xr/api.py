@@ -7,6 +7,8 @@ files take, with the same defaults, and returns what the stage wrote by kind.
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,10 @@ globals().update({name.replace("-", "_"): _function(stage) for name, stage in ST
 
 def _annotation(tp: Any) -> str:
     """A type as stub source text (``str | None``, ``Literal['a', 'b']``, ``tuple[str, ...]``)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:  # X | None
+        rest = [a for a in args if a is not type(None)]
+        return " | ".join([*(_annotation(a) for a in rest), "None"])
     text = inspect.formatannotation(tp)
     return text.replace("typing.", "").replace("NoneType", "None")
 

@@ -191,13 +191,14 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
         )
     rows, cols, ref, ok = labelled_pixels(ds)
     o, why = _windows(ds, o, labelled=int(ok.sum()))
-    block = int(o.block)
-    ctx.echo(f"folds of {block}-pixel blocks, {o.patch}-pixel windows ({why})")
+    assert o.block is not None and o.patch is not None  # (decided by _windows)
+    block, patch = o.block, o.patch
+    ctx.echo(f"folds of {block}-pixel blocks, {patch}-pixel windows ({why})")
     layouts = fold_layouts_of(
         ds,
         folds=o.folds,
         block=block,
-        patch=o.patch,
+        patch=patch,
         buffer=o.buffer,
         seed=o.seed,
         n_classes=legend.n_classes,
