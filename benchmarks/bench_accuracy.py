@@ -336,6 +336,9 @@ def _save(results: list[dict], args) -> None:
     if args.only and saved.exists():
         done = {r["dataset"] for r in results}
         earlier = json.loads(saved.read_text()).get("rows", [])
+        for r in results:  # what this run did not measure (--no-predict, no --more-seeds) is kept
+            old = next((e for e in earlier if e["dataset"] == r["dataset"]), {})
+            r |= {k: old[k] for k in ("predict_s", "seeds") if k in old and k not in r}
         results = [r for r in earlier if r["dataset"] not in done] + results
     checks = {}
     for r in results:
