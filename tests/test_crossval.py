@@ -12,6 +12,7 @@ import pytest
 
 from kerinci_xr.api import crossval, prepare
 from kerinci_xr.errors import InvalidInputError, OutputExistsError
+from kerinci_xr.legend import read_legend
 from kerinci_xr.patches import manifest_of, open_patches, stored_layout
 from kerinci_xr.sampling import fold_layouts
 
@@ -204,9 +205,11 @@ def test_crossval__every_valid_label_scored_once_nodata_counted_untrained_class_
 
 
 def test_crossval__group_by_feature_keeps_each_polygon_in_one_fold(small_scene, tmp_path):
-    """Squares of 14 x 14 pixels labelled with the generated truth's class at their centre: with
-    block folds some straddle two test areas; grouped by feature none does, and a fold's test
-    polygons lend no label to its training windows."""
+    """Squares of 14 x 14 pixels labelled with the generated truth's class at their centre, and
+    thin strips of a class of their own along the top edge: with block folds some squares straddle
+    two test areas; grouped by feature none does, and a fold's test polygons lend no label to its
+    training windows. Every fold's flags (a class missing, too few test pixels, a class tested but
+    never trained) and the pooled figures are recomputed here from the test pixels."""
     import geopandas as gpd
     import pandas as pd
     import rasterio
@@ -224,6 +227,12 @@ def test_crossval__group_by_feature_keeps_each_polygon_in_one_fold(small_scene, 
             x1, y1 = tr * (c + 14, r + 14)
             squares.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
             codes.append(int(truth[r + 7, c + 7]))
+    codes = [c if c != 3000 else 2001 for c in codes]  # 3000 is the strips' class alone
+    for c in range(10, shape[1] - 30, 60):  # rows 0-1: no 16-pixel window holds them
+        x0, y0 = tr * (c, 0)
+        x1, y1 = tr * (c + 20, 2)
+        squares.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+        codes.append(3000)
     gpd.GeoDataFrame({"lc": codes}, geometry=squares, crs=crs).to_file(tmp_path / "squares.gpkg")
     fid = rasterio.features.rasterize(
         [(g, i + 1) for i, g in enumerate(squares)], out_shape=shape, transform=tr, dtype="int32"
@@ -236,13 +245,16 @@ def test_crossval__group_by_feature_keeps_each_polygon_in_one_fold(small_scene, 
         chunk=64,
         out=tmp_path / "cube.zarr",
     )["cube"]
-    kw = dict(folds=3, patch=16, per_class=6, block=48, rounds=10, models=("lightgbm",))
+    kw = dict(folds=3, patch=16, per_class=6, block=48, rounds=10, models=("lightgbm",), min_test_samples=300)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes in small folds
         by_block = crossval(cube, out=tmp_path / "cv_block", **kw)["report"]
         grouped = crossval(cube, out=tmp_path / "cv_feature", group_by="feature", **kw)["report"]
     assert by_block["features_split"] > 0  # the layout cuts some squares
     assert grouped["features_split"] == 0
+    _check_flags_and_pooled(
+        grouped, tmp_path / "cv_feature", strips=read_legend(small_scene.legend).id_of(3000)
+    )
     tables = [
         pd.read_parquet(tmp_path / "cv_feature" / f"fold{i}" / "test_samples.parquet") for i in (1, 2, 3)
     ]
@@ -262,6 +274,37 @@ def test_crossval__group_by_feature_keeps_each_polygon_in_one_fold(small_scene, 
             hidden = whole[r0 : r0 + lab.shape[0], c0 : c0 + lab.shape[1]]
             assert (lab[hidden] == 0).all()  # no label of a test square in a training window
     assert sum(len(t) for t in tables) == grouped["scored"]
+
+
+def _check_flags_and_pooled(report, folder, *, strips):
+    """Each fold's flags and the pooled figures, recomputed from the test pixels with sklearn."""
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, cohen_kappa_score
+
+    tables = {
+        f["fold"]: pd.read_parquet(folder / f"fold{f['fold']}" / "test_samples.parquet")
+        for f in report["folds"]
+    }
+    present = sorted(set().union(*(set(t["reference"]) for t in tables.values())))
+    seen = {"missing": 0, "few": 0, "untrained": 0}
+    for f in report["folds"]:
+        counts = tables[f["fold"]]["reference"].value_counts()
+        for k in present:
+            missing, few = counts.get(k, 0) == 0, 0 < counts.get(k, 0) < 300
+            assert (f"class {k} not in the test area" in f["flags"]) == missing
+            assert (f"class {k}: {counts.get(k, 0)} test samples (< 300)" in f["flags"]) == few
+            seen["missing"] += missing
+            seen["few"] += few
+        untrained = strips in counts.index  # the strips' class has no training window anywhere
+        assert (f"class {strips} tested, not in the training windows" in f["flags"]) == untrained
+        seen["untrained"] += untrained
+    assert all(seen.values())  # the layout produced every kind of flag
+    both = pd.concat(tables.values())
+    pooled = report["models"]["lightgbm"]["pooled"]
+    assert pooled["overall_accuracy"] == pytest.approx(
+        accuracy_score(both["reference"], both["lightgbm"]), abs=1e-4
+    )
+    assert pooled["kappa"] == pytest.approx(cohen_kappa_score(both["reference"], both["lightgbm"]), abs=1e-4)
 
 
 def _nodata(path):
