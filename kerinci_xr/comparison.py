@@ -38,7 +38,7 @@ def mean_interval(values: Sequence[float | None]) -> dict[str, Any]:
         out["mean"] = round(float(v.mean()), 6)
     if v.size > 1:
         sd = float(v.std(ddof=1))
-        half = float(stats.t.ppf(0.975, v.size - 1)) * sd / np.sqrt(v.size)
+        half = float(stats.t.ppf(0.975, v.size - 1) * sd / np.sqrt(v.size))  # a float, not np.float64
         out |= {"std": round(sd, 6), "ci95": [round(out["mean"] - half, 6), round(out["mean"] + half, 6)]}
     return out
 
