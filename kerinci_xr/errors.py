@@ -9,6 +9,7 @@ __all__ = [
     "InvalidInputError",
     "KerinciError",
     "LegendError",
+    "NoWindowError",
     "OutputExistsError",
     "RasterReadError",
     "TrainingDivergedError",
@@ -37,6 +38,10 @@ class GridMismatchError(KerinciError, ValueError):
 
 class InvalidInputError(KerinciError, ValueError):
     """An argument or a configuration value is out of its allowed range."""
+
+
+class NoWindowError(InvalidInputError):
+    """No patch window fits anywhere in the labels (nodata, borders, split edges): nothing to sample."""
 
 
 class OutputExistsError(KerinciError, FileExistsError):

@@ -31,7 +31,7 @@ from ._outputs import write_atomic
 from ._products import Kind, product_bytes
 from .cluster import compute
 from .cube import cube_legend
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NoWindowError
 from .legend import Legend
 
 __all__ = [
@@ -562,7 +562,7 @@ def _pick(
             order = np.lexsort((xs, ys, keys))[:per_class]
             rows.extend((split, k, int(y), int(x)) for y, x in zip(ys[order], xs[order], strict=True))
     if not rows:
-        raise InvalidInputError(
+        raise NoWindowError(
             "no eligible patch centre in any class: every window of this size crosses nodata, "
             "the scene border or a split boundary, or the labels hold no class. Fix: a smaller "
             "--patch, a larger --max-nodata or a larger split --block."

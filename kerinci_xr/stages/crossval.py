@@ -16,7 +16,7 @@ from .._outputs import MARKER, atomic_output
 from .._products import Kind
 from ..comparison import fold_flags, mean_interval, paired_difference, pooled_report, recommend
 from ..cube import cube_legend, cube_view, open_cube
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NoWindowError
 from ..metrics import accuracy_report, confusion_matrix
 from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
@@ -144,9 +144,7 @@ def _plan(
                 progress=ctx.progress,
             )
             splits = draw.manifest["split"]
-        except InvalidInputError as exc:  # no window fits in any split of this fold
-            if "no eligible patch centre" not in str(exc):
-                raise
+        except NoWindowError:  # no window fits in any split of this fold: flagged below
             store, splits = None, pd.Series([], dtype=object)
         trainable = bool((splits == "train").any())
         trained = set()
@@ -194,25 +192,17 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
     assert o.block is not None and o.patch is not None  # (decided by _windows)
     block, patch = o.block, o.patch
     ctx.echo(f"folds of {block}-pixel blocks, {patch}-pixel windows ({why})")
-    layouts = fold_layouts_of(
-        ds,
-        folds=o.folds,
-        block=block,
-        patch=patch,
-        buffer=o.buffer,
-        seed=o.seed,
-        n_classes=legend.n_classes,
-    )
-    config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
-    present = sorted(int(k) for k in np.unique(ref[ok]))
     if o.group_by == "feature" and "reference_id" not in ds:
         raise InvalidInputError(
             f"{o.cube}: --group-by feature needs the reference features, and this cube's labels are a "
             "raster. Fix: prepare it with --labels from a vector file, or use --group-by block."
         )
+    config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
+    present = sorted(int(k) for k in np.unique(ref[ok]))
     fid = ds["reference_id"].data.vindex[rows, cols].compute() if "reference_id" in ds else None
     groups = None
-    if fid is not None and o.group_by == "feature":  # folds of whole features, by their home blocks
+    if o.group_by == "feature":  # folds of whole features, by their home blocks
+        assert fid is not None  # (checked above)
         layouts, groups = feature_fold_layouts(
             fid[ok],
             ref[ok],
@@ -223,6 +213,16 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             folds=o.folds,
             n_classes=legend.n_classes,
             seed=o.seed,
+        )
+    else:
+        layouts = fold_layouts_of(
+            ds,
+            folds=o.folds,
+            block=block,
+            patch=patch,
+            buffer=o.buffer,
+            seed=o.seed,
+            n_classes=legend.n_classes,
         )
     if fid is not None:  # features cut by the test areas (0 when grouped by feature)
         in_test = np.zeros(int(ok.sum()), dtype=np.int64)
