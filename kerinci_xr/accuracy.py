@@ -33,7 +33,9 @@ __all__ = [
     "draw_stratified",
     "estimate",
     "sample_size_for_overall_accuracy",
+    "strata_estimates",
     "stratified_estimates",
+    "stratified_ratio",
 ]
 
 #: Sample units every mapped class gets at least (Olofsson et al. 2014 suggest 50 to 100).
@@ -297,3 +299,156 @@ def draw_stratified(
     points = pd.concat(rows, ignore_index=True).astype(np.int64)
     points.attrs = {"stratum_sizes": sizes, "units": units}
     return points
+
+
+def _stratum_moments(idx: np.ndarray, y: np.ndarray, x: np.ndarray, n_strata: int):
+    """Per stratum (``idx``: each unit's stratum index): sample size, means of y and x, their
+    variances and covariance (``n_h - 1`` divisors; 0 for a stratum of fewer than 2 units)."""
+    n = np.bincount(idx, minlength=n_strata).astype(np.float64)
+    sy, sx = np.bincount(idx, y, n_strata), np.bincount(idx, x, n_strata)
+    syy, sxx, sxy = (
+        np.bincount(idx, y * y, n_strata),
+        np.bincount(idx, x * x, n_strata),
+        np.bincount(idx, x * y, n_strata),
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my, mx = np.where(n > 0, sy / n, 0.0), np.where(n > 0, sx / n, 0.0)
+        d = np.where(n > 1, n - 1, np.inf)
+        vy, vx, cxy = (syy - n * my**2) / d, (sxx - n * mx**2) / d, (sxy - n * mx * my) / d
+    return n, my, mx, vy, vx, cxy
+
+
+def stratified_ratio(
+    strata: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray | None,
+    weights: np.ndarray,
+    keys: np.ndarray,
+    pixels: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Stehman (2014) eqs. 25-28: the stratified estimate of ``sum(y) / sum(x)`` over the
+    population (``x`` ``None``: of the mean of ``y``, a proportion), and its standard error.
+
+    ``weights[i]`` is the size of stratum ``keys[i]`` (pixels or hectares: the weights);
+    ``pixels`` its size in pixels for the finite population correction ``1 - n_h / N_h``
+    (default: the weights). A stratum with fewer than 2 sample units adds no variance.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.ones_like(y) if x is None else np.asarray(x, dtype=np.float64)
+    idx = np.searchsorted(keys, np.asarray(strata))
+    n, my, mx, vy, vx, cxy = _stratum_moments(idx, y, x, len(keys))
+    w = np.asarray(weights, dtype=np.float64)
+    fpc = 1.0 - n / np.asarray(pixels if pixels is not None else weights, dtype=np.float64)
+    x_hat = float(np.sum(w * mx))
+    if x_hat <= 0:
+        return float("nan"), float("nan")
+    r = float(np.sum(w * my)) / x_hat
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where(n > 1, w**2 * fpc * (vy + r**2 * vx - 2 * r * cxy) / n, 0.0)
+    return r, float(np.sqrt(max(terms.sum(), 0.0)) / x_hat)
+
+
+def strata_estimates(
+    strata: ArrayLike,
+    mapped: ArrayLike,
+    reference: ArrayLike,
+    stratum_sizes: dict[int, float],
+    *,
+    n_classes: int,
+    names: Sequence[str] | None = None,
+    stratum_pixels: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """Accuracy and area estimates from a stratified random sample whose strata are not the
+    assessed map's classes (Stehman 2014, Int. J. Remote Sens. 35: 4923-4939).
+
+    Each sample unit carries its stratum, the class of the map being assessed there (training
+    id; 0 where that map has no class) and the reference class (1..``n_classes``). Every
+    parameter is a ratio of two population totals, each estimated stratum by stratum:
+    class area proportions (y: reference is k), overall accuracy (y: map = reference; x: the map
+    has a class), user's accuracy (y: map = reference = k; x: map is k), producer's accuracy
+    (y: the same; x: reference is k) and the error matrix cells. ``stratum_sizes`` maps each
+    stratum to its size (the weights: hectares or pixels); ``stratum_pixels`` to its pixel count
+    for the finite population correction (default: the sizes). When the strata are the map's
+    classes this gives Olofsson et al.'s estimates.
+
+    Returns the form of :func:`stratified_estimates` (areas in the unit of ``stratum_sizes``).
+    """
+    s = np.asarray(strata, dtype=np.int64)
+    m = np.asarray(mapped, dtype=np.int64)
+    r = np.asarray(reference, dtype=np.int64)
+    if not (s.shape == m.shape == r.shape) or s.ndim != 1:
+        raise InvalidInputError(
+            f"strata estimates: expected one stratum, map class and reference class per unit, found "
+            f"{s.shape}, {m.shape} and {r.shape}."
+        )
+    keys = np.array(sorted(stratum_sizes), dtype=np.int64)
+    unknown = sorted(set(np.unique(s).tolist()) - set(keys.tolist()))
+    if unknown:
+        raise InvalidInputError(f"strata estimates: units of strata {unknown} whose size is not given.")
+    w = np.array([stratum_sizes[int(h)] for h in keys], dtype=np.float64)
+    px = (
+        None if stratum_pixels is None else np.array([stratum_pixels[int(h)] for h in keys], dtype=np.float64)
+    )
+    if (w <= 0).any() or not np.isfinite(w).all():
+        raise InvalidInputError("strata estimates: every stratum size must be finite and > 0.")
+    k = n_classes
+    names = list(names) if names is not None else [str(i + 1) for i in range(k)]
+    total = float(w.sum())
+
+    def est(y, x=None):
+        return stratified_ratio(s, y, x, w, keys, px)
+
+    agree = (m == r) & (m > 0)
+    oa = est(agree, m > 0)
+    cells = np.zeros((k, k))
+    for i, j in {(int(a), int(b)) for a, b in zip(m, r, strict=True) if a > 0 and b > 0}:
+        cells[i - 1, j - 1] = est((m == i) & (r == j))[0]
+    classes = []
+    for c in range(1, k + 1):
+        if not ((m == c).any() or (r == c).any()):  # in no unit: nothing to estimate but zeros
+            zero = estimate(0.0, 0.0)
+            none = estimate(np.nan, np.nan)
+            classes.append(
+                {
+                    "name": names[c - 1],
+                    "map_area": float("nan"),
+                    "sample_size": 0,
+                    "reference_sample_size": 0,
+                    "users_accuracy": none,
+                    "producers_accuracy": none,
+                    "area_proportion": zero,
+                    "area": zero,
+                }
+            )
+            continue
+        prop, prop_se = est(r == c)
+        ua = est(agree & (m == c), m == c)
+        pa = est(agree & (r == c), r == c)
+        classes.append(
+            {
+                "name": names[c - 1],
+                "map_area": float("nan"),
+                "sample_size": int((m == c).sum()),
+                "reference_sample_size": int((r == c).sum()),
+                "users_accuracy": estimate(*ua),
+                "producers_accuracy": estimate(*pa),
+                "area_proportion": estimate(prop, prop_se),
+                "area": estimate(prop * total, prop_se * total),
+            }
+        )
+    n_h = {int(h): int((s == h).sum()) for h in keys}
+    few = [h for h, v in n_h.items() if v < 2]
+    out: dict[str, Any] = {
+        "estimator": "stratified, strata differ from the map's classes (Stehman 2014)",
+        "overall_accuracy": estimate(*oa),
+        "classes": classes,
+        "error_matrix_proportions": {"rows": "map", "columns": "reference", "values": cells.tolist()},
+        "sample_size": int(s.size),
+        "strata": {"sizes": {int(h): float(v) for h, v in zip(keys, w, strict=True)}, "units": n_h},
+    }
+    if few:
+        out["warnings"] = [
+            f"strata {few} have fewer than 2 sample units: their variance cannot be estimated and is left "
+            "out of the standard errors. Fix: at least 2 units (better 50) per stratum."
+        ]
+    return out

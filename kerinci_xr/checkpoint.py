@@ -35,6 +35,7 @@ __all__ = [
     "load_model",
     "normalize",
     "save_checkpoint",
+    "temperature_of",
 ]
 
 CHECKPOINT_FORMAT = "kerinci_xr.checkpoint/1"
@@ -57,6 +58,18 @@ def band_stats_of(ckpt: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     mean = np.asarray(ckpt["band_mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(ckpt["band_std"], dtype=np.float32)[:, None, None]
     return mean, std
+
+
+def temperature_of(ckpt: dict[str, Any], source: str = "the checkpoint") -> float:
+    """The temperature ``predict`` divides the model's log-probabilities by (1.0: uncalibrated)."""
+    record = ckpt.get("calibration") or {}
+    value = record.get("temperature", 1.0) if isinstance(record, dict) else None
+    if not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+        raise CheckpointError(
+            f"{source}: its calibration temperature must be a finite number > 0, found {value!r}. "
+            "Fix: retrain (or restore the file the training wrote)."
+        )
+    return float(value)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Location:

@@ -29,6 +29,7 @@ __all__ = [
     "evaluate_features",
     "evaluate_prediction",
     "feature_table",
+    "format_calibration",
     "format_report",
     "pixel_area_m2",
     "write_report",
@@ -318,6 +319,28 @@ def format_report(report: dict[str, Any], *, only_present: bool = True) -> str:
             f"{c['class_id']:>3}  {c['name'][:28]:<28} {c['support']:>10,} {f(c['producers_accuracy']):>6} "
             f"{f(c['users_accuracy']):>6} {f(c['f1']):>6} {f(c['iou']):>6}"
         )
+    return "\n".join(lines)
+
+
+def format_calibration(record: dict[str, Any]) -> str:
+    """How well the probabilities hold on held-out pixels: the expected calibration error and
+    negative log-likelihood without and with the model's temperature."""
+    b, a = record["before"], record["after"]
+    lines = [
+        f"calibration on {b['pixels']:,} {record.get('evaluated_on') or 'held-out'} pixels (15 confidence "
+        f"bins): expected calibration error {b['ece']:.4f} as trained, {a['ece']:.4f} with temperature "
+        f"{record['temperature']:.3f}"
+        + (f" (fitted on {record['fitted_on']})" if record.get("fitted_on") else ""),
+        f"{'confidence':>12} {'pixels':>10} {'mean conf':>10} {'accuracy':>10} {'calibrated':>11}",
+    ]
+    for before, after in zip(b["bins"], a["bins"], strict=True):
+        if before["count"] or after["count"]:
+            acc = "-" if after["accuracy"] is None else f"{after['accuracy']:.3f}"
+            lines.append(
+                f"{before['lower']:5.2f}-{before['upper']:4.2f} {before['count']:>10,} "
+                f"{before['confidence'] or 0:>10.3f} {before['accuracy'] or 0:>10.3f} "
+                f"{after['count']:>6,} {acc:>5}"
+            )
     return "\n".join(lines)
 
 

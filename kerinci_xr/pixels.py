@@ -25,6 +25,7 @@ import xarray as xr
 
 from ._hashing import hash_u64
 from ._locations import absolute, version
+from .calibration import MAP_LAYERS, fill_layers, log_probabilities, softmax
 from .errors import CheckpointError, InvalidInputError
 from .legend import Legend
 from .preprocess import spectral_index
@@ -34,9 +35,11 @@ __all__ = [
     "PIXEL_MODELS",
     "FeatureRecipe",
     "PixelSample",
+    "class_probabilities",
     "feature_stack",
     "fit_pixels",
     "labelled_pixels",
+    "pixel_probabilities",
     "pixel_sample",
     "predict_pixels",
     "score_pixels",
@@ -294,22 +297,33 @@ def _booster(checkpoint: str, stamp: Any, text: str | None = None) -> Any:
 
 
 def _predict_block(
-    feats: np.ndarray, checkpoint: str, stamp: Any, classes: Sequence[int], n_classes: int, probs: bool
+    feats: np.ndarray,
+    checkpoint: str,
+    stamp: Any,
+    classes: Sequence[int],
+    n_classes: int,
+    probs: bool,
+    temperature: float = 1.0,
 ):
     nf, h, w = feats.shape
     x = feats.reshape(nf, -1).T
     ok = np.isfinite(x).all(axis=1)
-    out = np.zeros((2 + (n_classes if probs else 0), h * w), dtype=np.float32)
+    out = np.zeros((len(MAP_LAYERS) + (n_classes if probs else 0), h * w), dtype=np.float32)
     if ok.any():
-        p = _booster(checkpoint, stamp).predict(x[ok], num_threads=1).astype(np.float32)
-        best = p.argmax(axis=1)
-        out[0, ok] = np.asarray(classes, dtype=np.float32)[best]
-        out[1, ok] = p[np.arange(p.shape[0]), best]
-        if probs:
-            full = np.zeros((p.shape[0], n_classes), dtype=np.float32)
-            full[:, np.asarray(classes) - 1] = p
-            out[2:, ok] = full.T
+        p = class_probabilities(_booster(checkpoint, stamp), x[ok], temperature, threads=1)
+        part = np.empty((out.shape[0], p.shape[0]), dtype=np.float32)
+        fill_layers(part, (slice(None),), p.T, np.asarray(classes), probs)
+        out[:, ok] = part
     return out.reshape(-1, h, w)
+
+
+def class_probabilities(
+    booster: Any, x: np.ndarray, temperature: float = 1.0, threads: int = 0
+) -> np.ndarray:
+    """A LightGBM model's class probabilities (pixel, class), divided by ``temperature`` in the
+    log domain (:mod:`.calibration`) when it is not 1."""
+    p = np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
+    return (p if temperature == 1.0 else softmax(log_probabilities(p), temperature)).astype(np.float32)
 
 
 def _labelled_part(labels: np.ndarray, valid: np.ndarray, rows0: int, cols0: int):
@@ -355,11 +369,13 @@ def _at(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return block[:, rows, cols].T
 
 
-def score_pixels(
+def pixel_probabilities(
     view: xr.Dataset, checkpoint: str, ckpt: Mapping[str, Any], rows: np.ndarray, cols: np.ndarray
-) -> np.ndarray:
-    """A per-pixel model's classes (training ids) at scattered pixels of a cube (features from
-    the whole scene, so neighbourhoods are those of the map), one read per chunk that holds any."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """A per-pixel model's class probabilities as trained (pixel, the model's classes) at
+    scattered pixels of a cube, and where its features are valid (the other rows are 0). The
+    features come from the whole scene, so neighbourhoods are those of the map; one read per
+    chunk that holds any of the pixels."""
     recipe = FeatureRecipe.from_dict(ckpt["features"])
     feats = feature_stack(view["image"], view["valid"], recipe)
     ys, xs = np.cumsum((0, *feats.data.chunks[1])), np.cumsum((0, *feats.data.chunks[2]))
@@ -375,11 +391,23 @@ def score_pixels(
     x = np.empty((rows.size, len(recipe.names())), dtype=np.float32)
     for (i, j), part in zip(groups, parts, strict=True):
         x[np.flatnonzero((bi == i) & (bj == j))] = part
-    out = np.zeros(rows.size, dtype=np.uint8)
     ok = np.isfinite(x).all(axis=1)
+    p = np.zeros((rows.size, len(ckpt["classes"])), dtype=np.float32)
     if ok.any():
-        p = _booster(absolute(checkpoint), version(checkpoint), ckpt["booster"]).predict(x[ok])
-        out[ok] = np.asarray(ckpt["classes"])[np.asarray(p).argmax(axis=1)]
+        p[ok] = class_probabilities(
+            _booster(absolute(checkpoint), version(checkpoint), ckpt["booster"]), x[ok]
+        )
+    return p, ok
+
+
+def score_pixels(
+    view: xr.Dataset, checkpoint: str, ckpt: Mapping[str, Any], rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """A per-pixel model's classes (training ids; 0 where its features are invalid) at scattered
+    pixels of a cube (:func:`pixel_probabilities`)."""
+    p, ok = pixel_probabilities(view, checkpoint, ckpt, rows, cols)
+    out = np.zeros(rows.size, dtype=np.uint8)
+    out[ok] = np.asarray(ckpt["classes"])[p[ok].argmax(axis=1)]
     return out
 
 
@@ -392,9 +420,12 @@ def predict_pixels(
     chunk: int,
     probabilities: bool = False,
 ) -> da.Array:
-    """The layers of a per-pixel model's map, lazily: ``(2 [+ n_classes], y, x)`` float32 holding
-    the class (training id, 0 where invalid), the winning probability and optionally every
-    class's probability; one task per ``chunk`` x ``chunk`` piece, the same map for any chunking."""
+    """The layers of a per-pixel model's map, lazily: ``(4 [+ n_classes], y, x)`` float32 holding
+    :data:`~.calibration.MAP_LAYERS` (the class: training id, 0 where invalid; confidence, margin,
+    entropy, with the checkpoint's temperature) and optionally every class's probability; one
+    task per ``chunk`` x ``chunk`` piece, the same map for any chunking."""
+    from .checkpoint import temperature_of
+
     recipe = FeatureRecipe.from_dict(ckpt["features"])
     view = view.chunk({"y": chunk, "x": chunk})
     feats = feature_stack(view["image"], view["valid"], recipe).data
@@ -406,7 +437,7 @@ def predict_pixels(
             f"{checkpoint}: the LightGBM model in this checkpoint cannot be read ({str(exc)[:200]}). "
             "Fix: retrain, or restore the file the training wrote."
         ) from exc
-    n = 2 + (legend.n_classes if probabilities else 0)
+    n = len(MAP_LAYERS) + (legend.n_classes if probabilities else 0)
     return feats.map_blocks(
         _predict_block,
         absolute(checkpoint),
@@ -414,6 +445,7 @@ def predict_pixels(
         list(ckpt["classes"]),
         legend.n_classes,
         probabilities,
+        temperature_of(dict(ckpt), str(checkpoint)),
         dtype=np.float32,
         chunks=((n,), *feats.chunks[1:]),
     )

@@ -29,7 +29,15 @@ import xarray as xr
 from ._chunks import Region, Regions
 from ._locations import absolute, as_location, is_url, open_gdal, version
 from ._products import Kind, locate, zarr_store
-from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, normalize
+from .calibration import LAYER_NAMES, MAP_LAYERS, fill_layers
+from .checkpoint import (
+    band_stats_of,
+    check_compatible,
+    load_checkpoint,
+    load_model,
+    normalize,
+    temperature_of,
+)
 from .cube import open_store
 from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
@@ -147,10 +155,9 @@ def _window_layers(
     sy, sx = slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0)
     hp, wp = h + ph, w + pw
     n = config.n_classes
+    temperature = temperature_of(ckpt)
     ch, cw = cy1 - cy0, cx1 - cx0
-    cls = np.empty((ch, cw), np.uint8)
-    conf = np.empty((ch, cw), np.float32)
-    p_all = np.empty((n, ch, cw), np.float32) if probabilities else None
+    out = np.empty((len(MAP_LAYERS) + (n if probabilities else 0), ch, cw), np.float32)
     if dev.type == "cpu":
         sy_t, sx_t = sub_tile(ch, margin, mult, tile), sub_tile(cw, margin, mult, tile)
     else:  # a GPU wants the largest tiles it can hold
@@ -177,23 +184,15 @@ def _window_layers(
                 else:
                     logits = model(t)[0, :, a0 - i0 : a1 - i0, b0 - j0 : b1 - j0]
                 del t
-                top, idx = logits.max(0)  # softmax only where needed: on the core, and via the max
-                out = (slice(a0 - sy.start, a1 - sy.start), slice(b0 - sx.start, b1 - sx.start))
-                if probabilities:
-                    prob = logits.softmax(0)
-                    p_all[(slice(None), *out)] = prob.cpu().numpy()
-                    conf[out] = prob.max(0).values.cpu().numpy()
-                else:
-                    conf[out] = (1.0 / torch.exp(logits - top).sum(0)).cpu().numpy()
-                cls[out] = (idx + 1).to(torch.uint8).cpu().numpy()
-                del logits, top, idx
+                prob = (logits / temperature).softmax(0).cpu().numpy()
+                del logits
+                at = (slice(a0 - sy.start, a1 - sy.start), slice(b0 - sx.start, b1 - sx.start))
+                fill_layers(out, at, prob, np.arange(1, n + 1), probabilities)
+                del prob
                 if dev.type == "cpu":
                     _release_freed()
-    okc = ok[sy, sx]
-    layers = [np.where(okc, cls, 0).astype(np.float32)[None], np.where(okc, conf, 0).astype(np.float32)[None]]
-    if probabilities:
-        layers.append(np.where(okc[None], p_all, 0).astype(np.float32))
-    return np.concatenate(layers)
+    out *= ok[sy, sx][None]  # 0 everywhere the imagery is invalid
+    return out
 
 
 def _unet_layers(
@@ -227,7 +226,7 @@ def _unet_layers(
     # until every window around them is done, a band of chunks as wide as the scene
     image_regions, valid_regions = Regions(image), Regions(valid)
     stamp = version(checkpoint)  # once: the model each worker loads is the one read here
-    nlayers = 2 + (legend.n_classes if probabilities else 0)
+    nlayers = len(MAP_LAYERS) + (legend.n_classes if probabilities else 0)
     ybounds = [*range(0, height, chunk), height]
     xbounds = [*range(0, width, chunk), width]
     rows = []
@@ -317,22 +316,23 @@ def predict_scene(
     out = xr.Dataset(
         {
             "classes": (("y", "x"), stack[0].astype(np.uint8)),
-            "confidence": (("y", "x"), stack[1]),
+            **{name: (("y", "x"), stack[i]) for i, name in enumerate(MAP_LAYERS) if i},
         },
         coords=coords,
     )
     if probabilities:
-        out["probabilities"] = (("class_id", "y", "x"), stack[2:])
+        out["probabilities"] = (("class_id", "y", "x"), stack[len(MAP_LAYERS) :])
         out["probabilities"].attrs = {"long_name": "probability of each class", "units": "1"}
         out = out.assign_coords(class_id=np.arange(1, legend.n_classes + 1))
     out["classes"].attrs = legend.cf_attrs("predicted land-cover class (training id)")
-    out["confidence"].attrs = {"long_name": "probability of the predicted class", "units": "1"}
+    for name, text in LAYER_NAMES.items():
+        out[name].attrs = {"long_name": text, "units": "1"}
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
     out.attrs = {
         "title": "kerinci_xr prediction",
         "legend": legend.to_json(),
         "model": str(checkpoint),
-        "margin": margin,
+        "context_margin": margin,
         "chunk": chunk,
     }
     return out

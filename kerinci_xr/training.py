@@ -25,13 +25,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
+from ._hashing import hash_u64
 from ._locations import as_location
 from ._options import option
 from ._outputs import check_output, commit_so_far, write_atomic, write_text
 from ._products import product_exists, zarr_store
 from .batching import make_loader
-from .checkpoint import band_stats_of, check_compatible, load_checkpoint, load_model, save_checkpoint
+from .calibration import calibration_record, columns_of
+from .checkpoint import (
+    band_stats_of,
+    check_compatible,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    temperature_of,
+)
 from .cluster import live_progress
 from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError, TrainingDivergedError
 from .legend import Legend, legend_of
@@ -42,14 +52,22 @@ from .patches import open_patches
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "calibrate_checkpoint",
     "evaluate_loader",
     "evaluate_store",
     "fit",
+    "held_out_calibration",
+    "logit_share",
     "loss_fn",
     "predict_logits",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Validation pixels a temperature is fitted on (a hashed choice where a split holds more).
+CALIBRATION_PIXELS = 200_000
+#: The key of that choice.
+CALIBRATION_KEY = 0x5CA1
 
 ClassWeights = Literal["none", "inverse", "inverse_sqrt"]
 Preset = Literal["wall-to-wall", "sparse"]
@@ -120,6 +138,12 @@ class TrainConfig:
         None, "U-Net depth, 2 ** depth must divide the patch size (default: --preset's)", ge=1
     )
     base: int | None = option(None, "channels of the first U-Net level (default: --preset's)", ge=1)
+    calibrate: bool = option(
+        True,
+        "fit a temperature on the validation split: calibrated probabilities, confidence and uncertainty "
+        "(the classes do not change)",
+        off="keep the probabilities as trained (no temperature is fitted)",
+    )
     norm: Norm = option(_unet("norm"), "normalisation after each convolution")
     dropout: float = option(_unet("dropout"), "dropout in the bottleneck and decoder", ge=0, le=1)
 
@@ -244,8 +268,22 @@ def predict_logits(model, x, *, amp: bool = True):
         return model(x)
 
 
+def _once(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Index of each scene pixel's entry where it lies farthest from its window's edge (the most
+    context; ties: the first patch)."""
+    order = np.lexsort((-dist, key))  # stable: equal distances keep the first patch
+    return order[np.unique(key[order], return_index=True)[1]]
+
+
 def evaluate_loader(
-    model, loader, n_classes: int, device, *, amp: bool = True, samples: dict | None = None
+    model,
+    loader,
+    n_classes: int,
+    device,
+    *,
+    amp: bool = True,
+    samples: dict | None = None,
+    logit_share: float = 0.0,
 ) -> np.ndarray:
     """Confusion matrix of a model over a loader's patches, each scene pixel counted once.
 
@@ -253,6 +291,11 @@ def evaluate_loader(
     counted once, with the prediction of the patch where it lies farthest from the window's
     edge (the most context; ties: the first patch). A loader that shuffles, or one without
     window positions, counts every patch pixel.
+
+    ``samples`` (a dict) receives every scored pixel once: ``key`` (row << 32 | col), ``ref`` and
+    ``pred``; with ``logit_share`` > 0 also ``logits`` (pixel, class) and ``logit_ref`` of a
+    share of them, chosen by a hash of their position (for calibration: the same pixels
+    whatever the batch order).
     """
     model.eval()
     dataset = getattr(loader.dataset, "dataset", loader.dataset)
@@ -260,10 +303,13 @@ def evaluate_loader(
     shuffled = getattr(loader.sampler, "shuffle", False)
     cm = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
     keys, dists, refs, preds = [], [], [], []
+    lkeys, ldists, lrefs, lvals = [], [], [], []
+    threshold = np.uint64(min(int(logit_share * 2.0**64), 2**64 - 1)) if logit_share > 0 else None
     seen = 0
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True)
-        pred = (predict_logits(model, x, amp=amp).argmax(1) + 1).cpu().numpy()
+        logits = predict_logits(model, x, amp=amp)
+        pred = (logits.argmax(1) + 1).cpu().numpy()
         mask = batch["mask"].numpy()
         if starts is None or shuffled:
             cm += confusion_matrix(mask, pred, n_classes)
@@ -275,20 +321,41 @@ def evaluate_loader(
             lab = mask[k] > 0
             r, c = np.nonzero(lab)
             r0, c0 = starts[seen + k]
-            keys.append(((r + r0).astype(np.int64) << 32) | (c + c0).astype(np.int64))
+            key = ((r + r0).astype(np.int64) << 32) | (c + c0).astype(np.int64)
+            keys.append(key)
             dists.append(edge[lab])
             refs.append(mask[k][lab])
             preds.append(pred[k][lab])
+            if threshold is not None:
+                pick = hash_u64(r + r0, c + c0, CALIBRATION_KEY) <= threshold
+                lkeys.append(key[pick])
+                ldists.append(edge[r[pick], c[pick]])
+                lrefs.append(mask[k][r[pick], c[pick]])
+                lvals.append(logits[k][:, r[pick], c[pick]].float().T.cpu().numpy())
         seen += b
     if keys:
         key, dist = np.concatenate(keys), np.concatenate(dists)
-        order = np.lexsort((-dist, key))  # stable: equal distances keep the first patch
-        first = order[np.unique(key[order], return_index=True)[1]]
+        first = _once(key, dist)
         ref, pred = np.concatenate(refs)[first], np.concatenate(preds)[first]
         cm += confusion_matrix(ref, pred, n_classes)
         if samples is not None:  # each scene pixel once, by position (row << 32 | col)
             samples |= {"key": key[first], "ref": ref.astype(np.uint8), "pred": pred.astype(np.uint8)}
+    if samples is not None and lkeys:
+        first = _once(np.concatenate(lkeys), np.concatenate(ldists))
+        samples |= {
+            "logits": np.concatenate(lvals)[first].astype(np.float32),
+            "logit_ref": np.concatenate(lrefs)[first].astype(np.uint8),
+        }
     return cm
+
+
+def logit_share(store: xr.Dataset, split: str, pixels: int = CALIBRATION_PIXELS) -> float:
+    """The share of a split's labelled, valid pixels that holds about ``pixels`` of them."""
+    pick = np.flatnonzero(np.array([str(s) for s in store["split"].values]) == split)
+    if pick.size == 0:
+        return 0.0
+    n = int(((store["labels"].values[pick] > 0) & store["valid"].values[pick]).sum())
+    return min(1.0, pixels / n) if n else 0.0
 
 
 # ---- the loop ----------------------------------------------------------------------------
@@ -425,6 +492,8 @@ def fit(
     last, hist_csv, hist_json = run.paths
     if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
         save_checkpoint(run.out, load_checkpoint(last))
+    if cfg.calibrate and run.val_loader is not None:
+        calibrate_checkpoint(run.out, run.store, device=run.device)
     return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best, cfg)
 
 
@@ -632,6 +701,44 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     commit_so_far()  # each epoch's files are one set: a killed run resumes from its last whole epoch
 
 
+def _split_logits(
+    model: Any, store: Any, ckpt: dict[str, Any], split: str, device: Any, samples: dict, batch_size: int = 32
+) -> np.ndarray:
+    """The confusion matrix of ``split`` and, in ``samples``, the logits of up to
+    :data:`CALIBRATION_PIXELS` of its pixels (each once)."""
+    n = legend_of(ckpt).n_classes
+    loader = make_loader(
+        store, split=split, batch_size=batch_size, shuffle=False, augment=False, stats=band_stats_of(ckpt)
+    )
+    share = logit_share(open_patches(store), split)
+    return evaluate_loader(model, loader, n, device, samples=samples, logit_share=share)
+
+
+def calibrate_checkpoint(
+    checkpoint: str | os.PathLike, store: str | os.PathLike, *, split: str = "val", device: Any = "auto"
+) -> dict[str, Any]:
+    """Fit the checkpoint's temperature on ``split``'s pixels (each once, at most
+    :data:`CALIBRATION_PIXELS`) and store it, with the reliability before and after, as the
+    checkpoint's ``calibration``; ``predict`` applies it. Returns that record."""
+    ckpt = load_checkpoint(checkpoint)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    model = load_model(ckpt, dev)
+    samples: dict[str, Any] = {}
+    _split_logits(model, store, ckpt, split, dev, samples)
+    if "logits" not in samples:
+        raise InvalidInputError(f"{store}: the {split} split holds no labelled pixel to calibrate on.")
+    record = calibration_record(samples["logits"], samples["logit_ref"].astype(np.int64) - 1, fitted_on=split)
+    record["pixels"] = int(samples["logits"].shape[0])
+    log.info(
+        "temperature %.3f: validation ECE %.4f -> %.4f",
+        record["temperature"],
+        record["before"]["ece"],
+        record["after"]["ece"],
+    )
+    save_checkpoint(checkpoint, ckpt | {"calibration": record})
+    return record
+
+
 def evaluate_store(
     store: str | Path,
     checkpoint: str | Path,
@@ -653,14 +760,30 @@ def evaluate_store(
     check_compatible(ckpt, bands=[str(b) for b in ds["band"].values], legend=legend, source=str(checkpoint))
     dev = pick_device(device)
     model = load_model(ckpt, dev)
-    loader = make_loader(
-        store, split=split, batch_size=batch_size, shuffle=False, augment=False, stats=band_stats_of(ckpt)
-    )
-    report = accuracy_report(evaluate_loader(model, loader, legend.n_classes, dev, samples=samples), legend)
+    pixels: dict[str, Any] = {}
+    report = accuracy_report(_split_logits(model, store, ckpt, split, dev, pixels, batch_size), legend)
+    if samples is not None:
+        samples |= {k: pixels[k] for k in ("key", "ref", "pred") if k in pixels}
+    if "logits" in pixels:
+        report["calibration"] = held_out_calibration(ckpt, pixels["logits"], pixels["logit_ref"], split)
     report["source"] = {
         "patches": str(store),
         "split": split,
         "model": str(checkpoint),
-        "patches_evaluated": len(loader.dataset),
+        "patches_evaluated": int((np.array([str(s) for s in ds["split"].values]) == split).sum()),
     }
     return report
+
+
+def held_out_calibration(
+    ckpt: dict[str, Any], logits: np.ndarray, ref: np.ndarray, split: str, ids: Any = None
+) -> dict[str, Any]:
+    """The reliability on held-out pixels (``ref``: training ids; ``ids``: those of ``logits``'
+    columns, default 1..K) without and with the checkpoint's temperature (1.0, the model as
+    trained, when it has none): what ``evaluate`` reports."""
+    temp = temperature_of(ckpt)
+    cols = np.arange(1, logits.shape[1] + 1) if ids is None else np.asarray(ids)
+    out = calibration_record(logits, columns_of(np.asarray(ref), cols), temperature=temp, fitted_on="")
+    out["fitted_on"] = (ckpt.get("calibration") or {}).get("fitted_on")
+    out["evaluated_on"] = split
+    return out

@@ -237,3 +237,146 @@ def test_draw_stratified__allocation_from_the_same_single_pass():
     assert pts.attrs["stratum_sizes"][:5].tolist() == size.tolist()
     assert pts.attrs["units"][:5].tolist() == units.tolist()
     pd.testing.assert_frame_equal(pts, draw_stratified(classes, units))
+
+
+# ---- strata that are not the map's classes (Stehman 2014) ---------------------------------------
+#: Stehman (2014), Table 2: 40 units, 10 in each of strata 1-4 (N_h = 40,000, 30,000, 20,000,
+#: 10,000), each with its map class and reference class (A-D = 1-4).
+ST_STRATA = [1] * 10 + [2] * 10 + [3] * 10 + [4] * 10
+ST_MAP = "AAAAAAABBB" "ABBBBBBBBB" "BBCCCCCCBB" "DDDDDDDDDD"
+ST_REF = "AAAAACBABC" "ABBBBBAABB" "CCCCCDDBBA" "DDDDDDDCCB"
+ST_SIZES = {1: 40_000, 2: 30_000, 3: 20_000, 4: 10_000}
+
+
+def _stehman_example():
+    from kerinci_xr.accuracy import strata_estimates
+
+    ids = ["ABCD".index(c) + 1 for c in ST_MAP], ["ABCD".index(c) + 1 for c in ST_REF]
+    return strata_estimates(ST_STRATA, ids[0], ids[1], ST_SIZES, n_classes=4, names=list("ABCD"))
+
+
+def test_strata_estimates__stehman_2014_numerical_example_to_its_printed_digits():
+    est = _stehman_example()
+    a, b, c = est["classes"][0], est["classes"][1], est["classes"][2]
+    printed = [  # (value, the paper's figure, its digits), pp. 4932-4936
+        (a["area_proportion"]["estimate"], 0.35, 2),
+        (c["area_proportion"]["estimate"], 0.20, 2),
+        (est["overall_accuracy"]["estimate"], 0.63, 2),
+        (b["users_accuracy"]["estimate"], 0.574, 3),
+        (b["producers_accuracy"]["estimate"], 0.794, 3),
+        (est["error_matrix_proportions"]["values"][1][2], 0.08, 2),
+        (a["area_proportion"]["se"], 0.082, 3),
+        (c["area_proportion"]["se"], 0.064, 3),
+        (est["overall_accuracy"]["se"], 0.085, 3),
+        (b["users_accuracy"]["se"], 0.125, 3),
+    ]
+    for value, paper, digits in printed:
+        assert round(value, digits) == paper
+    # SE of PA(B): the paper prints 0.114, from s2_x of stratum 4 taken as 0 where its Table 3 has
+    # 0.1 (one of stratum 4's ten units is reference B). Recomputed here by eq. 28 both ways.
+    ref_b = np.array([c == "B" for c in ST_REF], float)
+    agree_b = np.array([m == r == "B" for m, r in zip(ST_MAP, ST_REF, strict=True)], float)
+    strata = np.array(ST_STRATA)
+    n_h = np.array([ST_SIZES[h] for h in (1, 2, 3, 4)], float)
+    x_hat = sum(n_h[h - 1] * ref_b[strata == h].mean() for h in (1, 2, 3, 4))
+    r = sum(n_h[h - 1] * agree_b[strata == h].mean() for h in (1, 2, 3, 4)) / x_hat
+
+    def se(zero_x_var_in_4: bool) -> float:
+        v = 0.0
+        for h in (1, 2, 3, 4):
+            y, x = agree_b[strata == h], ref_b[strata == h]
+            s2x = 0.0 if (zero_x_var_in_4 and h == 4) else x.var(ddof=1)
+            cov = np.cov(y, x, ddof=1)[0, 1]
+            v += n_h[h - 1] ** 2 * (1 - 10 / n_h[h - 1]) * (y.var(ddof=1) + r**2 * s2x - 2 * r * cov) / 10
+        return float(np.sqrt(v) / x_hat)
+
+    assert round(se(True), 3) == 0.114  # the printed figure, with the paper's slip
+    assert b["producers_accuracy"]["se"] == pytest.approx(se(False), rel=1e-12)
+    assert round(b["producers_accuracy"]["se"], 3) == 0.117
+
+
+def test_strata_estimates__strata_equal_to_map_classes_give_olofsson():
+    from kerinci_xr.accuracy import strata_estimates, stratified_estimates
+
+    rng = np.random.default_rng(4)
+    k, sizes = 4, np.array([50_000.0, 30_000.0, 15_000.0, 5_000.0])
+    mapped = np.repeat(np.arange(1, k + 1), [40, 30, 30, 25])
+    ref = np.where(rng.random(mapped.size) < 0.8, mapped, rng.integers(1, k + 1, mapped.size))
+    counts = np.zeros((k, k))
+    np.add.at(counts, (mapped - 1, ref - 1), 1)
+    old = stratified_estimates(counts, sizes)
+    # no finite population correction in Olofsson's formulas: stratum pixels taken as unbounded
+    new = strata_estimates(
+        mapped, mapped, ref, dict(enumerate(sizes, 1)), n_classes=k, stratum_pixels=dict.fromkeys(range(1, 5), 1e18)
+    )
+    assert new["overall_accuracy"]["estimate"] == pytest.approx(old["overall_accuracy"]["estimate"])
+    assert new["overall_accuracy"]["se"] == pytest.approx(old["overall_accuracy"]["se"])
+    for a, b in zip(new["classes"], old["classes"], strict=True):
+        for key in ("users_accuracy", "producers_accuracy", "area_proportion"):
+            assert a[key]["estimate"] == pytest.approx(b[key]["estimate"]), key
+            assert a[key]["se"] == pytest.approx(b[key]["se"], rel=1e-9), key
+
+
+def test_strata_estimates__unbiased_with_95pc_coverage_when_strata_come_from_another_map(small_scene):
+    """Simulation on the generated scene: strata from one map, a second map assessed. Every
+    population value is known (the scene's labels are the truth everywhere), so the bias of the
+    estimates and the coverage of their 95 % intervals are measured over repeated samples."""
+    import rasterio
+
+    from kerinci_xr.accuracy import strata_estimates
+    from kerinci_xr.legend import read_legend
+
+    legend = read_legend(small_scene.legend)
+    with rasterio.open(small_scene.labels) as src:
+        codes = src.read(1)
+    lut = {c: i + 1 for i, c in enumerate(legend.values)}
+    truth = np.vectorize(lambda c: lut.get(int(c), 0))(codes).ravel()
+    rng = np.random.default_rng(0)
+    truth = truth[truth > 0]
+    k = legend.n_classes
+
+    def errors(p: float) -> np.ndarray:  # a map: the truth with a share p of pixels misclassified
+        out = truth.copy()
+        wrong = rng.random(out.size) < p
+        out[wrong] = np.roll(truth, 997)[wrong]  # another pixel's class: errors follow the class mix
+        return out
+
+    map1, map2 = errors(0.3), errors(0.15)  # strata from map1; map2 is assessed
+    keys, sizes = np.unique(map1, return_counts=True)
+    keys, sizes = keys[sizes >= 200], sizes[sizes >= 200]
+    pop = np.isin(map1, keys)
+    truth, map1, map2 = truth[pop], map1[pop], map2[pop]
+    members = {h: np.flatnonzero(map1 == h) for h in keys}
+    true = {"oa": float((map2 == truth).mean())}
+    big = [c for c in range(1, k + 1) if (truth == c).mean() > 0.05 and (map2 == c).mean() > 0.05]
+    for c in big:
+        true[f"area{c}"] = float((truth == c).mean())
+        true[f"ua{c}"] = float((truth[map2 == c] == c).mean())
+        true[f"pa{c}"] = float((map2[truth == c] == c).mean())
+    reps, per_stratum = 400, 50
+    est = {key: np.empty(reps) for key in true}
+    cover = {key: np.empty(reps, bool) for key in true}
+    for i in range(reps):
+        units = np.concatenate([rng.choice(members[h], per_stratum, replace=False) for h in keys])
+        res = strata_estimates(
+            map1[units], map2[units], truth[units], dict(zip(keys.tolist(), sizes.tolist(), strict=True)),
+            n_classes=k,
+        )
+        found = {"oa": res["overall_accuracy"]}
+        for c in big:
+            row = res["classes"][c - 1]
+            found |= {f"area{c}": row["area_proportion"], f"ua{c}": row["users_accuracy"], f"pa{c}": row["producers_accuracy"]}
+        for key, e in found.items():
+            est[key][i] = e["estimate"]
+            lo, hi = e["ci95"]
+            cover[key][i] = lo <= true[key] <= hi
+    assert len(true) >= 7  # OA and at least two classes' area, UA and PA
+    for key, value in true.items():
+        mc_se = est[key].std(ddof=1) / np.sqrt(reps)
+        assert abs(est[key].mean() - value) < 4 * mc_se + 0.005, (key, est[key].mean(), value)  # unbiased
+    # OA and areas: totals over strata, near-normal; UA and PA: ratios whose denominators are
+    # rare units in other classes' strata, skewed at 50 units per stratum (measured 0.85-0.92)
+    totals = np.mean([cover[key].mean() for key in true if key == "oa" or key.startswith("area")])
+    ratios = np.mean([cover[key].mean() for key in true if key[:2] in ("ua", "pa")])
+    assert 0.925 <= totals <= 0.97, {key: cover[key].mean() for key in true}
+    assert 0.85 <= ratios <= 0.97, {key: cover[key].mean() for key in true}

@@ -167,14 +167,15 @@ def test_assess__filled_sample_codes_names_and_empty_values(maps, tmp_path, caps
         assert main([*argv[:3], str(tmp_path / "bad.gpkg"), "--out", str(tmp_path / "b.json")]) == 2
         err = capsys.readouterr().err
         assert message in err, err
-    assert (
-        main(["assess", str(maps["perfect"]), "--reference", str(sample), "--out", str(tmp_path / "c.json")])
-        == 2
-    )
-    assert "differ from the map's classes" in capsys.readouterr().err
+    # the sample of another map: Stehman (2014); the perfect map is right at every unit
+    assert main(["-q", "assess", str(maps["perfect"]), "--reference", str(sample), "--out", str(tmp_path / "c.json")]) == 0
+    assert "Stehman (2014)'s estimators are used" in capsys.readouterr().out
+    other = json.loads((tmp_path / "c.json").read_text())
+    assert other["strata_differ_from_map"] and "Stehman 2014" in other["estimator"]
+    assert other["overall_accuracy"]["estimate"] == 1.0 and other["overall_accuracy"]["se"] == 0.0
     assert main([*argv[:3], str(sample), "--label-field", "label", "--out", str(tmp_path / "d.json")]) == 2
     assert "expected a field 'label'" in capsys.readouterr().err
-    assert not [name for name in ("b.json", "c.json", "d.json") if (tmp_path / name).exists()]
+    assert not [name for name in ("b.json", "d.json") if (tmp_path / name).exists()]
 
 
 def test_assess__simple_random_sample_is_post_stratified(maps, tmp_path):

@@ -14,7 +14,7 @@ from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic
 from .._products import Kind, locate, product_bytes
-from ..accuracy import stratified_estimates
+from ..accuracy import strata_estimates, stratified_estimates
 from ..cube import cube_view, open_cube
 from ..errors import GridMismatchError, InvalidInputError
 from ..io import grid_differences
@@ -81,6 +81,31 @@ def _pixels(table: pd.DataFrame, crs: Any, classes) -> tuple[np.ndarray, np.ndar
     return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
 
 
+def stratum_sizes(table: pd.DataFrame, source: Any) -> tuple[dict[int, float], dict[int, float]]:
+    """Each stratum's size (hectares, else pixels: the estimator's weights) and pixel count, from
+    the sample's ``stratum_area_ha`` / ``stratum_size`` fields, else from its inclusion
+    probabilities (``N_h = n_h / pi_h``, all of the stratum's drawn units counted)."""
+    h = table["stratum"].to_numpy(np.int64)
+    if "stratum_size" in table.columns:
+        px = pd.Series(table["stratum_size"].to_numpy(float), index=h).groupby(level=0).first()
+    elif "inclusion_probability" in table.columns:
+        n = pd.Series(h).value_counts()
+        pi = pd.Series(table["inclusion_probability"].to_numpy(float), index=h).groupby(level=0).first()
+        px = (n / pi).round()
+    else:
+        raise InvalidInputError(
+            f"{source}: the strata of this sample differ from the map's classes, and it records neither "
+            "their sizes (stratum_size) nor inclusion probabilities. Fix: assess with the sample file "
+            "kerinci-xr design-sample wrote (it records both)."
+        )
+    weights = px
+    if "stratum_area_ha" in table.columns:
+        weights = pd.Series(table["stratum_area_ha"].to_numpy(float), index=h).groupby(level=0).first()
+    if not (np.isfinite(px.to_numpy()).all() and (px.to_numpy() > 0).all()):
+        raise InvalidInputError(f"{source}: its stratum sizes must be finite and > 0.")
+    return {int(k): float(v) for k, v in weights.items()}, {int(k): float(v) for k, v in px.items()}
+
+
 def _reference_ids(values: pd.Series, legend: Legend, source: str, label_field: str) -> np.ndarray:
     """Training ids of reference values (codes or names, parsed as vector labels are); 0 where the
     interpreter left the field empty."""
@@ -111,15 +136,11 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
         else classes.values[rows, cols]
     ).astype(np.int64)
     stratified = "stratum" in table.columns
-    if stratified:
-        differ = np.flatnonzero(table["stratum"].to_numpy(np.int64) != mapped)
-        if differ.size:
-            raise InvalidInputError(
-                f"{o.reference}: the strata of {differ.size} point(s) differ from the map's classes there "
-                f"(e.g. sample_id {table.iloc[differ[0]].get('sample_id', differ[0])}: stratum "
-                f"{table['stratum'].iloc[differ[0]]}, map {mapped[differ[0]]}). Fix: assess the map the "
-                "sample was drawn from."
-            )
+    strata = table["stratum"].to_numpy(np.int64) if stratified else None
+    # the strata are the map's classes unless the sample says otherwise (uncertainty strata), or
+    # its points fall in other classes of this map (a sample drawn from another map)
+    kind = str(table["strata_of"].iloc[0]) if stratified and "strata_of" in table.columns else "map"
+    differ = stratified and (kind != "map" or bool((strata != mapped).any()))
     if o.truth is not None:
         cube = cube_view(open_cube(o.truth))
         diffs = grid_differences(cube["labels"], classes)
@@ -135,20 +156,39 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
         )
     else:
         ref = _reference_ids(table[o.label_field], legend, str(o.reference), o.label_field)
-    used = (ref > 0) & (mapped > 0)
     k = legend.n_classes
-    counts = np.zeros((k, k))
-    np.add.at(counts, (mapped[used] - 1, ref[used] - 1), 1)
+    if not (ref > 0).any():
+        raise InvalidInputError(
+            f"{o.reference}: none of its {len(ref)} point(s) has a reference class in the field "
+            f"{o.label_field!r}: an unfilled sample has no accuracy. Fix: fill the field (QGIS, Collect "
+            "Earth), or pass --truth CUBE to simulate the interpreter from a cube's labels."
+        )
     areas = class_areas(classes, legend)
-    est = stratified_estimates(counts, areas["hectares"].to_numpy(), names=list(legend.names))
-    keep = [i for i in range(k) if areas["pixels"].iloc[i] > 0 or counts[:, i].sum() > 0]
-    result = {
-        "estimator": (
+    names = list(legend.names)
+    if differ:
+        used = ref > 0
+        sizes, pixels = stratum_sizes(table, o.reference)
+        est = strata_estimates(
+            strata[used], mapped[used], ref[used], sizes, n_classes=k, names=names, stratum_pixels=pixels
+        )
+        estimator = (
+            "stratified, strata differ from this map's classes (Stehman 2014, eqs. 25-28); "
+            + (f"strata: {kind}" if kind != "map" else "strata: the classes of another map")
+        )
+    else:
+        used = (ref > 0) & (mapped > 0)
+        counts = np.zeros((k, k))
+        np.add.at(counts, (mapped[used] - 1, ref[used] - 1), 1)
+        est = stratified_estimates(counts, areas["hectares"].to_numpy(), names=names)
+        estimator = (
             "stratified, strata = map classes"
             if stratified
             else "post-stratified by map class (simple random or systematic sample)"
-        )
-        + " (Olofsson et al. 2014, eqs. 1-10)",
+        ) + " (Olofsson et al. 2014, eqs. 1-10)"
+    keep = [i for i in range(k) if areas["pixels"].iloc[i] > 0 or (ref[used] == i + 1).any()]
+    result = {
+        "estimator": estimator,
+        "strata_differ_from_map": bool(differ),
         "reference": {"file": str(o.reference), "field": o.label_field, "simulated_from": o.truth},
         "sample_size": int(used.sum()),
         "empty_reference": int((ref == 0).sum()),
@@ -175,6 +215,8 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
         },
         "warnings": est.get("warnings", []),
     }
+    if differ:
+        result["strata"] = est["strata"]
     if result["empty_reference"]:
         result["warnings"].append(
             f"{result['empty_reference']} sample point(s) have no reference value: left out."
@@ -223,6 +265,11 @@ def format_assessment(result: dict[str, Any]) -> str:
     oa = result["overall_accuracy"]
     lines = [
         f"{result['estimator']}; {result['sample_size']} sample units",
+        *(
+            ["the sample's strata are not this map's classes: Stehman (2014)'s estimators are used"]
+            if result.get("strata_differ_from_map")
+            else []
+        ),
         f"overall accuracy {pm(oa, '.3f')}",
         "",
         f"{'class':<28} {'n':>5} {'mapped ha':>12} {'adjusted ha (95 % CI)':>26} {'UA':>14} {'PA':>14}",
@@ -238,7 +285,8 @@ def format_assessment(result: dict[str, Any]) -> str:
 
 STAGE = Stage(
     "assess",
-    "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014)",
+    "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014; Stehman 2014 "
+    "when its strata are not the map's classes)",
     AssessOptions,
     run,
     "kerinci-xr assess prediction.zarr --reference sample.gpkg --label-field reference --out accuracy.json",

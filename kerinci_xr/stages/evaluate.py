@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from .._options import option
 from .._products import Kind
+from ..calibration import log_probabilities
 from ..checkpoint import check_compatible, load_checkpoint
 from ..cube import cube_legend, cube_view, open_cube
 from ..errors import InvalidInputError
@@ -17,13 +20,14 @@ from ..metrics import (
     evaluate_features,
     evaluate_prediction,
     feature_table,
+    format_calibration,
     format_report,
     write_report,
 )
 from ..patches import open_patches, stored_layout
-from ..pixels import score_pixels, window_pixels
+from ..pixels import pixel_probabilities, window_pixels
 from ..prediction import open_class_map, open_prediction
-from ..training import evaluate_store
+from ..training import evaluate_store, held_out_calibration
 from ..vector import rasterize_reference, read_reference
 from ._base import Context, DaskOptions, Stage
 
@@ -86,8 +90,12 @@ def _evaluate_pixels(o: EvaluateOptions) -> dict[str, Any]:
     date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
     view = cube_view(open_cube(store.attrs["cube"]), date=date, temporal=temporal)
     rows, cols, ref = window_pixels(store, o.split)
-    pred = score_pixels(view, model, ckpt, rows, cols)
+    p, ok = pixel_probabilities(view, model, ckpt, rows, cols)
+    ids = np.asarray(ckpt["classes"])
+    pred = np.where(ok, ids[p.argmax(axis=1)], 0).astype(np.uint8)
     report = accuracy_report(confusion_matrix(ref, pred, legend.n_classes), legend)
+    if ok.any():
+        report["calibration"] = held_out_calibration(ckpt, log_probabilities(p[ok]), ref[ok], o.split, ids)
     report["source"] = {"patches": str(o.source), "split": o.split, "model": model}
     return report
 
@@ -142,6 +150,8 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
         else:
             report = _evaluate_pixels(o)
         ctx.echo(format_report(report))
+        if "calibration" in report:
+            ctx.echo(format_calibration(report["calibration"]))
     else:
         raise InvalidInputError(
             "evaluate: pass --model (a patch store), --cube or --reference (a map). Fix: e.g. "

@@ -7,17 +7,19 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from .._options import option
 from .._outputs import write_atomic, write_text
 from .._products import Kind
-from ..checkpoint import booster_digest, save_checkpoint
+from ..calibration import calibration_record, columns_of, log_probabilities
+from ..checkpoint import booster_digest, load_checkpoint, save_checkpoint
 from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..legend import legend_of
 from ..patches import open_patches, stored_layout
-from ..pixels import FeatureRecipe, fit_pixels, pixel_sample
+from ..pixels import FeatureRecipe, class_probabilities, fit_pixels, pixel_sample
 from ..training import TrainConfig, fit, history_paths
 from ._base import Context, Stage
 
@@ -80,6 +82,9 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
         until_epoch=o.until_epoch,
     )
     used = result.config or config
+    cal = load_checkpoint(result.best).get("calibration")
+    if cal:
+        ctx.echo(_calibration_line(cal["temperature"], cal["before"]["ece"], cal["after"]["ece"]))
     ctx.echo(
         f"preset {used.preset}: depth {used.depth}, base {used.base}, lr {used.lr}, class weights "
         f"{used.class_weights}, patience {used.patience}; best validation mIoU {result.best_miou:.4f}"
@@ -87,17 +92,28 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
     return {"model": result.best, "model_last": result.last, "history": result.history_csv, "result": result}
 
 
+def _calibration_line(temperature: float, before: float, after: float) -> str:
+    return (
+        f"calibration: temperature {temperature:.3f} fitted on the validation pixels (expected calibration "
+        f"error {before:.4f} -> {after:.4f}); predict applies it"
+    )
+
+
 def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
     if o.resume or o.until_epoch is not None:
         raise InvalidInputError(
             f"--resume and --until-epoch are for the U-Net; a {o.model} model trains in one go."
         )
-    model, info = train_pixel_model(o.patches, o.out, kind=o.model, options=o, seed=o.seed)  # type: ignore[arg-type]
+    model, info = train_pixel_model(
+        o.patches, o.out, kind=o.model, options=o, seed=o.seed, calibrate=o.calibrate
+    )  # type: ignore[arg-type]
     _, csv, js = history_paths(o.out)
     val_oa = (
         f", validation OA {info['val_oa']:.3f} on {info['val_pixels']:,} pixels" if "val_oa" in info else ""
     )
     ctx.echo(f"{o.model}: {info['train_pixels']:,} training pixels, {info['features']} features{val_oa}")
+    if "temperature" in info:
+        ctx.echo(_calibration_line(info["temperature"], info["val_ece"], info["val_ece_calibrated"]))
     return {"model": model, "history": csv, "history_json": js}
 
 
@@ -109,11 +125,13 @@ def train_pixel_model(
     options: PixelOptions,
     seed: int,
     cube: Any = None,
+    calibrate: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """A per-pixel model on the labelled pixels of a patch store's training area (its cube and
     split layout), validated on the validation area's pixels; writes the checkpoint and its
     history (CSV and JSON) beside it. Returns the checkpoint's location and what was measured.
-    ``cube``: the view of the store's cube to take pixels from (default: the cube it names)."""
+    ``cube``: the view of the store's cube to take pixels from (default: the cube it names);
+    ``calibrate``: fit a temperature on the validation pixels (:mod:`kerinci_xr.calibration`)."""
     store = open_patches(patches)
     if cube is None:
         date, temporal = store.attrs.get("date") or None, store.attrs.get("temporal", "date")
@@ -137,6 +155,17 @@ def train_pixel_model(
         "history": [info],
         "sample": {"patches": str(patches), "cube": str(store.attrs["cube"]), "seed": seed},
     }
+    if calibrate and val.y.size:
+        import lightgbm as lgb
+
+        p = class_probabilities(lgb.Booster(model_str=text), val.x)
+        record = calibration_record(log_probabilities(p), columns_of(val.y, np.asarray(classes)))
+        payload["calibration"] = record | {"pixels": int(val.y.size)}
+        info |= {
+            "temperature": record["temperature"],
+            "val_ece": record["before"]["ece"],
+            "val_ece_calibrated": record["after"]["ece"],
+        }
     model = save_checkpoint(out, payload)
     _, csv, js = history_paths(out)
     write_atomic(csv, lambda tmp: pd.DataFrame([info]).to_csv(tmp, index=False), overwrite=True)
