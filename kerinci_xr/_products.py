@@ -75,6 +75,8 @@ class Kind(StrEnum):
     TRANSITIONS = "transitions"
     CHANGE_SUMMARY = "change_summary"
     SAMPLE_DESIGN = "sample_design"
+    SUGGESTIONS = "suggestions"
+    UNCERTAINTY_COG = "uncertainty_cog"
     ASSESSMENT = "assessment"
     ASSESSMENT_CSV = "assessment_csv"
     MAP_PAGE = "map_page"
@@ -150,6 +152,8 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.TRANSITIONS: Product("transition table", "file", "kerinci-xr change --transitions"),
     Kind.CHANGE_SUMMARY: Product("change summary", "file", "kerinci-xr change --summary"),
     Kind.SAMPLE_DESIGN: Product("accuracy sample", "file", "kerinci-xr design-sample"),
+    Kind.SUGGESTIONS: Product("points to label next", "file", "kerinci-xr suggest"),
+    Kind.UNCERTAINTY_COG: Product("uncertainty COG", "file", "kerinci-xr predict --uncertainty-cog"),
     Kind.ASSESSMENT: Product("accuracy assessment", "file", "kerinci-xr assess"),
     Kind.ASSESSMENT_CSV: Product("accuracy table", "file", "kerinci-xr assess --csv"),
     Kind.MAP_PAGE: Product("map page", "file", "kerinci-xr map"),

@@ -345,7 +345,7 @@ def _label_layers(
         layers = reference_layers(
             labels, optical, legend=legend, label_field=label_field, strict=strict, chunks=chunks
         )
-        return layers, str(labels)
+        return layers, " + ".join(map(str, labels)) if isinstance(labels, list | tuple) else str(labels)
     lraw = _as_raster(labels, bands=None, chunks=chunks)
     if lraw.sizes["band"] != 1:
         raise RasterReadError(

@@ -57,7 +57,9 @@ _KINDS = {"Point": POINT, "MultiPoint": MULTIPOINT, "Polygon": POLYGON, "MultiPo
 
 
 def is_vector(path: Any) -> bool:
-    """Whether ``path`` names a vector file (by its ending)."""
+    """Whether ``path`` names a vector file (by its ending), or is a list of them."""
+    if isinstance(path, list | tuple):
+        return bool(path) and all(is_vector(p) for p in path)
     if not isinstance(path, str | os.PathLike):
         return False
     return PurePosixPath(os.fspath(path)).suffix.lower() in VECTOR_SUFFIXES
@@ -185,8 +187,13 @@ def parse_codes(values: pd.Series, legend: Legend, *, source: str, label_field: 
     return out
 
 
+#: The field ``design-sample`` and ``suggest`` leave for the interpreter: a file among several
+#: label files that lacks ``label_field`` is read from it.
+MERGED_FIELD = "reference"
+
+
 def read_reference(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     label_field: str,
     *,
     crs: Any,
@@ -200,7 +207,9 @@ def read_reference(
     Parameters
     ----------
     path
-        GeoJSON, GeoPackage, Shapefile, GeoParquet (any CRS; it must declare one).
+        GeoJSON, GeoPackage, Shapefile, GeoParquet (any CRS; it must declare one), or several such
+        files read as one (earlier labels and a labelled ``suggest`` round: a file without
+        ``label_field`` is read from its ``reference`` field); features are numbered across them.
     label_field
         The attribute with the class: legend codes (integers or integer strings) or class names.
     crs, transform, shape
@@ -211,17 +220,22 @@ def read_reference(
         Make features outside the grid, with empty/invalid geometry or codes missing from the
         legend errors instead of a warning.
     """
-    where = as_location(path)
-    src = str(where)
-    if isinstance(where, Path) and not where.exists():
-        raise InputFileNotFoundError(f"{where}: reference file not found. Fix: check the path.")
+    paths = [as_location(p) for p in (path if isinstance(path, list | tuple) else [path])]
+    src = " + ".join(str(p) for p in paths)
+    for where in paths:
+        if isinstance(where, Path) and not where.exists():
+            raise InputFileNotFoundError(f"{where}: reference file not found. Fix: check the path.")
     grid_crs = CRS.from_user_input(crs)
     parts: list[dict[str, Any]] = []
     offset = 0
-    for gdf in _batches(where):
-        parts.append(_read_batch(gdf, where, label_field, legend, grid_crs, transform, shape, offset))
-        offset += len(gdf)
-        del gdf
+    for where in paths:
+        field_name = label_field
+        for gdf in _batches(where):
+            if len(paths) > 1 and label_field not in gdf.columns and MERGED_FIELD in gdf.columns:
+                field_name = MERGED_FIELD  # the interpreter's field of a sample merged with earlier labels
+            parts.append(_read_batch(gdf, where, field_name, legend, grid_crs, transform, shape, offset))
+            offset += len(gdf)
+            del gdf
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "report"}
     report: dict[str, Any] = {"read": offset}
     for key in ("empty_or_invalid", "null_code", "unknown_code", "outside"):

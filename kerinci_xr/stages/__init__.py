@@ -20,6 +20,7 @@ from . import (
     quicklook,
     report,
     sample,
+    suggest,
     synth,
     train,
 )
@@ -41,6 +42,7 @@ STAGES: dict[str, Stage] = {
         change,
         design_sample,
         assess,
+        suggest,
         map,
         report,
         export,

@@ -171,9 +171,8 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
         est = strata_estimates(
             strata[used], mapped[used], ref[used], sizes, n_classes=k, names=names, stratum_pixels=pixels
         )
-        estimator = (
-            "stratified, strata differ from this map's classes (Stehman 2014, eqs. 25-28); "
-            + (f"strata: {kind}" if kind != "map" else "strata: the classes of another map")
+        estimator = "stratified, strata differ from this map's classes (Stehman 2014, eqs. 25-28); " + (
+            f"strata: {kind}" if kind != "map" else "strata: the classes of another map"
         )
     else:
         used = (ref > 0) & (mapped > 0)
@@ -285,8 +284,8 @@ def format_assessment(result: dict[str, Any]) -> str:
 
 STAGE = Stage(
     "assess",
-    "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014; Stehman 2014 "
-    "when its strata are not the map's classes)",
+    "accuracy and error-adjusted areas with 95 % CIs from a labelled sample (Olofsson et al. 2014; "
+    "Stehman 2014 when its strata are not the map's classes)",
     AssessOptions,
     run,
     "kerinci-xr assess prediction.zarr --reference sample.gpkg --label-field reference --out accuracy.json",

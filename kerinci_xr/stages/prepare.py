@@ -63,7 +63,8 @@ class PrepareOptions(DaskOptions):
     labels: tuple[str, ...] | None = option(
         None,
         "label GeoTIFF with the legend's original codes (one, or one per date), or labelled points/"
-        "polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet)",
+        "polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet; several files are merged, e.g. earlier "
+        "labels and a labelled suggest round)",
         io="in",
         kind=Kind.LABELS,
     )
@@ -158,12 +159,16 @@ def run(o: PrepareOptions, ctx: Context) -> dict[str, Any]:
     if len(images) == 1 and dates is None:  # one date: the cube keeps its (band, y, x) layout
         if radar is not None and len(radar) != 1:
             raise InvalidInputError(f"radar: one image takes one radar file, found {len(radar)}.")
-        if o.labels is not None and len(o.labels) != 1:
-            raise InvalidInputError(f"labels: one image takes one label raster, found {len(o.labels)}.")
+        if o.labels is not None and len(o.labels) != 1 and not is_vector(o.labels):
+            raise InvalidInputError(
+                f"labels: one image takes one label raster (or any number of point/polygon files, read as "
+                f"one), found {len(o.labels)} files."
+            )
         if o.mask is not None and len(o.mask) != 1:
             raise InvalidInputError(f"mask: one image takes one mask file, found {len(o.mask)}.")
         mask = o.mask[0] if o.mask else None
-        ds = build(images[0], o.labels[0] if o.labels else None, radar=radar[0] if radar else None, mask=mask)
+        labels = (o.labels[0] if len(o.labels) == 1 else tuple(o.labels)) if o.labels else None
+        ds = build(images[0], labels, radar=radar[0] if radar else None, mask=mask)
     else:
         ds = build_series(
             images,
