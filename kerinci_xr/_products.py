@@ -76,6 +76,7 @@ class Kind(StrEnum):
     CHANGE_SUMMARY = "change_summary"
     SAMPLE_DESIGN = "sample_design"
     SUGGESTIONS = "suggestions"
+    LEARNING_CURVES = "learning_curves"
     UNCERTAINTY_COG = "uncertainty_cog"
     ASSESSMENT = "assessment"
     ASSESSMENT_CSV = "assessment_csv"
@@ -153,6 +154,9 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.CHANGE_SUMMARY: Product("change summary", "file", "kerinci-xr change --summary"),
     Kind.SAMPLE_DESIGN: Product("accuracy sample", "file", "kerinci-xr design-sample"),
     Kind.SUGGESTIONS: Product("points to label next", "file", "kerinci-xr suggest"),
+    Kind.LEARNING_CURVES: Product(
+        "active-learning results (JSON)", "file", "python benchmarks/bench_active.py"
+    ),
     Kind.UNCERTAINTY_COG: Product("uncertainty COG", "file", "kerinci-xr predict --uncertainty-cog"),
     Kind.ASSESSMENT: Product("accuracy assessment", "file", "kerinci-xr assess"),
     Kind.ASSESSMENT_CSV: Product("accuracy table", "file", "kerinci-xr assess --csv"),

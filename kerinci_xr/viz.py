@@ -13,7 +13,7 @@ import xarray as xr
 
 from ._locations import Location, absolute, as_location, read_bytes
 from ._outputs import write_atomic, write_text
-from ._products import Kind, locate, read_json
+from ._products import Kind, locate, product_bytes, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
 from .legend import Legend, legend_of
 from .patches import manifest_of, open_patches
@@ -212,6 +212,92 @@ def error_map(reference: xr.DataArray, prediction: xr.DataArray, *, max_size: in
     )
 
 
+def uncertainty_map(
+    entropy: xr.DataArray,
+    *,
+    points: Any = None,
+    max_size: int = 1000,
+    title: str = "uncertainty: entropy / ln K (0 certain, 1 every class equal)",
+    width: int = 600,
+    height: int = 560,
+):
+    """The prediction's entropy (clear where nothing was mapped), with the points ``suggest``
+    chose (a table with x, y, map_name, entropy) on top when given."""
+    hv = _hv()
+    small = decimate(entropy, max_size=max_size).compute().rename("entropy")
+    img = hv.Image(small, kdims=["x", "y"], vdims=["entropy"]).opts(
+        cmap="magma",
+        clim=(0.0, 1.0),
+        colorbar=True,
+        colorbar_opts={"title": "entropy"},
+        clipping_colors={"NaN": "#00000000"},
+        tools=["hover"],
+        title=title,
+        width=width,
+        height=height,
+        data_aspect=1,
+    )
+    if points is None or len(points) == 0:
+        return img
+    cols = [c for c in ("map_name", "entropy", "margin") if c in points]
+    pts = hv.Points(points, kdims=["x", "y"], vdims=cols).opts(
+        color="#00e5ff", line_color="black", size=7, marker="circle", tools=["hover"]
+    )
+    return (img * pts).opts(title=f"{title}; {len(points)} points to label next (suggest)")
+
+
+def reliability_diagram(record: dict[str, Any], *, width: int = 520, height: int = 460):
+    """Accuracy against mean confidence per confidence bin, as trained and with the model's
+    temperature, beside the diagonal of perfect calibration; the ECE of each in the legend."""
+    hv = _hv()
+    curves = [
+        hv.Curve([(0, 0), (1, 1)], "confidence", "accuracy", label="perfectly calibrated").opts(
+            color="grey", line_dash="dashed"
+        )
+    ]
+    for key, colour, name in (("before", "#d7191c", "as trained"), ("after", "#2c7bb6", "calibrated")):
+        rel = record[key]
+        pts = [(b["confidence"], b["accuracy"], b["count"]) for b in rel["bins"] if b["count"]]
+        label = f"{name} (T = {1.0 if key == 'before' else record['temperature']:.2f}), ECE {rel['ece']:.3f}"
+        curves.append(hv.Curve(pts, "confidence", ["accuracy", "pixels"], label=label).opts(color=colour))
+        curves.append(
+            hv.Scatter(pts, "confidence", ["accuracy", "pixels"], label=label).opts(
+                color=colour, size=6, tools=["hover"]
+            )
+        )
+    where = record.get("evaluated_on") or record.get("fitted_on") or "held-out"
+    return hv.Overlay(curves).opts(
+        title=f"reliability on {record['before']['pixels']:,} {where} pixels (15 bins)",
+        width=width,
+        height=height,
+        legend_position="top_left",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+
+
+def learning_curves(result: dict[str, Any], *, width: int = 650, height: int = 420):
+    """Map accuracy against the number of labels, suggest vs random points (mean and the spread
+    over seeds as error bars), from ``benchmarks/bench_active.py``'s results."""
+    hv = _hv()
+    layers = []
+    for arm, colour in (("suggest", "#2c7bb6"), ("random", "#d7191c")):
+        rows = [(r[f"{arm}_labels"], r[f"{arm}_oa_mean"], r[f"{arm}_oa_sd"]) for r in result["summary"]]
+        label = "suggest (entropy, spread)" if arm == "suggest" else "random points"
+        layers.append(
+            hv.Curve([(a, b) for a, b, _ in rows], "labels", "overall accuracy", label=label).opts(
+                color=colour
+            )
+        )
+        layers.append(hv.ErrorBars(rows, "labels", ["overall accuracy", "sd"]).opts(color=colour))
+    return hv.Overlay(layers).opts(
+        title=f"active learning: map accuracy vs labels ({len(result['seeds'])} seeds, mean +- sd)",
+        width=width,
+        height=height,
+        legend_position="bottom_right",
+    )
+
+
 def linked_panels(panels: Sequence[Any], *, cols: int = 2):
     """Panels that pan and zoom together (they share the x/y dimensions)."""
     hv = _hv()
@@ -357,9 +443,12 @@ def scene_maps(
     *,
     prediction: xr.DataArray | None = None,
     patches: xr.Dataset | None = None,
+    entropy: xr.DataArray | None = None,
+    suggestions: Any = None,
     max_size: int = 1000,
 ):
-    """Linked panels of a scene: composite, labels, prediction, errors, sampled windows."""
+    """Linked panels of a scene: composite, labels, prediction, errors, uncertainty (with the
+    suggested points), sampled windows."""
     legend = legend_of(cube) if cube.attrs.get("legend") else None
     panels = []
     fc = false_colour_map(cube["image"], max_size=max_size, roles=roles_of(cube))
@@ -371,6 +460,14 @@ def scene_maps(
         panels.append(class_map(prediction, plg, title="prediction", max_size=max_size))
         if "labels" in cube:
             panels.append(error_map(cube["labels"], prediction, max_size=max_size))
+    if entropy is not None:
+        panels.append(
+            uncertainty_map(
+                entropy.where(prediction > 0) if prediction is not None else entropy,
+                points=suggestions,
+                max_size=max_size,
+            )
+        )
     if patches is not None and legend is not None:
         panels.append(
             patch_windows(manifest_of(patches), legend, patches.attrs["transform"], background=fc).opts(
@@ -428,6 +525,8 @@ def report_page(
     change: str | Path | None = None,
     change_summary: str | Path | None = None,
     crossval: str | Path | None = None,
+    suggestions: str | Path | None = None,
+    learning: str | Path | None = None,
     max_size: int = 1000,
 ) -> Path:
     """One standalone HTML page: maps, accuracy, confusion, areas and training history.
@@ -450,6 +549,10 @@ def report_page(
         A change store and its summary (JSON), from ``change``.
     crossval
         A cross-validation folder (``crossval``): the models compared on identical folds.
+    suggestions
+        Points ``suggest`` chose to label next, shown on the uncertainty map.
+    learning
+        Learning curves of ``benchmarks/bench_active.py`` (its results JSON).
     """
 
     import pandas as pd
@@ -458,10 +561,18 @@ def report_page(
 
     hv = _hv()
     ds = cube_view(open_cube(cube))
-    pred = open_prediction(prediction)["classes"] if prediction is not None else None
+    layers = open_prediction(prediction) if prediction is not None else None
+    pred = layers["classes"] if layers is not None else None
+    entropy = layers["entropy"] if layers is not None and "entropy" in layers else None
     store = open_patches(patches) if patches is not None else None
+    points = None
+    if suggestions is not None:
+        points = _point_table(suggestions)
     parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{absolute(cube)}</p>")]
-    parts.append(hv.render(scene_maps(ds, prediction=pred, patches=store, max_size=max_size)))
+    maps = scene_maps(
+        ds, prediction=pred, patches=store, entropy=entropy, suggestions=points, max_size=max_size
+    )
+    parts.append(hv.render(maps))
     metric_cols = [
         ("name", "class"),
         ("support", "support"),
@@ -484,6 +595,9 @@ def report_page(
         last = reports.get("test") or next(iter(reports.values()))
         if last["samples"]:
             parts.append(hv.render(confusion_heatmap(last)))
+        if "calibration" in data:
+            parts.append(Div(text=_calibration_text(data["calibration"])))
+            parts.append(hv.render(reliability_diagram(data["calibration"])))
     if areas is not None:
         table = pd.read_csv(locate(areas, Kind.AREAS))
         cols = [("name", "class"), ("code", "code")] + [
@@ -500,11 +614,53 @@ def report_page(
         parts += _change_parts(change, change_summary, prediction, max_size=max_size)
     if crossval is not None:
         parts += crossval_parts(crossval)
+    if learning is not None:
+        result = read_json(learning, Kind.LEARNING_CURVES)
+        parts.append(Div(text=_learning_text(result)))
+        parts.append(hv.render(learning_curves(result)))
     if history is not None:
         h = pd.read_csv(locate(history, Kind.HISTORY))
         cols = [(c, c.replace("_", " ")) for c in h.columns]
         parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
     return write_text(out, _standalone(column(*parts), "kerinci_xr report"))
+
+
+def _point_table(path: str | Path) -> Any:
+    """The attribute table of a point file ``suggest`` wrote (its x and y are in the map's CRS)."""
+    import io
+
+    import geopandas as gpd
+    import pandas as pd
+
+    where = as_location(locate(path, Kind.SUGGESTIONS))
+    data = io.BytesIO(product_bytes(where, Kind.SUGGESTIONS))
+    if where.suffix.lower() == ".csv":
+        return pd.read_csv(data)
+    return pd.DataFrame(gpd.read_file(data).drop(columns="geometry"))
+
+
+def _calibration_text(record: dict[str, Any]) -> str:
+    b, a = record["before"], record["after"]
+    where = escape_text(record.get("evaluated_on") or "held-out")
+    fitted = escape_text(record.get("fitted_on") or "validation")
+    return (
+        f"<h2>Calibration</h2><p>On {b['pixels']:,} {where} pixels the expected calibration error is "
+        f"{b['ece']:.3f} as trained and {a['ece']:.3f} with the temperature {record['temperature']:.3f} "
+        f"fitted on the {fitted} split (predict applies it: the confidence, margin and entropy layers are "
+        "calibrated; the classes do not change).</p>"
+    )
+
+
+def _learning_text(result: dict[str, Any]) -> str:
+    last = result["summary"][-1]
+    rounds, scene = len(result["summary"]) - 1, escape_text(result.get("scene", ""))
+    return (
+        f"<h2>Active learning</h2><p>{scene}: {result['start_per_class']} points per class, then {rounds} "
+        f"rounds of {result['add_per_round']} points chosen by suggest or at random; after the last round "
+        f"overall accuracy {last['suggest_oa_mean']:.3f} +- {last['suggest_oa_sd']:.3f} (suggest) vs "
+        f"{last['random_oa_mean']:.3f} +- {last['random_oa_sd']:.3f} (random), over "
+        f"{len(result['seeds'])} seeds.</p>"
+    )
 
 
 def _assessment_parts(result: dict[str, Any]) -> list[Any]:

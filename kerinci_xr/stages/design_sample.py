@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .._locations import as_location
 from .._options import option
@@ -16,7 +17,8 @@ from .._products import Kind
 from ..accuracy import MIN_PER_CLASS, Allocation, allocate, draw_stratified, sample_size_for_overall_accuracy
 from ..errors import InvalidInputError
 from ..legend import Legend
-from ..prediction import open_class_map
+from ..metrics import counts_and_hectares
+from ..prediction import open_class_map, open_prediction
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "DesignOptions", "write_points"]
@@ -41,6 +43,17 @@ class DesignOptions(DaskOptions):
     )
     target_se: float | None = option(
         None, "choose n for this standard error of overall accuracy (Cochran)", gt=0
+    )
+    strata: Literal["map", "uncertainty"] = option(
+        "map",
+        "strata: the map's classes, or each class split into low and high uncertainty (entropy; a "
+        "prediction store): assess then uses Stehman (2014)'s estimators",
+    )
+    uncertain_share: float = option(
+        0.25,
+        "with --strata uncertainty: the share of mapped pixels, the most uncertain, in the high strata",
+        gt=0,
+        le=0.9,
     )
     seed: int = option(0, "same seed, same points, whatever the chunking", ge=0)
     out: str = option(
@@ -86,6 +99,32 @@ def write_points(table: pd.DataFrame, path: str | os.PathLike, crs: Any, *, over
     )
 
 
+def uncertainty_strata(path: Any, classes: Any, share: float) -> tuple[Any, float]:
+    """Strata of each class split by uncertainty: ``2 (class - 1) + 1`` low, ``+ 2`` high, where
+    the entropy exceeds the quantile that leaves ``share`` of the mapped pixels above it (from a
+    1000-bin histogram, one pass); 0 where the map has no class."""
+    import dask.array as da
+
+    pred = open_prediction(path)
+    if "entropy" not in pred:
+        raise InvalidInputError(
+            f"{path}: --strata uncertainty needs the entropy layer of a prediction store (kerinci-xr predict "
+            "writes it). Fix: pass the prediction store, predicted with this version."
+        )
+    ent = pred["entropy"].data
+    mapped = pred["classes"].data > 0
+    hist, edges = da.histogram(da.where(mapped, ent, -1.0), bins=1000, range=(0.0, 1.0))
+    cum = np.cumsum(hist.compute()[::-1])[::-1]  # pixels at or above each bin's lower edge
+    above = np.flatnonzero(cum >= share * cum[0])
+    threshold = float(edges[above[-1]]) if above.size else 0.0
+    cls = pred["classes"]
+    strata = xr.where(cls > 0, 2 * (cls.astype(np.int16) - 1) + 1 + (pred["entropy"] > threshold), 0)
+    strata = (
+        strata.astype(np.uint8).rio.write_crs(classes.rio.crs).rio.write_transform(classes.rio.transform())
+    )
+    return strata, threshold
+
+
 def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
     suffix = as_location(o.out).suffix
     if suffix.lower() not in DRIVERS:
@@ -97,11 +136,23 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
             "of at most that many units (a few hundred to a few thousand is usual)."
         )
     ua = expected_ua(o.expected_ua, legend)
+    strata, names, strata_of, class_of = classes, list(legend.names), "map", np.arange(legend.n_classes + 1)
+    if o.strata == "uncertainty":
+        strata, threshold = uncertainty_strata(o.map, classes, o.uncertain_share)
+        names = [f"{n} / {u} uncertainty" for n in legend.names for u in ("low", "high")]
+        strata_of = f"map classes x uncertainty (entropy above {threshold:.4f}: high)"
+        class_of = np.r_[0, np.repeat(np.arange(1, legend.n_classes + 1), 2)]
+        ua = np.repeat(ua, 2)
+        ctx.echo(
+            f"uncertainty strata: entropy above {threshold:.4f} is high "
+            f"({100 * o.uncertain_share:g} % of pixels)"
+        )
+    n_strata = len(names)
 
     def units_for(size: np.ndarray) -> np.ndarray:  # from the pixel counts of the same pass
         n = o.n
         if o.target_se is not None:
-            n = sample_size_for_overall_accuracy(size[1 : legend.n_classes + 1], ua, target_se=o.target_se)
+            n = sample_size_for_overall_accuracy(size[1 : n_strata + 1], ua, target_se=o.target_se)
             ctx.echo(f"n = {n} for a standard error of overall accuracy of {o.target_se}")
         if n > size[1:].sum():
             raise InvalidInputError(
@@ -109,7 +160,7 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
                 "Fix: a smaller --n (or a larger --target-se)."
             )
         alloc = allocate(
-            size[1 : legend.n_classes + 1],
+            size[1 : n_strata + 1],
             n,
             min_per_class=o.min_per_class,
             method=o.allocation,
@@ -120,19 +171,25 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
     # no stratum gets more than n (or, for a target SE, more than (0.5 / SE)^2: sum W_h S_h <= 0.5)
     bound = o.n if o.target_se is None else int(np.ceil((0.5 / o.target_se) ** 2))
     points = draw_stratified(
-        classes, units_for, seed=o.seed, max_units=max(bound, o.min_per_class), progress=ctx.progress
+        strata, units_for, seed=o.seed, max_units=max(bound, o.min_per_class), progress=ctx.progress
     )
     size, units = points.attrs["stratum_sizes"], points.attrs["units"]
+    hectares = counts_and_hectares(strata, n_strata + 1)[1]
     tr = classes.rio.transform()
-    k = points["stratum"].to_numpy()
+    h = points["stratum"].to_numpy()
+    k = class_of[h]
     table = pd.DataFrame(
         {
             "sample_id": np.arange(len(points)),
-            "stratum": k,
+            "stratum": h,
+            "stratum_name": [names[i - 1] for i in h],
+            "strata_of": strata_of,
+            "stratum_size": size[h],
+            "stratum_area_ha": hectares[h],
             "map_id": k,
             "map_code": np.asarray([0, *legend.values])[k],
             "map_name": [legend.name_of(int(i)) for i in k],
-            "inclusion_probability": units[k] / size[k],
+            "inclusion_probability": units[h] / size[h],
             "row": points["row"].to_numpy(),
             "col": points["col"].to_numpy(),
             "x": tr.c + (points["col"].to_numpy() + 0.5) * tr.a,
@@ -141,7 +198,7 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
         }
     )
     for i in np.flatnonzero(units):
-        ctx.echo(f"{legend.name_of(int(i))[:28]:<28} {size[i]:>12,} pixels  {units[i]:>5} units")
+        ctx.echo(f"{names[i - 1][:44]:<44} {size[i]:>12,} pixels  {units[i]:>5} units")
     return {
         "sample_design": write_points(table, o.out, classes.rio.crs, overwrite=o.overwrite),
         "points": table,

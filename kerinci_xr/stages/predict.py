@@ -17,7 +17,7 @@ from .._products import Kind
 from ..checkpoint import load_checkpoint
 from ..cube import cube_legend, cube_view, dates_of, open_cube, write_cube
 from ..errors import InvalidInputError
-from ..io import write_cog
+from ..io import write_cog, write_image_cog
 from ..legend import legend_of
 from ..metrics import area_table, evaluate_prediction, write_report
 from ..patches import stored_layout
@@ -35,7 +35,7 @@ class PredictOptions(DaskOptions):
         None, "patch store whose split layout gives per-split metrics", io="in", kind=Kind.PATCHES
     )
     out: str = option(
-        help="prediction store (.zarr): class and confidence",
+        help="prediction store (.zarr): class, confidence, margin and entropy (calibrated when the model is)",
         io="out",
         kind=Kind.PREDICTION,
         run_name="prediction.zarr",
@@ -46,6 +46,13 @@ class PredictOptions(DaskOptions):
         io="out",
         kind=Kind.COG,
         run_name="map.tif",
+    )
+    uncertainty_cog: str | None = option(
+        None,
+        "also write the uncertainty (bands entropy, margin, confidence; NaN where invalid) as a float32 COG",
+        io="out",
+        kind=Kind.UNCERTAINTY_COG,
+        run_name="uncertainty.tif",
     )
     areas: str | None = option(
         None,
@@ -125,6 +132,13 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
     legend = legend_of(stored)
     if o.cog is not None:
         write_cog(stored, o.cog, legend=legend, values=o.cog_values, overwrite=o.overwrite)
+    if o.uncertainty_cog is not None:
+        layers = open_prediction(o.out)
+        bands = ["entropy", "margin", "confidence"]
+        stack = xr.concat([layers[b] for b in bands], dim=pd.Index(bands, name="band"))
+        stack = stack.where(layers["classes"] > 0)  # NaN (the COG's nodata) where nothing was mapped
+        stack = stack.rio.write_crs(layers.rio.crs).rio.write_transform(layers.rio.transform())
+        write_image_cog(stack, o.uncertainty_cog, overwrite=o.overwrite)
     labels = ds["labels"] if "labels" in ds else None
     if o.areas is not None:
         table = area_table(stored, legend, labels)

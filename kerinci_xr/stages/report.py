@@ -36,6 +36,15 @@ class ReportOptions:
     crossval: str | None = option(
         None, "a cross-validation folder: the models compared on identical folds", io="in", kind=Kind.CROSSVAL
     )
+    suggestions: str | None = option(
+        None,
+        "points to label next (suggest output), shown on the uncertainty map",
+        io="in",
+        kind=Kind.SUGGESTIONS,
+    )
+    learning_curves: str | None = option(
+        None, "active-learning results (benchmarks/bench_active.py JSON)", io="in", kind=Kind.LEARNING_CURVES
+    )
     max_size: int = option(1000, "longest side of each map in pixels", ge=1)
     out: str = option(help="HTML file (works offline)", io="out", kind=Kind.REPORT, run_name="report.html")
     overwrite: bool = option(False, "replace an existing page", pipeline=False)
@@ -73,6 +82,8 @@ def run(o: ReportOptions, ctx: Context) -> dict[str, Any]:
         change=o.change,
         change_summary=o.change_summary,
         crossval=o.crossval,
+        suggestions=o.suggestions,
+        learning=o.learning_curves,
         max_size=o.max_size,
     )
     return {"report": page}
