@@ -40,9 +40,9 @@ def _write(path: Path, rows, cols, codes, field: str, tr, crs) -> Path:
     import rasterio
 
     xs, ys = rasterio.transform.xy(tr, list(rows), list(cols))
-    gpd.GeoDataFrame({field: [str(int(c)) for c in codes]}, geometry=gpd.points_from_xy(xs, ys), crs=crs).to_file(
-        path
-    )
+    gpd.GeoDataFrame(
+        {field: [str(int(c)) for c in codes]}, geometry=gpd.points_from_xy(xs, ys), crs=crs
+    ).to_file(path)
     return path
 
 
@@ -99,21 +99,35 @@ def run_arm(arm: str, seed: int, args, folder: Path, work: Path) -> list[dict]:
             chunk=SIZE,
             out=d / "cube.zarr",
         )["cube"]
-        store = api.sample(cube, out=d / "patches.zarr", per_class=50, patch=16, block=32, seed=seed,
-                           fractions=(0.8, 0.2, 0.0))["patches"]
-        model = api.train(store, out=d / "model.pt", model="lightgbm", rounds=args.trees, windows=(3, 7), seed=seed)
+        store = api.sample(
+            cube,
+            out=d / "patches.zarr",
+            per_class=50,
+            patch=16,
+            block=32,
+            seed=seed,
+            fractions=(0.8, 0.2, 0.0),
+        )["patches"]
+        model = api.train(
+            store, out=d / "model.pt", model="lightgbm", rounds=args.trees, windows=(3, 7), seed=seed
+        )
         pred = api.predict(cube, model=model["model"], out=d / "prediction.zarr")["prediction"]
         row = {"round": r, "labels": sum(len(__import__("geopandas").read_file(f)) for f in files)}
         row |= _score(pred, truth, legend)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         curve.append(row)
-        print(f"{arm:>8} seed {seed} round {r}: {row['labels']} labels, OA {row['overall_accuracy']:.4f}, "
-              f"macro F1 {row['macro_f1']:.4f} ({row['seconds']} s)", flush=True)
+        print(
+            f"{arm:>8} seed {seed} round {r}: {row['labels']} labels, OA {row['overall_accuracy']:.4f}, "
+            f"macro F1 {row['macro_f1']:.4f} ({row['seconds']} s)",
+            flush=True,
+        )
         if r == args.rounds:
             break
         nxt = d / "next.gpkg"
         if arm == "suggest":
-            api.suggest(pred, n=args.add, labels=tuple(str(f) for f in files), min_distance=10, seed=seed, out=nxt)
+            api.suggest(
+                pred, n=args.add, labels=tuple(str(f) for f in files), min_distance=10, seed=seed, out=nxt
+            )
             import geopandas as gpd
 
             pts = gpd.read_file(nxt)
@@ -153,21 +167,28 @@ def main() -> None:
                 f"{arm}_f1_sd": float(f1.std(ddof=1)) if f1.size > 1 else 0.0,
             }
         row["oa_gain"] = row["suggest_oa_mean"] - row["random_oa_mean"]
-        row["suggest_wins"] = int(sum(a[r]["overall_accuracy"] > b[r]["overall_accuracy"]
-                                      for a, b in zip(curves["suggest"], curves["random"], strict=True)))
+        row["suggest_wins"] = int(
+            sum(
+                a[r]["overall_accuracy"] > b[r]["overall_accuracy"]
+                for a, b in zip(curves["suggest"], curves["random"], strict=True)
+            )
+        )
         summary.append(row)
         print(json.dumps(row))
-    save("active", {
-        "scene": f"generated {SIZE} x {SIZE}, seed 3",
-        "start_per_class": args.start,
-        "add_per_round": args.add,
-        "seeds": seeds,
-        "model": f"lightgbm, {args.trees} rounds, windows 3,7",
-        "baseline": "uniformly random points, same number per round",
-        "curves": curves,
-        "summary": summary,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    })
+    save(
+        "active",
+        {
+            "scene": f"generated {SIZE} x {SIZE}, seed 3",
+            "start_per_class": args.start,
+            "add_per_round": args.add,
+            "seeds": seeds,
+            "model": f"lightgbm, {args.trees} rounds, windows 3,7",
+            "baseline": "uniformly random points, same number per round",
+            "curves": curves,
+            "summary": summary,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        },
+    )
 
 
 if __name__ == "__main__":

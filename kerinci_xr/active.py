@@ -30,8 +30,10 @@ __all__ = ["Uncertainty", "candidates", "spread", "suggest_points", "uncertainty
 
 Uncertainty = Literal["entropy", "margin", "random"]
 
-#: Candidates kept per class and chunk, per point the class may get.
+#: Candidates kept per class and chunk, per point the class may get (more when too few fit apart).
 OVERSAMPLE = 25
+#: At most this many candidates per class and chunk.
+MAX_PER_CLASS = 100_000
 
 
 def uncertainty_score(prediction: xr.Dataset, by: Uncertainty, seed: int = 0) -> xr.DataArray:
@@ -181,8 +183,13 @@ def suggest_points(
     score = uncertainty_score(prediction, by, seed)
     n_classes = max(int(np.asarray(prediction["classes"].attrs.get("flag_values", [0, 1])).max()), 1)
     per_class = max(OVERSAMPLE * -(-n // n_classes), OVERSAMPLE)
-    cands = candidates(score, classes, per_class, seed=seed)
-    picked = spread(cands, n, min_distance=min_distance, taken=taken)
+    while True:  # the most uncertain pixels cluster: more candidates until n fit apart, or none are left
+        cands = candidates(score, classes, per_class, seed=seed)
+        picked = spread(cands, n, min_distance=min_distance, taken=taken)
+        exhausted = (cands.groupby("class_id").size() < per_class).all()
+        if len(picked) >= n or exhausted or per_class >= MAX_PER_CLASS:
+            break
+        per_class *= 4
     for name in ("confidence", "margin", "entropy"):
         if name in prediction and len(picked):
             values = prediction[name].data

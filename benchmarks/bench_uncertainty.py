@@ -1,0 +1,173 @@
+"""How sure the map is, measured: calibration and design-based accuracy with other strata.
+
+1. Calibration: on the generated scene (500 x 500, wall-to-wall labels), a U-Net and a LightGBM
+   model are trained through the public stages; ``evaluate`` reports the expected calibration error
+   on the test split's pixels (held out from training and from the temperature's fit) as trained
+   (the baseline) and with the temperature fitted on the validation split; and how much more often
+   the most uncertain quarter of the map is wrong than the most certain quarter.
+2. Stehman (2014): strata from one map of the scene, a second map assessed; ``--reps`` stratified
+   samples of 50 units per stratum; the mean of the estimates against the population value
+   (known: the labels are the truth everywhere) and the coverage of the 95 % intervals.
+
+    python benchmarks/bench_uncertainty.py [--epochs 8] [--reps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+
+import numpy as np
+
+from _common import WORK, peak_rss_mb, save, scene
+
+SIZE = 500
+
+
+def calibration(args) -> dict:
+    import xarray as xr
+
+    from kerinci_xr import api
+    from kerinci_xr.cube import open_cube
+
+    folder = scene(SIZE, seed=3)
+    work = WORK / "uncertainty"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cube = api.prepare(
+        folder / "Landsat_Kerinci_2023_v1.tif",
+        labels=folder / "LC_Image_v1.tif",
+        legend=folder / "lc.json",
+        chunk=SIZE,
+        out=work / "cube.zarr",
+    )["cube"]
+    store = api.sample(cube, out=work / "patches.zarr", per_class=10, patch=64, seed=0)["patches"]
+    labels = open_cube(cube)["labels"].values
+    out = {}
+    for name, kw in (
+        ("unet", {"epochs": args.epochs, "depth": 3, "base": 16, "lr": 3e-3}),
+        ("lightgbm", {"model": "lightgbm", "rounds": 150, "windows": (3, 7)}),
+    ):
+        t0 = time.perf_counter()
+        model = api.train(store, out=work / f"{name}.pt", **kw)["model"]
+        rec = api.evaluate(store, model=model, out=work / f"{name}.json")["report"]["calibration"]
+        pred = api.predict(cube, model=model, out=work / f"{name}.zarr")["prediction"]
+        ds = xr.open_zarr(pred)
+        cls, ent = ds["classes"].values, ds["entropy"].values
+        ok = (labels > 0) & (cls > 0)
+        wrong, e = (cls != labels)[ok], ent[ok]
+        lo, hi = np.quantile(e, [0.25, 0.75])
+        out[name] = {
+            "temperature": rec["temperature"],
+            "test_pixels": rec["before"]["pixels"],
+            "ece_uncalibrated": rec["before"]["ece"],
+            "ece_calibrated": rec["after"]["ece"],
+            "error_rate_most_uncertain_quarter": float(wrong[e >= hi].mean()),
+            "error_rate_most_certain_quarter": float(wrong[e <= lo].mean()),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def stehman(args) -> dict:
+    import rasterio
+
+    from kerinci_xr.accuracy import strata_estimates
+    from kerinci_xr.legend import read_legend
+
+    folder = scene(SIZE, seed=3)
+    legend = read_legend(folder / "lc.json")
+    with rasterio.open(folder / "LC_Image_v1.tif") as src:
+        codes = src.read(1).ravel()
+    lut = np.zeros(int(codes.max()) + 1, np.int64)
+    for i, c in enumerate(legend.values):
+        if c < lut.size:
+            lut[c] = i + 1
+    rng = np.random.default_rng(0)
+    truth = lut[codes]
+    truth = truth[truth > 0]
+
+    def errors(p):
+        out = truth.copy()
+        wrong = rng.random(out.size) < p
+        out[wrong] = np.roll(truth, 997)[wrong]
+        return out
+
+    map1, map2 = errors(0.3), errors(0.15)  # strata from map 1; map 2 assessed
+    keys, sizes = np.unique(map1, return_counts=True)
+    keep = sizes >= 500
+    keys, sizes = keys[keep], sizes[keep]
+    pop = np.isin(map1, keys)
+    truth, map1, map2 = truth[pop], map1[pop], map2[pop]
+    members = {h: np.flatnonzero(map1 == h) for h in keys}
+    big = [
+        c for c in range(1, legend.n_classes + 1) if (truth == c).mean() > 0.05 and (map2 == c).mean() > 0.05
+    ]
+    true = {"OA": float((map2 == truth).mean())}
+    for c in big:
+        true[f"area {legend.names[c - 1]}"] = float((truth == c).mean())
+        true[f"UA {legend.names[c - 1]}"] = float((truth[map2 == c] == c).mean())
+        true[f"PA {legend.names[c - 1]}"] = float((map2[truth == c] == c).mean())
+    est = {k: [] for k in true}
+    cover = {k: [] for k in true}
+    for _ in range(args.reps):
+        units = np.concatenate([rng.choice(members[h], 50, replace=False) for h in keys])
+        res = strata_estimates(
+            map1[units],
+            map2[units],
+            truth[units],
+            dict(zip(keys.tolist(), sizes.tolist(), strict=True)),
+            n_classes=legend.n_classes,
+        )
+        found = {"OA": res["overall_accuracy"]}
+        for c in big:
+            row, name = res["classes"][c - 1], legend.names[c - 1]
+            found |= {
+                f"area {name}": row["area_proportion"],
+                f"UA {name}": row["users_accuracy"],
+                f"PA {name}": row["producers_accuracy"],
+            }
+        for k, e in found.items():
+            est[k].append(e["estimate"])
+            cover[k].append(e["ci95"][0] <= true[k] <= e["ci95"][1])
+    rows = {
+        k: {
+            "true": v,
+            "mean_estimate": float(np.mean(est[k])),
+            "bias": float(np.mean(est[k]) - v),
+            "mc_se": float(np.std(est[k], ddof=1) / np.sqrt(args.reps)),
+            "coverage": float(np.mean(cover[k])),
+        }
+        for k, v in true.items()
+    }
+    for k, r in rows.items():
+        print(
+            f"{k:<34} true {r['true']:.4f}  mean {r['mean_estimate']:.4f}  bias {r['bias']:+.4f} "
+            f"(MC se {r['mc_se']:.4f})  coverage {r['coverage']:.3f}",
+            flush=True,
+        )
+    return {"strata": len(keys), "units_per_stratum": 50, "reps": args.reps, "parameters": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=1000)
+    ap.add_argument("--only", choices=("calibration", "stehman"))
+    args = ap.parse_args()
+    result = {}
+    if args.only in (None, "stehman"):
+        result["stehman"] = stehman(args)
+    if args.only in (None, "calibration"):
+        result["calibration"] = calibration(args)
+    save(
+        "uncertainty",
+        result | {"baseline": "uncalibrated ECE (temperature 1)", "peak_rss_mb": round(peak_rss_mb(), 1)},
+    )
+
+
+if __name__ == "__main__":
+    main()
