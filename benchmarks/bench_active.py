@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import WORK, peak_rss_mb, save, scene
 
 SIZE = 500
@@ -96,7 +95,7 @@ def run_arm(arm: str, seed: int, args, folder: Path, work: Path) -> list[dict]:
             folder / "Landsat_Kerinci_2023_v1.tif",
             labels=tuple(str(f) for f in files),
             legend=folder / "lc.json",
-            chunk=SIZE,
+            chunk=args.size,
             out=d / "cube.zarr",
         )["cube"]
         store = api.sample(
@@ -148,8 +147,9 @@ def main() -> None:
     ap.add_argument("--add", type=int, default=100)
     ap.add_argument("--start", type=int, default=50)
     ap.add_argument("--trees", type=int, default=100, help="LightGBM boosting rounds")
+    ap.add_argument("--size", type=int, default=SIZE, help="scene edge in pixels")
     args = ap.parse_args()
-    folder = scene(SIZE, seed=3)
+    folder = scene(args.size, seed=3)
     work = WORK / "active"
     seeds = [int(s) for s in args.seeds.split(",")]
     curves = {arm: [run_arm(arm, s, args, folder, work) for s in seeds] for arm in ("suggest", "random")}
@@ -176,9 +176,9 @@ def main() -> None:
         summary.append(row)
         print(json.dumps(row))
     save(
-        "active",
+        "bench_active",
         {
-            "scene": f"generated {SIZE} x {SIZE}, seed 3",
+            "scene": f"generated {args.size} x {args.size}, seed 3",
             "start_per_class": args.start,
             "add_per_round": args.add,
             "seeds": seeds,

@@ -5,8 +5,9 @@
    on the test split's pixels (held out from training and from the temperature's fit) as trained
    (the baseline) and with the temperature fitted on the validation split; and how much more often
    the most uncertain quarter of the map is wrong than the most certain quarter.
-2. Stehman (2014): strata from one map of the scene, a second map assessed; ``--reps`` stratified
-   samples of 50 units per stratum; the mean of the estimates against the population value
+2. Stehman (2014): strata from one map of the scene (its labels with 30 % of pixels given a class
+   drawn from the scene's mix), a second map assessed (15 %); ``--reps`` stratified samples of 50
+   and of 200 units per stratum; the mean of the estimates against the population value
    (known: the labels are the truth everywhere) and the coverage of the 95 % intervals.
 
     python benchmarks/bench_uncertainty.py [--epochs 8] [--reps 1000]
@@ -20,7 +21,6 @@ import shutil
 import time
 
 import numpy as np
-
 from _common import WORK, peak_rss_mb, save, scene
 
 SIZE = 500
@@ -32,7 +32,7 @@ def calibration(args) -> dict:
     from kerinci_xr import api
     from kerinci_xr.cube import open_cube
 
-    folder = scene(SIZE, seed=3)
+    folder = scene(args.size, seed=3)
     work = WORK / "uncertainty"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -40,10 +40,11 @@ def calibration(args) -> dict:
         folder / "Landsat_Kerinci_2023_v1.tif",
         labels=folder / "LC_Image_v1.tif",
         legend=folder / "lc.json",
-        chunk=SIZE,
+        chunk=args.size,
         out=work / "cube.zarr",
     )["cube"]
-    store = api.sample(cube, out=work / "patches.zarr", per_class=10, patch=64, seed=0)["patches"]
+    patch = 64 if args.size >= 400 else 32
+    store = api.sample(cube, out=work / "patches.zarr", per_class=10, patch=patch, seed=0)["patches"]
     labels = open_cube(cube)["labels"].values
     out = {}
     for name, kw in (
@@ -73,12 +74,16 @@ def calibration(args) -> dict:
 
 
 def stehman(args) -> dict:
+    return {f"{u}_per_stratum": _stehman(args, u) for u in (50, 200)}
+
+
+def _stehman(args, units_per_stratum: int) -> dict:
     import rasterio
 
     from kerinci_xr.accuracy import strata_estimates
     from kerinci_xr.legend import read_legend
 
-    folder = scene(SIZE, seed=3)
+    folder = scene(args.size, seed=3)
     legend = read_legend(folder / "lc.json")
     with rasterio.open(folder / "LC_Image_v1.tif") as src:
         codes = src.read(1).ravel()
@@ -93,12 +98,12 @@ def stehman(args) -> dict:
     def errors(p):
         out = truth.copy()
         wrong = rng.random(out.size) < p
-        out[wrong] = np.roll(truth, 997)[wrong]
+        out[wrong] = rng.permutation(truth)[wrong]  # a class drawn from the scene's class mix
         return out
 
     map1, map2 = errors(0.3), errors(0.15)  # strata from map 1; map 2 assessed
     keys, sizes = np.unique(map1, return_counts=True)
-    keep = sizes >= 500
+    keep = sizes >= 2 * units_per_stratum
     keys, sizes = keys[keep], sizes[keep]
     pop = np.isin(map1, keys)
     truth, map1, map2 = truth[pop], map1[pop], map2[pop]
@@ -114,7 +119,7 @@ def stehman(args) -> dict:
     est = {k: [] for k in true}
     cover = {k: [] for k in true}
     for _ in range(args.reps):
-        units = np.concatenate([rng.choice(members[h], 50, replace=False) for h in keys])
+        units = np.concatenate([rng.choice(members[h], units_per_stratum, replace=False) for h in keys])
         res = strata_estimates(
             map1[units],
             map2[units],
@@ -143,13 +148,19 @@ def stehman(args) -> dict:
         }
         for k, v in true.items()
     }
+    print(f"{units_per_stratum} units per stratum, {args.reps} samples", flush=True)
     for k, r in rows.items():
         print(
             f"{k:<34} true {r['true']:.4f}  mean {r['mean_estimate']:.4f}  bias {r['bias']:+.4f} "
             f"(MC se {r['mc_se']:.4f})  coverage {r['coverage']:.3f}",
             flush=True,
         )
-    return {"strata": len(keys), "units_per_stratum": 50, "reps": args.reps, "parameters": rows}
+    return {
+        "strata": len(keys),
+        "units_per_stratum": units_per_stratum,
+        "reps": args.reps,
+        "parameters": rows,
+    }
 
 
 def main() -> None:
@@ -157,6 +168,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--only", choices=("calibration", "stehman"))
+    ap.add_argument("--size", type=int, default=SIZE, help="scene edge in pixels")
     args = ap.parse_args()
     result = {}
     if args.only in (None, "stehman"):
@@ -164,7 +176,7 @@ def main() -> None:
     if args.only in (None, "calibration"):
         result["calibration"] = calibration(args)
     save(
-        "uncertainty",
+        "bench_uncertainty",
         result | {"baseline": "uncalibrated ECE (temperature 1)", "peak_rss_mb": round(peak_rss_mb(), 1)},
     )
 

@@ -37,6 +37,12 @@ RUNS = [
     ),
     ("bench_cloud.py", ["--size", "256", "--depth", "2", "--base", "8"], ["bench_cloud"]),
     (
+        "bench_active.py",
+        ["--size", "200", "--seeds", "0", "--rounds", "1", "--add", "10", "--start", "5", "--trees", "5"],
+        ["bench_active"],
+    ),
+    ("bench_uncertainty.py", ["--size", "256", "--epochs", "1", "--reps", "5"], ["bench_uncertainty"]),
+    (
         "bench_accuracy.py",
         ["--epochs", "1", "--points", "20", "--per-class", "4", "--only", "nc_points"],
         ["bench_accuracy"],

@@ -338,12 +338,12 @@ def test_strata_estimates__unbiased_with_95pc_coverage_when_strata_come_from_ano
     def errors(p: float) -> np.ndarray:  # a map: the truth with a share p of pixels misclassified
         out = truth.copy()
         wrong = rng.random(out.size) < p
-        out[wrong] = np.roll(truth, 997)[wrong]  # another pixel's class: errors follow the class mix
+        out[wrong] = rng.permutation(truth)[wrong]  # a class drawn from the scene's class mix
         return out
 
     map1, map2 = errors(0.3), errors(0.15)  # strata from map1; map2 is assessed
     keys, sizes = np.unique(map1, return_counts=True)
-    keys, sizes = keys[sizes >= 200], sizes[sizes >= 200]
+    keys, sizes = keys[sizes >= 400], sizes[sizes >= 400]
     pop = np.isin(map1, keys)
     truth, map1, map2 = truth[pop], map1[pop], map2[pop]
     members = {h: np.flatnonzero(map1 == h) for h in keys}
@@ -353,7 +353,7 @@ def test_strata_estimates__unbiased_with_95pc_coverage_when_strata_come_from_ano
         true[f"area{c}"] = float((truth == c).mean())
         true[f"ua{c}"] = float((truth[map2 == c] == c).mean())
         true[f"pa{c}"] = float((map2[truth == c] == c).mean())
-    reps, per_stratum = 400, 50
+    reps, per_stratum = 300, 200
     est = {key: np.empty(reps) for key in true}
     cover = {key: np.empty(reps, bool) for key in true}
     for i in range(reps):
@@ -374,9 +374,9 @@ def test_strata_estimates__unbiased_with_95pc_coverage_when_strata_come_from_ano
     for key, value in true.items():
         mc_se = est[key].std(ddof=1) / np.sqrt(reps)
         assert abs(est[key].mean() - value) < 4 * mc_se + 0.005, (key, est[key].mean(), value)  # unbiased
-    # OA and areas: totals over strata, near-normal; UA and PA: ratios whose denominators are
-    # rare units in other classes' strata, skewed at 50 units per stratum (measured 0.85-0.92)
-    totals = np.mean([cover[key].mean() for key in true if key == "oa" or key.startswith("area")])
-    ratios = np.mean([cover[key].mean() for key in true if key[:2] in ("ua", "pa")])
-    assert 0.925 <= totals <= 0.97, {key: cover[key].mean() for key in true}
-    assert 0.85 <= ratios <= 0.97, {key: cover[key].mean() for key in true}
+    # intervals rest on a normal approximation of ratio estimators: at 50 units per stratum the
+    # user's accuracies of small classes were covered 81-88 % of the time (units of the class in
+    # other classes' strata are rare and carry large weights); at 200, 93-97 % (measured)
+    pooled = np.mean([cover[key].mean() for key in true])
+    assert 0.925 <= pooled <= 0.975, {key: cover[key].mean() for key in true}
+    assert min(cover[key].mean() for key in true) >= 0.88, {key: cover[key].mean() for key in true}
