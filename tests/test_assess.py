@@ -168,7 +168,20 @@ def test_assess__filled_sample_codes_names_and_empty_values(maps, tmp_path, caps
         err = capsys.readouterr().err
         assert message in err, err
     # the sample of another map: Stehman (2014); the perfect map is right at every unit
-    assert main(["-q", "assess", str(maps["perfect"]), "--reference", str(sample), "--out", str(tmp_path / "c.json")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "assess",
+                str(maps["perfect"]),
+                "--reference",
+                str(sample),
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     assert "Stehman (2014)'s estimators are used" in capsys.readouterr().out
     other = json.loads((tmp_path / "c.json").read_text())
     assert other["strata_differ_from_map"] and "Stehman 2014" in other["estimator"]

@@ -252,7 +252,9 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
     # calibration: the reliability diagram; uncertainty: the entropy map with the suggested points
     assert any(t.startswith("reliability on ") and "test pixels" in t for t in titles), titles
-    assert any(t.startswith("uncertainty: entropy") and "100 points to label next" in t for t in titles), titles
+    assert any(t.startswith("uncertainty: entropy") and "100 points to label next" in t for t in titles), (
+        titles
+    )
     assert "Calibration" in text and "expected calibration error" in text
 
 
