@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import WORK, peak_rss_mb, save, scene
+from bench_accuracy import _points_file
 
 SIZE = 500
 
@@ -43,17 +44,6 @@ def _write(path: Path, rows, cols, codes, field: str, tr, crs) -> Path:
         {field: [str(int(c)) for c in codes]}, geometry=gpd.points_from_xy(xs, ys), crs=crs
     ).to_file(path)
     return path
-
-
-def _start(path: Path, truth, tr, crs, per_class: int, rng) -> Path:
-    rows, cols, codes = [], [], []
-    for k in np.unique(truth[truth > 0]):
-        r, c = np.nonzero(truth == k)
-        i = rng.choice(len(r), size=min(per_class, len(r)), replace=False)
-        rows += r[i].tolist()
-        cols += c[i].tolist()
-        codes += [int(k)] * len(i)
-    return _write(path, rows, cols, codes, "lc", tr, crs)
 
 
 def _score(pred: Path, truth: np.ndarray, legend) -> dict:
@@ -80,11 +70,10 @@ def run_arm(arm: str, seed: int, args, folder: Path, work: Path) -> list[dict]:
 
     truth, tr, crs = _truth(folder)
     legend = read_legend(folder / "lc.json")
-    rng = np.random.default_rng(seed)
     root = work / f"{arm}_{seed}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    files = [_start(root / "start.gpkg", truth, tr, crs, args.start, rng)]
+    files = [_points_file(root / "start.gpkg", folder / "LC_Image_v1.tif", args.start, seed)]
     pick = np.random.default_rng(1000 + seed)  # the random arm's own draws
     curve = []
     for r in range(args.rounds + 1):

@@ -80,8 +80,8 @@ def stehman(args) -> dict:
 def _stehman(args, units_per_stratum: int) -> dict:
     import rasterio
 
-    from kerinci_xr.accuracy import strata_estimates
     from kerinci_xr.legend import read_legend
+    from kerinci_xr.testing import strata_simulation, with_errors
 
     folder = scene(args.size, seed=3)
     legend = read_legend(folder / "lc.json")
@@ -91,63 +91,28 @@ def _stehman(args, units_per_stratum: int) -> dict:
     for i, c in enumerate(legend.values):
         if c < lut.size:
             lut[c] = i + 1
-    rng = np.random.default_rng(0)
     truth = lut[codes]
     truth = truth[truth > 0]
-
-    def errors(p):
-        out = truth.copy()
-        wrong = rng.random(out.size) < p
-        out[wrong] = rng.permutation(truth)[wrong]  # a class drawn from the scene's class mix
-        return out
-
-    map1, map2 = errors(0.3), errors(0.15)  # strata from map 1; map 2 assessed
-    keys, sizes = np.unique(map1, return_counts=True)
-    keep = sizes >= 2 * units_per_stratum
-    keys, sizes = keys[keep], sizes[keep]
-    pop = np.isin(map1, keys)
-    truth, map1, map2 = truth[pop], map1[pop], map2[pop]
-    members = {h: np.flatnonzero(map1 == h) for h in keys}
-    big = [
-        c for c in range(1, legend.n_classes + 1) if (truth == c).mean() > 0.05 and (map2 == c).mean() > 0.05
-    ]
-    true = {"OA": float((map2 == truth).mean())}
-    for c in big:
-        true[f"area {legend.names[c - 1]}"] = float((truth == c).mean())
-        true[f"UA {legend.names[c - 1]}"] = float((truth[map2 == c] == c).mean())
-        true[f"PA {legend.names[c - 1]}"] = float((map2[truth == c] == c).mean())
-    est = {k: [] for k in true}
-    cover = {k: [] for k in true}
-    for _ in range(args.reps):
-        units = np.concatenate([rng.choice(members[h], units_per_stratum, replace=False) for h in keys])
-        res = strata_estimates(
-            map1[units],
-            map2[units],
-            truth[units],
-            dict(zip(keys.tolist(), sizes.tolist(), strict=True)),
-            n_classes=legend.n_classes,
-        )
-        found = {"OA": res["overall_accuracy"]}
-        for c in big:
-            row, name = res["classes"][c - 1], legend.names[c - 1]
-            found |= {
-                f"area {name}": row["area_proportion"],
-                f"UA {name}": row["users_accuracy"],
-                f"PA {name}": row["producers_accuracy"],
-            }
-        for k, e in found.items():
-            est[k].append(e["estimate"])
-            cover[k].append(e["ci95"][0] <= true[k] <= e["ci95"][1])
-    rows = {
-        k: {
-            "true": v,
-            "mean_estimate": float(np.mean(est[k])),
-            "bias": float(np.mean(est[k]) - v),
-            "mc_se": float(np.std(est[k], ddof=1) / np.sqrt(args.reps)),
-            "coverage": float(np.mean(cover[k])),
+    rng = np.random.default_rng(0)
+    map1, map2 = (
+        with_errors(truth, 0.3, rng),
+        with_errors(truth, 0.15, rng),
+    )  # strata from map 1; map 2 assessed
+    sim = strata_simulation(
+        truth, map1, map2, n_classes=legend.n_classes, units=units_per_stratum, reps=args.reps
+    )
+    rows = {}
+    for k, r in sim.items():
+        what, _, cid = k.partition(" ")
+        name = f"{what} {legend.names[int(cid) - 1]}" if cid else what
+        est = r["estimates"]
+        rows[name] = {
+            "true": r["true"],
+            "mean_estimate": float(est.mean()),
+            "bias": float(est.mean() - r["true"]),
+            "mc_se": float(est.std(ddof=1) / np.sqrt(args.reps)),
+            "coverage": float(r["covered"].mean()),
         }
-        for k, v in true.items()
-    }
     print(f"{units_per_stratum} units per stratum, {args.reps} samples", flush=True)
     for k, r in rows.items():
         print(
@@ -155,12 +120,8 @@ def _stehman(args, units_per_stratum: int) -> dict:
             f"(MC se {r['mc_se']:.4f})  coverage {r['coverage']:.3f}",
             flush=True,
         )
-    return {
-        "strata": len(keys),
-        "units_per_stratum": units_per_stratum,
-        "reps": args.reps,
-        "parameters": rows,
-    }
+    strata = int((np.unique(map1, return_counts=True)[1] >= 2 * units_per_stratum).sum())
+    return {"strata": strata, "units_per_stratum": units_per_stratum, "reps": args.reps, "parameters": rows}
 
 
 def main() -> None:

@@ -391,8 +391,8 @@ def pixel_probabilities(
     x = np.empty((rows.size, len(recipe.names())), dtype=np.float32)
     for (i, j), part in zip(groups, parts, strict=True):
         x[np.flatnonzero((bi == i) & (bj == j))] = part
-    ok = np.isfinite(x).all(axis=1)
-    p = np.zeros((rows.size, len(ckpt["classes"])), dtype=np.float32)
+    ok = np.asarray(np.isfinite(x).all(axis=1))
+    p: np.ndarray = np.zeros((rows.size, len(ckpt["classes"])), dtype=np.float32)
     if ok.any():
         p[ok] = class_probabilities(
             _booster(absolute(checkpoint), version(checkpoint), ckpt["booster"]), x[ok]

@@ -220,7 +220,8 @@ def read_reference(
         Make features outside the grid, with empty/invalid geometry or codes missing from the
         legend errors instead of a warning.
     """
-    paths = [as_location(p) for p in (path if isinstance(path, list | tuple) else [path])]
+    given: Sequence[Any] = path if isinstance(path, list | tuple) else [path]
+    paths = [as_location(p) for p in given]
     src = " + ".join(str(p) for p in paths)
     for where in paths:
         if isinstance(where, Path) and not where.exists():

@@ -328,67 +328,29 @@ def test_strata_estimates__unbiased_with_95pc_coverage_when_strata_come_from_ano
     estimates and the coverage of their 95 % intervals are measured over repeated samples."""
     import rasterio
 
-    from kerinci_xr.accuracy import strata_estimates
     from kerinci_xr.legend import read_legend
+    from kerinci_xr.testing import strata_simulation, with_errors
 
     legend = read_legend(small_scene.legend)
     with rasterio.open(small_scene.labels) as src:
         codes = src.read(1)
     lut = {c: i + 1 for i, c in enumerate(legend.values)}
     truth = np.vectorize(lambda c: lut.get(int(c), 0))(codes).ravel()
-    rng = np.random.default_rng(0)
     truth = truth[truth > 0]
-    k = legend.n_classes
-
-    def errors(p: float) -> np.ndarray:  # a map: the truth with a share p of pixels misclassified
-        out = truth.copy()
-        wrong = rng.random(out.size) < p
-        out[wrong] = rng.permutation(truth)[wrong]  # a class drawn from the scene's class mix
-        return out
-
-    map1, map2 = errors(0.3), errors(0.15)  # strata from map1; map2 is assessed
-    keys, sizes = np.unique(map1, return_counts=True)
-    keys, sizes = keys[sizes >= 400], sizes[sizes >= 400]
-    pop = np.isin(map1, keys)
-    truth, map1, map2 = truth[pop], map1[pop], map2[pop]
-    members = {h: np.flatnonzero(map1 == h) for h in keys}
-    true = {"oa": float((map2 == truth).mean())}
-    big = [c for c in range(1, k + 1) if (truth == c).mean() > 0.05 and (map2 == c).mean() > 0.05]
-    for c in big:
-        true[f"area{c}"] = float((truth == c).mean())
-        true[f"ua{c}"] = float((truth[map2 == c] == c).mean())
-        true[f"pa{c}"] = float((map2[truth == c] == c).mean())
-    reps, per_stratum = 300, 200
-    est = {key: np.empty(reps) for key in true}
-    cover = {key: np.empty(reps, bool) for key in true}
-    for i in range(reps):
-        units = np.concatenate([rng.choice(members[h], per_stratum, replace=False) for h in keys])
-        res = strata_estimates(
-            map1[units],
-            map2[units],
-            truth[units],
-            dict(zip(keys.tolist(), sizes.tolist(), strict=True)),
-            n_classes=k,
-        )
-        found = {"oa": res["overall_accuracy"]}
-        for c in big:
-            row = res["classes"][c - 1]
-            found |= {
-                f"area{c}": row["area_proportion"],
-                f"ua{c}": row["users_accuracy"],
-                f"pa{c}": row["producers_accuracy"],
-            }
-        for key, e in found.items():
-            est[key][i] = e["estimate"]
-            lo, hi = e["ci95"]
-            cover[key][i] = lo <= true[key] <= hi
-    assert len(true) >= 7  # OA and at least two classes' area, UA and PA
-    for key, value in true.items():
-        mc_se = est[key].std(ddof=1) / np.sqrt(reps)
-        assert abs(est[key].mean() - value) < 4 * mc_se + 0.005, (key, est[key].mean(), value)  # unbiased
+    rng = np.random.default_rng(0)
+    map1, map2 = (
+        with_errors(truth, 0.3, rng),
+        with_errors(truth, 0.15, rng),
+    )  # strata from map1; map2 assessed
+    reps = 300
+    sim = strata_simulation(truth, map1, map2, n_classes=legend.n_classes, units=200, reps=reps)
+    assert len(sim) >= 7  # OA and at least two classes' area, UA and PA
+    for key, r in sim.items():
+        mc_se = r["estimates"].std(ddof=1) / np.sqrt(reps)
+        assert abs(r["estimates"].mean() - r["true"]) < 4 * mc_se + 0.005, key  # unbiased
     # intervals rest on a normal approximation of ratio estimators: at 50 units per stratum the
     # user's accuracies of small classes were covered 81-88 % of the time (units of the class in
     # other classes' strata are rare and carry large weights); at 200, 93-97 % (measured)
-    pooled = np.mean([cover[key].mean() for key in true])
-    assert 0.925 <= pooled <= 0.975, {key: cover[key].mean() for key in true}
-    assert min(cover[key].mean() for key in true) >= 0.88, {key: cover[key].mean() for key in true}
+    coverage = {key: r["covered"].mean() for key, r in sim.items()}
+    assert 0.925 <= np.mean(list(coverage.values())) <= 0.975, coverage
+    assert min(coverage.values()) >= 0.88, coverage

@@ -79,6 +79,7 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
         "evaluate",
         "predict",
         "change",
+        "suggest",
         "design-sample",
         "assess",
         "report",
@@ -93,6 +94,7 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
     assert by["assess"].map == by["predict"].out
     assert by["change"].map_a == by["predict"].out
     assert by["predict"].all_dates
+    assert by["suggest"].map == by["predict"].out and by["report"].suggestions == by["suggest"].out
     images = [Path(p).name for p in by["prepare"].image]
     assert images == ["Landsat_Kerinci_2015_v1.tif", "Landsat_Kerinci_2023_v1.tif"]
     raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")

@@ -296,6 +296,55 @@ def test_report_html__model_comparison_from_crossval(small_run, browser, server)
     assert f"{len(folds):,} of {report['labelled_pixels']:,} labelled pixels scored" in text
 
 
+def test_report_html__learning_curves(small_run, browser, server):
+    """The learning curves bench_active.py saves, on the report page (a results file written here
+    in its format: two seeds, two rounds)."""
+    import json
+
+    root, base = server
+    curve = [
+        {"round": r, "labels": 600 + 100 * r, "overall_accuracy": 0.9 + 0.01 * r, "macro_f1": 0.8}
+        for r in (0, 1)
+    ]
+    summary = [
+        {
+            "round": r,
+            "suggest_labels": 600 + 100 * r,
+            "suggest_oa_mean": 0.9 + 0.02 * r,
+            "suggest_oa_sd": 0.004,
+            "random_labels": 600 + 100 * r,
+            "random_oa_mean": 0.9 + 0.01 * r,
+            "random_oa_sd": 0.006,
+        }
+        for r in (0, 1)
+    ]
+    result = {
+        "scene": "generated 500 x 500, seed 3",
+        "start_per_class": 50,
+        "add_per_round": 100,
+        "seeds": [0, 1],
+        "curves": {"suggest": [curve, curve], "random": [curve, curve]},
+        "summary": summary,
+    }
+    (root / "active.json").write_text(json.dumps(result))
+    page = root / "lc.html"
+    argv = [
+        "report",
+        "--cube",
+        str(small_run["cube"]),
+        "--learning-curves",
+        str(root / "active.json"),
+        "--out",
+        str(page),
+    ]
+    assert main(argv) == 0
+    frames = _load(browser, f"{base}/lc.html")
+    assert _severe(browser) == []
+    assert "active learning: map accuracy vs labels (2 seeds, mean +- sd)" in {f["title"] for f in frames}
+    text = browser.execute_script(_PAGE_TEXT)
+    assert "overall accuracy 0.920 +- 0.004 (suggest) vs 0.910 +- 0.006 (random), over 2 seeds" in text
+
+
 def test_map_cli__bad_input(tmp_path, capsys):
     assert main(["map", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "m.html")]) == 2
     assert "cube not found" in capsys.readouterr().err

@@ -136,11 +136,11 @@ def run(o: AssessOptions, ctx: Context) -> dict[str, Any]:
         else classes.values[rows, cols]
     ).astype(np.int64)
     stratified = "stratum" in table.columns
-    strata = table["stratum"].to_numpy(np.int64) if stratified else None
+    strata = table["stratum"].to_numpy(np.int64) if stratified else np.zeros(0, np.int64)
     # the strata are the map's classes unless the sample says otherwise (uncertainty strata), or
     # its points fall in other classes of this map (a sample drawn from another map)
     kind = str(table["strata_of"].iloc[0]) if stratified and "strata_of" in table.columns else "map"
-    differ = stratified and (kind != "map" or bool((strata != mapped).any()))
+    differ = stratified and (kind != "map" or bool(np.any(strata != mapped)))
     if o.truth is not None:
         cube = cube_view(open_cube(o.truth))
         diffs = grid_differences(cube["labels"], classes)
