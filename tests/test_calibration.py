@@ -65,7 +65,13 @@ def lgb_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("calib")
     _, cube, store = sampled_run(root, height=384, width=384, seed=5, chunk=128, per_class=15, block=64)
     model = api.train(store, out=root / "lgb.pt", model="lightgbm", rounds=150)["model"]
-    pred = api.predict(cube, model=model, out=root / "pred.zarr", probabilities=True)["prediction"]
+    pred = api.predict(
+        cube,
+        model=model,
+        out=root / "pred.zarr",
+        probabilities=True,
+        uncertainty_cog=root / "uncertainty.tif",
+    )["prediction"]
     report = api.evaluate(store, model=model, out=root / "metrics.json")["report"]
     return {"root": root, "cube": cube, "store": store, "model": model, "pred": pred, "report": report}
 
@@ -172,3 +178,82 @@ def test_suggest__uncertain_spread_apart_and_merged_into_prepare(lgb_run, tmp_pa
     lab = open_cube(merged)["labels"].values
     assert (lab > 0).sum() == 61
     assert (lab[r, c] == truth[r, c]).all() and lab[100, 100] == 1
+
+
+def test_uncertainty_cog__the_store_layers_gis_tools_open(lgb_run):
+    import rasterio
+
+    ds = xr.open_zarr(lgb_run["pred"])
+    with rasterio.open(lgb_run["root"] / "uncertainty.tif") as src:
+        assert src.count == 3 and src.dtypes[0] == "float32"
+        assert list(src.descriptions) == ["entropy", "margin", "confidence"]
+        assert src.is_tiled
+        data = src.read()
+    mapped = ds["classes"].values > 0
+    for i, name in enumerate(("entropy", "margin", "confidence")):
+        assert np.allclose(data[i][mapped], ds[name].values[mapped])
+        assert np.isnan(data[i][~mapped]).all()
+
+
+def test_design_sample__uncertainty_strata_then_stehman_against_the_population(lgb_run, tmp_path, capsys):
+    """Strata of class x low/high entropy, drawn exactly; assess (the interpreter simulated from the
+    labels, which cover the scene) estimates with Stehman (2014), and the population's own overall
+    accuracy and class areas, counted over every pixel, lie within the estimates' 95 % intervals."""
+    from kerinci_xr.cube import open_cube
+
+    out = tmp_path / "u.gpkg"
+    argv = [
+        "-q",
+        "design-sample",
+        str(lgb_run["pred"]),
+        "--strata",
+        "uncertainty",
+        "--uncertain-share",
+        "0.3",
+    ]
+    assert (
+        main([*argv, "--n", "400", "--min-per-class", "20", "--allocation", "equal", "--out", str(out)]) == 0
+    )
+    pts = gpd.read_file(out)
+    ds = xr.open_zarr(lgb_run["pred"])
+    cls, ent = ds["classes"].values, ds["entropy"].values
+    thr = float(pts["strata_of"].iloc[0].split("entropy above ")[1].split(":")[0])
+    strata = np.where(cls > 0, 2 * (cls.astype(int) - 1) + 1 + (ent > thr), 0)
+    share = (ent[cls > 0] > thr).mean()
+    assert 0.27 <= share <= 0.33  # the most uncertain 30 % of the mapped pixels (1000-bin histogram)
+    r, c = pts["row"].to_numpy(), pts["col"].to_numpy()
+    assert (strata[r, c] == pts["stratum"]).all()
+    sizes = np.bincount(strata.ravel())
+    assert (pts["stratum_size"].to_numpy() == sizes[pts["stratum"]]).all()
+    assert (pts["map_id"].to_numpy() == cls[r, c]).all()
+    res_path = tmp_path / "a.json"
+    cube = lgb_run["cube"]
+    assert (
+        main(
+            [
+                "-q",
+                "assess",
+                str(lgb_run["pred"]),
+                "--reference",
+                str(out),
+                "--truth",
+                str(cube),
+                "--out",
+                str(res_path),
+            ]
+        )
+        == 0
+    )
+    assert "Stehman (2014)'s estimators are used" in capsys.readouterr().out
+    res = json.loads(res_path.read_text())
+    assert res["strata_differ_from_map"] and "map classes x uncertainty" in res["estimator"]
+    labels = open_cube(cube)["labels"].values
+    both = (labels > 0) & (cls > 0)
+    oa = res["overall_accuracy"]
+    assert oa["ci95"][0] <= (labels[both] == cls[both]).mean() <= oa["ci95"][1]
+    for row in res["classes"]:
+        share = (labels[cls > 0] == row["id"]).mean()
+        if share > 0.05:  # area proportions of the main classes, from the hectares
+            total = sum(x["map_area_ha"] for x in res["classes"])
+            lo, hi = row["area_ha"]["ci95"]
+            assert lo / total - 0.01 <= share <= hi / total + 0.01, row["name"]
