@@ -27,6 +27,7 @@ from .sampling import SPLITS
 
 __all__ = [
     "EpochSampler",
+    "GlobalBatches",
     "PatchDataset",
     "Sample",
     "dihedral",
@@ -103,6 +104,69 @@ class EpochSampler:
             else np.arange(self.n)
         )
         return iter((self.epoch * self.n + order).tolist())
+
+
+class GlobalBatches:
+    """The patches of one process for an epoch, batch after batch: the epoch's seeded permutation
+    cut into global batches of ``batch_size``, each split evenly across the ``world`` processes
+    (``rank``'s part; a ``DataLoader`` with ``batch_size // world`` groups them back into parts).
+
+    Every process draws the same permutation, so in each epoch the processes' parts are disjoint
+    and together hold every patch once; the number of steps, and so the learning-rate schedule,
+    is that of one process with the same global batch. Indices carry the epoch tag of
+    :class:`EpochSampler` (``epoch * n + index``: the augmentation follows the patch, not the
+    process). With ``drop_small``, a last global batch that would leave some process fewer than 2
+    patches is dropped by all (batch norm cannot normalise one value per channel).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        drop_small: bool = False,
+    ) -> None:
+        if batch_size < 1 or world < 1 or not 0 <= rank < world:
+            raise InvalidInputError(
+                f"batches: expected a batch >= 1 and 0 <= rank < world, found {batch_size}, {rank}, {world}."
+            )
+        if batch_size % world:
+            raise InvalidInputError(
+                f"--batch-size {batch_size} is the global batch and must divide evenly among the {world} "
+                f"processes. Fix: a multiple of {world} (e.g. {batch_size + world - batch_size % world})."
+            )
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world, self.drop_small, self.epoch = rank, world, drop_small, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        """The epoch's global batches (split indices), the same in every process."""
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            if self.shuffle
+            else np.arange(self.n)
+        )
+        out = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        if self.drop_small and out and len(out[-1]) < 2 * self.world and self.n > 1:
+            out.pop()
+        return out
+
+    def parts(self) -> list[np.ndarray]:
+        """This process's part of each global batch."""
+        return [np.array_split(b, self.world)[self.rank] for b in self.batches()]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts())
+
+    def __iter__(self) -> Iterator[int]:
+        for part in self.parts():
+            yield from (self.epoch * self.n + part).tolist()
 
 
 Sample = dict[str, Any]
@@ -254,7 +318,13 @@ class PatchDataset(Dataset):
                     x.index_copy_(0, pos, _dihedral_t(x.index_select(0, pos), int(t)))
                     y.index_copy_(0, pos, _dihedral_t(y.index_select(0, pos), int(t)))
         bounds = torch.from_numpy(self.bounds[rows])
-        return {"image": x, "mask": y.long(), "bounds": bounds, "crs": [self.crs] * len(rows)}
+        return {
+            "image": x,
+            "mask": y.long(),
+            "bounds": bounds,
+            "crs": [self.crs] * len(rows),
+            "index": torch.from_numpy(rows),  # the split's patch of each sample
+        }
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
         """Samples of several indices read at once (``DataLoader`` then collates them)."""
@@ -297,13 +367,17 @@ def make_loader(
     cache: bool | str = "auto",
     pin_memory: bool = False,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A ``DataLoader`` of batches (:data:`Sample` dicts of stacked tensors) over one split.
 
     Shuffling and augmentation default to on for ``"train"`` and off otherwise. Call
     ``loader.sampler.set_epoch(epoch)`` before each epoch for a new order and new augmentations.
     Works with ``num_workers > 0`` (each worker opens the store itself). ``stats`` normalises
-    with other statistics than the store's (a checkpoint's, for evaluation).
+    with other statistics than the store's (a checkpoint's, for evaluation). With ``world`` > 1
+    (distributed training) ``batch_size`` is the global batch and the loader yields ``rank``'s
+    part of each (:class:`GlobalBatches`).
     """
     train = split == "train"
     ds = PatchDataset(
@@ -314,14 +388,21 @@ def make_loader(
         cache=cache,
         stats=stats,
     )
-    sampler = EpochSampler(len(ds), shuffle=train if shuffle is None else shuffle, seed=seed)
+    sampler = GlobalBatches(
+        len(ds),
+        batch_size,
+        shuffle=train if shuffle is None else shuffle,
+        seed=seed,
+        rank=rank,
+        world=world,
+        # a last training batch of one patch (per process) is dropped (it changes every epoch): batch
+        # norm cannot normalise one value per channel, which a small patch's 1 x 1 bottleneck gives
+        drop_small=train,
+    )
     return DataLoader(
         _Batches(ds),  # type: ignore[arg-type]
-        batch_size=batch_size,
+        batch_size=batch_size // world,
         sampler=sampler,  # type: ignore[arg-type]
-        # a last training batch of one patch is dropped (it changes every epoch): batch norm cannot
-        # normalise one value per channel, which a small patch's 1 x 1 bottleneck gives
-        drop_last=train and len(ds) > 1 and len(ds) % batch_size == 1,
         collate_fn=_batch_identity,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -19,6 +19,7 @@ from zarr.core import sync as zarr_sync
 from . import __version__
 from ._locations import URLPath, as_location, is_url
 from ._options import OptionSpec
+from .distributed import world
 from .errors import KerinciError
 from .pipeline import demo_config, run_pipeline
 from .stages import STAGES, Context, Stage
@@ -127,9 +128,10 @@ def stage_values(stage: Stage, args: argparse.Namespace) -> dict[str, Any]:
 def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
     opts = stage.make(stage_values(stage, args), where="")
     result = stage.execute(opts, Context(progress=not args.quiet, echo=print))
-    for value in result.values():
-        if isinstance(value, Path | URLPath):
-            print(f"wrote {value}")
+    if world().main:  # under torchrun rank 0 wrote everything
+        for value in result.values():
+            if isinstance(value, Path | URLPath):
+                print(f"wrote {value}")
     return 0
 
 

@@ -43,6 +43,7 @@ from .checkpoint import (
     temperature_of,
 )
 from .cluster import live_progress
+from .distributed import DistributedError, World, all_gather, barrier, setup, world
 from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError, TrainingDivergedError
 from .legend import Legend, legend_of
 from .metrics import accuracy_report, confusion_matrix
@@ -138,6 +139,13 @@ class TrainConfig:
         None, "U-Net depth, 2 ** depth must divide the patch size (default: --preset's)", ge=1
     )
     base: int | None = option(None, "channels of the first U-Net level (default: --preset's)", ge=1)
+    sync_bn: bool = option(
+        False,
+        "under torchrun: batch norm statistics over every process's part of the batch (SyncBatchNorm; CUDA)",
+    )
+    dist_timeout: float = option(
+        600.0, "under torchrun: seconds a process waits for the others before the run fails", gt=0
+    )
     calibrate: bool = option(
         True,
         "fit a temperature on the validation split: calibrated probabilities, confidence and uncertainty "
@@ -268,10 +276,10 @@ def predict_logits(model, x, *, amp: bool = True):
         return model(x)
 
 
-def _once(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
+def _once(key: np.ndarray, dist: np.ndarray, patch: np.ndarray) -> np.ndarray:
     """Index of each scene pixel's entry where it lies farthest from its window's edge (the most
-    context; ties: the first patch)."""
-    order = np.lexsort((-dist, key))  # stable: equal distances keep the first patch
+    context; ties: the lowest patch, whatever the order the entries came in)."""
+    order = np.lexsort((patch, -dist, key))
     return order[np.unique(key[order], return_index=True)[1]]
 
 
@@ -284,26 +292,29 @@ def evaluate_loader(
     amp: bool = True,
     samples: dict | None = None,
     logit_share: float = 0.0,
+    world: World | None = None,
 ) -> np.ndarray:
     """Confusion matrix of a model over a loader's patches, each scene pixel counted once.
 
     Patches of one split may overlap (up to dozens of times around a dense class); a pixel is
     counted once, with the prediction of the patch where it lies farthest from the window's
-    edge (the most context; ties: the first patch). A loader that shuffles, or one without
+    edge (the most context; ties: the patch first in the split). A loader that shuffles, or one without
     window positions, counts every patch pixel.
 
     ``samples`` (a dict) receives every scored pixel once: ``key`` (row << 32 | col), ``ref`` and
     ``pred``; with ``logit_share`` > 0 also ``logits`` (pixel, class) and ``logit_ref`` of a
     share of them, chosen by a hash of their position (for calibration: the same pixels
-    whatever the batch order).
+    whatever the batch order). With ``world`` (distributed training, each process holding a
+    part of the split) the pixels of every process are gathered first: the same matrix, each
+    pixel once, in every process.
     """
     model.eval()
     dataset = getattr(loader.dataset, "dataset", loader.dataset)
     starts = getattr(dataset, "starts", None)
     shuffled = getattr(loader.sampler, "shuffle", False)
     cm = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
-    keys, dists, refs, preds = [], [], [], []
-    lkeys, ldists, lrefs, lvals = [], [], [], []
+    keys, dists, refs, preds, pids = [], [], [], [], []
+    lkeys, ldists, lrefs, lvals, lpids = [], [], [], [], []
     threshold = np.uint64(min(int(logit_share * 2.0**64), 2**64 - 1)) if logit_share > 0 else None
     seen = 0
     for batch in loader:
@@ -317,31 +328,39 @@ def evaluate_loader(
         b, h, w = mask.shape
         ii, jj = np.arange(h)[:, None], np.arange(w)[None, :]
         edge = np.minimum(np.minimum(ii, h - 1 - ii), np.minimum(jj, w - 1 - jj))
+        index = batch["index"].numpy() if "index" in batch else np.arange(seen, seen + b)
         for k in range(b):
             lab = mask[k] > 0
             r, c = np.nonzero(lab)
-            r0, c0 = starts[seen + k]
+            r0, c0 = starts[index[k]]
             key = ((r + r0).astype(np.int64) << 32) | (c + c0).astype(np.int64)
             keys.append(key)
+            pids.append(np.full(key.size, index[k], np.int64))
             dists.append(edge[lab])
             refs.append(mask[k][lab])
             preds.append(pred[k][lab])
             if threshold is not None:
                 pick = hash_u64(r + r0, c + c0, CALIBRATION_KEY) <= threshold
                 lkeys.append(key[pick])
+                lpids.append(np.full(int(pick.sum()), index[k], np.int64))
                 ldists.append(edge[r[pick], c[pick]])
                 lrefs.append(mask[k][r[pick], c[pick]])
                 lvals.append(logits[k][:, r[pick], c[pick]].float().T.cpu().numpy())
         seen += b
+    if world is not None and world.active:  # every process's pixels, then each pixel once
+        parts = all_gather(world, (keys, dists, refs, preds, pids, lkeys, ldists, lrefs, lvals, lpids))
+        keys, dists, refs, preds, pids, lkeys, ldists, lrefs, lvals, lpids = (
+            [a for p in parts for a in p[i]] for i in range(10)
+        )
     if keys:
         key, dist = np.concatenate(keys), np.concatenate(dists)
-        first = _once(key, dist)
+        first = _once(key, dist, np.concatenate(pids))
         ref, pred = np.concatenate(refs)[first], np.concatenate(preds)[first]
         cm += confusion_matrix(ref, pred, n_classes)
         if samples is not None:  # each scene pixel once, by position (row << 32 | col)
             samples |= {"key": key[first], "ref": ref.astype(np.uint8), "pred": pred.astype(np.uint8)}
     if samples is not None and lkeys:
-        first = _once(np.concatenate(lkeys), np.concatenate(ldists))
+        first = _once(np.concatenate(lkeys), np.concatenate(ldists), np.concatenate(lpids))
         samples |= {
             "logits": np.concatenate(lvals)[first].astype(np.float32),
             "logit_ref": np.concatenate(lrefs)[first].astype(np.uint8),
@@ -438,6 +457,7 @@ class _Run:
     sched: Any
     weight: Any
     payload: dict[str, Any]
+    world: World = field(default_factory=World)
     history: list[dict[str, Any]] = field(default_factory=list)
     start: int = 0
     best: float = -math.inf
@@ -476,7 +496,17 @@ def fit(
             log.info("early stop: no mIoU improvement for %d epochs", run.stale)
             break
         t_epoch = time.perf_counter()
-        row = _train_epoch(run, epoch, progress)
+        try:
+            row = _train_epoch(run, epoch, progress)
+        except RuntimeError as exc:  # DDP's all-reduce: a process died or stopped answering
+            if not run.world.active or isinstance(exc, DistributedError):
+                raise
+            raise DistributedError(
+                f"rank {run.world.rank}: training stopped in epoch {epoch + 1}: another process of the "
+                f"run stopped or did not answer within {cfg.dist_timeout:g} s ({str(exc).strip()[:160]}). "
+                f"The last committed epoch is {epoch}. Fix: see that rank's message; continue with "
+                "--resume (on any number of processes)."
+            ) from exc
         if not math.isfinite(row["train_loss"]):  # nothing is saved from a diverged epoch
             raise TrainingDivergedError(
                 f"{run.store}: the training loss became {row['train_loss']} in epoch {epoch + 1}; no "
@@ -486,14 +516,16 @@ def fit(
         row |= _validate(run)
         row["seconds"] = time.perf_counter() - t_epoch
         improved = _record(run, row)
-        if progress:
+        if progress and run.world.main:
             _print_epoch(run, row, improved)
         _save_epoch(run, epoch, improved)
     last, hist_csv, hist_json = run.paths
-    if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
-        save_checkpoint(run.out, load_checkpoint(last))
-    if cfg.calibrate and run.val_loader is not None:
-        calibrate_checkpoint(run.out, run.store, device=run.device)
+    if run.world.main:
+        if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
+            save_checkpoint(run.out, load_checkpoint(last))
+        if cfg.calibrate and run.val_loader is not None:
+            calibrate_checkpoint(run.out, run.store, device=run.device)
+    barrier(run.world)
     return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best, cfg)
 
 
@@ -523,16 +555,43 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
             f"{store}: patches of {patch} pixels are not divisible by 2 ** depth = {mcfg.multiple}. "
             "Fix: lower depth or sample other patch sizes."
         )
-    if not resume:  # every file of the run obeys the same rule as the checkpoint
+    w = world()
+    if not resume and w.main:  # every file of the run obeys the same rule as the checkpoint
         for path in (out, *history_paths(out)):
             check_output(path, overwrite=overwrite)
+    if cfg.batch_size % w.size:
+        raise InvalidInputError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among the {w.size} "
+            f"processes. Fix: a multiple of {w.size}."
+        )
     device = pick_device(cfg.device)
+    if w.active and device.type == "cuda":  # one GPU per process
+        device = torch.device("cuda", w.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise InvalidInputError(
+            "--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only. Fix: on CPUs use a larger "
+            "--batch-size, or --norm group (no batch statistics)."
+        )
+    setup(w, device.type, cfg.dist_timeout)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
-    model = UNet(mcfg).to(device)
+    model: Any = UNet(mcfg).to(device)
+    if w.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if cfg.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loader = functools.partial(
-        make_loader, store, batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.loader_workers
+        make_loader,
+        store,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        num_workers=cfg.loader_workers,
+        rank=w.rank,
+        world=w.size,
     )
     train_loader = loader(split="train", augment=cfg.augment, pin_memory=device.type == "cuda")
     val_loader = loader(split="val") if (splits == "val").any() else None
@@ -555,6 +614,7 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
         "patch": patch,
         "train_config": cfg.to_dict(),
         "store": str(store),
+        "world_size": w.size,
     }
     amp = cfg.amp and device.type == "cuda"
     return _Run(
@@ -571,6 +631,7 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
         sched,
         weight.to(device) if weight is not None else None,
         payload,
+        w,
     )
 
 
@@ -583,12 +644,27 @@ def _restore(run: _Run) -> None:
     check_compatible(state, bands=run.payload["bands"], legend=run.legend, source=str(last))
     if state["model_config"] != run.payload["model_config"]:
         raise CheckpointError(f"{last}: the model configuration differs from this run's.")
-    run.model.load_state_dict(state["model_state"])
+    _net(run.model).load_state_dict(state["model_state"])
     run.opt.load_state_dict(state["optimizer_state"])
     run.sched.load_state_dict(state["scheduler_state"])
     torch.set_rng_state(state["rng_state"])
     run.history, run.start = list(state["history"]), int(state["epoch"])
     run.best, run.stale = float(state["best_miou"]), int(state["stale_epochs"])
+    before = int(state.get("world_size", 1))
+    if before != run.world.size and run.world.main:
+        print(
+            f"resuming after epoch {run.start} on {run.world.size} process(es); the epochs so far ran "
+            f"on {before}. The global batch ({run.cfg.batch_size}), the patch order and the schedule are "
+            "the same, so the run goes on as it would have; only float sums differ in order (and, with "
+            f"batch norm, each process's batch statistics cover {run.cfg.batch_size // run.world.size} "
+            f"instead of {run.cfg.batch_size // before} patches).",
+            file=sys.stderr,
+        )
+
+
+def _net(model: Any) -> Any:
+    """The U-Net inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
@@ -625,12 +701,14 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
         bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    mine = (float(total_loss) / max(n_batches, 1), images / max(time.perf_counter() - t_epoch, 1e-9))
+    every = all_gather(run.world, (*mine, wait / max(wait + busy, 1e-9)))
     return {
         "epoch": epoch + 1,
-        "train_loss": float(total_loss) / max(n_batches, 1),
+        "train_loss": float(np.mean([e[0] for e in every])),  # the mean of the processes' mean losses
         "lr": float(run.opt.param_groups[0]["lr"]),
-        "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
-        "data_wait_frac": wait / max(wait + busy, 1e-9),
+        "images_per_s": float(sum(e[1] for e in every)),  # all processes together
+        "data_wait_frac": float(np.mean([e[2] for e in every])),
     }
 
 
@@ -638,9 +716,10 @@ def _validate(run: _Run) -> dict[str, Any]:
     """Accuracy on the validation split (nothing when the store has none)."""
     if run.val_loader is None:
         return {}
-    rep = accuracy_report(
-        evaluate_loader(run.model, run.val_loader, run.legend.n_classes, run.device, amp=run.amp), run.legend
+    cm = evaluate_loader(
+        _net(run.model), run.val_loader, run.legend.n_classes, run.device, amp=run.amp, world=run.world
     )
+    rep = accuracy_report(cm, run.legend)
     return {
         "val_overall_accuracy": rep["overall_accuracy"],
         "val_kappa": rep["kappa"],
@@ -676,9 +755,13 @@ def _print_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:
 
 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
-    """The best checkpoint (if improved), the last one with the state to resume, the history."""
+    """The best checkpoint (if improved), the last one with the state to resume, the history;
+    written by rank 0 alone, the other processes waiting until the epoch's set is committed."""
+    if not run.world.main:
+        barrier(run.world)
+        return
     last, hist_csv, hist_json = run.paths
-    weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    weights = {k: v.detach().cpu() for k, v in _net(run.model).state_dict().items()}
     payload = run.payload | {
         "model_state": weights,
         "history": run.history,
@@ -699,6 +782,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     )
     write_text(hist_json, json.dumps(run.history, indent=2))
     commit_so_far()  # each epoch's files are one set: a killed run resumes from its last whole epoch
+    barrier(run.world)
 
 
 def _split_logits(

@@ -19,6 +19,7 @@ from .._options import OptionSpec, check, option, specs
 from .._outputs import output_set
 from .._products import PRODUCTS, check_outputs, companions, kind_of, product_exists, read_on_workers
 from ..cluster import active_client, dask_scheduler, workers_missing
+from ..distributed import barrier, teardown, world
 from ..errors import InvalidInputError
 
 __all__ = ["RECORD", "Context", "DaskOptions", "Stage", "flat", "read_record"]
@@ -68,6 +69,8 @@ class Stage:
     complete: Callable[[Any], Any] | None = None
     #: Whether a run may replace its existing outputs (``--overwrite``; a resumed run its own).
     replaces: Callable[[Any], bool] = lambda o: bool(getattr(o, "overwrite", False))
+    #: Whether the stage runs as one of several processes under torchrun (rank 0 writes).
+    distributed: bool = False
 
     @functools.cached_property
     def specs(self) -> list[OptionSpec]:  # resolved once: type hints are not free to read
@@ -134,6 +137,9 @@ class Stage:
         """
         ctx = ctx or Context()
         opts = self.absolute(self.complete(opts) if self.complete else opts)
+        w = world()
+        if w.active:
+            return self._execute_distributed(opts, ctx, w, inside)
         with output_set():  # the run's outputs are committed (or undone) as one set
             check_outputs(
                 self.outputs(opts),
@@ -149,6 +155,35 @@ class Stage:
                 if client is not None:
                     self.check_workers_see(opts, client)
                 return self.run(opts, ctx)
+
+    def _execute_distributed(
+        self, opts: Any, ctx: Context, w: Any, inside: Location | None
+    ) -> dict[str, Any]:
+        """One of several processes under torchrun: rank 0 checks, claims, writes and commits every
+        output as usual; the others only compute (and print nothing), and every process returns
+        once rank 0's set is committed."""
+        if not self.distributed:
+            raise InvalidInputError(
+                f"{self.name}: runs in one process; only train and crossval run under torchrun. Fix: run "
+                f"kerinci-xr {self.name} without torchrun."
+            )
+        try:
+            if w.main:
+                with output_set():
+                    check_outputs(
+                        self.outputs(opts),
+                        self.inputs(opts, with_companions=True),
+                        overwrite=self.replaces(opts),
+                        stage=self.name,
+                        inside=inside,
+                    )
+                    result = self.run(opts, ctx)
+            else:
+                result = self.run(opts, Context(progress=False, echo=lambda *_: None))
+            barrier(w)  # rank 0's set is committed: every process may go on
+            return result
+        finally:
+            teardown()
 
     def check_workers_see(self, opts: Any, client: Any) -> None:
         """Refuse, before any work, a local input the cluster's workers read, or a local output

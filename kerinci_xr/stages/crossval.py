@@ -16,8 +16,10 @@ from .._outputs import MARKER, atomic_output
 from .._products import Kind
 from ..comparison import fold_flags, mean_interval, paired_difference, pooled_report, recommend
 from ..cube import cube_legend, cube_view, open_cube
+from ..distributed import DistributedError, Orders, setup, world
 from ..errors import InvalidInputError, NoWindowError
 from ..metrics import accuracy_report, confusion_matrix
+from ..model import pick_device
 from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
 from ..prediction import classes_at
@@ -166,9 +168,13 @@ def _plan(
     return folds
 
 
-def _scored(model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: TrainConfig) -> np.ndarray:
-    """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels."""
+def _scored(
+    model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: TrainConfig, orders: Orders
+) -> np.ndarray:
+    """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels. Under
+    torchrun the other processes are told to join the U-Net's training."""
     if model == "unet":
+        orders.send(("fit", str(fold.store), str(fold.folder / "model.pt")))
         path = fit(fold.store, fold.folder / "model.pt", config=config).best
     else:
         path, _ = train_pixel_model(
@@ -177,7 +183,35 @@ def _scored(model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: Trai
     return classes_at(view, path, fold.rows, fold.cols, device=o.device)
 
 
+def _follow(orders: Orders, config: TrainConfig) -> dict[str, Any]:
+    """A process other than rank 0 under torchrun: join each U-Net training rank 0 starts."""
+    while True:
+        order = orders.receive()
+        if order[0] == "fit":
+            fit(order[1], order[2], config=config)
+        elif order[0] == "stop":
+            return {}
+        else:  # rank 0 failed: its own message says why
+            raise DistributedError(f"rank {world().rank}: rank 0 stopped the cross-validation ({order[1]}).")
+
+
 def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
+    w = world()
+    config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
+    setup(w, pick_device(o.device).type, o.dist_timeout)
+    orders = Orders(w, 12 * o.dist_timeout)
+    if not w.main:
+        return _follow(orders, config)
+    try:
+        result = _run(o, ctx, config, orders)
+    except BaseException as exc:
+        orders.send(("abort", type(exc).__name__))
+        raise
+    orders.send(("stop",))
+    return result
+
+
+def _run(o: CrossvalOptions, ctx: Context, config: TrainConfig, orders: Orders) -> dict[str, Any]:
     ds = cube_view(open_cube(o.cube), date=o.date, temporal=o.temporal)
     if "labels" not in ds:
         raise InvalidInputError(f"{o.cube}: the cube has no labels. Fix: prepare it with --labels.")
@@ -197,7 +231,6 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             f"{o.cube}: --group-by feature needs the reference features, and this cube's labels are a "
             "raster. Fix: prepare it with --labels from a vector file, or use --group-by block."
         )
-    config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
     present = sorted(int(k) for k in np.unique(ref[ok]))
     fid = ds["reference_id"].data.vindex[rows, cols].compute() if "reference_id" in ds else None
     groups = None
@@ -252,7 +285,7 @@ def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
             table = {"row": fold.rows, "col": fold.cols, "reference": fold.ref}
             for model in o.models:
                 t0 = time.perf_counter()
-                pred = _scored(model, fold, ds, o, config)
+                pred = _scored(model, fold, ds, o, config, orders)
                 seconds = time.perf_counter() - t0
                 samples[model].append({"ref": fold.ref, "pred": pred})
                 table[model] = pred
@@ -354,4 +387,5 @@ STAGE = Stage(
     run,
     "kerinci-xr crossval cube.zarr --folds 5 --patch 32 --epochs 10 --models unet,lightgbm,rf --out crossval",
     args=("cube",),
+    distributed=True,
 )

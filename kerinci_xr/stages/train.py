@@ -16,6 +16,7 @@ from .._products import Kind
 from ..calibration import calibration_record, columns_of, log_probabilities
 from ..checkpoint import booster_digest, load_checkpoint, save_checkpoint
 from ..cube import cube_view, open_cube
+from ..distributed import world
 from ..errors import InvalidInputError
 from ..legend import legend_of
 from ..patches import open_patches, stored_layout
@@ -100,6 +101,12 @@ def _calibration_line(temperature: float, before: float, after: float) -> str:
 
 
 def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
+    if world().active:
+        raise InvalidInputError(
+            f"--model {o.model}: a per-pixel model trains in one process (LightGBM uses every core). "
+            "Fix: run "
+            "kerinci-xr train without torchrun."
+        )
     if o.resume or o.until_epoch is not None:
         raise InvalidInputError(
             f"--resume and --until-epoch are for the U-Net; a {o.model} model trains in one go."
@@ -182,4 +189,5 @@ STAGE = Stage(
     args=("patches",),
     extra_products=_history,
     replaces=lambda o: o.overwrite or o.resume,
+    distributed=True,
 )
