@@ -125,7 +125,7 @@ def strata_simulation(
         true[f"area {c}"] = float((truth == c).mean())
         true[f"UA {c}"] = float((truth[assessed == c] == c).mean())
         true[f"PA {c}"] = float((assessed[truth == c] == c).mean())
-    out = {
+    out: dict[str, dict[str, Any]] = {
         k: {"true": v, "estimates": np.empty(reps), "covered": np.empty(reps, bool)} for k, v in true.items()
     }
     weights = dict(zip(keys.tolist(), sizes.tolist(), strict=True))
