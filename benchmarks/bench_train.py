@@ -6,6 +6,11 @@ BatchGenerator on the store opened lazily with xarray.open_zarr. On the CPU, and
 one is present. Target: data wait under 5 % of step time with the project's loader.
 
     python benchmarks/bench_train.py [--device auto] [--batch-size 16] [--epochs 2]
+
+With ``--nproc 1,2`` it measures distributed training instead: ``kerinci-xr train`` under
+``torchrun --nproc_per_node N`` for each N (the same global batch; on the CPU each process gets
+cores / N threads, gloo; on CUDA one GPU per process, NCCL), samples/s of all processes together
+(after the first epoch), the data-wait share, and the scaling efficiency against one process.
 """
 
 from __future__ import annotations
@@ -98,6 +103,84 @@ def child(case: str, device: str, batch: int, epochs: int, size: int, per_class:
     return out
 
 
+def distributed(args) -> None:
+    import os
+    import resource
+    import socket
+    import subprocess
+
+    store = store_path(args.size, args.per_class)
+    cores = os.cpu_count() or 1
+    rows = {}
+    for n in [int(v) for v in args.nproc.split(",")]:
+        out = WORK / f"ddp_{n}" / "model.pt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(n),
+            "--master_port",
+            str(port),
+        ]
+        cmd += [
+            "-m",
+            "kerinci_xr",
+            "-q",
+            "train",
+            str(store),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--no-calibrate",
+        ]
+        cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", args.device]
+        cmd += ["--select", "last"]
+        env = os.environ | {"OMP_NUM_THREADS": str(max(cores // n, 1))}
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode:
+            sys.stderr.write(res.stderr[-3000:])
+            raise SystemExit(f"torchrun with {n} process(es) failed")
+        hist = json.loads(out.with_name("model.history.json").read_text())
+        steady = hist[1:] or hist
+        rows[n] = {
+            "processes": n,
+            "threads_per_process": max(cores // n, 1),
+            "samples_per_s": sum(r["images_per_s"] for r in steady) / len(steady),
+            "data_wait_frac": sum(r["data_wait_frac"] for r in steady) / len(steady),
+            "seconds_per_epoch": sum(r["seconds"] for r in steady) / len(steady),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "peak_rss_mb_per_process": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        }
+    base = rows[min(rows)]["samples_per_s"]
+    for n, r in rows.items():
+        r["speedup"] = r["samples_per_s"] / base
+        r["efficiency"] = r["speedup"] / (n / min(rows))
+        print(
+            f"{n} process(es) x {r['threads_per_process']} threads: {r['samples_per_s']:.1f} samples/s, "
+            f"data wait {100 * r['data_wait_frac']:.1f} %, speed-up {r['speedup']:.2f}, efficiency "
+            f"{r['efficiency']:.2f}"
+        )
+    import torch
+
+    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    save(
+        f"bench_train_ddp_{device}",
+        {
+            "rows": list(rows.values()),
+            "global_batch": args.batch_size,
+            "epochs": args.epochs,
+            "store": str(store),
+            "baseline": f"{min(rows)} process(es)",
+        },
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -107,7 +190,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=4000, help="edge of the scene the patches come from")
     ap.add_argument("--per-class", type=int, default=30, help="training patches per class")
+    ap.add_argument("--nproc", default=None, help="distributed training under torchrun, e.g. 1,2")
     args = ap.parse_args()
+    if args.nproc and not args.child:
+        WORK.mkdir(parents=True, exist_ok=True)
+        distributed(args)
+        return
     if args.child:
         print(
             json.dumps(child(args.case, args.device, args.batch_size, args.epochs, args.size, args.per_class))

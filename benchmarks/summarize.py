@@ -220,6 +220,33 @@ def main() -> None:
         "| dataset | model | pooled OA [95 % CI] | pooled macro F1 | fold OA [95 % CI] (folds) | "
         "vs best per-pixel [95 % CI] | train s / fold | predict s | pooled OA over seeds (mean ± sd) |",
     )
+    for dev in ("cpu", "cuda"):
+        r = load(f"bench_train_ddp_{dev}")
+        rows = [
+            f"| {x['processes']} | {x['threads_per_process']} | {x['samples_per_s']:.2f} | {x['speedup']:.2f} | "
+            f"{x['efficiency']:.2f} | {100 * x['data_wait_frac']:.1f} | {x['seconds_per_epoch']:.1f} |"
+            for x in (r or {}).get("rows", [])
+        ]
+        what = (
+            f"`kerinci-xr train` under `torchrun --nproc_per_node N`, global batch {r['global_batch']} split "
+            f"across the processes, {r['epochs']} epochs (figures after the first); baseline: {r['baseline']}. "
+            + (
+                "On the CPU each process gets cores / N threads (gloo)."
+                if dev == "cpu"
+                else "One GPU per process (NCCL)."
+            )
+            if r
+            else "Distributed training under torchrun."
+        )
+        if r or dev == "cpu":
+            lines += section(
+                f"Distributed training on {dev.upper()} (`bench_train.py --nproc`)",
+                what,
+                rows,
+                r,
+                "| processes | threads each | samples/s (all) | speed-up | scaling efficiency | data wait % | "
+                "s / epoch |",
+            )
     r = load("bench_uncertainty")
     cal = (r or {}).get("calibration", {})
     rows = [
