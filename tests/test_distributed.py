@@ -191,3 +191,14 @@ def test_torchrun__crossval_trains_each_fold_on_both_processes(store, tmp_path):
     folds = pd.concat(pd.read_parquet(out / f"fold{f}" / "test_samples.parquet") for f in trained)
     pooled = report["models"]["unet"]["pooled"]["overall_accuracy"]
     assert pooled == pytest.approx(accuracy_score(folds["reference"], folds["unet"]), abs=5e-4)
+
+
+def test_train__sync_bn_on_cpu_and_a_batch_that_does_not_divide_are_refused(store, tmp_path, capsys):
+    from kerinci_xr.cli import main
+
+    out = tmp_path / "m.pt"
+    assert main(["-q", "train", str(store), "--out", str(out), "--sync-bn", "--device", "cpu"]) == 2
+    assert "SyncBatchNorm runs on CUDA only" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(Exception, match="must divide evenly among the 4 processes"):
+        GlobalBatches(40, 6, world=4)

@@ -141,13 +141,7 @@ class Stage:
         if w.active:
             return self._execute_distributed(opts, ctx, w, inside)
         with output_set():  # the run's outputs are committed (or undone) as one set
-            check_outputs(
-                self.outputs(opts),
-                self.inputs(opts, with_companions=True),
-                overwrite=self.replaces(opts),
-                stage=self.name,
-                inside=inside,
-            )
+            self._claim(opts, inside)
             own = isinstance(opts, DaskOptions) and (opts.workers is not None or opts.scheduler is not None)
             # on the scheduler the options name, else the one in use (threads, or the caller's client)
             with dask_scheduler(workers=opts.workers, address=opts.scheduler) if own else nullcontext():
@@ -155,6 +149,17 @@ class Stage:
                 if client is not None:
                     self.check_workers_see(opts, client)
                 return self.run(opts, ctx)
+
+    def _claim(self, opts: Any, inside: Location | None) -> None:
+        """Check every output against the run's inputs, its other outputs and the overwrite rule,
+        and claim it until the output set commits."""
+        check_outputs(
+            self.outputs(opts),
+            self.inputs(opts, with_companions=True),
+            overwrite=self.replaces(opts),
+            stage=self.name,
+            inside=inside,
+        )
 
     def _execute_distributed(
         self, opts: Any, ctx: Context, w: Any, inside: Location | None
@@ -170,13 +175,7 @@ class Stage:
         try:
             if w.main:
                 with output_set():
-                    check_outputs(
-                        self.outputs(opts),
-                        self.inputs(opts, with_companions=True),
-                        overwrite=self.replaces(opts),
-                        stage=self.name,
-                        inside=inside,
-                    )
+                    self._claim(opts, inside)
                     result = self.run(opts, ctx)
             else:
                 result = self.run(opts, Context(progress=False, echo=lambda *_: None))
