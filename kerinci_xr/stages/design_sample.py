@@ -199,6 +199,15 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
     )
     for i in np.flatnonzero(units):
         ctx.echo(f"{names[i - 1][:44]:<44} {size[i]:>12,} pixels  {units[i]:>5} units")
+    total, strata_n = int(units.sum()), int((units > 0).sum())
+    if o.target_se is None and total > o.n:
+        floor = int(np.minimum(o.min_per_class, size[1:]).sum())
+        fits = o.n // max(strata_n, 1)
+        ctx.echo(
+            f"note: {total} units, not --n {o.n}: --min-per-class {o.min_per_class} in each of the "
+            f"{strata_n} strata needs {floor} units alone. Fix: --min-per-class {fits} (or fewer) draws "
+            f"{o.n}, or raise --n."
+        )
     return {
         "sample_design": write_points(table, o.out, classes.rio.crs, overwrite=o.overwrite),
         "points": table,
