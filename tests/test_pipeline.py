@@ -35,6 +35,21 @@ def test_demo__runs_end_to_end_then_skips(demo_run, capsys):
         "overall accuracy",
     ):
         assert name in text
+    # the three accuracies a run prints, each saying what it measures, with the figure of its file
+    report = json.loads((out / "metrics.json").read_text())
+    scene = json.loads((out / "metrics_scene.json").read_text())
+    assessed = json.loads((out / "accuracy.json").read_text())
+    assert "patch test split (the model on its held-out windows, each labelled pixel once):" in text
+    assert f"overall accuracy {report['overall_accuracy']:5.3f}" in text
+    assert (
+        "scene test area (the held-out blocks; every labelled pixel of the map there): overall accuracy "
+        f"{scene['test']['overall_accuracy']}," in text
+    )
+    oa = assessed["overall_accuracy"]
+    assert (
+        f"overall accuracy (design-based estimate from the sample, +- 95 % CI) {oa['estimate']:.3f} +- "
+        f"{1.96 * oa['se']:.3f}" in text
+    )
     cube = open_cube(out / "cube.zarr")
     assert cube.sizes["y"] == 600
     assert "HH" in list(cube["band"].values)

@@ -269,7 +269,7 @@ def format_assessment(result: dict[str, Any]) -> str:
             if result.get("strata_differ_from_map")
             else []
         ),
-        f"overall accuracy {pm(oa, '.3f')}",
+        f"overall accuracy (design-based estimate from the sample, +- 95 % CI) {pm(oa, '.3f')}",
         "",
         f"{'class':<28} {'n':>5} {'mapped ha':>12} {'adjusted ha (95 % CI)':>26} {'UA':>14} {'PA':>14}",
     ]

@@ -149,6 +149,7 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
             report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
         else:
             report = _evaluate_pixels(o)
+        ctx.echo(f"patch {o.split} split (the model on its held-out windows, each labelled pixel once):")
         ctx.echo(format_report(report))
         if "calibration" in report:
             ctx.echo(format_calibration(report["calibration"]))

@@ -148,6 +148,17 @@ def run(o: PredictOptions, ctx: Context) -> dict[str, Any]:
         report = evaluate_prediction(stored, labels, cube_legend(ds), layout=layout)
         report["source"] = {"prediction": str(o.out), "cube": str(o.cube), "model": str(o.model)}
         write_report(report, o.metrics)
+        area = "test" if "test" in report and report["test"]["samples"] else "all"
+        rep = report[area]
+        label = (
+            "scene test area (the held-out blocks; every labelled pixel of the map there)"
+            if area == "test"
+            else "whole scene (every labelled pixel of the map)"
+        )
+        ctx.echo(
+            f"{label}: overall accuracy {rep['overall_accuracy']}, kappa {rep['kappa']}, mean IoU "
+            f"{rep['mean_iou']} on {rep['samples']:,} pixels"
+        )
     return outputs
 
 
