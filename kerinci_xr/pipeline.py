@@ -201,6 +201,21 @@ def _real(path: Any) -> str:
     return os.fspath(path) if is_url(path) else os.path.realpath(path)
 
 
+def _in_record(path: Any, root: Location) -> Any:
+    """How the record names a product: relative to the run folder when it lies inside it (the
+    record then reads the same from any working directory, and the folder can move), else as
+    an absolute path or URL; several paths (one per date) as a list."""
+    if isinstance(path, tuple):
+        return [_in_record(p, root) for p in path]
+    if is_url(path) or is_url(root):
+        return str(path)
+    full = Path(os.path.abspath(path))
+    try:
+        return str(full.relative_to(os.path.abspath(root)))
+    except ValueError:
+        return str(full)
+
+
 def _many(value: Any) -> tuple:
     return value if isinstance(value, tuple) else (value,)
 
@@ -324,8 +339,9 @@ def _run_steps(steps: list[Step], root: Location, *, force: bool, ctx: Context) 
             step.stage.execute(step.options, ctx, inside=step.inside)
         record[name] = {
             "params": options_record(step.options),
-            "products": {k: str(p) for k, p in products.items()},
-            "paths": [str(p) for p in flat(products)],
+            "products": {k: _in_record(p, root) for k, p in products.items()},
+            "paths": [_in_record(p, root) for p in flat(products)],
+            "relative_to": "run folder",  # a product inside the run folder is named from it
         }
         write_text(root / RECORD, json.dumps(record, indent=2))
         results[name] = products

@@ -1,4 +1,5 @@
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
     assert by["evaluate"].model == by["train"].out
 
 
-def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
+def test_run__any_output_names_report_finds_the_history(tmp_path, capsys, monkeypatch):
     """Stages are wired and ordered by their products, whatever the names and section order."""
     (tmp_path / "p.toml").write_text(
         '[pipeline]\nout_dir = "out"\n'
@@ -148,7 +149,7 @@ def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
     assert "&lt;h2&gt;Training&lt;/h2&gt;" in page
     assert "train loss" in page
     record = json.loads((out / ".kerinci-stages.json").read_text())
-    assert record["train"]["products"]["history"] == str(out / "unet.history.csv")
+    assert record["train"]["products"]["history"] == "unet.history.csv"  # named from the run folder
     capsys.readouterr()
     assert main(["-q", "report", str(out), "--out", str(tmp_path / "again.html")]) == 0
     assert "&lt;h2&gt;Training&lt;/h2&gt;" in (tmp_path / "again.html").read_text()
@@ -168,6 +169,14 @@ def test_run__any_output_names_report_finds_the_history(tmp_path, capsys):
     with pytest.warns(UserWarning):
         assert main(["-q", "run", str(tmp_path / "p.toml"), "--force"]) == 0
     assert "[synth] running" in capsys.readouterr().out
+    # the run folder moved away and reported from another working directory: the record finds
+    # every product from the folder itself
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(out, moved)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["-q", "report", "../elsewhere/run", "--out", "moved.html"]) == 0
+    assert "&lt;h2&gt;Training&lt;/h2&gt;" in (tmp_path / "cwd" / "moved.html").read_text()
 
 
 @pytest.mark.parametrize(

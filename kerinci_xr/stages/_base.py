@@ -246,6 +246,21 @@ def flat(products: dict[str, Any]) -> list[Path]:
 
 
 def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A run folder's record (empty when it has none)."""
-    path = as_location(run_dir) / RECORD
-    return json.loads(read_bytes(path, "run record")) if product_exists(path) else {}
+    """A run folder's record (empty when it has none), with every product's location usable
+    from here: the record names those inside the folder relative to it."""
+    root = as_location(run_dir)
+    path = root / RECORD
+    if not product_exists(path):
+        return {}
+    record = json.loads(read_bytes(path, "run record"))
+
+    def here(p: Any) -> Any:
+        if isinstance(p, list):
+            return tuple(here(q) for q in p)
+        return p if is_url(p) or os.path.isabs(p) else str(root / p)
+
+    for entry in record.values():
+        if isinstance(entry, dict) and entry.get("relative_to") == "run folder":
+            entry["products"] = {k: here(p) for k, p in entry.get("products", {}).items()}
+            entry["paths"] = [here(p) for p in entry.get("paths", [])]
+    return record
