@@ -184,7 +184,8 @@ def test_torchrun__crossval_trains_each_fold_on_both_processes(store, tmp_path):
     cmd, env = _torchrun(*args)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("fold 1/3 unet:") == 1  # rank 0 alone reports
+    assert res.stdout.count("fold 1/3 unet: OA") == 1  # rank 0 alone reports
+    assert res.stdout.count("fold 1/3 unet: training, then scoring") == 1
     report = json.loads((out / "crossval.json").read_text())
     trained = [f for f in (1, 2, 3) if (out / f"fold{f}" / "model.pt").exists()]
     assert trained and all(load_checkpoint(out / f"fold{f}" / "model.pt")["world_size"] == 2 for f in trained)

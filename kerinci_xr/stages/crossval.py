@@ -169,13 +169,19 @@ def _plan(
 
 
 def _scored(
-    model: str, fold: _Fold, view: Any, o: CrossvalOptions, config: TrainConfig, orders: Orders
+    model: str,
+    fold: _Fold,
+    view: Any,
+    o: CrossvalOptions,
+    config: TrainConfig,
+    orders: Orders,
+    progress: bool = False,
 ) -> np.ndarray:
     """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels. Under
     torchrun the other processes are told to join the U-Net's training."""
     if model == "unet":
         orders.send(("fit", str(fold.store), str(fold.folder / "model.pt")))
-        path = fit(fold.store, fold.folder / "model.pt", config=config).best
+        path = fit(fold.store, fold.folder / "model.pt", config=config, progress=progress).best
     else:
         path, _ = train_pixel_model(
             fold.store, fold.folder / f"{model}.pt", kind=model, options=o, seed=o.seed, cube=fold.view
@@ -285,7 +291,11 @@ def _run(o: CrossvalOptions, ctx: Context, config: TrainConfig, orders: Orders) 
             table = {"row": fold.rows, "col": fold.cols, "reference": fold.ref}
             for model in o.models:
                 t0 = time.perf_counter()
-                pred = _scored(model, fold, ds, o, config, orders)
+                ctx.echo(
+                    f"fold {fold.number}/{o.folds} {model}: training, then scoring "
+                    f"{fold.ref.size:,} test pixels"
+                )
+                pred = _scored(model, fold, ds, o, config, orders, ctx.progress)
                 seconds = time.perf_counter() - t0
                 samples[model].append({"ref": fold.ref, "pred": pred})
                 table[model] = pred
