@@ -485,6 +485,35 @@ def roles_of(cube: xr.Dataset, extra: Sequence[str] | None = None) -> dict[str, 
     return roles or None
 
 
+#: Integer columns printed as they are (codes and counters, not quantities: "2001", not "2,001").
+_PLAIN_INTS = {"code", "class_id", "id", "epoch", "fold", "seed", "round"}
+
+
+def _cell(key: str, v: Any) -> str:
+    """A table cell: codes plain, hectares to 0.1, percents to 0.1, a learning rate with its
+    significant digits (not "0.000"), other numbers to 3 decimals, counts with separators."""
+    import numbers
+
+    if v is None or (
+        isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not np.isfinite(v)
+    ):
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, numbers.Integral):
+        return str(int(v)) if key in _PLAIN_INTS else f"{int(v):,}"
+    if isinstance(v, numbers.Real):
+        x = float(v)
+        if key == "lr" or key.endswith("_lr"):
+            return f"{x:.3g}"
+        if "hectare" in key or key.endswith("_ha") or key == "ha":
+            return f"{x:,.1f}"
+        if "percent" in key:
+            return f"{x:.1f}"
+        return f"{x:,.3f}"
+    return str(v)
+
+
 def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, colors: bool = False) -> str:
     from html import escape
 
@@ -493,12 +522,7 @@ def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, c
     for r in rows:
         cells = []
         for key, _ in columns:
-            v = r.get(key)
-            text = (
-                "-"
-                if v is None
-                else (f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
-            )
+            text = _cell(key, r.get(key))
             if colors and key == "name" and r.get("color"):
                 swatch = f"display:inline-block;width:12px;height:12px;background:{escape(r['color'])}"
                 text = f'<span style="{swatch};margin-right:6px"></span>{escape(text)}'

@@ -102,6 +102,18 @@ def test_other_plots__colours_from_the_legend(halves):
     assert rects.dimension_values("x0")[1] == pytest.approx(500000 + 200 * 30)
 
 
+def test_report_tables__codes_plain_hectares_and_learning_rates_readable():
+    """Codes were printed "2,001", hectares with 3 decimals and a learning rate of 3e-4 as
+    "0.000" (#27)."""
+    from kerinci_xr.viz import _html_table
+
+    row = {"code": np.int64(2001), "hectares": 1234.5678, "lr": 0.00034, "percent": 12.3456, "oa": 0.97}
+    row |= {"pixels": np.int64(123456), "epoch": 3, "area_ha": 5.04, "missing": float("nan")}
+    html = _html_table([row], [(k, k) for k in row])
+    cells = [c.split("</td>")[0] for c in html.split("<td>")[1:]]
+    assert cells == ["2001", "1,234.6", "0.00034", "12.3", "0.970", "123,456", "3", "5.0", "-"]
+
+
 # ---- in a real browser -----------------------------------------------------------------
 def _chromium():
     chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
