@@ -495,7 +495,7 @@ def _cell(key: str, v: Any) -> str:
     import numbers
 
     if v is None or (
-        isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not np.isfinite(v)
+        isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not np.isfinite(float(v))
     ):
         return "-"
     if isinstance(v, bool):

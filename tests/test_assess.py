@@ -96,30 +96,15 @@ def test_design_sample__gpkg_points_exact_counts_in_their_strata(maps, capsys):
     assert "n = " in capsys.readouterr().out
     # minimums that exceed --n: more units than asked, and the output says why and what draws n
     few = maps["root"] / "few.csv"
-    assert (
-        main(
-            [
-                "-q",
-                "design-sample",
-                str(maps["noisy"]),
-                "--n",
-                "20",
-                "--min-per-class",
-                "10",
-                "--out",
-                str(few),
-            ]
-        )
-        == 0
-    )
+    argv = ["-q", "design-sample", str(maps["noisy"]), "--n", "20"]
+    assert main([*argv, "--min-per-class", "10", "--out", str(few)]) == 0
     drawn = len(pd.read_csv(few))
     present = int((np.bincount(maps["noisy_values"].ravel(), minlength=23)[1:] > 0).sum())
     assert drawn > 20
     text = capsys.readouterr().out
     assert f"note: {drawn} units, not --n 20: --min-per-class 10 in each of the {present} strata" in text
     assert f"Fix: --min-per-class {20 // present} (or fewer) draws 20" in text
-    argv = ["-q", "design-sample", str(maps["noisy"]), "--n", "20", "--min-per-class", str(20 // present)]
-    assert main([*argv, "--out", str(few), "--overwrite"]) == 0
+    assert main([*argv, "--min-per-class", str(20 // present), "--out", str(few), "--overwrite"]) == 0
     assert len(pd.read_csv(few)) == 20  # the fix it names works
 
 
