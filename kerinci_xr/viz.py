@@ -149,8 +149,8 @@ def class_map(
         colorbar_opts={
             "ticker": FixedTicker(ticks=ids),
             "major_label_overrides": {i: names[i] for i in ids},
-            "title": "class",
         },
+        clabel="class",
         clipping_colors={"NaN": "#00000000"},
         tools=["hover"],
         hover_tooltips=[
@@ -199,11 +199,18 @@ def error_map(reference: xr.DataArray, prediction: xr.DataArray, *, max_size: in
     pred = decimate(prediction, max_size=max_size).compute()
     err = xr.where((ref > 0) & (pred > 0), xr.where(pred == ref, 1.0, 2.0), np.nan).rename("error")
     img = hv.Image(err, kdims=["x", "y"], vdims=["error"])
+    from bokeh.models import FixedTicker
+
     return img.opts(
         cmap=["#1a9641", "#d7191c"],
         clim=(0.5, 2.5),
         color_levels=2,
-        colorbar=False,
+        colorbar=True,
+        colorbar_opts={
+            "ticker": FixedTicker(ticks=[1, 2]),
+            "major_label_overrides": {1: "right", 2: "wrong"},
+        },
+        clabel="map vs labels",
         title=opts.pop("title", "errors (red) vs labels"),
         data_aspect=1,
         width=opts.pop("width", 600),
@@ -335,8 +342,16 @@ def patch_windows(manifest, legend: Legend, transform: Sequence[float], *, backg
     return background * el if background is not None else el
 
 
-def confusion_heatmap(report: dict[str, Any], *, normalize: bool = True, width: int = 650, height: int = 600):
-    """The confusion matrix of an accuracy report as a heat map with class names."""
+def confusion_heatmap(
+    report: dict[str, Any],
+    *,
+    normalize: bool = True,
+    width: int = 650,
+    height: int = 600,
+    what: str = "",
+):
+    """The confusion matrix of an accuracy report as a heat map with class names; ``what`` names
+    the pixels it counts (e.g. "test patches"), in the title."""
     hv = _hv()
     cm = np.asarray(report["confusion_matrix"], dtype=np.float64)[1:, 1:]
     names = [c["name"] for c in report["classes"]]
@@ -355,7 +370,8 @@ def confusion_heatmap(report: dict[str, Any], *, normalize: bool = True, width: 
         tools=["hover"],
         width=width,
         height=height,
-        title="confusion (rows: reference)",
+        title=f"confusion{f' on the {what}' if what else ''} (rows: reference; "
+        + ("share of each row)" if normalize else "pixels)"),
         invert_yaxis=True,
     )
 
@@ -616,9 +632,11 @@ def report_page(
             )
             rows = [c for c in rep["classes"] if c["support"] or c["users_accuracy"] is not None]
             parts.append(Div(text=head + _html_table(rows, metric_cols)))
-        last = reports.get("test") or next(iter(reports.values()))
+        area = "test" if "test" in reports else next(iter(reports))
+        last = reports[area]
         if last["samples"]:
-            parts.append(hv.render(confusion_heatmap(last)))
+            what = f"{title}, {area} area" if area else title
+            parts.append(hv.render(confusion_heatmap(last, what=what)))
         if "calibration" in data:
             parts.append(Div(text=_calibration_text(data["calibration"])))
             parts.append(hv.render(reliability_diagram(data["calibration"])))

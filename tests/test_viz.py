@@ -268,6 +268,26 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
         titles
     )
     assert "Calibration" in text and "expected calibration error" in text
+    # each confusion matrix says what it counts; the error map has a legend
+    assert (
+        "confusion on the whole scene, by split area, test area (rows: reference; share of each row)"
+        in titles
+    )
+    assert "confusion on the test patches (rows: reference; share of each row)" in titles
+    bars = browser.execute_script(_COLOUR_BARS)
+    assert {"title": "map vs labels", "labels": ["right", "wrong"]} in bars, bars
+    assert {b["title"] for b in bars if b["labels"] and "Mining" in b["labels"]} == {"class"}, bars
+
+
+_COLOUR_BARS = """
+const out = []; const seen = new Set();
+function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
+  const m = v.model; if (m && m.type === 'ColorBar') {
+    const o = m.major_label_overrides; const labels = o instanceof Map ? [...o.values()] : Object.values(o ?? {});
+    out.push({title: m.title, labels: labels}); }
+  for (const c of (v.child_views ?? [])) walk(c);
+  for (const r of (v.renderer_views ? [...v.renderer_views.values()] : [])) walk(r); }
+for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
 
 
 _PAGE_TEXT = (
