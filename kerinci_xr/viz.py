@@ -127,28 +127,32 @@ def class_map(
     from bokeh.models import CustomJSHover, FixedTicker
 
     small = decimate(classes, max_size=max_size).compute()
-    small = small.where(small <= legend.n_classes, 0).astype(np.uint8).rename("class_id")
+    small = small.where(small <= legend.n_classes, 0).astype(np.uint8)
+    ids = _present_ids(small.values, legend)
+    # the colour bar holds the classes present, one swatch each: pixels are drawn by their rank
+    # among them (0 clear), the hover names them by that rank and shows the real id and code
+    rank = np.zeros(legend.n_classes + 1, dtype=np.float32)
+    rank[ids] = np.arange(1, len(ids) + 1)
     code = xr.DataArray(np.array([0, *legend.values])[small.values], dims=small.dims, coords=small.coords)
     ds = xr.Dataset(
         {
-            "class_id": small.astype(np.float32),
+            "class_id": small.copy(data=rank[small.values]),
             "id": small.astype(np.float32),
             "code": code.astype(np.float32),
         }
     )
-    names = ["nodata", *legend.names]
+    names = ["nodata", *(legend.names[i - 1] for i in ids)]
     name_js = CustomJSHover(code=f"const n = {names!r}; return n[Math.round(value)] ?? '';")
     img = hv.Image(ds, kdims=["x", "y"], vdims=["class_id", "id", "code"])
-    ids = _present_ids(small.values, legend)
-    cmap = ["#00000000", *legend.colors]
+    n = len(ids)
     return img.opts(
-        cmap=cmap,
-        clim=(-0.5, legend.n_classes + 0.5),
-        color_levels=legend.n_classes + 1,
+        cmap=["#00000000", *(legend.colors[i - 1] for i in ids)],
+        clim=(-0.5, n + 0.5),
+        color_levels=n + 1,
         colorbar=True,
         colorbar_opts={
-            "ticker": FixedTicker(ticks=ids),
-            "major_label_overrides": {i: names[i] for i in ids},
+            "ticker": FixedTicker(ticks=list(range(1, n + 1))),
+            "major_label_overrides": {k: names[k] for k in range(1, n + 1)},
         },
         clabel="class",
         clipping_colors={"NaN": "#00000000"},

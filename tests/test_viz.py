@@ -60,14 +60,18 @@ def test_class_map__legend_colours_and_names(halves):
         hv.Store.lookup_options("bokeh", el, "plot").kwargs
         | hv.Store.lookup_options("bokeh", el, "style").kwargs
     )
-    assert opts["cmap"][1:] == list(KLHK_LEGEND.colors)
-    assert opts["clim"] == (-0.5, KLHK_LEGEND.n_classes + 0.5)
+    # the colour bar: one swatch per class present (not all 22 of the legend), each named
+    assert opts["cmap"][1:] == [KLHK_LEGEND.colors[FOREST - 1], KLHK_LEGEND.colors[WATER - 1]]
+    assert opts["clim"] == (-0.5, 2.5)
     labels = opts["colorbar_opts"]["major_label_overrides"]
-    assert labels == {FOREST: "Primary dryland forest", WATER: "Open water"}
+    assert labels == {1: "Primary dryland forest", 2: "Open water"}
     fig = hv.render(el)
     mapper = fig.select_one({"type": __import__("bokeh").models.LinearColorMapper})
-    assert list(mapper.palette)[FOREST].upper().startswith("#006400")
-    assert list(mapper.palette)[WATER].upper().startswith("#87CEFA")
+    assert len(mapper.palette) == 3
+    assert list(mapper.palette)[1].upper().startswith("#006400")
+    assert list(mapper.palette)[2].upper().startswith("#87CEFA")
+    ids = el.dimension_values("id")  # the hover's training ids stay the legend's
+    assert set(np.unique(ids)) <= {0, FOREST, WATER} and {FOREST, WATER} <= set(np.unique(ids))
 
 
 def test_other_plots__colours_from_the_legend(halves):
@@ -275,8 +279,12 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
     )
     assert "confusion on the test patches (rows: reference; share of each row)" in titles
     bars = browser.execute_script(_COLOUR_BARS)
-    assert {"title": "map vs labels", "labels": ["right", "wrong"]} in bars, bars
-    assert {b["title"] for b in bars if b["labels"] and "Mining" in b["labels"]} == {"class"}, bars
+    assert {"title": "map vs labels", "labels": ["right", "wrong"], "swatches": 2} in bars, bars
+    classes = [b for b in bars if b["title"] == "class"]
+    assert len(classes) >= 4  # labels, prediction, the two dates' maps
+    for b in classes:  # one named swatch per class present (and the clear nodata slot)
+        assert b["swatches"] == len(b["labels"]) + 1, b
+        assert any("->" in x for x in b["labels"]) or len(b["labels"]) < 22, b  # of the legend's 22
 
 
 _COLOUR_BARS = """
@@ -284,7 +292,8 @@ const out = []; const seen = new Set();
 function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
   const m = v.model; if (m && m.type === 'ColorBar') {
     const o = m.major_label_overrides; const labels = o instanceof Map ? [...o.values()] : Object.values(o ?? {});
-    out.push({title: m.title, labels: labels}); }
+    const p = m.color_mapper && m.color_mapper.palette;
+    out.push({title: m.title, labels: labels, swatches: p ? p.length : 0}); }
   for (const c of (v.child_views ?? [])) walk(c);
   for (const r of (v.renderer_views ? [...v.renderer_views.values()] : [])) walk(r); }
 for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
