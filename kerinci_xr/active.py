@@ -190,11 +190,10 @@ def suggest_points(
         if len(picked) >= n or exhausted or per_class >= MAX_PER_CLASS:
             break
         per_class *= 4
-    for name in ("confidence", "margin", "entropy"):
-        if name in prediction and len(picked):
-            values = prediction[name].data
-            values = values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
-            picked[name] = np.asarray(
-                values.vindex[picked["row"].to_numpy(), picked["col"].to_numpy()].compute()
-            )
+    names = [name for name in ("confidence", "margin", "entropy") if name in prediction]
+    if names and len(picked):  # the layers at the points, read in one pass over their chunks
+        rows, cols = picked["row"].to_numpy(), picked["col"].to_numpy()
+        values = compute(*(da.asarray(prediction[name].data).vindex[rows, cols] for name in names))
+        for name, v in zip(names, values, strict=True):
+            picked[name] = np.asarray(v)
     return picked

@@ -331,15 +331,21 @@ def format_calibration(record: dict[str, Any]) -> str:
         f"bins): expected calibration error {b['ece']:.4f} as trained, {a['ece']:.4f} with temperature "
         f"{record['temperature']:.3f}"
         + (f" (fitted on {record['fitted_on']})" if record.get("fitted_on") else ""),
-        f"{'confidence':>12} {'pixels':>10} {'mean conf':>10} {'accuracy':>10} {'calibrated':>11}",
+        f"{'confidence':<10} {'pixels':>9} {'mean conf':>9} {'accuracy':>9} | calibrated: {'pixels':>9} "
+        f"{'mean conf':>9} {'accuracy':>9}",
     ]
+
+    def cells(b: dict[str, Any]) -> str:
+        conf, acc = b["confidence"], b["accuracy"]
+        return (
+            f"{b['count']:>9,} {'-' if conf is None else f'{conf:.3f}':>9} "
+            f"{'-' if acc is None else f'{acc:.3f}':>9}"
+        )
+
     for before, after in zip(b["bins"], a["bins"], strict=True):
         if before["count"] or after["count"]:
-            acc = "-" if after["accuracy"] is None else f"{after['accuracy']:.3f}"
             lines.append(
-                f"{before['lower']:5.2f}-{before['upper']:4.2f} {before['count']:>10,} "
-                f"{before['confidence'] or 0:>10.3f} {before['accuracy'] or 0:>10.3f} "
-                f"{after['count']:>6,} {acc:>5}"
+                f"{before['lower']:4.2f}-{before['upper']:4.2f}  {cells(before)} | {'':>11} {cells(after)}"
             )
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from .cube import open_store
 from .errors import InvalidInputError, RasterReadError
 from .sampling import SPLITS, SplitLayout, split_layout
 
-__all__ = ["band_stats", "manifest_of", "open_patches", "stored_layout", "write_patches"]
+__all__ = ["band_stats", "manifest_of", "open_patches", "stored_layout", "window_pixels", "write_patches"]
 
 #: Patches per chunk of ``labels`` and ``valid`` (the image has one patch per chunk).
 LABEL_CHUNK = 64
@@ -262,3 +262,20 @@ def stored_layout(patches: str | Path | xr.Dataset, shape: tuple[int, int]) -> S
     return split_layout(
         shape, block=int(split["block"]), fractions=split["fractions"], seed=int(split["seed"])
     )
+
+
+def window_pixels(store: xr.Dataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled, valid pixels of a patch store's ``split`` patches, each scene pixel once:
+    global rows, columns and reference training ids (the pixels the U-Net is scored on)."""
+    pick = np.flatnonzero(np.array([str(s) for s in store["split"].values]) == split)
+    if pick.size == 0:
+        raise InvalidInputError(f"the patch store has no {split} patches.")
+    labels = store["labels"].values[pick]
+    valid = store["valid"].values[pick]
+    r0 = store["row_start"].values[pick].astype(np.int64)
+    c0 = store["col_start"].values[pick].astype(np.int64)
+    k, r, c = np.nonzero((labels > 0) & valid)
+    rows, cols = r + r0[k], c + c0[k]
+    key = (rows << 32) | cols
+    _, first = np.unique(key, return_index=True)
+    return rows[first], cols[first], labels[k, r, c][first]

@@ -28,6 +28,7 @@ from ._locations import absolute, version
 from .calibration import MAP_LAYERS, fill_layers, log_probabilities, softmax
 from .errors import CheckpointError, InvalidInputError
 from .legend import Legend
+from .patches import window_pixels  # (re-exported: the pixels the U-Net is scored on)
 from .preprocess import spectral_index
 from .sampling import SPLITS, SplitLayout
 
@@ -346,23 +347,6 @@ def labelled_pixels(view: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarra
     rows, cols, ref, ok = (np.concatenate([p[k] for p in parts]) for k in range(4))
     order = np.lexsort((cols, rows))
     return rows[order].astype(np.int64), cols[order].astype(np.int64), ref[order], ok[order]
-
-
-def window_pixels(store: xr.Dataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labelled, valid pixels of a patch store's ``split`` patches, each scene pixel once:
-    global rows, columns and reference training ids (the pixels the U-Net is scored on)."""
-    pick = np.flatnonzero(np.array([str(s) for s in store["split"].values]) == split)
-    if pick.size == 0:
-        raise InvalidInputError(f"the patch store has no {split} patches.")
-    labels = store["labels"].values[pick]
-    valid = store["valid"].values[pick]
-    r0 = store["row_start"].values[pick].astype(np.int64)
-    c0 = store["col_start"].values[pick].astype(np.int64)
-    k, r, c = np.nonzero((labels > 0) & valid)
-    rows, cols = r + r0[k], c + c0[k]
-    key = (rows << 32) | cols
-    _, first = np.unique(key, return_index=True)
-    return rows[first], cols[first], labels[k, r, c][first]
 
 
 def _at(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from .errors import CheckpointError, InputFileNotFoundError, InvalidInputError, 
 from .legend import Legend, legend_of
 from .metrics import accuracy_report, confusion_matrix
 from .model import Norm, UNet, UNetConfig, pick_device
-from .patches import open_patches
+from .patches import open_patches, window_pixels
 
 __all__ = [
     "TrainConfig",
@@ -212,6 +212,7 @@ class TrainResult:
     history_json: Path
     best_miou: float
     config: TrainConfig | None = None  # the options used: the preset's values filled in
+    calibration: dict[str, Any] | None = None  # the temperature fitted on the validation split
 
     def __getitem__(self, key: str) -> Any:  # result["best"] reads as well as result.best
         return getattr(self, key)
@@ -371,13 +372,9 @@ def evaluate_loader(
 def logit_share(store: xr.Dataset, split: str, pixels: int = CALIBRATION_PIXELS) -> float:
     """The share of a split's labelled, valid pixels (each scene pixel once, though patches
     overlap) that holds about ``pixels`` of them."""
-    pick = np.flatnonzero(np.array([str(s) for s in store["split"].values]) == split)
-    if pick.size == 0:
+    if not (np.array([str(s) for s in store["split"].values]) == split).any():
         return 0.0
-    k, r, c = np.nonzero((store["labels"].values[pick] > 0) & store["valid"].values[pick])
-    r0 = store["row_start"].values[pick].astype(np.int64)[k]
-    c0 = store["col_start"].values[pick].astype(np.int64)[k]
-    n = np.unique(((r + r0) << 32) | (c + c0)).size
+    n = window_pixels(store, split)[0].size
     return min(1.0, pixels / n) if n else 0.0
 
 
@@ -524,13 +521,14 @@ def fit(
             _print_epoch(run, row, improved)
         _save_epoch(run, epoch, improved)
     last, hist_csv, hist_json = run.paths
+    calibration = None
     if run.world.main:
         if not product_exists(run.out):  # resumed after the last improvement was saved elsewhere
             save_checkpoint(run.out, load_checkpoint(last))
         if cfg.calibrate and run.val_loader is not None:
-            calibrate_checkpoint(run.out, run.store, device=run.device)
+            calibration = calibrate_checkpoint(run.out, run.store, device=run.device)
     barrier(run.world)
-    return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best, cfg)
+    return TrainResult(run.history, run.out, last, hist_csv, hist_json, run.best, cfg, calibration)
 
 
 def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> _Run:
@@ -563,11 +561,6 @@ def _setup(store: Path, out: Path, cfg: TrainConfig, *, resume: bool, overwrite:
     if not resume and w.main:  # every file of the run obeys the same rule as the checkpoint
         for path in (out, *history_paths(out)):
             check_output(path, overwrite=overwrite)
-    if cfg.batch_size % w.size:
-        raise InvalidInputError(
-            f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among the {w.size} "
-            f"processes. Fix: a multiple of {w.size}."
-        )
     device = pick_device(cfg.device)
     if w.active and device.type == "cuda":  # one GPU per process
         device = torch.device("cuda", w.local_rank)
@@ -816,7 +809,6 @@ def calibrate_checkpoint(
     if "logits" not in samples:
         raise InvalidInputError(f"{store}: the {split} split holds no labelled pixel to calibrate on.")
     record = calibration_record(samples["logits"], samples["logit_ref"].astype(np.int64) - 1, fitted_on=split)
-    record["pixels"] = int(samples["logits"].shape[0])
     log.info(
         "temperature %.3f: validation ECE %.4f -> %.4f",
         record["temperature"],
@@ -871,7 +863,6 @@ def held_out_calibration(
     trained, when it has none): what ``evaluate`` reports."""
     temp = temperature_of(ckpt)
     cols = np.arange(1, logits.shape[1] + 1) if ids is None else np.asarray(ids)
-    out = calibration_record(logits, columns_of(np.asarray(ref), cols), temperature=temp, fitted_on="")
-    out["fitted_on"] = (ckpt.get("calibration") or {}).get("fitted_on")
-    out["evaluated_on"] = split
-    return out
+    fitted = (ckpt.get("calibration") or {}).get("fitted_on") or ""
+    out = calibration_record(logits, columns_of(np.asarray(ref), cols), temperature=temp, fitted_on=fitted)
+    return out | {"evaluated_on": split}

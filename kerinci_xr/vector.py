@@ -37,6 +37,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ._locations import VECTOR_SUFFIXES, Location, as_location, gdal_path, is_url, location_error
+from ._products import Kind, locate, product_bytes
 from .errors import InputFileNotFoundError, InvalidInputError, RasterReadError
 from .legend import Legend
 
@@ -46,6 +47,7 @@ __all__ = [
     "is_vector",
     "parse_codes",
     "rasterize_reference",
+    "read_points",
     "read_reference",
 ]
 
@@ -551,3 +553,23 @@ def rasterize_reference(
         rows_out.append(row)
     both = da.block([[blk for blk in r] for r in rows_out])
     return both[0].astype(np.uint8), both[1]
+
+
+def read_points(path: str | os.PathLike, kind: Kind = Kind.SAMPLE_DESIGN) -> tuple[pd.DataFrame, Any]:
+    """A point file's table and CRS (``None`` for CSV: its x/y are in the map's CRS), read
+    through the product registry as ``kind`` (a sample design, suggested points ...)."""
+    import io
+
+    where = as_location(locate(path, kind))
+    data = io.BytesIO(product_bytes(where, kind))
+    if where.suffix.lower() == ".csv":
+        return pd.read_csv(data, keep_default_na=True), None
+    import geopandas as gpd
+
+    try:
+        layer = gpd.read_file(data)
+    except Exception as exc:  # pyogrio raises its own types for unreadable files
+        raise InvalidInputError(
+            f"{path}: expected a point layer GDAL can read, found something else ({exc})."
+        ) from exc
+    return layer, layer.crs

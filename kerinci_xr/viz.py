@@ -13,12 +13,13 @@ import xarray as xr
 
 from ._locations import Location, absolute, as_location, read_bytes
 from ._outputs import write_atomic, write_text
-from ._products import Kind, locate, product_bytes, read_json
+from ._products import Kind, locate, read_json
 from .cube import cube_legend, cube_view, open_cube, open_store
 from .legend import Legend, legend_of
 from .patches import manifest_of, open_patches
 from .prediction import open_class_map, open_prediction
 from .preprocess import false_colour, parse_band_roles
+from .vector import read_points
 
 __all__ = [
     "area_bars",
@@ -240,7 +241,6 @@ def uncertainty_map(
         cmap="magma",
         clim=(0.0, 1.0),
         colorbar=True,
-        colorbar_opts={"title": "entropy"},
         clipping_colors={"NaN": "#00000000"},
         tools=["hover"],
         title=title,
@@ -610,8 +610,9 @@ def report_page(
     entropy = layers["entropy"] if layers is not None and "entropy" in layers else None
     store = open_patches(patches) if patches is not None else None
     points = None
-    if suggestions is not None:
-        points = _point_table(suggestions)
+    if suggestions is not None:  # its x and y are in the map's CRS
+        table = read_points(suggestions, Kind.SUGGESTIONS)[0]
+        points = pd.DataFrame(table.drop(columns="geometry", errors="ignore"))
     parts: list[Any] = [Div(text=f"<h1>kerinci_xr report</h1><p>{absolute(cube)}</p>")]
     maps = scene_maps(
         ds, prediction=pred, patches=store, entropy=entropy, suggestions=points, max_size=max_size
@@ -669,20 +670,6 @@ def report_page(
         cols = [(c, c.replace("_", " ")) for c in h.columns]
         parts.append(Div(text="<h2>Training</h2>" + _html_table(h.to_dict("records"), cols)))
     return write_text(out, _standalone(column(*parts), "kerinci_xr report"))
-
-
-def _point_table(path: str | Path) -> Any:
-    """The attribute table of a point file ``suggest`` wrote (its x and y are in the map's CRS)."""
-    import io
-
-    import geopandas as gpd
-    import pandas as pd
-
-    where = as_location(locate(path, Kind.SUGGESTIONS))
-    data = io.BytesIO(product_bytes(where, Kind.SUGGESTIONS))
-    if where.suffix.lower() == ".csv":
-        return pd.read_csv(data)
-    return pd.DataFrame(gpd.read_file(data).drop(columns="geometry"))
 
 
 def _calibration_text(record: dict[str, Any]) -> str:

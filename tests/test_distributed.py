@@ -23,36 +23,26 @@ CONFIG = ["--depth", "2", "--base", "8", "--norm", "group", "--dropout", "0", "-
 CONFIG += ["--lr", "0.003", "--batch-size", "8", "--select", "last", "--no-calibrate", "--seed", "3"]
 
 
+def _sampler(n, epoch, rank=0, world=1):
+    s = GlobalBatches(n, 8, seed=5, rank=rank, world=world, drop_small=True)
+    s.set_epoch(epoch)
+    return s
+
+
 @pytest.mark.parametrize("n", [37, 40, 9])
 def test_global_batches__processes_share_every_epoch_once(n):
     for epoch in (0, 1):
-        one = GlobalBatches(n, 8, seed=5, drop_small=True)
-        one.set_epoch(epoch)
-        parts = []
-        for rank in (0, 1):
-            s = GlobalBatches(n, 8, seed=5, rank=rank, world=2, drop_small=True)
-            s.set_epoch(epoch)
-            parts.append(list(s))
-            assert len(s.parts()) == len(one.parts())  # the same number of steps
-        both = parts[0] + parts[1]
+        one = _sampler(n, epoch)
+        ranks = [_sampler(n, epoch, rank, 2) for rank in (0, 1)]
+        assert all(len(r.parts()) == len(one.parts()) for r in ranks)  # the same number of steps
+        both = list(ranks[0]) + list(ranks[1])
         assert len(both) == len(set(both))  # no patch twice
         assert set(both) == set(one)  # and none skipped
         assert all(t // n == epoch for t in both)  # tagged with the epoch (the augmentation's seed)
-        for g, (a, b) in zip(
-            one.batches(), zip(*(x.parts() for x in _ranks(n, epoch)), strict=True), strict=True
-        ):
+        for g, a, b in zip(one.batches(), ranks[0].parts(), ranks[1].parts(), strict=True):
             assert sorted([*a, *b]) == sorted(g)  # each global batch split between the two
     with pytest.raises(Exception, match="must divide evenly among the 3"):
         GlobalBatches(10, 8, world=3)
-
-
-def _ranks(n, epoch):
-    out = []
-    for rank in (0, 1):
-        s = GlobalBatches(n, 8, seed=5, rank=rank, world=2, drop_small=True)
-        s.set_epoch(epoch)
-        out.append(s)
-    return out
 
 
 def _free_port() -> int:

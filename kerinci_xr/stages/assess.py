@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._locations import as_location
 from .._options import option
 from .._outputs import write_atomic
-from .._products import Kind, locate, product_bytes
+from .._products import Kind
 from ..accuracy import strata_estimates, stratified_estimates
 from ..cube import cube_view, open_cube
 from ..errors import GridMismatchError, InvalidInputError
@@ -21,7 +18,7 @@ from ..io import grid_differences
 from ..legend import Legend
 from ..metrics import class_areas, write_report
 from ..prediction import open_class_map
-from ..vector import parse_codes
+from ..vector import parse_codes, read_points
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "AssessOptions", "format_assessment", "read_points"]
@@ -47,23 +44,6 @@ class AssessOptions(DaskOptions):
         None, "also the table per class (CSV)", io="out", kind=Kind.ASSESSMENT_CSV, run_name="accuracy.csv"
     )
     overwrite: bool = option(False, "replace existing outputs", pipeline=False)
-
-
-def read_points(path: str | os.PathLike) -> tuple[pd.DataFrame, Any]:
-    """A sample's table and CRS (``None`` for CSV: its x/y are in the map's CRS)."""
-    where = as_location(locate(path, Kind.SAMPLE_DESIGN))
-    data = io.BytesIO(product_bytes(where, Kind.SAMPLE_DESIGN))
-    if where.suffix.lower() == ".csv":
-        return pd.read_csv(data, keep_default_na=True), None
-    import geopandas as gpd
-
-    try:
-        layer = gpd.read_file(data)
-    except Exception as exc:  # pyogrio raises its own types for unreadable files
-        raise InvalidInputError(
-            f"{path}: expected a point layer GDAL can read, found something else ({exc})."
-        ) from exc
-    return layer, layer.crs
 
 
 def _pixels(table: pd.DataFrame, crs: Any, classes) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from ..metrics import counts_and_hectares
 from ..prediction import open_class_map, open_prediction
 from ._base import Context, DaskOptions, Stage
 
-__all__ = ["STAGE", "DesignOptions", "write_points"]
+__all__ = ["STAGE", "DesignOptions", "map_class_columns", "place_columns", "write_points"]
 
 #: Formats by extension: GeoPackage and GeoJSON point layers (QGIS opens both), or CSV.
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".csv": None}
@@ -81,6 +81,27 @@ def expected_ua(pairs: tuple[str, ...] | None, legend: Legend) -> np.ndarray:
             )
         out[k - 1] = u
     return out
+
+
+def map_class_columns(ids: np.ndarray, legend: Legend) -> dict[str, Any]:
+    """A point table's map class fields: training id, legend code and name."""
+    return {
+        "map_id": ids,
+        "map_code": np.asarray([0, *legend.values])[ids],
+        "map_name": [legend.name_of(int(i)) for i in ids],
+    }
+
+
+def place_columns(rows: np.ndarray, cols: np.ndarray, transform: Any) -> dict[str, Any]:
+    """A point table's pixel (row, col), the pixel centre's map x/y, and the empty ``reference``
+    field an interpreter fills."""
+    return {
+        "row": rows,
+        "col": cols,
+        "x": transform.c + (cols + 0.5) * transform.a,
+        "y": transform.f + (rows + 0.5) * transform.e,
+        "reference": pd.Series([None] * len(rows), dtype="string"),
+    }
 
 
 def write_points(table: pd.DataFrame, path: str | os.PathLike, crs: Any, *, overwrite: bool = False) -> Any:
@@ -186,15 +207,9 @@ def run(o: DesignOptions, ctx: Context) -> dict[str, Any]:
             "strata_of": strata_of,
             "stratum_size": size[h],
             "stratum_area_ha": hectares[h],
-            "map_id": k,
-            "map_code": np.asarray([0, *legend.values])[k],
-            "map_name": [legend.name_of(int(i)) for i in k],
+            **map_class_columns(k, legend),
             "inclusion_probability": units[h] / size[h],
-            "row": points["row"].to_numpy(),
-            "col": points["col"].to_numpy(),
-            "x": tr.c + (points["col"].to_numpy() + 0.5) * tr.a,
-            "y": tr.f + (points["row"].to_numpy() + 0.5) * tr.e,
-            "reference": pd.Series([None] * len(points), dtype="string"),
+            **place_columns(points["row"].to_numpy(), points["col"].to_numpy(), tr),
         }
     )
     for i in np.flatnonzero(units):

@@ -18,9 +18,9 @@ from ..io import grid_differences
 from ..legend import legend_of
 from ..pixels import labelled_pixels
 from ..prediction import open_prediction
+from ..vector import read_points
 from ._base import Context, DaskOptions, Stage
-from .assess import read_points
-from .design_sample import DRIVERS, write_points
+from .design_sample import DRIVERS, map_class_columns, place_columns, write_points
 
 __all__ = ["STAGE", "SuggestOptions"]
 
@@ -102,9 +102,7 @@ def run(o: SuggestOptions, ctx: Context) -> dict[str, Any]:
     table = pd.DataFrame(
         {
             "sample_id": np.arange(len(picked)),
-            "map_id": k,
-            "map_code": np.asarray([0, *legend.values])[k],
-            "map_name": [legend.name_of(int(i)) for i in k],
+            **map_class_columns(k, legend),
             "chosen_by": o.by,
             "score": picked["score"].to_numpy(),
             **{
@@ -112,11 +110,7 @@ def run(o: SuggestOptions, ctx: Context) -> dict[str, Any]:
                 for name in ("confidence", "margin", "entropy")
                 if name in picked
             },
-            "row": picked["row"].to_numpy(),
-            "col": picked["col"].to_numpy(),
-            "x": tr.c + (picked["col"].to_numpy() + 0.5) * tr.a,
-            "y": tr.f + (picked["row"].to_numpy() + 0.5) * tr.e,
-            "reference": pd.Series([None] * len(picked), dtype="string"),
+            **place_columns(picked["row"].to_numpy(), picked["col"].to_numpy(), tr),
         }
     )
     if len(table) < o.n:

@@ -14,7 +14,7 @@ from .._options import option
 from .._outputs import write_atomic, write_text
 from .._products import Kind
 from ..calibration import calibration_record, columns_of, log_probabilities
-from ..checkpoint import booster_digest, load_checkpoint, save_checkpoint
+from ..checkpoint import booster_digest, save_checkpoint
 from ..cube import cube_view, open_cube
 from ..distributed import world
 from ..errors import InvalidInputError
@@ -83,8 +83,8 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
         until_epoch=o.until_epoch,
     )
     used = result.config or config
-    cal = load_checkpoint(result.best).get("calibration")
-    if cal:
+    if result.calibration:
+        cal = result.calibration
         ctx.echo(_calibration_line(cal["temperature"], cal["before"]["ece"], cal["after"]["ece"]))
     ctx.echo(
         f"preset {used.preset}: depth {used.depth}, base {used.base}, lr {used.lr}, class weights "
@@ -104,8 +104,7 @@ def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
     if world().active:
         raise InvalidInputError(
             f"--model {o.model}: a per-pixel model trains in one process (LightGBM uses every core). "
-            "Fix: run "
-            "kerinci-xr train without torchrun."
+            "Fix: run kerinci-xr train without torchrun."
         )
     if o.resume or o.until_epoch is not None:
         raise InvalidInputError(
@@ -167,7 +166,7 @@ def train_pixel_model(
 
         p = class_probabilities(lgb.Booster(model_str=text), val.x)
         record = calibration_record(log_probabilities(p), columns_of(val.y, np.asarray(classes)))
-        payload["calibration"] = record | {"pixels": int(val.y.size)}
+        payload["calibration"] = record
         info |= {
             "temperature": record["temperature"],
             "val_ece": record["before"]["ece"],
