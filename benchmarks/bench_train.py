@@ -155,7 +155,8 @@ def distributed(args) -> None:
             "data_wait_frac": sum(r["data_wait_frac"] for r in steady) / len(steady),
             "seconds_per_epoch": sum(r["seconds"] for r in steady) / len(steady),
             "wall_s": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb_largest_process_so_far": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "peak_rss_mb_largest_process_so_far": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            / 1024,
         }
     base = rows[min(rows)]["samples_per_s"]
     for n, r in rows.items():
