@@ -338,3 +338,60 @@ def test_predict_scene__sub_tiles_equal_a_plain_one_piece_forward(trained):
     for tile, chunk in ((32, 128), (48, 1024), (None, 1024), (0, 96)):
         got = predict_scene(cube, trained["model"], chunk=chunk, tile=tile)["classes"].values
         np.testing.assert_array_equal(got, plain, err_msg=f"tile {tile}, chunk {chunk}")
+
+
+def _warp_3857(src):
+    """``src`` (an open rasterio dataset) reprojected to EPSG:3857 by nearest neighbour."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+    out = np.zeros((height, width), dtype=src.dtypes[0])
+    reproject(
+        rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.nearest
+    )
+    return out, transform
+
+
+def _gdal_at_least(version: str, want: tuple[int, int, int]) -> bool:
+    return tuple(int(p) for p in version.split(".")[:3]) >= want
+
+
+def test_prediction_zarr__gdal_reads_x_as_longitude_and_warps_like_the_cog(small_run, tmp_path):
+    """A GIS user opens the Zarr map with GDAL and warps it to Web Mercator: the pixels equal the
+    COG's warped the same way. The GDAL that rasterio bundles reads the axes right; Debian's
+    ``gdalwarp`` before 3.10.1 swaps them (OSGeo/gdal#11381), as the README says: when the system
+    GDAL is upgraded this test checks its ``gdalwarp`` too."""
+    import shutil
+    import subprocess
+
+    zarr_name = f'ZARR:"{small_run["prediction"]}":/classes'
+    with rasterio.open(small_run["cog"]) as cog:
+        want, want_transform = _warp_3857(cog)
+        assert cog.crs.to_epsg() == 4326
+        assert cog.bounds.left < cog.bounds.right  # longitudes along x
+    if not _gdal_at_least(rasterio.__gdal_version__, (3, 10, 1)):
+        pytest.skip(f"rasterio's GDAL {rasterio.__gdal_version__} has the Zarr axis bug")
+    with rasterio.open(zarr_name) as zsrc:
+        assert zsrc.crs.to_epsg() == 4326
+        assert zsrc.transform.almost_equals(rasterio.open(small_run["cog"]).transform)
+        got, got_transform = _warp_3857(zsrc)
+    assert got_transform.almost_equals(want_transform)
+    np.testing.assert_array_equal(got, want)  # the COG holds ids (the default --cog-values)
+    assert (want > 0).mean() > 0.5
+
+    if shutil.which("gdalinfo") is None:
+        return
+    cli = subprocess.run(["gdalinfo", "--version"], capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(["gdalinfo", zarr_name], capture_output=True, text=True, check=True).stdout
+    mapping = next(line for line in info.splitlines() if "Data axis to CRS axis mapping" in line)
+    if not _gdal_at_least(cli.split()[1].rstrip(","), (3, 10, 1)):
+        assert mapping.endswith("1,2"), mapping  # swapped, as the README warns
+        return
+    assert mapping.endswith("2,1"), mapping  # EPSG:4326 is lat,lon: data x is CRS axis 2
+    for name, src in (("zarr", zarr_name), ("cog", str(small_run["cog"]))):
+        subprocess.run(
+            ["gdalwarp", "-q", "-t_srs", "EPSG:3857", "-r", "near", src, str(tmp_path / f"{name}.tif")], check=True
+        )
+    with rasterio.open(tmp_path / "zarr.tif") as a, rasterio.open(tmp_path / "cog.tif") as b:
+        assert a.transform.almost_equals(b.transform)
+        np.testing.assert_array_equal(a.read(1), b.read(1))
