@@ -52,6 +52,8 @@ class Kind(StrEnum):
     LABELS = "labels"
     RADAR = "radar"
     MASK = "mask"
+    QA_PIXEL = "qa_pixel"
+    REFERENCE_POINTS = "reference_points"
     LEGEND = "legend"
     CUBE = "cube"
     QUICKLOOKS = "quicklooks"
@@ -128,6 +130,8 @@ PRODUCTS: dict[Kind, Product] = {
     Kind.LABELS: Product("label raster or vector file"),
     Kind.RADAR: Product("radar raster"),
     Kind.MASK: Product("cloud or quality mask raster"),
+    Kind.QA_PIXEL: Product("Landsat QA_PIXEL quality band", "file", "kerinci-xr synth --qa-pixel"),
+    Kind.REFERENCE_POINTS: Product("reference points file", "file", "kerinci-xr synth --points N"),
     Kind.LEGEND: Product("legend (lc.json)"),
     Kind.CUBE: Product("cube", "store", "kerinci-xr prepare", zarr=True),
     Kind.QUICKLOOKS: Product("quicklook folder", "folder", "kerinci-xr quicklook"),

@@ -14,17 +14,21 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ._locations import Location
 from ._outputs import write_atomic
 from ._products import Kind, product_bytes
 from .errors import CheckpointError
 from .legend import Legend, legend_of
-from .model import UNet, UNetConfig
+from .settings import UNetConfig
+
+if TYPE_CHECKING:  # torch loads when a checkpoint is read or written, not for --help
+    import torch
+
+    from .model import UNet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -74,11 +78,15 @@ def temperature_of(ckpt: dict[str, Any], source: str = "the checkpoint") -> floa
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Location:
     """Save a checkpoint atomically (``payload`` must hold only tensors and plain containers)."""
+    import torch
+
     return write_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    import torch
+
     data = io.BytesIO(product_bytes(path, Kind.MODEL))
     try:
         ckpt = torch.load(data, map_location="cpu", weights_only=True)
@@ -143,6 +151,8 @@ def _check_booster(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
 def _check_values(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     """Refuse a checkpoint whose numbers cannot give a map: non-finite weights or statistics, or a
     band whose standard deviation is not positive (normalising by it divides by zero)."""
+    import torch
+
     mean, std = np.asarray(ckpt["band_mean"], dtype=float), np.asarray(ckpt["band_std"], dtype=float)
     n = len(ckpt["bands"])
     if mean.shape != (n,) or std.shape != (n,):
@@ -201,6 +211,10 @@ def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend |
 
 def load_model(ckpt: dict[str, Any], device: torch.device | None = None) -> UNet:
     """Rebuild the U-Net of a checkpoint with its weights, in eval mode."""
+    import torch
+
+    from .model import UNet
+
     model = UNet(UNetConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()

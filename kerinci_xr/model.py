@@ -2,81 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
-
 import torch
 from torch import nn
 
 from .errors import InvalidInputError
+from .settings import Norm, UNetConfig
 
 __all__ = ["Norm", "UNet", "UNetConfig", "build_unet", "pick_device"]
-
-Norm = Literal["batch", "group", "instance", "none"]
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Architecture of a U-Net.
-
-    Parameters
-    ----------
-    in_channels
-        Input bands.
-    n_classes
-        Output classes (training ids 1..N map to logits 0..N-1).
-    depth
-        Number of 2x down-samplings; inputs must be divisible by ``2 ** depth``.
-    base
-        Channels of the first level; they double at each level down.
-    norm
-        Normalisation after each convolution.
-    dropout
-        Dropout probability in the bottleneck and decoder (0 = none).
-    """
-
-    in_channels: int
-    n_classes: int
-    depth: int = 4
-    base: int = 32
-    norm: Norm = "batch"
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.in_channels < 1 or self.n_classes < 1:
-            raise InvalidInputError(
-                f"U-Net: expected at least one band and one class, found {self.in_channels} "
-                f"band(s) and {self.n_classes} class(es)."
-            )
-        if not 1 <= self.depth <= 6:
-            raise InvalidInputError(f"U-Net depth: expected 1..6, found {self.depth}.")
-        if self.base < 4:
-            raise InvalidInputError(f"U-Net base width: expected >= 4 channels, found {self.base}.")
-        if self.norm not in ("batch", "group", "instance", "none"):
-            raise InvalidInputError(
-                f"U-Net norm: expected 'batch', 'group', 'instance' or 'none', found {self.norm!r}."
-            )
-        if not 0 <= self.dropout < 1:
-            raise InvalidInputError(f"U-Net dropout: expected 0 <= p < 1, found {self.dropout}.")
-
-    @property
-    def multiple(self) -> int:
-        """Input height and width must be multiples of this."""
-        return 2**self.depth
-
-    @property
-    def receptive_field(self) -> int:
-        """Receptive field in pixels (two 3x3 convolutions per level, both ways, plus pooling)."""
-        d = self.depth
-        return 1 + 8 * (2**d - 1) + 4 * 2**d + (2**d - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _norm(kind: str, ch: int) -> nn.Module:

@@ -23,7 +23,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
 
 from ._chunks import Region, Regions
@@ -42,9 +41,9 @@ from .cube import open_store
 from .errors import InputFileNotFoundError, InvalidInputError
 from .io import open_raster
 from .legend import Legend, legend_of
-from .model import UNetConfig, pick_device
 from .pixels import PIXEL_MODELS, predict_pixels, score_pixels
 from .preprocess import remap_labels
+from .settings import UNetConfig
 
 __all__ = ["PREDICT_CHUNK", "classes_at", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
@@ -84,6 +83,10 @@ def _model(checkpoint: str, stamp: Any, device: str):
     """The checkpoint's model on ``device``, loaded once per process (keyed by location and
     ``stamp``, its version: a file's mtime or an object's ETag, read once where the graph is
     built, not once per window)."""
+    import torch  # here, not at import: a map is read without torch
+
+    from .model import pick_device
+
     key = (checkpoint, stamp, device)
     with _MODELS_LOCK:
         if key not in _MODELS:
@@ -141,6 +144,8 @@ def _window_layers(
     probabilities: bool,
     tile: int | None = None,
 ) -> np.ndarray:
+    import torch
+
     config = UNetConfig.from_dict(ckpt["model_config"])
     mult, margin = config.multiple, margin_for(config)
     img = image.read()

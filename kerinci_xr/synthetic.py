@@ -120,6 +120,8 @@ PALSAR_BANDS = ("HH", "HV")
 LANDSAT_NODATA = 0
 PALSAR_NODATA = -32768
 LABEL_NODATA = 0
+#: Landsat Collection 2 QA_PIXEL bits the scene's quality band sets: dilated cloud, cloud, clear.
+QA_DILATED, QA_CLOUD, QA_CLEAR = 1 << 1, 1 << 3, 1 << 6
 
 #: Landsat grid of the original export: EPSG:4326, about 30 m, top-left near Kerinci.
 RES = 0.000269494585236
@@ -163,6 +165,8 @@ class SceneFiles:
     palsar: Location
     labels: Location
     legend: Location
+    qa_pixel: Location
+    points: Location
 
 
 def scene_files(out_dir: str | os.PathLike, year: int | None = None) -> SceneFiles:
@@ -175,6 +179,8 @@ def scene_files(out_dir: str | os.PathLike, year: int | None = None) -> SceneFil
         palsar=out / f"Palsar_Kerinci_{y}_v1.tif",
         labels=out / ("LC_Image_v1.tif" if year is None else f"LC_Image_{y}_v1.tif"),
         legend=out / "lc.json",
+        qa_pixel=out / f"Landsat_Kerinci_{y}_v1_QA_PIXEL.tif",
+        points=out / ("Sample_LC_v1.geojson" if year is None else f"Sample_LC_{y}_v1.geojson"),
     )
 
 
@@ -305,9 +311,23 @@ def _pixel_noise(seed: int, what: int, r0: int, c0: int, h: int, w: int, bands: 
     return ndtri((bits.astype(np.float64) + 0.5) * (1.0 / (1 << 53))).astype(np.float32)
 
 
-def _landsat_window(
-    r0: int, c0: int, h: int, w: int, seed: int, shape: tuple[int, int], years: int = 0
+def _clouds(
+    rows: np.ndarray, cols: np.ndarray, seed: int, shape: tuple[int, int], years: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud pixels (the image's nodata) and the ring around them a QA band calls dilated cloud:
+    scattered cumulus plus one bank that every scene has (at 30 % down, 70 % across)."""
+    cloud = _fbm(rows, cols, 160.0, seed * 1000 + 10 + 97 * years, 3)  # clouds move between acquisitions
+    cy, cx = 0.3 * shape[0], (0.7 if years % 2 == 0 else 0.3) * shape[1]
+    radius = max(6.0, 0.04 * min(shape))
+    dist = np.hypot((rows[:, None] - cy) / radius, (cols[None, :] - cx) / (1.6 * radius))
+    bank = dist + 0.6 * (cloud - 0.5)
+    core = (cloud > 0.80) | (bank < 1.0)
+    return core, ((cloud > 0.77) | (bank < 1.12)) & ~core
+
+
+def _landsat_window(
+    r0: int, c0: int, h: int, w: int, seed: int, shape: tuple[int, int], years: int = 0, qa: bool = False
+) -> tuple[np.ndarray, ...]:
     rows = np.arange(r0, r0 + h, dtype=np.float64) + 0.5
     cols = np.arange(c0, c0 + w, dtype=np.float64) + 0.5
     codes = _classes(rows, cols, seed, shape, years)
@@ -327,13 +347,12 @@ def _landsat_window(
     noise = _pixel_noise(seed, 1 + 10 * years, r0, c0, h, w, spec.shape[-1])  # another year, other noise
     refl = spec * (illum[..., None] * (1 + texture[..., None])) + noise * (0.004 + 0.04 * spec)
     dn = np.clip(np.rint(refl * 1e4), 1, 65535).astype(np.uint16)
-    # clouds: scattered cumulus plus one bank that every scene has (at 30 % down, 70 % across)
-    cloud = _fbm(rows, cols, 160.0, k + 10 + 97 * years, 3)  # clouds move between acquisitions
-    cy, cx = 0.3 * shape[0], (0.7 if years % 2 == 0 else 0.3) * shape[1]
-    radius = max(6.0, 0.04 * min(shape))
-    dist = np.hypot((rows[:, None] - cy) / radius, (cols[None, :] - cx) / (1.6 * radius))
-    dn[(cloud > 0.80) | (dist + 0.6 * (cloud - 0.5) < 1.0)] = LANDSAT_NODATA
-    return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
+    cloud, near = _clouds(rows, cols, seed, shape, years)
+    dn[cloud] = LANDSAT_NODATA
+    if not qa:
+        return np.moveaxis(dn, -1, 0), codes.astype(np.uint16)
+    bits = np.where(cloud, QA_CLOUD | QA_DILATED, np.where(near, QA_DILATED, QA_CLEAR)).astype(np.uint16)
+    return np.moveaxis(dn, -1, 0), codes.astype(np.uint16), bits
 
 
 def _radar_window(
@@ -420,6 +439,8 @@ def make_kerinci_scene(
     overwrite: bool = False,
     year: int | None = None,
     years_since: int = 0,
+    points: int = 0,
+    qa_pixel: bool = False,
 ) -> SceneFiles:
     """Write a Kerinci-like scene with the original export's file names.
 
@@ -448,6 +469,15 @@ def make_kerinci_scene(
         One year of a series (:func:`make_kerinci_series`): the year in the file names and as
         the acquisition date (``ACQUISITION_DATE`` tag, 1 July), and the years of change since
         the series' first year.
+    points
+        Also write ``Sample_LC_v1.geojson``: this many reference points (like the study's 14,029),
+        uniformly random over the scene at seeded positions, each with the KLHK code of the label
+        map where it lies (field ``lc``), longitude/latitude on EPSG:4326; points on unlabelled
+        pixels are dropped, so a few less may be written.
+    qa_pixel
+        Also write ``Landsat_Kerinci_2023_v1_QA_PIXEL.tif``, a Landsat Collection 2 style quality
+        band (uint16 bits: 1 dilated cloud, 3 cloud, 6 clear): cloud where the image is nodata,
+        dilated cloud also in a ring of valid pixels around the clouds.
     """
     from affine import Affine
 
@@ -455,9 +485,12 @@ def make_kerinci_scene(
         raise InvalidInputError(f"scene size: expected at least 16 x 16 pixels, found {height} x {width}.")
     if seed < 0:
         raise InvalidInputError(f"seed: expected a non-negative integer, found {seed}.")
+    if points < 0:
+        raise InvalidInputError(f"points: expected 0 or more reference points, found {points}.")
     out = as_location(out_dir)
     files = scene_files(out, year)
     targets = [files.landsat, files.labels, files.legend] + ([files.palsar] if radar else [])
+    targets += ([files.qa_pixel] if qa_pixel else []) + ([files.points] if points else [])
     existing = [str(p) for p in targets if product_exists(p)]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -475,16 +508,21 @@ def make_kerinci_scene(
                     _profile(8, "uint16", height, width, transform, LANDSAT_NODATA),
                 ),
                 (tmp[files.labels], _profile(1, "uint16", height, width, transform, LABEL_NODATA)),
-            ],
+            ]
+            + ([(tmp[files.qa_pixel], _profile(1, "uint16", height, width, transform, None))] if qa_pixel else []),
             height,
             width,
             block,
-            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed, (height, width), years_since),
+            lambda r0, c0, h, w: _landsat_window(r0, c0, h, w, seed, (height, width), years_since, qa_pixel),
             threads,
         )
         date = {"ACQUISITION_DATE": f"{year}-07-01"} if year is not None else {}
         _describe(tmp[files.landsat], LANDSAT_BANDS, date)
         _describe(tmp[files.labels], ("LC",), date)
+        if qa_pixel:
+            _describe(tmp[files.qa_pixel], ("QA_PIXEL",), date)
+        if points:
+            _write_points(tmp[files.points], tmp[files.labels], points, seed, years_since)
         if radar:
             lon0, lat0 = ORIGIN[0] - RADAR_PAD, ORIGIN[1] + RADAR_PAD
             rh = int(np.ceil((height * RES + 2 * RADAR_PAD) / RADAR_RES))
@@ -504,6 +542,21 @@ def make_kerinci_scene(
         tmp[files.legend].write_text(KLHK_LEGEND.to_text(), encoding="utf-8")
     log.info("wrote Kerinci-like scene %d x %d (seed %d) to %s", height, width, seed, out)
     return files
+
+
+def _write_points(path: Path, labels: Path, n: int, seed: int, years: int) -> None:
+    """``n`` seeded random positions over the label raster, each with its code (field ``lc``)."""
+    import geopandas as gpd
+    import rasterio
+
+    rng = np.random.default_rng([seed, 0x9017, years])
+    with rasterio.open(labels) as src:
+        rows, cols = rng.uniform(0, src.height, n), rng.uniform(0, src.width, n)
+        lon, lat = src.transform * (cols, rows)
+        codes = np.fromiter((v[0] for v in src.sample(zip(lon, lat))), dtype=np.int64, count=n)
+    keep = codes != LABEL_NODATA
+    gdf = gpd.GeoDataFrame({"lc": codes[keep]}, geometry=gpd.points_from_xy(lon[keep], lat[keep]), crs=4326)
+    gdf.to_file(path, driver="GeoJSON")
 
 
 def _describe(path: Path, names, tags: dict[str, str] | None = None) -> None:

@@ -344,10 +344,16 @@ def _warp_3857(src):
     """``src`` (an open rasterio dataset) reprojected to EPSG:3857 by nearest neighbour."""
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-    transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+    transform, width, height = calculate_default_transform(
+        src.crs, "EPSG:3857", src.width, src.height, *src.bounds
+    )
     out = np.zeros((height, width), dtype=src.dtypes[0])
     reproject(
-        rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.nearest
+        rasterio.band(src, 1),
+        out,
+        dst_transform=transform,
+        dst_crs="EPSG:3857",
+        resampling=Resampling.nearest,
     )
     return out, transform
 
@@ -389,9 +395,8 @@ def test_prediction_zarr__gdal_reads_x_as_longitude_and_warps_like_the_cog(small
         return
     assert mapping.endswith("2,1"), mapping  # EPSG:4326 is lat,lon: data x is CRS axis 2
     for name, src in (("zarr", zarr_name), ("cog", str(small_run["cog"]))):
-        subprocess.run(
-            ["gdalwarp", "-q", "-t_srs", "EPSG:3857", "-r", "near", src, str(tmp_path / f"{name}.tif")], check=True
-        )
+        warp = ["gdalwarp", "-q", "-t_srs", "EPSG:3857", "-r", "near", src, str(tmp_path / f"{name}.tif")]
+        subprocess.run(warp, check=True)
     with rasterio.open(tmp_path / "zarr.tif") as a, rasterio.open(tmp_path / "cog.tif") as b:
         assert a.transform.almost_equals(b.transform)
         np.testing.assert_array_equal(a.read(1), b.read(1))

@@ -19,12 +19,11 @@ from ..cube import cube_legend, cube_view, open_cube
 from ..distributed import DistributedError, Orders, setup, world
 from ..errors import InvalidInputError, NoWindowError
 from ..metrics import accuracy_report, confusion_matrix
-from ..model import pick_device
 from ..patches import open_patches
 from ..pixels import PIXEL_MODELS, labelled_pixels, window_pixels
 from ..prediction import classes_at
 from ..sampling import SPARSE_SHARE, feature_fold_layouts, fold_layouts_of
-from ..training import TrainConfig, fit
+from ..settings import TrainConfig
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
 from .train import PixelOptions, train_pixel_model
@@ -179,6 +178,8 @@ def _scored(
 ) -> np.ndarray:
     """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels. Under
     torchrun the other processes are told to join the U-Net's training."""
+    from ..training import fit  # torch: only when a U-Net is trained
+
     if model == "unet":
         orders.send(("fit", str(fold.store), str(fold.folder / "model.pt")))
         path = fit(fold.store, fold.folder / "model.pt", config=config, progress=progress).best
@@ -191,6 +192,8 @@ def _scored(
 
 def _follow(orders: Orders, config: TrainConfig) -> dict[str, Any]:
     """A process other than rank 0 under torchrun: join each U-Net training rank 0 starts."""
+    from ..training import fit
+
     while True:
         order = orders.receive()
         if order[0] == "fit":
@@ -202,6 +205,8 @@ def _follow(orders: Orders, config: TrainConfig) -> dict[str, Any]:
 
 
 def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
+    from ..model import pick_device
+
     w = world()
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
     setup(w, pick_device(o.device).type, o.dist_timeout)

@@ -27,7 +27,6 @@ from ..metrics import (
 from ..patches import open_patches, stored_layout
 from ..pixels import pixel_probabilities, window_pixels
 from ..prediction import open_class_map, open_prediction
-from ..training import evaluate_store, held_out_calibration
 from ..vector import rasterize_reference, read_reference
 from ._base import Context, DaskOptions, Stage
 
@@ -95,6 +94,8 @@ def _evaluate_pixels(o: EvaluateOptions) -> dict[str, Any]:
     pred = np.where(ok, ids[p.argmax(axis=1)], 0).astype(np.uint8)
     report = accuracy_report(confusion_matrix(ref, pred, legend.n_classes), legend)
     if ok.any():
+        from ..training import held_out_calibration
+
         report["calibration"] = held_out_calibration(ckpt, log_probabilities(p[ok]), ref[ok], o.split, ids)
     report["source"] = {"patches": str(o.source), "split": o.split, "model": model}
     return report
@@ -146,6 +147,8 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
         _echo_reports(report, ctx)
     elif o.model:
         if load_checkpoint(o.model)["model_kind"] == "unet":
+            from ..training import evaluate_store  # torch: only for a U-Net
+
             report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
         else:
             report = _evaluate_pixels(o)

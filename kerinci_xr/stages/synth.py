@@ -31,6 +31,17 @@ class SynthOptions:
         ge=1900,
         le=2200,
     )
+    points: int = option(
+        0,
+        "also write Sample_LC_v1.geojson: this many random reference points with the label map's code "
+        "(field lc), like the study's 14,029 points",
+        ge=0,
+    )
+    qa_pixel: bool = option(
+        False,
+        "also write Landsat_Kerinci_2023_v1_QA_PIXEL.tif, a Collection 2 style quality band (bits: 1 "
+        "dilated cloud, 3 cloud, 6 clear) for prepare --mask ... --mask-kind qa_pixel",
+    )
     overwrite: bool = option(False, "replace the scene files if they exist", pipeline=False)
 
 
@@ -43,6 +54,9 @@ def _files(o: SynthOptions) -> dict[str, Location]:
         tag = "" if i == 0 else f"_{year}"
         out |= {f"image{tag}": f.landsat, f"labels{tag}": f.labels} | (
             {f"radar{tag}": f.palsar} if o.radar else {}
+        )
+        out |= ({f"qa_pixel{tag}": f.qa_pixel} if o.qa_pixel else {}) | (
+            {f"reference_points{tag}": f.points} if o.points else {}
         )
     return out | {"legend": scene_files(o.out).legend}
 
@@ -57,10 +71,19 @@ def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
             seed=o.seed,
             radar=o.radar,
             overwrite=o.overwrite,
+            points=o.points,
+            qa_pixel=o.qa_pixel,
         )
     else:
         make_kerinci_scene(
-            o.out, height=o.height, width=o.width, seed=o.seed, radar=o.radar, overwrite=o.overwrite
+            o.out,
+            height=o.height,
+            width=o.width,
+            seed=o.seed,
+            radar=o.radar,
+            overwrite=o.overwrite,
+            points=o.points,
+            qa_pixel=o.qa_pixel,
         )
     return _files(o)
 

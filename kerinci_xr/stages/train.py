@@ -21,7 +21,7 @@ from ..errors import InvalidInputError
 from ..legend import legend_of
 from ..patches import open_patches, stored_layout
 from ..pixels import FeatureRecipe, class_probabilities, fit_pixels, pixel_sample
-from ..training import TrainConfig, fit, history_paths
+from ..settings import TrainConfig, history_paths
 from ._base import Context, Stage
 
 __all__ = ["STAGE", "PixelOptions", "TrainOptions", "train_pixel_model"]
@@ -72,6 +72,8 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
         raise InvalidInputError(
             "--indices and --windows are features of per-pixel models (--model lightgbm, rf)."
         )
+    from ..training import fit  # torch: only when a U-Net is trained
+
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
     result = fit(
         o.patches,
