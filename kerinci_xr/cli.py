@@ -21,7 +21,7 @@ from ._locations import URLPath, as_location, is_url
 from ._options import OptionSpec
 from .distributed import world
 from .errors import KerinciError
-from .pipeline import demo_config, run_pipeline
+from .pipeline import demo_config, pipeline_config, run_pipeline
 from .stages import STAGES, Context, Stage
 
 __all__ = ["build_parser", "main", "stage_values"]
@@ -106,9 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs (default: the demo recipe's 8)")
     p.add_argument("--force", action="store_true", help="redo stages that are up to date")
     p = _subparser(
-        sub, "run", "run the stages of a pipeline file (TOML)", "kerinci-xr run pipelines/kerinci.toml"
+        sub,
+        "run",
+        "run the stages of a pipeline file (TOML) or of a recipe shipped with the package",
+        "kerinci-xr run kerinci --set train.epochs=2",
     )
-    p.add_argument("pipeline", help="pipeline file (.toml)")
+    p.add_argument(
+        "pipeline", help="pipeline file (.toml), or a packaged recipe: kerinci (reads data/kerinci/), demo"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change one key of the pipeline for this run (repeatable; the value is read as TOML)",
+    )
     p.add_argument("--force", action="store_true", help="redo stages that are up to date")
     for p in (sub.choices["demo"], sub.choices["run"]):
         p.add_argument("--workers", type=int, metavar="N", help="start a LocalCluster of N worker processes")
@@ -144,10 +156,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         }
         for section, values in changes.items():
             config[section] |= {k: v for k, v in values.items() if v is not None}
+        base, source = None, "demo"
     else:
-        config, out_dir = args.pipeline, None
+        (config, base), out_dir, source = pipeline_config(args.pipeline, args.set), None, args.pipeline
     results = run_pipeline(
         config,
+        base=base,
+        source=source,
         force=args.force,
         progress=not args.quiet,
         out_dir=out_dir,

@@ -58,9 +58,50 @@ class Step:
     inside: Location | None = None
 
 
+#: The recipes shipped inside the package (``kerinci_xr/pipelines/NAME.toml``).
+RECIPES = ("demo", "kerinci")
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """A packaged recipe as a mapping: ``demo`` (the embedded default) or ``kerinci`` (the original
+    study, reading ``data/kerinci/`` where it runs). Its relative paths are relative to where it runs."""
+    if name not in RECIPES:
+        raise InvalidInputError(f"pipeline recipe: expected one of {', '.join(RECIPES)}, found {name!r}.")
+    return tomllib.loads(files(__package__).joinpath("pipelines", f"{name}.toml").read_text(encoding="utf-8"))
+
+
 def demo_config() -> dict[str, Any]:
     """The embedded default: the packaged ``pipelines/demo.toml`` as a mapping."""
-    return tomllib.loads(files(__package__).joinpath("pipelines", "demo.toml").read_text(encoding="utf-8"))
+    return recipe("demo")
+
+
+def pipeline_config(source: str | Path, changes: Sequence[str] = ()) -> tuple[dict[str, Any], Path]:
+    """The mapping of a pipeline file, or of a packaged recipe named ``source`` when no such file
+    exists, with ``changes`` (``SECTION.KEY=VALUE``, the value read as TOML, else as a string)
+    applied; and the folder its relative input paths are relative to (the file's, or the
+    working directory for a recipe)."""
+    if Path(source).is_file():
+        raw, base = load_pipeline(source)
+    elif str(source) in RECIPES:
+        raw, base = recipe(str(source)), Path.cwd()
+    else:
+        raise InputFileNotFoundError(
+            f"{source}: pipeline file not found. Fix: give a pipeline file (.toml), or one of the "
+            f"recipes shipped with the package: {', '.join(RECIPES)}."
+        )
+    for change in changes:
+        where, sep, text = change.partition("=")
+        section, dot, key = where.strip().rpartition(".")
+        if not (sep and dot and section and key):
+            raise InvalidInputError(
+                f"--set {change!r}: expected SECTION.KEY=VALUE (e.g. train.epochs=2 or prepare.chunk=512)."
+            )
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare string: a path, a name
+        raw.setdefault(section, {})[key] = value
+    return raw, base
 
 
 def load_pipeline(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -286,17 +327,20 @@ def run_pipeline(
     echo: Callable[[str], Any] = log.info,
     workers: int | None = None,
     scheduler: str | None = None,
+    base: str | os.PathLike | None = None,
+    source: str | None = None,
 ) -> dict[str, dict[str, Path]]:
     """Run a pipeline (a TOML path or a mapping); return each stage's products by kind.
 
     ``workers`` (a LocalCluster) or ``scheduler`` (a running cluster's address) is where the
-    stages compute, unless a section names its own.
+    stages compute, unless a section names its own. ``base``: the folder a mapping's relative
+    input paths are relative to (default: the working directory); ``source`` names it in errors.
     """
     if isinstance(config, (str, Path)):
-        (raw, base), source = load_pipeline(config), str(config)
+        (raw, folder), source = load_pipeline(config), str(config)
     else:
-        raw, base, source = dict(config), Path.cwd(), "<config>"
-    steps, root = plan(raw, base=base, out_dir=out_dir, source=source)
+        raw, folder, source = dict(config), Path(base or Path.cwd()).resolve(), source or "<config>"
+    steps, root = plan(raw, base=folder, out_dir=out_dir, source=source)
     written = {p for step in steps for p in flat(step.stage.products(step.options))}
     for step in steps:
         for key, path in step.stage.inputs(step.options).items():

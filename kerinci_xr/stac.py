@@ -311,6 +311,8 @@ def load_stac(
         raise InvalidInputError(
             f"{source or 'STAC items'}: odc-stac could not place the items ({exc})."
         ) from exc
+    if "latitude" in ds.dims:  # odc-stac names the axes of a geographic CRS so; the cube's are y, x
+        ds = ds.rename({"latitude": "y", "longitude": "x"})
     roles = {_ROLES[c]: k for k in keys if (c := _common(first.assets[k])) in _ROLES}
     days = []
     for t in range(ds.sizes["time"]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ._hashing import hash_u64, hash_uniform
-from ._locations import Location, as_location
+from ._locations import Location, URLPath, as_location
 from ._outputs import atomic_output, output_folder
 from ._products import product_exists
 from .errors import InvalidInputError, OutputExistsError
@@ -501,6 +502,8 @@ def make_kerinci_scene(
     with contextlib.ExitStack() as stack:  # through the output set: locked, all files or none
         tmp = {p: stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in targets}
         transform = Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
+        qa_profile = _profile(1, "uint16", height, width, transform, None)
+        qa_spec = [(tmp[files.qa_pixel], qa_profile)] if qa_pixel else []
         _write_windows(
             [
                 (
@@ -508,8 +511,8 @@ def make_kerinci_scene(
                     _profile(8, "uint16", height, width, transform, LANDSAT_NODATA),
                 ),
                 (tmp[files.labels], _profile(1, "uint16", height, width, transform, LABEL_NODATA)),
-            ]
-            + ([(tmp[files.qa_pixel], _profile(1, "uint16", height, width, transform, None))] if qa_pixel else []),
+                *qa_spec,
+            ],
             height,
             width,
             block,
@@ -553,10 +556,109 @@ def _write_points(path: Path, labels: Path, n: int, seed: int, years: int) -> No
     with rasterio.open(labels) as src:
         rows, cols = rng.uniform(0, src.height, n), rng.uniform(0, src.width, n)
         lon, lat = src.transform * (cols, rows)
-        codes = np.fromiter((v[0] for v in src.sample(zip(lon, lat))), dtype=np.int64, count=n)
+        codes = np.fromiter((v[0] for v in src.sample(zip(lon, lat, strict=True))), dtype=np.int64, count=n)
     keep = codes != LABEL_NODATA
     gdf = gpd.GeoDataFrame({"lc": codes[keep]}, geometry=gpd.points_from_xy(lon[keep], lat[keep]), crs=4326)
     gdf.to_file(path, driver="GeoJSON")
+
+
+#: eo:bands common names of the generated Landsat bands (the STAC items :func:`write_stac` writes).
+COMMON_NAMES = dict(
+    zip(
+        LANDSAT_BANDS, ("coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "cirrus"), strict=True
+    )
+)
+
+
+def stac_items_path(out_dir: str | os.PathLike) -> Location:
+    """Where :func:`write_stac` writes the ItemCollection of a scene folder."""
+    return as_location(out_dir) / "stac_items.json"
+
+
+def write_stac(out_dir: str | Path, years: list[int] | None = None, *, overwrite: bool = False) -> Location:
+    """A STAC ItemCollection of the scene(s) in ``out_dir``, as a STAC API search returns one:
+    one item per year (``stac_items.json``) whose assets are the Landsat bands, one GeoTIFF each
+    (``Landsat_Kerinci_2023_v1_B2.tif`` ...; uint16 reflectance x1e4, nodata 0, copied
+    window by window), with ``eo:bands`` common names, ``raster:bands`` scale 1e-4 and the
+    projection extension's grid (``proj:epsg``, ``proj:shape``, ``proj:transform``). For
+    ``prepare --stac``: the same pixels as the GeoTIFF, through odc-stac."""
+    import rasterio
+    from rasterio.windows import Window
+
+    out = as_location(out_dir)
+    if isinstance(out, URLPath):
+        raise InvalidInputError(
+            f"{out}: the STAC items are written to a local folder. Fix: --out a local folder."
+        )
+    items_path = stac_items_path(out)
+    folder = items_path.parent
+    band_files = {
+        year: {b: folder / f"{Path(scene_files(out, year).landsat).stem}_{b}.tif" for b in LANDSAT_BANDS}
+        for year in (years or [None])
+    }
+    targets = [items_path, *(p for bands in band_files.values() for p in bands.values())]
+    existing = [str(p) for p in targets if product_exists(p)]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{folder}: the STAC files {existing[:2]} exist. Fix: --overwrite.")
+    features = []
+    with contextlib.ExitStack() as stack:  # one output set: every file or none
+        tmp = {p: stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in targets}
+        for year, bands in band_files.items():
+            source = scene_files(out, year).landsat
+            with rasterio.open(source) as src:
+                profile = _profile(1, "uint16", src.height, src.width, src.transform, LANDSAT_NODATA)
+                dsts = [stack.enter_context(rasterio.open(tmp[p], "w", **profile)) for p in bands.values()]
+                for r0, c0, h, w in _windows(src.height, src.width, 1024):
+                    win = Window(c0, r0, w, h)
+                    for i, dst in enumerate(dsts, start=1):
+                        dst.write(src.read(i, window=win), 1, window=win)
+                for dst in dsts:
+                    dst.close()
+                w0, s0, e0, n0 = src.bounds
+                features.append(
+                    {
+                        "type": "Feature",
+                        "stac_version": "1.0.0",
+                        "stac_extensions": [
+                            "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+                            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+                            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+                        ],
+                        "id": Path(source).stem,
+                        "collection": "kerinci-synthetic",
+                        "bbox": [w0, s0, e0, n0],
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[w0, s0], [e0, s0], [e0, n0], [w0, n0], [w0, s0]]],
+                        },
+                        "properties": {
+                            "datetime": f"{year or 2023}-07-01T00:00:00Z",
+                            "proj:epsg": 4326,
+                            "proj:shape": [src.height, src.width],
+                            "proj:transform": list(src.transform)[:6],
+                        },
+                        "links": [],
+                        "assets": {
+                            b: {
+                                "href": f"./{p.name}",
+                                "type": "image/tiff; application=geotiff",
+                                "roles": ["data"],
+                                "eo:bands": [{"name": b, "common_name": COMMON_NAMES[b]}],
+                                "raster:bands": [
+                                    {
+                                        "data_type": "uint16",
+                                        "nodata": LANDSAT_NODATA,
+                                        "scale": 1e-4,
+                                        "offset": 0.0,
+                                    }
+                                ],
+                            }
+                            for b, p in bands.items()
+                        },
+                    }
+                )
+        tmp[items_path].write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
+    return items_path
 
 
 def _describe(path: Path, names, tags: dict[str, str] | None = None) -> None:

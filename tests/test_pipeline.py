@@ -7,11 +7,11 @@ import pytest
 
 from kerinci_xr.cli import main
 from kerinci_xr.cube import open_cube
-from kerinci_xr.errors import InvalidInputError
+from kerinci_xr.errors import InputFileNotFoundError, InvalidInputError
 from kerinci_xr.patches import open_patches
-from kerinci_xr.pipeline import demo_config, load_pipeline, plan
+from kerinci_xr.pipeline import demo_config, pipeline_config, plan
 
-from .conftest import DEMO_ARGS, ROOT
+from .conftest import DEMO_ARGS
 
 #: the tests that share this group's session fixtures run on one xdist worker
 pytestmark = pytest.mark.xdist_group("demo")
@@ -113,16 +113,17 @@ def test_pipeline_files__packaged_demo_and_kerinci_plan():
     assert by["suggest"].map == by["predict"].out and by["report"].suggestions == by["suggest"].out
     images = [Path(p).name for p in by["prepare"].image]
     assert images == ["Landsat_Kerinci_2015_v1.tif", "Landsat_Kerinci_2023_v1.tif"]
-    raw, base = load_pipeline(ROOT / "pipelines" / "kerinci.toml")
-    steps, root = plan(raw, base=base, source="kerinci.toml")
+    raw, base = pipeline_config("kerinci", ["train.epochs=2", "sample.seed=3", "predict.cog=map.tif"])
+    assert base == Path.cwd()  # a packaged recipe reads data/kerinci/ where it runs
+    steps, root = plan(raw, base=base, source="kerinci")
     by = {s.stage.name: s.options for s in steps}
     assert by["prepare"].bands == ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9")
     assert by["prepare"].scale == 1e-4
     assert by["prepare"].radar_scale == 1e-3
     assert by["prepare"].image[0].endswith("data/kerinci/Landsat_Kerinci_2023_v1.tif")
     assert by["sample"].patch == 128
-    assert by["sample"].per_class == 20
-    assert by["train"].epochs == 40
+    assert by["sample"].per_class == 20 and by["sample"].seed == 3
+    assert by["train"].epochs == 2  # from --set; the file says 40
     assert by["evaluate"].split == "test"
     assert Path(by["predict"].cog) == root / "map.tif"
     assert by["evaluate"].source == by["sample"].out
@@ -214,3 +215,14 @@ def test_demo_recipe__is_the_packaged_file():
 
     packaged = files("kerinci_xr").joinpath("pipelines", "demo.toml").read_text()
     assert demo_config() == tomllib.loads(packaged)
+
+
+def test_pipeline_config__set_and_recipe_errors_name_the_fix(tmp_path):
+    with pytest.raises(InvalidInputError, match=r"expected SECTION\.KEY=VALUE"):
+        pipeline_config("kerinci", ["epochs=2"])
+    with pytest.raises(InputFileNotFoundError, match="recipes shipped with the package: demo, kerinci"):
+        pipeline_config(tmp_path / "nope.toml")
+    (tmp_path / "p.toml").write_text('[pipeline]\nout_dir = "out"\n[train]\nepochs = 3\n')
+    raw, base = pipeline_config(tmp_path / "p.toml", ["train.device=cpu", "sample.fractions=[0.6, 0.2, 0.2]"])
+    assert base == tmp_path and raw["train"] == {"epochs": 3, "device": "cpu"}
+    assert raw["sample"]["fractions"] == [0.6, 0.2, 0.2]

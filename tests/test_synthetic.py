@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -133,3 +134,58 @@ def test_make_kerinci_scene__spectra_carry_signal(scene):
     shuffled = rng.permutation(y[tr])
     clf = QuadraticDiscriminantAnalysis(reg_param=0.01).fit(x[tr], shuffled)
     assert balanced_accuracy_score(y[te], clf.predict(x[te])) < chance + 0.1
+
+
+def test_synth__reference_points_qa_band_and_stac_items(tmp_path, capsys):
+    """``synth --points --qa-pixel --stac``: the points carry the label map's code where they lie
+    (read back with rasterio's index), the QA band's cloud bit is the image's nodata and its
+    dilated-cloud ring lies on valid pixels, and the STAC items load (EPSG:4326 through odc-stac)
+    to the GeoTIFF's pixels, cropped by a box."""
+    import geopandas as gpd
+
+    from kerinci_xr.cli import main
+    from kerinci_xr.cube import open_cube
+
+    out = tmp_path / "scene"
+    args = ["-q", "synth", "--out", str(out), "--height", "160", "--width", "150", "--seed", "2"]
+    assert main([*args, "--points", "500", "--qa-pixel", "--stac", "--years", "2020,2023"]) == 0
+    points = gpd.read_file(out / "Sample_LC_2020_v1.geojson")
+    assert len(points) == 500 and points.crs.to_epsg() == 4326
+    with rasterio.open(out / "LC_Image_2020_v1.tif") as src:
+        labels = src.read(1)
+        rc = [src.index(x, y) for x, y in zip(points.geometry.x, points.geometry.y, strict=True)]
+    assert [labels[r, c] for r, c in rc] == points["lc"].tolist()
+    assert len(np.unique(points["lc"])) >= 5
+    with (
+        rasterio.open(out / "Landsat_Kerinci_2023_v1_QA_PIXEL.tif") as q,
+        rasterio.open(out / "Landsat_Kerinci_2023_v1.tif") as img,
+    ):
+        qa, nodata = q.read(1), img.read(1) == 0
+    np.testing.assert_array_equal((qa & (1 << 3)) > 0, nodata)
+    ring = ((qa & (1 << 1)) > 0) & ~nodata
+    assert ring.sum() > 0 and ((qa & (1 << 6)) > 0).sum() == (~nodata & ~ring).sum()
+
+    cube = tmp_path / "stac.zarr"
+    bbox = "--bbox=101.105,-1.835,101.135,-1.81"
+    stac = [
+        "-q",
+        "prepare",
+        "--stac",
+        str(out / "stac_items.json"),
+        bbox,
+        "--chunk",
+        "64",
+        "--out",
+        str(cube),
+    ]
+    assert main(stac) == 0, capsys.readouterr().err
+    ds = open_cube(cube)
+    assert list(ds["time"].dt.year.values) == [2020, 2023]
+    t = ds.rio.transform()
+    with rasterio.open(out / "Landsat_Kerinci_2023_v1.tif") as src:
+        row, col = round((t.f - src.transform.f) / t.e), round((t.c - src.transform.c) / t.a)
+        assert row > 0 and col > 0  # cropped
+        dn = src.read(5)[row : row + ds.sizes["y"], col : col + ds.sizes["x"]].astype(np.float32)
+    expect = np.where(dn == 0, np.nan, dn * np.float32(1e-4))
+    np.testing.assert_array_equal(ds["image"].isel(time=1).sel(band="B5").values, expect)
+    assert json.loads(ds.attrs["band_roles"])["nir"] == "B5"

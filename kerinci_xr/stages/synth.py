@@ -8,7 +8,7 @@ from typing import Any
 from .._locations import Location
 from .._options import option
 from .._products import Kind
-from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files
+from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files, stac_items_path, write_stac
 from ._base import Context, Stage
 
 __all__ = ["STAGE", "SynthOptions"]
@@ -42,6 +42,11 @@ class SynthOptions:
         "also write Landsat_Kerinci_2023_v1_QA_PIXEL.tif, a Collection 2 style quality band (bits: 1 "
         "dilated cloud, 3 cloud, 6 clear) for prepare --mask ... --mask-kind qa_pixel",
     )
+    stac: bool = option(
+        False,
+        "also write stac_items.json: a STAC ItemCollection of the Landsat scene(s), one GeoTIFF per band, "
+        "for prepare --stac",
+    )
     overwrite: bool = option(False, "replace the scene files if they exist", pipeline=False)
 
 
@@ -58,7 +63,7 @@ def _files(o: SynthOptions) -> dict[str, Location]:
         out |= ({f"qa_pixel{tag}": f.qa_pixel} if o.qa_pixel else {}) | (
             {f"reference_points{tag}": f.points} if o.points else {}
         )
-    return out | {"legend": scene_files(o.out).legend}
+    return out | {"legend": scene_files(o.out).legend} | ({"stac": stac_items_path(o.out)} if o.stac else {})
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
@@ -85,6 +90,8 @@ def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
             points=o.points,
             qa_pixel=o.qa_pixel,
         )
+    if o.stac:
+        write_stac(o.out, list(o.years) if o.years else None, overwrite=o.overwrite)
     return _files(o)
 
 
