@@ -46,10 +46,44 @@ def decimate(obj: xr.DataArray, *, max_size: int = 2048) -> xr.DataArray:
     return obj.isel(y=slice(None, None, step), x=slice(None, None, step))
 
 
-def _save_png(rgb: np.ndarray, path: str | os.PathLike) -> Location:
-    from PIL import Image
+#: Space around a quick-look's map, its title and its legend (pixels).
+PNG_PAD = 8
 
-    return write_atomic(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG", optimize=True))
+
+def _save_png(
+    rgb: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    title: str,
+    legend: Sequence[tuple[Sequence[int], str]] = (),
+) -> Location:
+    """A quick-look: the map at its pixels (never resampled), a title above it and, right of it,
+    the legend: one swatch of each colour with its name. Text scales with the map (12-28 px)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = rgb.shape[:2]
+    size = int(np.clip(max(h, w) / 60, 12, 28))
+    font = ImageFont.load_default(size=size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = [measure.textbbox((0, 0), name, font=font)[2] for _, name in legend]
+    row = int(size * 1.5)
+    legend_w = (2 * PNG_PAD + row + max(text_w)) if legend else 0
+    title_h = row + PNG_PAD
+    width = max(
+        PNG_PAD + w + legend_w + PNG_PAD, PNG_PAD + measure.textbbox((0, 0), title, font=font)[2] + PNG_PAD
+    )
+    height = max(title_h + h + PNG_PAD, title_h + len(legend) * row + PNG_PAD)
+    page = Image.new("RGB", (width, height), "white")
+    page.paste(Image.fromarray(rgb), (PNG_PAD, title_h))
+    draw = ImageDraw.Draw(page)
+    draw.text((PNG_PAD, PNG_PAD // 2), title, fill="black", font=font)
+    x0 = 2 * PNG_PAD + w
+    for i, (colour, name) in enumerate(legend):
+        y0 = title_h + i * row
+        box = (x0, y0 + 2, x0 + row - 4, y0 + row - 2)
+        draw.rectangle(box, fill=tuple(int(c) for c in colour), outline="grey")
+        draw.text((x0 + row + 2, y0 + (row - size) // 2), name, fill="black", font=font)
+    return write_atomic(path, lambda tmp: page.save(tmp, format="PNG", optimize=True))
 
 
 def false_colour_png(
@@ -69,30 +103,54 @@ def false_colour_png(
     rgb = false_colour(image, bands=bands, percentiles=percentiles, roles=roles)
     small = decimate(rgb, max_size=max_size).transpose("y", "x", "band").values
     small = np.nan_to_num(small, nan=0.0)
-    return _save_png(np.rint(small * 255).astype(np.uint8), path)
+    names = ", ".join(str(b) for b in rgb["band"].values)
+    lo, hi = (f"{p:g}" for p in percentiles)
+    title = f"false colour {names} as red, green, blue ({lo}-{hi} % stretch; black: no data)"
+    return _save_png(np.rint(small * 255).astype(np.uint8), path, title=title)
+
+
+#: The error quick-look's colours: right, wrong, not compared.
+RIGHT, WRONG, NOT_COMPARED = (26, 150, 65), (215, 25, 28), (0, 0, 0)
 
 
 def error_png(
-    reference: xr.DataArray, prediction: xr.DataArray, path: str | os.PathLike, *, max_size: int = 2048
+    reference: xr.DataArray,
+    prediction: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    max_size: int = 2048,
+    title: str = "prediction vs labels",
 ) -> Location:
     """Agreement map as PNG: green where the prediction matches the labels, red where not."""
     ref = np.asarray(decimate(reference, max_size=max_size).values)
     pred = np.asarray(decimate(prediction, max_size=max_size).values)
     rgb = np.zeros((*ref.shape, 3), np.uint8)
     known = (ref > 0) & (pred > 0)
-    rgb[known & (ref == pred)] = (26, 150, 65)
-    rgb[known & (ref != pred)] = (215, 25, 28)
-    return _save_png(rgb, path)
+    rgb[known & (ref == pred)] = RIGHT
+    rgb[known & (ref != pred)] = WRONG
+    right = int((known & (ref == pred)).sum())
+    title = f"{title}: {right / max(int(known.sum()), 1):.1%} of the compared pixels right"
+    key = [(RIGHT, "right"), (WRONG, "wrong"), (NOT_COMPARED, "not compared (no label or no class)")]
+    return _save_png(rgb, path, title=title, legend=key)
 
 
 def class_map_png(
-    labels: xr.DataArray, legend: Legend, path: str | os.PathLike, *, max_size: int = 2048
+    labels: xr.DataArray,
+    legend: Legend,
+    path: str | os.PathLike,
+    *,
+    max_size: int = 2048,
+    title: str = "classes",
 ) -> Location:
-    """Write a class map (training ids) in the legend's colours as PNG; nodata is black."""
+    """Write a class map (training ids) in the legend's colours as PNG, titled, with a legend of
+    the classes it shows (code and name); nodata is black."""
     small = np.asarray(decimate(labels, max_size=max_size).values)
     lut = legend.rgb
     small = np.where(small <= legend.n_classes, small, 0)
-    return _save_png(lut[small], path)
+    key = [(lut[i], f"{legend.values[i - 1]} {legend.names[i - 1]}") for i in _present_ids(small, legend)]
+    if (small == 0).any():
+        key.append((lut[0], "no data"))
+    return _save_png(lut[small], path, title=title, legend=key)
 
 
 # ---- interactive maps (holoviews / Bokeh) ---------------------------------------------------

@@ -392,3 +392,52 @@ def test_map_cli__bad_input(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
     assert "expected a run folder with .kerinci-stages.json" in capsys.readouterr().err
     assert not Path(tmp_path / "r.html").exists()
+
+
+def _find(page: np.ndarray, part: np.ndarray) -> tuple[int, int]:
+    """Where ``part`` lies in ``page`` pixel for pixel (the map is pasted, never resampled)."""
+    h, w = part.shape[:2]
+    for y in range(page.shape[0] - h + 1):
+        for x in range(min(40, page.shape[1] - w + 1)):
+            if np.array_equal(page[y : y + h, x : x + w], part):
+                return y, x
+    raise AssertionError("the map is not in the picture at its pixels")
+
+
+def test_quicklook_pngs__titled_with_a_legend_of_the_classes_shown(halves, tmp_path):
+    """Each PNG holds the map at its pixels (the legend's colours, computed here from lc.json's
+    palette), a title above it and, right of it, one swatch per class shown: forest and water,
+    not the legend's other 20; the error PNG's key is right, wrong, not compared."""
+    from PIL import Image
+
+    from kerinci_xr.cube import open_cube
+
+    from kerinci_xr.cube import write_cube
+
+    cube = open_cube(halves)
+    pred = write_cube(cube[["labels"]].rename(labels="classes").assign_attrs(cube.attrs), tmp_path / "p.zarr")
+    out = tmp_path / "pngs"
+    assert main(["-q", "map", str(halves), "--prediction", str(pred), "--out", str(tmp_path / "m.html"),
+                 "--png", str(out)]) == 0  # fmt: skip
+    labels = cube["labels"].values
+    palette = {
+        i + 1: tuple(int(c[k : k + 2], 16) for k in (0, 2, 4)) for i, c in enumerate(KLHK_LEGEND.palette)
+    }
+    expect = np.array([palette[v] for v in labels.ravel()], np.uint8).reshape(*labels.shape, 3)
+    page = np.asarray(Image.open(out / "labels.png").convert("RGB"))
+    y, x = _find(page, expect)
+    assert y >= 12  # a title above the map
+    title = page[:y, x : x + labels.shape[1]]
+    assert (title != 255).any()  # the title is drawn
+    key = page[y:, x + labels.shape[1] + 4 :]  # right of the map: the legend
+    swatches = {tuple(c) for c in key.reshape(-1, 3)} & set(palette.values())
+    assert swatches == {palette[FOREST], palette[WATER]}
+    assert page.shape[1] > x + labels.shape[1] + 100  # room for the names
+    errors = np.asarray(Image.open(out / "errors.png").convert("RGB"))
+    green = np.zeros((*labels.shape, 3), np.uint8)
+    green[:] = (26, 150, 65)  # the prediction is the labels: right everywhere
+    ey, ex = _find(errors, green)
+    key = {tuple(c) for c in errors[ey:, ex + labels.shape[1] + 4 :].reshape(-1, 3)}
+    assert {(26, 150, 65), (215, 25, 28), (0, 0, 0)} <= key
+    fc = np.asarray(Image.open(out / "false_colour.png").convert("RGB"))
+    assert fc.shape[0] > labels.shape[0] + 12 and (fc[:12] != 255).any()

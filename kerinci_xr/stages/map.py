@@ -62,10 +62,14 @@ def run(o: MapOptions, ctx: Context) -> dict[str, Any]:
         )
         legend = cube_legend(ds) if ds.attrs.get("legend") else None
         if "labels" in ds and legend is not None:
-            written["labels_png"] = class_map_png(ds["labels"], legend, folder / "labels.png", max_size=size)
+            written["labels_png"] = class_map_png(
+                ds["labels"], legend, folder / "labels.png", max_size=size, title="labels (reference)"
+            )
         if pred is not None:
             plg = legend or legend_of(pred)
-            written["prediction_png"] = class_map_png(pred, plg, folder / "prediction.png", max_size=size)
+            written["prediction_png"] = class_map_png(
+                pred, plg, folder / "prediction.png", max_size=size, title="prediction"
+            )
             if "labels" in ds:
                 written["errors_png"] = error_png(ds["labels"], pred, folder / "errors.png", max_size=size)
     return written

@@ -44,7 +44,9 @@ def run(o: QuicklookOptions, ctx: Context) -> dict[str, Any]:
         )
     }
     if labels:
-        out["labels_png"] = class_map_png(ds["labels"], cube_legend(ds), pngs[1], max_size=o.max_size)
+        out["labels_png"] = class_map_png(
+            ds["labels"], cube_legend(ds), pngs[1], max_size=o.max_size, title="labels (reference)"
+        )
     return out
 
 
