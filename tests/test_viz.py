@@ -410,9 +410,7 @@ def test_quicklook_pngs__titled_with_a_legend_of_the_classes_shown(halves, tmp_p
     not the legend's other 20; the error PNG's key is right, wrong, not compared."""
     from PIL import Image
 
-    from kerinci_xr.cube import open_cube
-
-    from kerinci_xr.cube import write_cube
+    from kerinci_xr.cube import open_cube, write_cube
 
     cube = open_cube(halves)
     pred = write_cube(cube[["labels"]].rename(labels="classes").assign_attrs(cube.attrs), tmp_path / "p.zarr")
