@@ -71,7 +71,9 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # loaded once; the module's namespace then holds it (as pdoc reads it)
+        return value
     raise AttributeError(f"module 'kerinci_xr' has no attribute {name!r}")
 
 

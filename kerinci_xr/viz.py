@@ -162,6 +162,23 @@ def _hv():
     return hv
 
 
+#: The width of every map's frame (the data area, without axes and colour bar), in screen pixels.
+MAP_WIDTH = 480
+
+
+def _plain() -> Any:
+    """Axis numbers as numbers: UTM northings (9,800,000) and hectares, never 9.8e+6."""
+    from bokeh.models import BasicTickFormatter
+
+    return BasicTickFormatter(use_scientific=False)
+
+
+def _map_frame(width: int) -> dict[str, Any]:
+    """Maps side by side share their axes: each gets a frame of the same width, its height from
+    the data (one metre or degree is as long across as down), whatever its colour bar's width."""
+    return {"frame_width": width, "data_aspect": 1, "xformatter": _plain(), "yformatter": _plain()}
+
+
 def _present_ids(small: np.ndarray, legend: Legend) -> list[int]:
     ids = np.unique(small)
     return [int(i) for i in ids if 0 < i <= legend.n_classes]
@@ -173,8 +190,7 @@ def class_map(
     *,
     title: str = "classes",
     max_size: int = 1000,
-    width: int = 600,
-    height: int = 560,
+    width: int = MAP_WIDTH,
 ):
     """A class map (labels or prediction) in the legend's colours, with a legend of class names.
 
@@ -225,9 +241,7 @@ def class_map(
         ],
         hover_formatters={"@image": name_js},  # holoviews serves the first vdim as "image"
         title=title,
-        width=width,
-        height=height,
-        data_aspect=1,
+        **_map_frame(width),
         xlabel="x",
         ylabel="y",
     )
@@ -240,8 +254,7 @@ def false_colour_map(
     percentiles: tuple[float, float] = (2.0, 98.0),
     max_size: int = 1000,
     title: str = "false colour (NIR-SWIR1-SWIR2)",
-    width: int = 600,
-    height: int = 560,
+    width: int = MAP_WIDTH,
     roles: dict[str, str] | None = None,
 ):
     """The stretched false-colour composite (default NIR-SWIR1-SWIR2) as an RGB element."""
@@ -251,7 +264,7 @@ def false_colour_map(
     vals = np.nan_to_num(rgb.transpose("y", "x", "band").values, nan=0.0)
     x, y = rgb["x"].values, rgb["y"].values
     el = hv.RGB((x, y, vals[..., 0], vals[..., 1], vals[..., 2]), kdims=["x", "y"])
-    return el.opts(title=title, width=width, height=height, data_aspect=1)
+    return el.opts(title=title, **_map_frame(width))
 
 
 def error_map(reference: xr.DataArray, prediction: xr.DataArray, *, max_size: int = 1000, **opts):
@@ -275,9 +288,7 @@ def error_map(reference: xr.DataArray, prediction: xr.DataArray, *, max_size: in
         },
         clabel="map vs labels",
         title=opts.pop("title", "errors (red) vs labels"),
-        data_aspect=1,
-        width=opts.pop("width", 600),
-        height=opts.pop("height", 560),
+        **_map_frame(opts.pop("width", MAP_WIDTH)),
         tools=["hover"],
     )
 
@@ -288,8 +299,7 @@ def uncertainty_map(
     points: Any = None,
     max_size: int = 1000,
     title: str = "uncertainty: entropy / ln K (0 certain, 1 every class equal)",
-    width: int = 600,
-    height: int = 560,
+    width: int = MAP_WIDTH,
 ):
     """The prediction's entropy (clear where nothing was mapped), with the points ``suggest``
     chose (a table with x, y, map_name, entropy) on top when given."""
@@ -302,9 +312,7 @@ def uncertainty_map(
         clipping_colors={"NaN": "#00000000"},
         tools=["hover"],
         title=title,
-        width=width,
-        height=height,
-        data_aspect=1,
+        **_map_frame(width),
     )
     if points is None or len(points) == 0:
         return img
@@ -454,6 +462,7 @@ def area_bars(table, *, column: str = "hectares", width: int = 650, height: int 
         height=height,
         title=f"{column} per class",
         xlabel="",
+        yformatter=_plain(),
     )
 
 
@@ -477,6 +486,7 @@ def area_estimate_bars(result: dict[str, Any], *, width: int = 700, height: int 
         width=width,
         height=height,
         xlabel="",
+        yformatter=_plain(),
         legend_position="top_right",
         title="error-adjusted area with 95 % CI, and mapped area (hectares)",
     )
@@ -951,17 +961,21 @@ def _change_parts(
             value_name="hectares",
         )
         long.loc[long["measure"] == "gross_loss", "hectares"] *= -1
+        long["measure"] = long["measure"].str.replace("_", " ")
         bars = hv.Bars(long, kdims=["name", "measure"], vdims=["hectares"]).opts(
             xrotation=60,
             width=800,
             height=420,
             tools=["hover"],
             xlabel="",
+            ylabel="hectares",
+            yformatter=_plain(),
             multi_level=False,
             title="gross loss (negative), gross gain and net change per class (ha)",
-            color=hv.dim("measure").categorize(
-                {"gross_loss": "#d7191c", "gross_gain": "#1a9641", "net_change": "#2b83ba"}
-            ),
+            color="measure",
+            cmap={"gross loss": "#d7191c", "gross gain": "#1a9641", "net change": "#2b83ba"},
+            show_legend=True,
+            legend_position="top_right",
         )
         parts.append(hv.render(bars))
     return parts

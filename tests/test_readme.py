@@ -88,3 +88,39 @@ def test_repr__legend_as_text_and_as_a_notebook_table(small_scene):
     html = legend._repr_html_()
     assert html.count("<tr>") == 23
     assert "#" in html
+
+
+def test_api_reference__a_page_per_public_module_and_the_package_names():
+    """``docs/build.py`` (run by CI) builds the reference from the docstrings without a warning:
+    a page per public module, and on the package's page every name ``kx.`` offers, the stage
+    functions loaded on first use included."""
+    import tempfile
+
+    import kerinci_xr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "docs" / "build.py"), tmp],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "Warn" not in res.stderr, res.stderr
+        pages = {p.stem for p in (Path(tmp) / "kerinci_xr").glob("*.html")}
+        modules = {p.stem for p in (ROOT / "kerinci_xr").glob("*.py") if not p.stem.startswith("_")}
+        assert modules | {"stages"} <= pages, modules - pages
+        package = (Path(tmp) / "kerinci_xr.html").read_text()
+    for name in ("prepare", "train", "predict", "suggest", "Legend", "TrainConfig", "read_legend"):
+        assert name in kerinci_xr.__all__ and f'id="{name}"' in package, name
+
+
+def test_changelog__newest_entry_is_the_package_version():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    newest = re.search(
+        r"^## (\d+\.\d+\.\d+) \(\d{4}-\d{2}-\d{2}\)", (ROOT / "CHANGELOG.md").read_text(), re.M
+    )
+    assert newest is not None and newest.group(1) == version
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

@@ -170,7 +170,9 @@ _FRAMES = """
 const out = []; const seen = new Set();
 function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
   if (v.frame && v.canvas_view) { const r = v.canvas_view.el.getBoundingClientRect(); const b = v.frame.bbox;
-    out.push({title: v.model.title ? v.model.title.text : '', x: r.x + b.left, y: r.y + b.top, w: b.width, h: b.height}); }
+    const xr = v.model.x_range, yr = v.model.y_range;
+    out.push({title: v.model.title ? v.model.title.text : '', x: r.x + b.left, y: r.y + b.top, w: b.width, h: b.height,
+              xs: xr ? Math.abs(xr.end - xr.start) : 0, ys: yr ? Math.abs(yr.end - yr.start) : 0}); }
   for (const c of (v.child_views ?? [])) walk(c); }
 for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
 
@@ -266,6 +268,14 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
     assert {"from-to map", "map 2015-07-01", "map 2023-07-01"} <= titles
     pred = next(f for f in frames if f["title"] == "prediction")
     assert "class:" in _hover(browser, pred, 0.5, 0.5)
+    # every map as wide as the others, and a metre as long across as down (none squashed by its
+    # colour bar: the labels and prediction maps had 0.66 where the composite had 1)
+    maps = [f for f in frames if f["title"] in {"labels", "prediction", "errors (red) vs labels", "from-to map"}
+            or f["title"].startswith(("false colour", "uncertainty", "map 20", "sampled windows"))]  # fmt: skip
+    assert len(maps) >= 8, [f["title"] for f in frames]
+    for f in maps:
+        assert (f["w"] / f["xs"]) / (f["h"] / f["ys"]) == pytest.approx(1, abs=0.02), f
+        assert f["w"] == pytest.approx(maps[0]["w"], abs=1), f
     # calibration: the reliability diagram; uncertainty: the entropy map with the suggested points
     assert any(t.startswith("reliability on ") and "test pixels" in t for t in titles), titles
     assert any(t.startswith("uncertainty: entropy") and "100 points to label next" in t for t in titles), (
@@ -278,6 +288,10 @@ def test_report_html__renders_in_the_browser(demo_run, browser, server):
         in titles
     )
     assert "confusion on the test patches (rows: reference; share of each row)" in titles
+    axes = browser.execute_script(_SCIENTIFIC_AXES)
+    assert axes["axes"] >= 20 and axes["scientific"] == [], axes  # coordinates, hectares: plain numbers
+    legends = browser.execute_script(_LEGENDS)
+    assert ["gross gain", "gross loss", "net change"] in legends, legends
     bars = browser.execute_script(_COLOUR_BARS)
     assert {"title": "map vs labels", "labels": ["right", "wrong"], "swatches": 2} in bars, bars
     classes = [b for b in bars if b["title"] == "class"]
@@ -294,6 +308,31 @@ function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
     const o = m.major_label_overrides; const labels = o instanceof Map ? [...o.values()] : Object.values(o ?? {});
     const p = m.color_mapper && m.color_mapper.palette;
     out.push({title: m.title, labels: labels, swatches: p ? p.length : 0}); }
+  for (const c of (v.child_views ?? [])) walk(c);
+  for (const r of (v.renderer_views ? [...v.renderer_views.values()] : [])) walk(r); }
+for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
+
+
+_SCIENTIFIC_AXES = """
+const out = []; const seen = new Set(); let axes = 0;
+function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
+  const m = v.model; if (m && m.type === 'LinearAxis') { axes += 1;
+    if (m.formatter && m.formatter.type === 'BasicTickFormatter' && m.formatter.use_scientific)
+      out.push(m.axis_label || '(unlabelled)'); }
+  for (const c of (v.child_views ?? [])) walk(c);
+  for (const r of (v.renderer_views ? [...v.renderer_views.values()] : [])) walk(r); }
+for (const v of Object.values(Bokeh.index)) walk(v); return {axes: axes, scientific: out};"""
+
+
+_LEGENDS = """
+const out = []; const seen = new Set();
+function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
+  const m = v.model; if (m && m.type === 'Legend') {
+    const names = new Set();
+    for (const item of m.items) { const l = item.label;
+      if (l && l.field) { for (const r of item.renderers) { for (const x of (r.data_source.data.get ? r.data_source.data.get(l.field) : r.data_source.data[l.field])) names.add(String(x)); } }
+      else if (l && l.value) names.add(l.value); else if (typeof l === 'string') names.add(l); }
+    out.push([...names].sort()); }
   for (const c of (v.child_views ?? [])) walk(c);
   for (const r of (v.renderer_views ? [...v.renderer_views.values()] : [])) walk(r); }
 for (const v of Object.values(Bokeh.index)) walk(v); return out;"""
