@@ -12,9 +12,10 @@ checkpoint with the model as LightGBM's own text, never a pickle.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ import xarray as xr
 from ._hashing import hash_u64
 from ._locations import absolute, version
 from .calibration import MAP_LAYERS, fill_layers, log_probabilities, softmax
+from .cluster import LOG_EVERY_S
 from .errors import CheckpointError, InvalidInputError
 from .legend import Legend
 from .patches import window_pixels  # (re-exported: the pixels the U-Net is scored on)
@@ -246,10 +248,13 @@ def fit_pixels(
     seed: int = 0,
     threads: int = 0,
     val: PixelSample | None = None,
+    progress: bool = False,
 ) -> tuple[str, list[int], dict[str, Any]]:
     """Train a LightGBM model (``kind``: gradient boosting, or ``"rf"``, its random-forest mode)
     on labelled pixels; returns the model as LightGBM's text, the training ids it knows (in
-    its output order) and what the training measured (time, pixels, validation accuracy)."""
+    its output order) and what the training measured (time, pixels, validation accuracy).
+    ``progress``: a line on stderr every :data:`~kerinci_xr.cluster.LOG_EVERY_S` seconds (the
+    round, the time spent and the time left)."""
     import lightgbm as lgb
 
     if kind not in PIXEL_MODELS:
@@ -265,7 +270,10 @@ def fit_pixels(
     t0 = time.perf_counter()
     params = _params(kind, train.x.shape[1], len(classes), seed, threads)
     booster = lgb.train(
-        params, lgb.Dataset(train.x, label=target, free_raw_data=True), num_boost_round=rounds
+        params,
+        lgb.Dataset(train.x, label=target, free_raw_data=True),
+        num_boost_round=rounds,
+        callbacks=[_round_lines(kind, rounds)] if progress else None,
     )
     info: dict[str, Any] = {
         "train_seconds": round(time.perf_counter() - t0, 3),
@@ -276,6 +284,25 @@ def fit_pixels(
         pred = np.asarray(classes)[np.asarray(booster.predict(val.x)).argmax(axis=1)]
         info |= {"val_pixels": int(val.y.size), "val_oa": float((pred == val.y).mean())}
     return booster.model_to_string(), classes, info
+
+
+def _round_lines(kind: str, rounds: int) -> Callable[[Any], None]:
+    """A LightGBM callback that prints where the training is, at most every LOG_EVERY_S seconds."""
+    t0 = last = time.monotonic()
+
+    def line(env: Any) -> None:
+        nonlocal last
+        now, done = time.monotonic(), env.iteration + 1
+        if now - last >= LOG_EVERY_S:
+            last = now
+            left = (now - t0) / done * (rounds - done)
+            print(
+                f"{kind}: round {done}/{rounds}, {now - t0:.0f} s, about {left:.0f} s left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return line
 
 
 _BOOSTERS: dict[tuple, Any] = {}

@@ -163,3 +163,21 @@ def test_evaluate__a_tree_model_on_the_pixels_the_unet_is_scored_on(small_run, t
     expected = confusion_matrix(labels[where], pred, labels=np.arange(0, n + 1))
     assert tree["samples"] == int(where.sum())
     np.testing.assert_array_equal(np.asarray(tree["confusion_matrix"]), expected)
+
+
+def test_fit_pixels__progress_lines_name_the_round_and_the_time_left(monkeypatch, capsys):
+    """A long per-pixel training says where it is (a line every LOG_EVERY_S seconds: here 0, so
+    a line a round), and prints nothing without ``progress``."""
+    from kerinci_xr import pixels
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.uint8) + 1
+    sample = pixels.PixelSample(x, y, np.zeros(400, int), np.zeros(400, int))
+    monkeypatch.setattr(pixels, "LOG_EVERY_S", 0.0)
+    pixels.fit_pixels(sample, kind="lightgbm", rounds=4, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert [e.split(",")[0] for e in err] == [f"lightgbm: round {i}/4" for i in range(1, 5)]
+    assert all("s left" in e for e in err)
+    pixels.fit_pixels(sample, kind="rf", rounds=4)
+    assert capsys.readouterr().err == ""

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def walk_script(folder: Path) -> Path:
         "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
     ]
     for line, lang, text in readme_blocks():
-        lines.append(f"echo '::: README.md line {line} ({lang})' >&2")
+        lines.append(f'echo "::: README.md line {line} ({lang}) at $(date +%s)" >&2')
         if lang == "python":
             path = folder.parent / f"readme_line_{line}.py"
             path.write_text(text)
@@ -74,6 +75,9 @@ def test_readme__every_block_runs_in_order_from_an_empty_folder(tmp_path):
     where = [line for line in res.stderr.splitlines() if line.startswith(":::")]
     assert res.returncode == 0, f"failed in {where[-1] if where else '?'}:\n{res.stderr[-6000:]}"
     assert len(where) == len(readme_blocks())
+    stamps = [(w.split(" at ")[0][4:], int(w.split(" at ")[1])) for w in where]
+    for (block, t0), (_, t1) in zip(stamps, [*stamps[1:], ("end", int(time.time()))], strict=True):
+        print(f"{t1 - t0:5d} s  {block}")  # what each block cost (for the README's figures)
     assert "exists" not in res.stderr  # no output-exists refusal anywhere
     for product in ("cube.zarr", "prediction.zarr", "report.html", "runs/kerinci/report.html"):
         assert (folder / product).exists(), product

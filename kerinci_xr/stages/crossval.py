@@ -185,7 +185,13 @@ def _scored(
         path = fit(fold.store, fold.folder / "model.pt", config=config, progress=progress).best
     else:
         path, _ = train_pixel_model(
-            fold.store, fold.folder / f"{model}.pt", kind=model, options=o, seed=o.seed, cube=fold.view
+            fold.store,
+            fold.folder / f"{model}.pt",
+            kind=model,
+            options=o,
+            seed=o.seed,
+            cube=fold.view,
+            progress=progress,
         )
     return classes_at(view, path, fold.rows, fold.cols, device=o.device)
 

@@ -113,7 +113,7 @@ def _train_pixels(o: TrainOptions, ctx: Context) -> dict[str, Any]:
             f"--resume and --until-epoch are for the U-Net; a {o.model} model trains in one go."
         )
     model, info = train_pixel_model(
-        o.patches, o.out, kind=o.model, options=o, seed=o.seed, calibrate=o.calibrate
+        o.patches, o.out, kind=o.model, options=o, seed=o.seed, calibrate=o.calibrate, progress=ctx.progress
     )  # type: ignore[arg-type]
     _, csv, js = history_paths(o.out)
     val_oa = (
@@ -134,6 +134,7 @@ def train_pixel_model(
     seed: int,
     cube: Any = None,
     calibrate: bool = True,
+    progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """A per-pixel model on the labelled pixels of a patch store's training area (its cube and
     split layout), validated on the validation area's pixels; writes the checkpoint and its
@@ -150,7 +151,9 @@ def train_pixel_model(
     recipe = FeatureRecipe(tuple(bands), roles, tuple(options.indices), tuple(options.windows))
     train = pixel_sample(cube, layout, recipe, split="train", max_per_class=options.max_pixels, seed=seed)
     val = pixel_sample(cube, layout, recipe, split="val", max_per_class=options.max_pixels, seed=seed)
-    text, classes, info = fit_pixels(train, kind=kind, rounds=options.rounds, seed=seed, val=val)  # type: ignore[arg-type]
+    text, classes, info = fit_pixels(
+        train, kind=kind, rounds=options.rounds, seed=seed, val=val, progress=progress
+    )  # type: ignore[arg-type]
     info |= {"model": kind, "features": len(recipe.names())}
     payload = {
         "model_kind": kind,
