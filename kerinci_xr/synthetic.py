@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -575,7 +576,9 @@ def stac_items_path(out_dir: str | os.PathLike) -> Location:
     return as_location(out_dir) / "stac_items.json"
 
 
-def write_stac(out_dir: str | Path, years: list[int] | None = None, *, overwrite: bool = False) -> Location:
+def write_stac(
+    out_dir: str | Path, years: Sequence[int | None] | None = None, *, overwrite: bool = False
+) -> Location:
     """A STAC ItemCollection of the scene(s) in ``out_dir``, as a STAC API search returns one:
     one item per year (``stac_items.json``) whose assets are the Landsat bands, one GeoTIFF each
     (``Landsat_Kerinci_2023_v1_B2.tif`` ...; uint16 reflectance x1e4, nodata 0, copied
@@ -594,7 +597,7 @@ def write_stac(out_dir: str | Path, years: list[int] | None = None, *, overwrite
     folder = items_path.parent
     band_files = {
         year: {b: folder / f"{Path(scene_files(out, year).landsat).stem}_{b}.tif" for b in LANDSAT_BANDS}
-        for year in (years or [None])
+        for year in ([*years] if years else [None])
     }
     targets = [items_path, *(p for bands in band_files.values() for p in bands.values())]
     existing = [str(p) for p in targets if product_exists(p)]

@@ -152,8 +152,13 @@ def train_pixel_model(
     train = pixel_sample(cube, layout, recipe, split="train", max_per_class=options.max_pixels, seed=seed)
     val = pixel_sample(cube, layout, recipe, split="val", max_per_class=options.max_pixels, seed=seed)
     text, classes, info = fit_pixels(
-        train, kind=kind, rounds=options.rounds, seed=seed, val=val, progress=progress
-    )  # type: ignore[arg-type]
+        train,
+        kind=kind,  # type: ignore[arg-type]
+        rounds=options.rounds,
+        seed=seed,
+        val=val,
+        progress=progress,
+    )
     info |= {"model": kind, "features": len(recipe.names())}
     payload = {
         "model_kind": kind,
