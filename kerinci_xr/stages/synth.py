@@ -67,29 +67,19 @@ def _files(o: SynthOptions) -> dict[str, Location]:
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
+    kw = {
+        "height": o.height,
+        "width": o.width,
+        "seed": o.seed,
+        "radar": o.radar,
+        "overwrite": o.overwrite,
+        "points": o.points,
+        "qa_pixel": o.qa_pixel,
+    }
     if o.years:
-        make_kerinci_series(
-            o.out,
-            list(o.years),
-            height=o.height,
-            width=o.width,
-            seed=o.seed,
-            radar=o.radar,
-            overwrite=o.overwrite,
-            points=o.points,
-            qa_pixel=o.qa_pixel,
-        )
+        make_kerinci_series(o.out, list(o.years), **kw)
     else:
-        make_kerinci_scene(
-            o.out,
-            height=o.height,
-            width=o.width,
-            seed=o.seed,
-            radar=o.radar,
-            overwrite=o.overwrite,
-            points=o.points,
-            qa_pixel=o.qa_pixel,
-        )
+        make_kerinci_scene(o.out, **kw)
     if o.stac:
         write_stac(o.out, list(o.years) if o.years else None, overwrite=o.overwrite)
     return _files(o)
