@@ -67,7 +67,7 @@ def _files(o: SynthOptions) -> dict[str, Location]:
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
-    kw = {
+    kw: dict[str, Any] = {
         "height": o.height,
         "width": o.width,
         "seed": o.seed,
