@@ -78,7 +78,7 @@ def test_readme__every_block_runs_in_order_from_an_empty_folder(tmp_path):
     stamps = [(w.split(" at ")[0][4:], int(w.split(" at ")[1])) for w in where]
     for (block, t0), (_, t1) in zip(stamps, [*stamps[1:], ("end", int(time.time()))], strict=True):
         print(f"{t1 - t0:5d} s  {block}")  # what each block cost (for the README's figures)
-    assert "exists" not in res.stderr  # no output-exists refusal anywhere
+    assert "output exists" not in res.stderr  # no refusal to replace an output anywhere
     for product in ("cube.zarr", "prediction.zarr", "report.html", "runs/kerinci/report.html"):
         assert (folder / product).exists(), product
 
