@@ -340,3 +340,14 @@ def test_prepare__select_and_band_roles_for_unknown_sensors(small_scene, tmp_pat
     ]
     assert main(bad) == 2
     assert "band roles: expected ROLE=BAND" in capsys.readouterr().err
+
+
+def test_sample__a_split_without_a_patch_is_refused_before_writing(tmp_path, cube_path, capsys):
+    """The 320 x 300 scene in blocks of 4 x 128 pixels is one block: the validation and test
+    areas get nothing. Refused (before, the store was written and training found no validation
+    pixels), naming the splits and the fix; nothing is written."""
+    out = tmp_path / "p.zarr"
+    assert main(["-q", "sample", str(cube_path), "--patch", "128", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the val and test splits got no patch" in err and "Fix: a smaller --patch" in err
+    assert not out.exists() and not (tmp_path / "p.csv").exists()

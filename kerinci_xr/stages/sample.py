@@ -12,7 +12,7 @@ from .._products import Kind
 from ..cube import cube_view, open_cube
 from ..errors import InvalidInputError
 from ..patches import write_patches
-from ..sampling import Draw, SplitLayout, draw_centres, format_split_table, write_manifest
+from ..sampling import SPLITS, Draw, SplitLayout, draw_centres, format_split_table, write_manifest
 from ._base import Context, DaskOptions, Stage
 
 __all__ = ["STAGE", "SampleOptions", "WindowOptions"]
@@ -73,8 +73,10 @@ def sample_windows(
     overwrite: bool = False,
     progress: bool = False,
     echo: Any = None,
+    every_split: bool = False,
 ) -> tuple[Draw, Any]:
-    """Draw the centres (or use ``layout``) and write the patch store with its layout and table."""
+    """Draw the centres (or use ``layout``) and write the patch store with its layout and table;
+    ``every_split``: refuse, before writing, a draw that leaves a split of the fractions empty."""
     draw = draw_centres(
         ds,
         per_class=o.per_class,
@@ -89,6 +91,20 @@ def sample_windows(
     )
     if echo is not None:
         echo(format_split_table(draw.table))
+    empty = [
+        s
+        for s, f in zip(SPLITS, fractions, strict=False)
+        if f > 0 and not (draw.manifest["split"] == s).any()
+    ]
+    if every_split and empty:
+        h, w = ds.sizes["y"], ds.sizes["x"]
+        raise InvalidInputError(
+            f"{o.cube}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got no patch: the "
+            f"{h} x {w} scene is cut into blocks of {4 * o.patch if o.block is None else o.block} pixels "
+            f"({draw.layout.blocks.size} of them) shared by fractions {list(fractions)}, and no "
+            f"{o.patch} x {o.patch} window fits in the {' and '.join(empty)} area. Fix: a smaller --patch "
+            "(or --block), a larger scene, or --fractions with 0 for a split you do not need."
+        )
     record = {
         "seed": seed,
         "fractions": [float(f) for f in fractions],
@@ -127,6 +143,7 @@ def run(o: SampleOptions, ctx: Context) -> dict[str, Any]:
         overwrite=o.overwrite,
         progress=ctx.progress,
         echo=ctx.echo,
+        every_split=True,
     )
     table = draw.manifest
     return {"patches": store, "manifest": write_manifest(table, manifest)}

@@ -88,9 +88,15 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
     if result.calibration:
         cal = result.calibration
         ctx.echo(_calibration_line(cal["temperature"], cal["before"]["ece"], cal["after"]["ece"]))
+    validated = any(r.get("val_mean_iou") is not None for r in result.history)
+    best = (
+        f"best validation mIoU {result.best_miou:.4f}"
+        if validated
+        else "no validation pixels: the epoch of lowest training loss is kept"
+    )
     ctx.echo(
         f"preset {used.preset}: depth {used.depth}, base {used.base}, lr {used.lr}, class weights "
-        f"{used.class_weights}, patience {used.patience}; best validation mIoU {result.best_miou:.4f}"
+        f"{used.class_weights}, patience {used.patience}; {best}"
     )
     return {"model": result.best, "model_last": result.last, "history": result.history_csv, "result": result}
 
