@@ -163,7 +163,7 @@ def _hv():
 
 
 #: The width of every map's frame (the data area, without axes and colour bar), in screen pixels.
-MAP_WIDTH = 480
+MAP_WIDTH = 400  # two maps and their colour bars side by side fit a 1366-pixel laptop screen
 
 
 def _plain() -> Any:
