@@ -347,6 +347,8 @@ def reliability_diagram(record: dict[str, Any], *, width: int = 520, height: int
         title=f"reliability on {record['before']['pixels']:,} {where} pixels (15 bins)",
         width=width,
         height=height,
+        xformatter=_plain(),
+        yformatter=_plain(),
         legend_position="top_left",
         xlim=(0, 1),
         ylim=(0, 1),
@@ -371,6 +373,8 @@ def learning_curves(result: dict[str, Any], *, width: int = 650, height: int = 4
         title=f"active learning: map accuracy vs labels ({len(result['seeds'])} seeds, mean +- sd)",
         width=width,
         height=height,
+        xformatter=_plain(),
+        yformatter=_plain(),
         legend_position="bottom_right",
     )
 
@@ -895,6 +899,7 @@ def crossval_parts(folder: str | Path) -> list[Any]:
     chart = (bars * points).opts(
         width=600,
         height=360,
+        yformatter=_plain(),
         ylim=(0, 1),
         ylabel="overall accuracy",
         xlabel="",
