@@ -33,7 +33,16 @@ def store_path(size: int = 4000, per_class: int = 30) -> Path:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sample(cube(size), out=path, per_class=per_class, patch=128, seed=0, fractions=(0.85, 0.15, 0.0))
+            # blocks of 256: a validation area even on the smoke test's 384-pixel scene
+            sample(
+                cube(size),
+                out=path,
+                per_class=per_class,
+                patch=128,
+                block=256,
+                seed=0,
+                fractions=(0.85, 0.15, 0.0),
+            )
     return path
 
 

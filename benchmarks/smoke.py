@@ -27,7 +27,7 @@ RUNS = [
     ("bench_maps.py", ["--sizes", "256", "512", "--max-size", "128"], ["bench_maps"]),
     (
         "bench_train.py",
-        ["--size", "384", "--per-class", "2", "--epochs", "1", "--batch-size", "4", "--device", "cpu"],
+        ["--size", "512", "--per-class", "2", "--epochs", "1", "--batch-size", "4", "--device", "cpu"],
         ["bench_train_cpu"],
     ),
     (
@@ -36,7 +36,7 @@ RUNS = [
             "--nproc",
             "1,2",
             "--size",
-            "384",
+            "512",
             "--per-class",
             "2",
             "--epochs",
