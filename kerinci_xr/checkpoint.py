@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._lazy import lazy_module
 from ._locations import Location
 from ._outputs import write_atomic
 from ._products import Kind, product_bytes
@@ -28,7 +29,8 @@ from .settings import UNetConfig
 if TYPE_CHECKING:  # torch loads when a checkpoint is read or written, not for --help
     import torch
 
-    from .model import UNet
+#: The U-Net's module (it imports PyTorch), loaded when a model is rebuilt.
+model_lib = lazy_module("kerinci_xr.model")
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -209,13 +211,11 @@ def check_compatible(ckpt: dict[str, Any], *, bands: list[str], legend: Legend |
             )
 
 
-def load_model(ckpt: dict[str, Any], device: torch.device | None = None) -> UNet:
+def load_model(ckpt: dict[str, Any], device: torch.device | None = None) -> torch.nn.Module:
     """Rebuild the U-Net of a checkpoint with its weights, in eval mode."""
     import torch
 
-    from .model import UNet
-
-    model = UNet(UNetConfig.from_dict(ckpt["model_config"]))
+    model = model_lib.UNet(UNetConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()
     return model.to(device or torch.device("cpu"))

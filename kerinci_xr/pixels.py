@@ -27,6 +27,7 @@ import xarray as xr
 from ._hashing import hash_u64
 from ._locations import absolute, version
 from .calibration import MAP_LAYERS, fill_layers, log_probabilities, softmax
+from .checkpoint import load_checkpoint, temperature_of
 from .cluster import LOG_EVERY_S
 from .errors import CheckpointError, InvalidInputError
 from .legend import Legend
@@ -314,8 +315,6 @@ def _booster(checkpoint: str, stamp: Any, text: str | None = None) -> Any:
     the file's version read once where the graph is built, not once per chunk)."""
     import lightgbm as lgb
 
-    from .checkpoint import load_checkpoint
-
     key = (checkpoint, stamp)
     with _BOOSTERS_LOCK:
         if key not in _BOOSTERS:
@@ -435,8 +434,6 @@ def predict_pixels(
     :data:`~.calibration.MAP_LAYERS` (the class: training id, 0 where invalid; confidence, margin,
     entropy, with the checkpoint's temperature) and optionally every class's probability; one
     task per ``chunk`` x ``chunk`` piece, the same map for any chunking."""
-    from .checkpoint import temperature_of
-
     recipe = FeatureRecipe.from_dict(ckpt["features"])
     view = view.chunk({"y": chunk, "x": chunk})
     feats = feature_stack(view["image"], view["valid"], recipe).data

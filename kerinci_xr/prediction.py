@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from ._chunks import Region, Regions
+from ._lazy import lazy_module
 from ._locations import absolute, as_location, is_url, open_gdal, version
 from ._products import Kind, locate, zarr_store
 from .calibration import LAYER_NAMES, MAP_LAYERS, fill_layers
@@ -44,6 +45,9 @@ from .legend import Legend, legend_of
 from .pixels import PIXEL_MODELS, predict_pixels, score_pixels
 from .preprocess import remap_labels
 from .settings import UNetConfig
+
+#: The U-Net's module (it imports PyTorch), loaded when a U-Net predicts, not to read a map.
+model_lib = lazy_module("kerinci_xr.model")
 
 __all__ = ["PREDICT_CHUNK", "classes_at", "margin_for", "open_class_map", "open_prediction", "predict_scene"]
 
@@ -85,13 +89,11 @@ def _model(checkpoint: str, stamp: Any, device: str):
     built, not once per window)."""
     import torch  # here, not at import: a map is read without torch
 
-    from .model import pick_device
-
     key = (checkpoint, stamp, device)
     with _MODELS_LOCK:
         if key not in _MODELS:
             ckpt = load_checkpoint(checkpoint)
-            dev = pick_device(device)
+            dev = model_lib.pick_device(device)
             model = load_model(ckpt, dev)
             if dev.type == "cpu":  # oneDNN's convolutions run 1.6x faster on NHWC tensors
                 model = model.to(memory_format=torch.channels_last)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .accuracy import strata_estimates
+
 __all__ = ["PRIVATE", "dask_processes", "private_namespaces", "strata_simulation", "with_errors"]
 
 #: A command prefix: run the command in a mount namespace of its own where an empty tmpfs hides
@@ -105,8 +107,6 @@ def strata_simulation(
     of the map, its population value (``true``) and each sample's ``estimates`` and whether its
     95 % interval ``covered`` the value."""
     import numpy as np
-
-    from .accuracy import strata_estimates
 
     rng = np.random.default_rng(seed)
     keys, sizes = np.unique(strata_map, return_counts=True)

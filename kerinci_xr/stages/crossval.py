@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._lazy import lazy_module
 from .._options import option
 from .._outputs import MARKER, atomic_output
 from .._products import Kind
@@ -27,6 +28,10 @@ from ..settings import TrainConfig
 from ._base import Context, Stage
 from .sample import WindowOptions, sample_windows
 from .train import PixelOptions, train_pixel_model
+
+#: The modules that import PyTorch, loaded when a U-Net trains (not to declare the options).
+training = lazy_module("kerinci_xr.training")
+model_lib = lazy_module("kerinci_xr.model")
 
 __all__ = ["STAGE", "CrossvalOptions"]
 
@@ -178,11 +183,9 @@ def _scored(
 ) -> np.ndarray:
     """Train ``model`` on a fold's sample; its map's classes at the fold's test pixels. Under
     torchrun the other processes are told to join the U-Net's training."""
-    from ..training import fit  # torch: only when a U-Net is trained
-
     if model == "unet":
         orders.send(("fit", str(fold.store), str(fold.folder / "model.pt")))
-        path = fit(fold.store, fold.folder / "model.pt", config=config, progress=progress).best
+        path = training.fit(fold.store, fold.folder / "model.pt", config=config, progress=progress).best
     else:
         path, _ = train_pixel_model(
             fold.store,
@@ -198,12 +201,10 @@ def _scored(
 
 def _follow(orders: Orders, config: TrainConfig) -> dict[str, Any]:
     """A process other than rank 0 under torchrun: join each U-Net training rank 0 starts."""
-    from ..training import fit
-
     while True:
         order = orders.receive()
         if order[0] == "fit":
-            fit(order[1], order[2], config=config)
+            training.fit(order[1], order[2], config=config)
         elif order[0] == "stop":
             return {}
         else:  # rank 0 failed: its own message says why
@@ -211,11 +212,9 @@ def _follow(orders: Orders, config: TrainConfig) -> dict[str, Any]:
 
 
 def run(o: CrossvalOptions, ctx: Context) -> dict[str, Any]:
-    from ..model import pick_device
-
     w = world()
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
-    setup(w, pick_device(o.device).type, o.dist_timeout)
+    setup(w, model_lib.pick_device(o.device).type, o.dist_timeout)
     orders = Orders(w, 12 * o.dist_timeout)
     if not w.main:
         return _follow(orders, config)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._lazy import lazy_module
 from .._options import option
 from .._products import Kind
 from ..calibration import log_probabilities
@@ -29,6 +30,9 @@ from ..pixels import pixel_probabilities, window_pixels
 from ..prediction import open_class_map, open_prediction
 from ..vector import rasterize_reference, read_reference
 from ._base import Context, DaskOptions, Stage
+
+#: PyTorch's evaluation of a U-Net, loaded when one is evaluated (not to declare the options).
+training = lazy_module("kerinci_xr.training")
 
 __all__ = ["STAGE", "EvaluateOptions"]
 
@@ -94,9 +98,9 @@ def _evaluate_pixels(o: EvaluateOptions) -> dict[str, Any]:
     pred = np.where(ok, ids[p.argmax(axis=1)], 0).astype(np.uint8)
     report = accuracy_report(confusion_matrix(ref, pred, legend.n_classes), legend)
     if ok.any():
-        from ..training import held_out_calibration
-
-        report["calibration"] = held_out_calibration(ckpt, log_probabilities(p[ok]), ref[ok], o.split, ids)
+        report["calibration"] = training.held_out_calibration(
+            ckpt, log_probabilities(p[ok]), ref[ok], o.split, ids
+        )
     report["source"] = {"patches": str(o.source), "split": o.split, "model": model}
     return report
 
@@ -147,9 +151,7 @@ def run(o: EvaluateOptions, ctx: Context) -> dict[str, Any]:
         _echo_reports(report, ctx)
     elif o.model:
         if load_checkpoint(o.model)["model_kind"] == "unet":
-            from ..training import evaluate_store  # torch: only for a U-Net
-
-            report = evaluate_store(o.source, o.model, split=o.split, device=o.device)
+            report = training.evaluate_store(o.source, o.model, split=o.split, device=o.device)
         else:
             report = _evaluate_pixels(o)
         ctx.echo(f"patch {o.split} split (the model on its held-out windows, each labelled pixel once):")

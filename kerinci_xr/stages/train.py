@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._lazy import lazy_module
 from .._options import option
 from .._outputs import write_atomic, write_text
 from .._products import Kind
@@ -23,6 +24,9 @@ from ..patches import open_patches, stored_layout
 from ..pixels import FeatureRecipe, class_probabilities, fit_pixels, pixel_sample
 from ..settings import TrainConfig, history_paths
 from ._base import Context, Stage
+
+#: PyTorch's training loop, loaded when a U-Net trains (not to declare the options).
+training = lazy_module("kerinci_xr.training")
 
 __all__ = ["STAGE", "PixelOptions", "TrainOptions", "train_pixel_model"]
 
@@ -72,10 +76,8 @@ def run(o: TrainOptions, ctx: Context) -> dict[str, Any]:
         raise InvalidInputError(
             "--indices and --windows are features of per-pixel models (--model lightgbm, rf)."
         )
-    from ..training import fit  # torch: only when a U-Net is trained
-
     config = TrainConfig(**{f.name: getattr(o, f.name) for f in fields(TrainConfig)})
-    result = fit(
+    result = training.fit(
         o.patches,
         o.out,
         config=config,
