@@ -612,56 +612,52 @@ def write_stac(
                 profile = _profile(1, "uint16", src.height, src.width, src.transform, LANDSAT_NODATA)
                 dsts = [stack.enter_context(rasterio.open(tmp[p], "w", **profile)) for p in bands.values()]
                 for r0, c0, h, w in _windows(src.height, src.width, 1024):
-                    win = Window(c0, r0, w, h)
-                    for i, dst in enumerate(dsts, start=1):
-                        dst.write(src.read(i, window=win), 1, window=win)
+                    window = Window(c0, r0, w, h)
+                    for dst, band in zip(dsts, src.read(window=window), strict=True):  # one read per window
+                        dst.write(band, 1, window=window)
                 for dst in dsts:
                     dst.close()
-                w0, s0, e0, n0 = src.bounds
                 features.append(
-                    {
-                        "type": "Feature",
-                        "stac_version": "1.0.0",
-                        "stac_extensions": [
-                            "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-                            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-                            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-                        ],
-                        "id": Path(source).stem,
-                        "collection": "kerinci-synthetic",
-                        "bbox": [w0, s0, e0, n0],
-                        "geometry": {
-                            "type": "Polygon",
-                            "coordinates": [[[w0, s0], [e0, s0], [e0, n0], [w0, n0], [w0, s0]]],
-                        },
-                        "properties": {
-                            "datetime": f"{year or 2023}-07-01T00:00:00Z",
-                            "proj:epsg": 4326,
-                            "proj:shape": [src.height, src.width],
-                            "proj:transform": list(src.transform)[:6],
-                        },
-                        "links": [],
-                        "assets": {
-                            b: {
-                                "href": f"./{p.name}",
-                                "type": "image/tiff; application=geotiff",
-                                "roles": ["data"],
-                                "eo:bands": [{"name": b, "common_name": COMMON_NAMES[b]}],
-                                "raster:bands": [
-                                    {
-                                        "data_type": "uint16",
-                                        "nodata": LANDSAT_NODATA,
-                                        "scale": 1e-4,
-                                        "offset": 0.0,
-                                    }
-                                ],
-                            }
-                            for b, p in bands.items()
-                        },
-                    }
+                    _stac_item(Path(source).stem, src, year, {b: p.name for b, p in bands.items()})
                 )
         tmp[items_path].write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
     return items_path
+
+
+def _stac_item(item_id: str, src, year: int | None, hrefs: dict[str, str]) -> dict:
+    """One year's STAC item: the grid of ``src`` (an open raster), one asset per band file."""
+    w, s, e, n = src.bounds
+    raster = {"data_type": "uint16", "nodata": LANDSAT_NODATA, "scale": 1e-4, "offset": 0.0}
+    assets = {
+        b: {
+            "href": f"./{name}",
+            "type": "image/tiff; application=geotiff",
+            "roles": ["data"],
+            "eo:bands": [{"name": b, "common_name": COMMON_NAMES[b]}],
+            "raster:bands": [raster],
+        }
+        for b, name in hrefs.items()
+    }
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            f"https://stac-extensions.github.io/{ext}/schema.json"
+            for ext in ("eo/v1.1.0", "raster/v1.1.0", "projection/v1.1.0")
+        ],
+        "id": item_id,
+        "collection": "kerinci-synthetic",
+        "bbox": [w, s, e, n],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "properties": {
+            "datetime": f"{year or 2023}-07-01T00:00:00Z",
+            "proj:epsg": 4326,
+            "proj:shape": [src.height, src.width],
+            "proj:transform": list(src.transform)[:6],
+        },
+        "links": [],
+        "assets": assets,
+    }
 
 
 def _describe(path: Path, names, tags: dict[str, str] | None = None) -> None:

@@ -126,10 +126,10 @@ def error_png(
     pred = np.asarray(decimate(prediction, max_size=max_size).values)
     rgb = np.zeros((*ref.shape, 3), np.uint8)
     known = (ref > 0) & (pred > 0)
-    rgb[known & (ref == pred)] = RIGHT
-    rgb[known & (ref != pred)] = WRONG
-    right = int((known & (ref == pred)).sum())
-    title = f"{title}: {right / max(int(known.sum()), 1):.1%} of the compared pixels right"
+    right = known & (ref == pred)
+    rgb[right] = RIGHT
+    rgb[known & ~right] = WRONG
+    title = f"{title}: {int(right.sum()) / max(int(known.sum()), 1):.1%} of the compared pixels right"
     key = [(RIGHT, "right"), (WRONG, "wrong"), (NOT_COMPARED, "not compared (no label or no class)")]
     return _save_png(rgb, path, title=title, legend=key)
 
@@ -278,7 +278,7 @@ def error_map(reference: xr.DataArray, prediction: xr.DataArray, *, max_size: in
     from bokeh.models import FixedTicker
 
     return img.opts(
-        cmap=["#1a9641", "#d7191c"],
+        cmap=["#{:02x}{:02x}{:02x}".format(*c) for c in (RIGHT, WRONG)],  # the error PNG's colours
         clim=(0.5, 2.5),
         color_levels=2,
         colorbar=True,

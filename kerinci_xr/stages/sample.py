@@ -91,12 +91,9 @@ def sample_windows(
     )
     if echo is not None:
         echo(format_split_table(draw.table))
-    empty = [
-        s
-        for s, f in zip(SPLITS, fractions, strict=False)
-        if f > 0 and not (draw.manifest["split"] == s).any()
-    ]
-    if every_split and empty:
+    drawn = set(draw.manifest["split"]) if every_split else set(SPLITS)
+    empty = [s for s, f in zip(SPLITS, fractions, strict=False) if f > 0 and s not in drawn]
+    if empty:
         h, w = ds.sizes["y"], ds.sizes["x"]
         raise InvalidInputError(
             f"{o.cube}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got no patch: the "

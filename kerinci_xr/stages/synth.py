@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._locations import Location
+from .._locations import Location, is_url
 from .._options import option
 from .._products import Kind
+from ..errors import InvalidInputError
 from ..synthetic import make_kerinci_scene, make_kerinci_series, scene_files, stac_items_path, write_stac
 from ._base import Context, Stage
 
@@ -67,6 +68,10 @@ def _files(o: SynthOptions) -> dict[str, Location]:
 
 
 def run(o: SynthOptions, ctx: Context) -> dict[str, Any]:
+    if o.stac and is_url(o.out):  # before any file is written
+        raise InvalidInputError(
+            f"{o.out}: --stac writes its items to a local folder. Fix: --out a local folder."
+        )
     kw: dict[str, Any] = {
         "height": o.height,
         "width": o.width,
